@@ -1,0 +1,45 @@
+"""`make bench`: run every benchmark and write bench/results/latest.json (also printed).
+
+Benchmarks are never part of the test suite; timing goals live here.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"python": platform.python_version(), "cpu": cpu, "machine": platform.machine()}
+
+
+def main() -> int:
+    sys.path.insert(0, str(HERE.parent))
+    results: dict = {"machine": machine(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    core = HERE / "bench_core.py"
+    if core.exists():
+        out = subprocess.run([sys.executable, str(core), "--json"], capture_output=True, text=True, check=True)
+        results.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

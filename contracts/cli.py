@@ -1,0 +1,133 @@
+"""Check a proposed contract against the registry from CI, in one line.
+
+    python -m contracts.cli check schema.avsc --subject web-chat.chat_event \\
+        --url https://contracts.chatorbit.internal --token "$CHATORBIT_TOKEN" [--mapping mapping.json] [--github]
+
+Exit codes: 0 compatible, 1 breaking (incompatible schema or mapping errors), 2 could not check
+(unreadable file, invalid schema, unknown subject, bad token, server unreachable).
+This module imports no Django: CI machines only need `requests`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import requests
+
+EXIT_COMPATIBLE, EXIT_BREAKING, EXIT_ERROR = 0, 1, 2
+SEVERITY_TO_GITHUB = {"error": "error", "warning": "warning", "info": "notice"}
+
+
+class CheckFailed(Exception):
+    """The check could not be carried out (exit 2)."""
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise CheckFailed(f"cannot read {what} file {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise CheckFailed(f"{what} file {path} is not UTF-8 text") from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CheckFailed(f"{what} file {path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") \
+            from err
+
+
+def contract_check_request(*, url: str, token: str, subject: str, schema: Any, mapping: Any = None,
+                           timeout: float = 30.0) -> dict:
+    body: dict[str, Any] = {"schema": schema}
+    if mapping is not None:
+        body["mapping"] = mapping
+    endpoint = f"{url.rstrip('/')}/api/v1/contracts/{requests.utils.quote(subject, safe='')}/check"
+    try:
+        response = requests.post(endpoint, json=body, headers={"Authorization": f"Token {token}"}, timeout=timeout)
+    except requests.RequestException as err:
+        raise CheckFailed(f"cannot reach {url}: {err}") from err
+    try:
+        payload = response.json()
+    except ValueError as err:
+        raise CheckFailed(f"{endpoint} answered HTTP {response.status_code} without JSON") from err
+    if response.status_code != 200:
+        message = payload.get("message") if isinstance(payload, dict) else None
+        raise CheckFailed(f"HTTP {response.status_code}: {message or payload}")
+    return payload
+
+
+def exit_code_for(result: dict) -> int:
+    if result.get("schema_errors"):
+        return EXIT_ERROR
+    if not result.get("compatible") or result.get("mapping_errors"):
+        return EXIT_BREAKING
+    return EXIT_COMPATIBLE
+
+
+def _gh_escape(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def report_print(result: dict, *, subject: str, schema_file: str, github: bool, out: TextIO) -> None:
+    verdict = "compatible" if result.get("compatible") else "NOT compatible"
+    out.write(f"{subject}: {verdict} under {result.get('mode')}\n")
+    for err in result.get("schema_errors", []):
+        out.write(f"  schema error {err.get('path', '/')}: {err.get('message')}\n")
+        if github:
+            out.write(f"::error file={schema_file},title=Invalid schema::{_gh_escape(err.get('message', ''))}\n")
+    for change in result.get("changes", []):
+        out.write(f"  {change['severity']:<7} {change['path']}  {change['rule']}: {change['message']}\n")
+        if github:
+            level = SEVERITY_TO_GITHUB.get(change["severity"], "notice")
+            title = f"{change['rule']} at {change['path']}"
+            out.write(f"::{level} file={schema_file},title={_gh_escape(title)}::{_gh_escape(change['message'])}\n")
+    for err in result.get("mapping_errors", []):
+        out.write(f"  mapping {err.get('path')}: {err.get('message')}\n")
+        if github:
+            out.write(f"::error title=Mapping error at {_gh_escape(str(err.get('path')))}::"
+                      f"{_gh_escape(str(err.get('message')))}\n")
+
+
+def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err_out: TextIO = sys.stderr) -> int:
+    parser = argparse.ArgumentParser(prog="python -m contracts.cli", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="check a schema (and mapping) against a subject")
+    check.add_argument("schema_file", help="the proposed Avro schema (.avsc / .json)")
+    check.add_argument("--subject", required=True, help="subject name, e.g. web-chat.chat_event")
+    check.add_argument("--mapping", help="optional mapping file (JSON) to validate too")
+    check.add_argument("--url", default=os.environ.get("CHATORBIT_URL"),
+                       help="portal base URL (default: $CHATORBIT_URL)")
+    check.add_argument("--token", default=os.environ.get("CHATORBIT_TOKEN"),
+                       help="API token (default: $CHATORBIT_TOKEN)")
+    check.add_argument("--github", action="store_true", default=os.environ.get("GITHUB_ACTIONS") == "true",
+                       help="also print GitHub Actions annotations (default on inside GitHub Actions)")
+    check.add_argument("--json", action="store_true", help="print the raw JSON result instead of text")
+    args = parser.parse_args(argv)
+    try:
+        if not args.url:
+            raise CheckFailed("no --url given and CHATORBIT_URL is not set")
+        if not args.token:
+            raise CheckFailed("no --token given and CHATORBIT_TOKEN is not set")
+        schema = _read_json(args.schema_file, "schema")
+        mapping = _read_json(args.mapping, "mapping") if args.mapping else None
+        result = contract_check_request(url=args.url, token=args.token, subject=args.subject, schema=schema,
+                                        mapping=mapping)
+    except CheckFailed as err:
+        err_out.write(f"error: {err}\n")
+        if args.github:
+            out.write(f"::error title=Contract check failed::{_gh_escape(str(err))}\n")
+        return EXIT_ERROR
+    if args.json:
+        out.write(json.dumps(result, indent=2) + "\n")
+    else:
+        report_print(result, subject=args.subject, schema_file=args.schema_file, github=args.github, out=out)
+    return exit_code_for(result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Seed the demo: roles, the chat-platform team, one user per role, the canonical model, six sources."""
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from contracts import presets, services
+from contracts.models import Source
+from portal.roles import Role
+from portal.services import role_groups_ensure, team_ensure
+
+# Development-only passwords: the command refuses to run with DEBUG=0 unless forced.
+DEMO_USERS = [
+    ("platform", Role.PLATFORM, "platform-demo-pass"),
+    ("engineer", Role.DATA_ENGINEER, "engineer-demo-pass"),
+    ("privacy", Role.PRIVACY, "privacy-demo-pass"),
+    ("admin", Role.ADMIN, "admin-demo-pass"),
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo team, users, canonical model and six sources with approved contracts (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--force", action="store_true", help="Run even with DEBUG=0 (creates known passwords).")
+        parser.add_argument("--quiet-keys", action="store_true", help="Do not print new write keys.")
+
+    def handle(self, *args, force: bool, quiet_keys: bool, **options):
+        if not settings.DEBUG and not force:
+            raise CommandError("seed_demo creates users with known passwords; refusing with DEBUG=0 (use --force).")
+        with transaction.atomic():
+            users, new_keys = self._seed()
+        self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        self.stdout.write("Sign in at http://127.0.0.1:8000/ with (development passwords):")
+        for username, role, password in DEMO_USERS:
+            self.stdout.write(f"  {username:<9} {password:<20} {role.value}")
+        for name, key in new_keys:
+            if not quiet_keys:
+                self.stdout.write(f"  write key for {name}: {key}  (shown once; rotate with the portal)")
+
+    def _seed(self):
+        groups = role_groups_ensure()
+        team = team_ensure(name="chat-platform", display_name="Chat platform")
+        user_model = get_user_model()
+        users = {}
+        for username, role, password in DEMO_USERS:
+            user, created = user_model.objects.get_or_create(
+                username=username, defaults={"email": f"{username}@chatorbit.example"}
+            )
+            if created:
+                user.set_password(password)
+            if role is Role.ADMIN:
+                user.is_superuser = user.is_staff = True
+            user.save()
+            user.groups.add(groups[role])
+            users[username] = user
+        team.members.add(users["platform"])
+        services.canonical_contract_ensure(actor=users["admin"])
+        new_keys = []
+        for preset in presets.demo_presets():
+            source = Source.objects.filter(name=preset["source"]).first()
+            if source is None:
+                source, key = services.source_create(
+                    actor=users["platform"], team=team, name=preset["source"], platform=preset["platform"],
+                    kind=preset["kind"], product=preset.get("product", ""), description=preset.get("description", ""),
+                )
+                new_keys.append((source.name, key))
+            services.preset_versions_load(
+                actor=users["platform"], reviewer=users["engineer"], source=source, contracts=preset["contracts"]
+            )
+        return users, new_keys

@@ -1,0 +1,265 @@
+"""A Schema-Registry-compatible subset under /registry/, so Kafka tooling works unchanged.
+
+Wire format, paths and error codes follow Confluent Schema Registry's REST API
+(content type `application/vnd.schemaregistry.v1+json`, errors `{"error_code", "message"}`).
+How review states map onto registry notions (see docs/decisions.md):
+- `register` creates a version *in review* (never approved) and returns the schema's global id;
+  the same schema registered again returns the existing id.
+- a subject's version list and `latest` skip rejected versions; `GET versions/N` returns any version.
+- checks against `latest`/N compare with that one version whatever its review state; a check against
+  the subject (no version) uses the subject's mode over its approved versions, as registration does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from rest_framework import exceptions, parsers, renderers
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from contracts import selectors, services
+from contracts.errors import ContractError
+from contracts.models import CompatibilityLevel, Contract, ContractVersion, VersionStatus
+from portal.authentication import ApiTokenAuthentication, TokenBasicAuthentication
+
+REGISTRY_MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
+DEFAULT_LEVEL = CompatibilityLevel.BACKWARD_TRANSITIVE
+
+# Our domain error codes → the registry's numeric codes.
+REGISTRY_CODES = {
+    "subject_not_found": 40401, "source_not_found": 40401, "version_not_found": 40402,
+    "schema_not_found": 40403, "incompatible": 40901, "invalid_schema": 42201, "schema_too_large": 42201,
+    "invalid_version": 42202, "invalid_compatibility_level": 42203, "invalid_subject": 42201,
+    "forbidden": 40301, "own_change": 40301,
+}
+
+
+class RegistryError(Exception):
+    def __init__(self, http_status: int, error_code: int, message: str):
+        super().__init__(message)
+        self.http_status, self.error_code, self.message = http_status, error_code, message
+
+
+class RegistryJSONParser(parsers.JSONParser):
+    media_type = REGISTRY_MEDIA_TYPE
+
+
+class RegistryGenericJSONParser(parsers.JSONParser):
+    media_type = "application/vnd.schemaregistry+json"
+
+
+class RegistryJSONRenderer(renderers.JSONRenderer):
+    media_type = REGISTRY_MEDIA_TYPE
+
+
+class RegistryApi(APIView):
+    # Documented by Confluent's API reference, not in our OpenAPI document (see docs/decisions.md).
+    schema = None
+    authentication_classes = [TokenBasicAuthentication, ApiTokenAuthentication]
+    permission_classes = [IsAuthenticated]
+    parser_classes = [RegistryJSONParser, RegistryGenericJSONParser, parsers.JSONParser]
+    renderer_classes = [RegistryJSONRenderer, renderers.JSONRenderer]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, ContractError):
+            code = REGISTRY_CODES.get(exc.code, exc.status_code * 100)
+            http_status = 422 if code // 100 == 422 else exc.status_code
+            exc = RegistryError(http_status, code, exc.message)
+        if isinstance(exc, RegistryError):
+            return Response({"error_code": exc.error_code, "message": exc.message}, status=exc.http_status)
+        if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
+            response = Response({"error_code": 40101, "message": str(exc.detail)}, status=401)
+            response["WWW-Authenticate"] = 'Basic realm="chatorbit-registry"'
+            return response
+        if isinstance(exc, exceptions.PermissionDenied):
+            return Response({"error_code": 40301, "message": str(exc.detail)}, status=403)
+        if isinstance(exc, exceptions.ParseError):
+            return Response({"error_code": 400, "message": f"Malformed JSON body: {exc.detail}"}, status=400)
+        if isinstance(exc, exceptions.UnsupportedMediaType):
+            return Response({"error_code": 415, "message": str(exc.detail)}, status=415)
+        if isinstance(exc, exceptions.MethodNotAllowed):
+            return Response({"error_code": 405, "message": str(exc.detail)}, status=405)
+        return super().handle_exception(exc)
+
+
+def _schema_from_body(data: Any) -> Any:
+    if not isinstance(data, dict) or "schema" not in data:
+        raise RegistryError(422, 42201, "The body must be a JSON object with a 'schema' string.")
+    schema_type = data.get("schemaType") or "AVRO"
+    if schema_type != "AVRO":
+        raise RegistryError(422, 42201, f"Only AVRO schemas are supported here, not {schema_type}.")
+    if data.get("references"):
+        raise RegistryError(422, 42201, "Schema references are not supported: inline the referenced types.")
+    raw = data["schema"]
+    if isinstance(raw, str):
+        try:
+            orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise RegistryError(422, 42201, f"Invalid schema: not valid JSON ({err}).") from err
+    return raw
+
+
+def _visible_versions(contract: Contract) -> list[ContractVersion]:
+    return list(contract.versions.exclude(status=VersionStatus.REJECTED).select_related("schema").order_by("version"))
+
+
+def _version_lookup(contract: Contract, version: str) -> ContractVersion:
+    if version == "latest" or version == "-1":
+        visible = _visible_versions(contract)
+        if not visible:
+            raise RegistryError(404, 40402, f"Subject '{contract.subject}' has no versions.")
+        return visible[-1]
+    try:
+        number = int(version)
+    except ValueError as err:
+        raise RegistryError(422, 42202, f"'{version}' is not a valid version: use a positive number or 'latest'.") \
+            from err
+    if number < 1 or number > 2**31 - 1:
+        raise RegistryError(422, 42202, f"'{version}' is not a valid version: use a positive number or 'latest'.")
+    found = contract.versions.select_related("schema").filter(version=number).first()
+    if found is None:
+        raise RegistryError(404, 40402, f"Version {number} not found for subject '{contract.subject}'.")
+    return found
+
+
+def _version_body(version: ContractVersion) -> dict:
+    return {"subject": version.contract.subject, "version": version.version, "id": version.schema_id,
+            "schemaType": "AVRO", "schema": version.schema.schema}
+
+
+def _is_true(value: str | None) -> bool:
+    return (value or "").lower() == "true"
+
+
+class SubjectListApi(RegistryApi):
+    def get(self, request):
+        prefix = request.query_params.get("subjectPrefix") or ""
+        subjects = Contract.objects.filter(subject__startswith=prefix).order_by("subject").values_list("subject",
+                                                                                                        flat=True)
+        return Response(list(subjects))
+
+
+class SubjectVersionsApi(RegistryApi):
+    def get(self, request, subject: str):
+        contract = selectors.contract_by_subject(subject)
+        return Response([v.version for v in _visible_versions(contract)])
+
+    def post(self, request, subject: str):
+        """Register: create a version in review (or return the id of the same schema already there)."""
+        raw = _schema_from_body(request.data)
+        contract = services.contract_for_subject_or_create(actor=request.user, subject=subject)
+        version, _ = services.contract_version_submit(
+            actor=request.user, contract=contract, schema=raw, submit_for_review=True, inherit_mapping=True,
+            change_summary="Registered through the Schema Registry API.",
+        )
+        return Response({"id": version.schema_id, "subject": contract.subject, "version": version.version})
+
+
+class SubjectLookupApi(RegistryApi):
+    """POST /subjects/{s}: is this schema registered under the subject?"""
+
+    def post(self, request, subject: str):
+        raw = _schema_from_body(request.data)
+        contract = selectors.contract_by_subject(subject)
+        parsed = selectors.schema_parse(raw)
+        found = (
+            contract.versions.filter(schema__fingerprint=services.schema_fingerprint(parsed))
+            .select_related("schema").order_by("-version").first()
+        )
+        if found is None:
+            raise RegistryError(404, 40403, f"Schema not found under subject '{subject}'.")
+        return Response(_version_body(found))
+
+
+class SubjectVersionApi(RegistryApi):
+    def get(self, request, subject: str, version: str):
+        contract = selectors.contract_by_subject(subject)
+        return Response(_version_body(_version_lookup(contract, version)))
+
+
+class SubjectVersionSchemaApi(RegistryApi):
+    """GET /subjects/{s}/versions/{v}/schema: the bare schema."""
+
+    renderer_classes = [renderers.JSONRenderer, RegistryJSONRenderer]
+
+    def get(self, request, subject: str, version: str):
+        contract = selectors.contract_by_subject(subject)
+        return Response(orjson.loads(_version_lookup(contract, version).schema.schema))
+
+
+class SchemaByIdApi(RegistryApi):
+    def get(self, request, schema_id: int):
+        try:
+            schema = selectors.schema_by_id(schema_id)
+        except ContractError as err:
+            raise RegistryError(404, 40403, f"Schema {schema_id} not found.") from err
+        return Response({"schema": schema.schema, "schemaType": "AVRO"})
+
+
+class SchemaSubjectsApi(RegistryApi):
+    def get(self, request, schema_id: int):
+        versions = ContractVersion.objects.filter(schema_id=schema_id).select_related("contract")
+        subjects = sorted({v.contract.subject for v in versions})
+        if not subjects:
+            raise RegistryError(404, 40403, f"Schema {schema_id} not found.")
+        return Response(subjects)
+
+
+def _check_response(check: selectors.ContractCheck, verbose: bool) -> Response:
+    if check.schema_errors:
+        raise RegistryError(422, 42201, check.schema_errors[0]["message"])
+    body: dict[str, Any] = {"is_compatible": check.compatible}
+    if verbose:
+        body["messages"] = [
+            f"{c['severity'].upper()} {c['rule']} at {c['path']}: {c['message']}"
+            for c in check.changes if c["severity"] == "error"
+        ]
+    return Response(body)
+
+
+class CompatibilityVersionApi(RegistryApi):
+    def post(self, request, subject: str, version: str):
+        raw = _schema_from_body(request.data)
+        contract = selectors.contract_by_subject(subject)
+        target = _version_lookup(contract, version)
+        # Against one named version the mode's direction applies, without its transitive scope.
+        mode = contract.compatibility.replace("_TRANSITIVE", "")
+        check = selectors.contract_check(contract=contract, schema=raw, against=[target], mode=mode)
+        return _check_response(check, _is_true(request.query_params.get("verbose")))
+
+
+class CompatibilitySubjectApi(RegistryApi):
+    def post(self, request, subject: str):
+        raw = _schema_from_body(request.data)
+        contract = selectors.contract_by_subject(subject)
+        check = selectors.contract_check(contract=contract, schema=raw)
+        return _check_response(check, _is_true(request.query_params.get("verbose")))
+
+
+class SubjectConfigApi(RegistryApi):
+    def get(self, request, subject: str):
+        contract = selectors.contract_by_subject(subject)
+        return Response({"compatibilityLevel": contract.compatibility})
+
+    def put(self, request, subject: str):
+        data = request.data if isinstance(request.data, dict) else {}
+        level = data.get("compatibility", data.get("compatibilityLevel"))
+        contract = selectors.contract_by_subject(subject)
+        services.contract_compatibility_set(actor=request.user, contract=contract, level=level)
+        return Response({"compatibility": contract.compatibility})
+
+
+class GlobalConfigApi(RegistryApi):
+    def get(self, request):
+        return Response({"compatibilityLevel": DEFAULT_LEVEL})
+
+    def put(self, request):
+        raise RegistryError(403, 40301, "The global default (BACKWARD_TRANSITIVE) is fixed; set levels per subject.")
+
+
+class SchemaTypesApi(RegistryApi):
+    def get(self, request):
+        return Response(["AVRO"])

@@ -1,0 +1,252 @@
+"""Reads: lists, lookups, and the side-effect-free contract check used by CI, the form and submit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db.models import Q, QuerySet
+
+from contracts import compatibility, mapping
+from contracts.errors import ContractError, NotFound
+from contracts.models import Contract, ContractVersion, SchemaText, Source, VersionStatus
+from portal.roles import is_admin, user_team_ids
+
+# A fixed clock for previews keeps the preview deterministic (the pure core takes time as input).
+PREVIEW_RECEIVED_AT_MICROS = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+
+
+@dataclasses.dataclass
+class ContractCheck:
+    """Everything a reviewer or a CI job wants to know about a proposed schema and mapping."""
+
+    mode: str
+    schema: dict | None = None
+    schema_errors: list[dict] = dataclasses.field(default_factory=list)
+    report: dict | None = None
+    mapping_errors: list[dict] = dataclasses.field(default_factory=list)
+    previews: list[dict] = dataclasses.field(default_factory=list)
+
+    @property
+    def compatible(self) -> bool:
+        return not self.schema_errors and bool(self.report and self.report["compatible"])
+
+    @property
+    def changes(self) -> list[dict]:
+        return list(self.report["changes"]) if self.report else []
+
+    def as_api_dict(self) -> dict:
+        return {
+            "compatible": self.compatible,
+            "mode": self.mode,
+            "changes": self.changes,
+            "schema_errors": self.schema_errors,
+            "mapping_errors": self.mapping_errors,
+            "previews": self.previews,
+        }
+
+
+def _json_size(raw: Any) -> int:
+    if isinstance(raw, str):
+        return len(raw.encode())
+    try:
+        return len(orjson.dumps(raw))
+    except TypeError:  # integers beyond 64 bits: valid JSON that orjson will not encode
+        return len(json.dumps(raw).encode())
+
+
+def schema_size_check(raw: Any, *, what: str = "schema") -> None:
+    size = _json_size(raw)
+    limit = settings.CONTRACT_SCHEMA_MAX_BYTES
+    if size > limit:
+        raise ContractError(
+            f"{what}_too_large",
+            f"The {what} is {size:,} bytes; the limit is {limit:,} bytes.",
+            status_code=413,
+        )
+
+
+def schema_parse(raw: Any) -> dict:
+    """Parse and validate a source schema (JSON text or object). Raises ContractError naming the problem."""
+    schema_size_check(raw)
+    try:
+        return compatibility.parse_record_schema(raw)
+    except compatibility.SchemaError as err:
+        where = f" at {err.path}" if getattr(err, "path", "") else ""
+        raise ContractError("invalid_schema", f"Invalid Avro schema{where}: {err.message}") from err
+
+
+def approved_versions(contract: Contract, *, exclude_pk: int | None = None) -> list[ContractVersion]:
+    qs = contract.versions.filter(status=VersionStatus.APPROVED).select_related("schema").order_by("version")
+    if exclude_pk is not None:
+        qs = qs.exclude(pk=exclude_pk)
+    return list(qs)
+
+
+def version_schema(version: ContractVersion) -> dict:
+    return orjson.loads(version.schema.schema)
+
+
+def source_context(contract: Contract, version_number: int) -> mapping.SourceContext:
+    source = contract.source
+    return mapping.SourceContext(
+        source_id=str(source.pk) if source else "canonical",
+        source_name=source.name if source else "canonical",
+        platform=source.platform if source else "api",
+        product=(source.product or None) if source else None,
+        contract_name=contract.subject,
+        contract_version=version_number,
+        received_at_micros=PREVIEW_RECEIVED_AT_MICROS,
+    )
+
+
+def contract_check(
+    *,
+    contract: Contract,
+    schema: Any,
+    mapping_spec: Any = None,
+    samples: Sequence[Any] = (),
+    against: Sequence[ContractVersion] | None = None,
+    mode: str | None = None,
+    version_number: int | None = None,
+) -> ContractCheck:
+    """Check a proposed schema (and mapping) against a contract without saving anything.
+
+    `against` defaults to the contract's approved versions (the scope of its compatibility mode);
+    `mode` defaults to the contract's own level.
+    """
+    mode = mode or contract.compatibility
+    result = ContractCheck(mode=mode)
+    try:
+        result.schema = schema_parse(schema)
+    except ContractError as err:
+        result.schema_errors.append({"path": "/", "message": err.message, "code": err.code})
+        return result
+    previous = list(against) if against is not None else approved_versions(contract)
+    report = compatibility.check_compatibility(
+        result.schema, [(v.version, version_schema(v)) for v in previous], compatibility.CompatibilityMode(mode)
+    )
+    result.report = report.to_dict()
+    if contract.is_canonical:
+        return result
+    if mapping_spec is None or mapping_spec == {}:
+        result.mapping_errors.append(
+            {"path": "/", "message": "No mapping yet: add one so ingestion knows which canonical events "
+                                      "this contract produces."}
+        )
+        return result
+    result.mapping_errors = [dataclasses.asdict(e) for e in mapping.mapping_check(result.schema, mapping_spec)]
+    if not result.mapping_errors:
+        number = version_number or next_version_number(contract)
+        ctx = source_context(contract, number)
+        for index, sample in enumerate(samples):
+            outcome = mapping.preview(result.schema, mapping_spec, sample, ctx)
+            result.previews.append({"sample": index, "events": outcome.events, "errors": outcome.errors})
+    return result
+
+
+def next_version_number(contract: Contract) -> int:
+    last = contract.versions.order_by("-version").values_list("version", flat=True).first()
+    return (last or 0) + 1
+
+
+def contract_by_subject(subject: str) -> Contract:
+    contract = Contract.objects.select_related("source", "source__team").filter(subject=subject).first()
+    if contract is None:
+        raise NotFound("subject_not_found", f"Subject '{subject}' not found.")
+    return contract
+
+
+def source_by_name_or_id(key: str | int) -> Source:
+    lookup = Q(name=str(key))
+    if str(key).isdigit():
+        lookup |= Q(pk=int(key))
+    source = Source.objects.select_related("team").filter(lookup).first()
+    if source is None:
+        raise NotFound("source_not_found", f"Source '{key}' not found.")
+    return source
+
+
+def source_list(*, user: Any = None, team: str | None = None, platform: str | None = None) -> QuerySet[Source]:
+    qs = Source.objects.select_related("team").order_by("name")
+    if team:
+        qs = qs.filter(team__name=team)
+    if platform:
+        qs = qs.filter(platform=platform)
+    return qs
+
+
+def contract_list(
+    *, team: str | None = None, platform: str | None = None, status: str | None = None,
+    source: str | None = None, query: str | None = None,
+) -> QuerySet[Contract]:
+    qs = Contract.objects.select_related("source", "source__team").order_by("-is_canonical", "subject")
+    if team:
+        qs = qs.filter(source__team__name=team)
+    if platform:
+        qs = qs.filter(source__platform=platform)
+    if status:
+        qs = qs.filter(versions__status=status).distinct()
+    if source:
+        qs = qs.filter(source__name=source)
+    if query:
+        qs = qs.filter(subject__icontains=query)
+    return qs
+
+
+def contract_versions(contract: Contract) -> QuerySet[ContractVersion]:
+    return contract.versions.select_related("schema", "author", "reviewer").order_by("-version")
+
+
+def contract_version_get(contract: Contract, number: int) -> ContractVersion:
+    version = contract_versions(contract).filter(version=number).first()
+    if version is None:
+        raise NotFound("version_not_found", f"Version {number} of '{contract.subject}' not found.")
+    return version
+
+
+def latest_version(contract: Contract, *, statuses: Sequence[str] | None = None) -> ContractVersion | None:
+    qs = contract_versions(contract)
+    if statuses is not None:
+        qs = qs.filter(status__in=statuses)
+    return qs.first()
+
+
+def latest_approved_version(contract: Contract) -> ContractVersion | None:
+    return latest_version(contract, statuses=[VersionStatus.APPROVED])
+
+
+def previous_version(version: ContractVersion) -> ContractVersion | None:
+    """The version a reviewer compares against: the newest approved one before it, else the one before."""
+    earlier = version.contract.versions.select_related("schema").filter(version__lt=version.version)
+    return (
+        earlier.filter(status=VersionStatus.APPROVED).order_by("-version").first()
+        or earlier.order_by("-version").first()
+    )
+
+
+def review_queue() -> QuerySet[ContractVersion]:
+    return (
+        ContractVersion.objects.filter(status=VersionStatus.IN_REVIEW)
+        .select_related("contract", "contract__source", "contract__source__team", "author", "schema")
+        .order_by("submitted_at", "id")
+    )
+
+
+def user_can_edit_contract(user: Any, contract: Contract) -> bool:
+    if is_admin(user):
+        return True
+    if contract.is_canonical or contract.source is None:
+        return False
+    return contract.source.team_id in user_team_ids(user)
+
+
+def schema_by_id(schema_id: int) -> SchemaText:
+    found = SchemaText.objects.filter(pk=schema_id).first()
+    if found is None:
+        raise NotFound("schema_not_found", f"Schema {schema_id} not found.")
+    return found

@@ -1,0 +1,1 @@
+"""GDPR/CCPA deletion requests: SLA clock, identity expansion, erasure steps, suppression, evidence."""

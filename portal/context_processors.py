@@ -1,0 +1,12 @@
+from portal.roles import ROLE_LABELS, is_admin, is_data_engineer, user_roles
+
+
+def roles(request):
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    return {
+        "user_is_admin": is_admin(user),
+        "user_is_engineer": is_data_engineer(user),
+        "user_role_labels": [ROLE_LABELS[r] for r in sorted(user_roles(user))],
+    }

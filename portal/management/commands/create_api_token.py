@@ -1,0 +1,21 @@
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from portal.services import api_token_create
+
+
+class Command(BaseCommand):
+    help = "Create an API token for USERNAME and print it (and nothing else). The token is shown only once."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--name", default="cli", help="A label to tell tokens apart (default: cli).")
+
+    def handle(self, *args, username: str, name: str, **options):
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"No user named '{username}'.")
+        if not user.is_active:
+            raise CommandError(f"User '{username}' is disabled.")
+        _, token = api_token_create(user=user, name=name)
+        self.stdout.write(token)

@@ -1,0 +1,1 @@
+"""Quality checks, pipeline metrics, scorecards, freshness and lag monitoring."""

@@ -1,0 +1,126 @@
+"""Shared fixtures: one user per role, the demo team, and an API client per role."""
+
+from __future__ import annotations
+
+import pytest
+
+from portal.roles import Role
+
+PASSWORD = "test-password-123"
+
+
+@pytest.fixture
+def role_groups(db):
+    from portal.services import role_groups_ensure
+
+    return role_groups_ensure()
+
+
+@pytest.fixture
+def team(db):
+    from portal.services import team_ensure
+
+    return team_ensure(name="chat-platform", display_name="Chat platform")
+
+
+@pytest.fixture
+def other_team(db):
+    from portal.services import team_ensure
+
+    return team_ensure(name="voice-team", display_name="Voice team")
+
+
+@pytest.fixture
+def make_user(db, role_groups, django_user_model):
+    def make(username: str, role: Role | None = None, teams=(), superuser: bool = False):
+        user = django_user_model.objects.create_user(
+            username=username, password=PASSWORD, email=f"{username}@example.com", is_superuser=superuser,
+            is_staff=superuser,
+        )
+        if role is not None:
+            user.groups.add(role_groups[role])
+        for t in teams:
+            t.members.add(user)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def platform_user(make_user, team):
+    return make_user("platform", Role.PLATFORM, teams=[team])
+
+
+@pytest.fixture
+def other_platform_user(make_user, other_team):
+    return make_user("voiceperson", Role.PLATFORM, teams=[other_team])
+
+
+@pytest.fixture
+def engineer(make_user):
+    return make_user("engineer", Role.DATA_ENGINEER)
+
+
+@pytest.fixture
+def second_engineer(make_user):
+    return make_user("engineer2", Role.DATA_ENGINEER)
+
+
+@pytest.fixture
+def privacy_user(make_user):
+    return make_user("privacy", Role.PRIVACY)
+
+
+@pytest.fixture
+def admin_user(make_user):
+    return make_user("admin", Role.ADMIN, superuser=True)
+
+
+@pytest.fixture
+def api_client_for():
+    """An API client authenticated with a real API token of `user`."""
+
+    from rest_framework.test import APIClient
+
+    from portal.services import api_token_create
+
+    def make(user):
+        _, token = api_token_create(user=user, name="test")
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def web_chat_preset():
+    from contracts.presets import preset_load
+
+    return preset_load("web-chat")
+
+
+@pytest.fixture
+def web_chat_source(platform_user, team, web_chat_preset):
+    from contracts.services import source_create
+
+    source, _ = source_create(actor=platform_user, team=team, name="web-chat", platform=web_chat_preset["platform"],
+                              kind=web_chat_preset["kind"], product=web_chat_preset.get("product", ""))
+    return source
+
+
+@pytest.fixture
+def chat_contract(web_chat_source, web_chat_preset, platform_user, engineer):
+    """web-chat's first preset contract with its first version approved (a schema, mapping and samples)."""
+    from contracts.services import preset_versions_load
+
+    spec = dict(web_chat_preset["contracts"][0])
+    spec["versions"] = spec["versions"][:1]
+    (version,) = preset_versions_load(actor=platform_user, reviewer=engineer, source=web_chat_source,
+                                      contracts=[spec])
+    return version.contract
+
+
+@pytest.fixture
+def chat_v1(chat_contract):
+    return chat_contract.versions.get(version=1)

@@ -1,0 +1,171 @@
+"""The Schema-Registry-compatible subset, driven by confluent_kafka's own SchemaRegistryClient."""
+
+from __future__ import annotations
+
+import copy
+
+import orjson
+import pytest
+import requests
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from contracts.models import Contract, ContractVersion, VersionStatus
+from portal.services import api_token_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def registry_url(live_server):
+    return f"{live_server.url}/registry"
+
+
+@pytest.fixture
+def client_for(registry_url):
+    def make(user):
+        _, token = api_token_create(user=user, name="registry")
+        return SchemaRegistryClient({"url": registry_url, "basic.auth.user.info": f"{user.username}:{token}"})
+
+    return make
+
+
+def avro(schema: dict) -> Schema:
+    return Schema(orjson.dumps(schema).decode(), "AVRO")
+
+
+def v1_schema(version: ContractVersion) -> dict:
+    return orjson.loads(version.schema.schema)
+
+
+def evolved(schema: dict, *, optional: str | None = None, required: str | None = None) -> dict:
+    new = copy.deepcopy(schema)
+    if optional:
+        new["fields"].append({"name": optional, "type": ["null", "string"], "default": None})
+    if required:
+        new["fields"].append({"name": required, "type": "long"})
+    return new
+
+
+def test_reads_subjects_versions_and_schemas(client_for, engineer, chat_v1):
+    sr = client_for(engineer)
+    subject = chat_v1.contract.subject
+    assert subject in sr.get_subjects()
+    assert sr.get_versions(subject) == [1]
+    latest = sr.get_latest_version(subject)
+    assert latest.version == 1 and latest.schema_id == chat_v1.schema_id
+    assert orjson.loads(latest.schema.schema_str) == v1_schema(chat_v1)
+    assert sr.get_version(subject, 1).schema_id == chat_v1.schema_id
+    assert orjson.loads(sr.get_schema(chat_v1.schema_id).schema_str) == v1_schema(chat_v1)
+    assert sr.get_compatibility(subject) == "BACKWARD_TRANSITIVE"
+
+
+def test_register_creates_a_version_in_review_and_is_idempotent(client_for, platform_user, chat_v1):
+    sr = client_for(platform_user)
+    subject = chat_v1.contract.subject
+    schema = evolved(v1_schema(chat_v1), optional="campaign")
+    schema_id = sr.register_schema(subject, avro(schema))
+    version = ContractVersion.objects.get(contract=chat_v1.contract, version=2)
+    assert version.status == VersionStatus.IN_REVIEW and version.schema_id == schema_id
+    assert version.mapping == chat_v1.mapping  # carried forward for the reviewer
+    fresh = client_for(platform_user)  # no client-side cache
+    assert fresh.register_schema(subject, avro(schema)) == schema_id
+    assert ContractVersion.objects.filter(contract=chat_v1.contract).count() == 2
+    assert fresh.get_versions(subject) == [1, 2]
+    assert fresh.lookup_schema(subject, avro(schema)).version == 2
+
+
+def test_incompatible_registration_is_409_40901(client_for, platform_user, chat_v1):
+    sr = client_for(platform_user)
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.register_schema(chat_v1.contract.subject, avro(evolved(v1_schema(chat_v1), required="seats")))
+    assert err.value.http_status_code == 409 and err.value.error_code == 40901
+    assert "seats" in err.value.error_message
+    assert ContractVersion.objects.filter(contract=chat_v1.contract).count() == 1
+
+
+def test_invalid_schema_is_422_42201(client_for, platform_user, chat_v1):
+    sr = client_for(platform_user)
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.register_schema(chat_v1.contract.subject, Schema('{"type": "record", "name": "X", "fields": '
+                                                            '[{"name": "a", "type": "nope"}]}', "AVRO"))
+    assert err.value.http_status_code == 422 and err.value.error_code == 42201
+
+
+def test_compatibility_checks_against_latest_and_a_number(client_for, registry_url, platform_user, chat_v1):
+    sr = client_for(platform_user)
+    subject = chat_v1.contract.subject
+    assert sr.test_compatibility(subject, avro(evolved(v1_schema(chat_v1), optional="x")), verbose=True) is True
+    assert sr.test_compatibility(subject, avro(evolved(v1_schema(chat_v1), required="y")), version=1) is False
+    _, token = api_token_create(user=platform_user)
+    response = requests.post(
+        f"{registry_url}/compatibility/subjects/{subject}/versions/latest?verbose=true",
+        json={"schema": orjson.dumps(evolved(v1_schema(chat_v1), required="y")).decode()},
+        auth=("platform", token), timeout=10)
+    body = response.json()
+    assert body["is_compatible"] is False and any("/fields/y" in m for m in body["messages"])
+
+
+def test_compatibility_level_get_and_set(client_for, platform_user, chat_v1):
+    sr = client_for(platform_user)
+    subject = chat_v1.contract.subject
+    assert sr.set_compatibility(subject, "FULL") == {"compatibility": "FULL"} or sr.get_compatibility(subject)
+    assert sr.get_compatibility(subject) == "FULL"
+    assert Contract.objects.get(subject=subject).compatibility == "FULL"
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.set_compatibility(subject, "SIDEWAYS")
+    assert err.value.error_code == 42203
+
+
+def test_not_found_codes(client_for, engineer, chat_v1):
+    sr = client_for(engineer)
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.get_versions("nope.missing")
+    assert (err.value.http_status_code, err.value.error_code) == (404, 40401)
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.get_version(chat_v1.contract.subject, 42)
+    assert (err.value.http_status_code, err.value.error_code) == (404, 40402)
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.get_schema(999999)
+    assert (err.value.http_status_code, err.value.error_code) == (404, 40403)
+
+
+def test_invalid_version_is_42202(registry_url, engineer, chat_v1):
+    _, token = api_token_create(user=engineer)
+    response = requests.get(f"{registry_url}/subjects/{chat_v1.contract.subject}/versions/zero",
+                            auth=("engineer", token), timeout=10)
+    assert response.status_code == 422 and response.json()["error_code"] == 42202
+    assert response.headers["Content-Type"].startswith("application/vnd.schemaregistry.v1+json")
+
+
+def test_wrong_credentials_are_401(registry_url, engineer, chat_v1):
+    sr = SchemaRegistryClient({"url": registry_url, "basic.auth.user.info": "engineer:co_bad_token"})
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.get_subjects()
+    assert err.value.http_status_code == 401 and err.value.error_code == 40101
+    _, token = api_token_create(user=engineer)
+    wrong_user = SchemaRegistryClient({"url": registry_url, "basic.auth.user.info": f"platform:{token}"})
+    with pytest.raises(SchemaRegistryError):
+        wrong_user.get_subjects()
+
+
+def test_another_teams_member_cannot_register(client_for, other_platform_user, chat_v1):
+    sr = client_for(other_platform_user)
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.register_schema(chat_v1.contract.subject, avro(evolved(v1_schema(chat_v1), optional="z")))
+    assert err.value.http_status_code == 403 and err.value.error_code == 40301
+    assert ContractVersion.objects.filter(contract=chat_v1.contract).count() == 1
+
+
+def test_registering_to_a_new_subject_of_your_source_creates_the_contract(client_for, platform_user, chat_v1):
+    sr = client_for(platform_user)
+    schema = {"type": "record", "name": "PageView", "namespace": "com.chatorbit.web",
+              "fields": [{"name": "url", "type": "string"}, {"name": "ts", "type": "long"}]}
+    schema_id = sr.register_schema("web-chat.page_view", avro(schema))
+    contract = Contract.objects.get(subject="web-chat.page_view")
+    assert contract.source.name == "web-chat"
+    version = contract.versions.get()
+    assert version.schema_id == schema_id and version.status == VersionStatus.IN_REVIEW
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.register_schema("no-such-source.page_view", avro(schema))
+    assert err.value.error_code == 40401

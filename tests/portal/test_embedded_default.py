@@ -1,0 +1,64 @@
+"""`make run`'s command brings the portal up on SQLite with the demo seeded and the sign-ins printed."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_embedded_serves_the_seeded_portal_on_sqlite(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL"}}
+    env.update(CHATORBIT_VAR_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "manage.py", "run_embedded", "--addrport", f"127.0.0.1:{port}"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{base}/accounts/login/", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+            assert proc.poll() is None, log.read_text()
+        else:
+            raise AssertionError("portal did not come up:\n" + log.read_text())
+        printed = log.read_text()
+        assert (tmp_path / "portal.sqlite3").exists()
+        match = re.search(r"^\s+engineer\s+(\S+)", printed, re.MULTILINE)
+        assert match, printed
+
+        session = requests.Session()
+        login_page = session.get(f"{base}/accounts/login/", timeout=10)
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
+        signed_in = session.post(f"{base}/accounts/login/", timeout=10, headers={"Referer": f"{base}/accounts/login/"},
+                                 data={"username": "engineer", "password": match.group(1),
+                                       "csrfmiddlewaretoken": csrf})
+        assert signed_in.status_code == 200 and "engineer" in signed_in.text
+        contracts = session.get(f"{base}/contracts/", timeout=10)
+        for source in ("web-chat", "ios-app", "android-app", "slack-bot", "voice-assistant", "llm-gateway"):
+            assert source in contracts.text
+        # The vendored assets are served locally.
+        assert session.get(f"{base}/static/vendor/htmx-2.0.11.min.js", timeout=10).status_code == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
