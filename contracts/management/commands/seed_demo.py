@@ -32,7 +32,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             users, new_keys = self._seed()
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
-        self.stdout.write("Sign in at http://127.0.0.1:8000/ with (development passwords):")
+        self.stdout.write("Sign in to the portal with (development passwords):")
         for username, role, password in DEMO_USERS:
             self.stdout.write(f"  {username:<9} {password:<20} {role.value}")
         for name, key in new_keys:
