@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "portal",
     "contracts",
+    "ingest_workers",
 ]
 
 MIDDLEWARE = [
@@ -200,11 +201,32 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
+# --- Cache: rate limits (Redis when configured, else per-process memory) ----------------------------
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "chatorbit"}
+}
+
+# --- Collectors -----------------------------------------------------------------------------------
+COLLECTOR_MAX_BODY_BYTES = int(os.environ.get("COLLECTOR_MAX_BODY_BYTES", str(5 * 1024 * 1024)))
+COLLECTOR_MAX_EVENTS_PER_REQUEST = int(os.environ.get("COLLECTOR_MAX_EVENTS_PER_REQUEST", "500"))
+COLLECTOR_MAX_EVENT_BYTES = int(os.environ.get("COLLECTOR_MAX_EVENT_BYTES", str(64 * 1024)))
+# Events per second per source, enforced over one-second windows (burst = one second's worth).
+COLLECTOR_RATE_LIMIT_PER_SOURCE = int(os.environ.get("COLLECTOR_RATE_LIMIT_PER_SOURCE", "5000"))
+WEBHOOK_MAX_AGE_SECONDS = int(os.environ.get("WEBHOOK_MAX_AGE_SECONDS", "300"))
+
 # --- AWS (Kinesis, S3) and the raw archive --------------------------------------------------------
-AWS_ENDPOINT_URL = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+# Embedded default: the local AWS emulator (moto) on loopback; production talks to real AWS.
+AWS_ENDPOINT_URL = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566" if DEBUG else "") or None
 AWS_REGION = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 KINESIS_STREAM_NAME = os.environ.get("KINESIS_STREAM_NAME", "raw-events")
+KINESIS_SHARD_COUNT = int(os.environ.get("KINESIS_SHARD_COUNT", "2"))
+# The emulator accepts any credentials; real AWS uses the standard credential chain (roles).
+AWS_ACCESS_KEY_ID = os.environ.get("AWS_ACCESS_KEY_ID") or ("test" if AWS_ENDPOINT_URL else None)
+AWS_SECRET_ACCESS_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY") or ("test" if AWS_ENDPOINT_URL else None)
 RAW_ARCHIVE_URL = os.environ.get("RAW_ARCHIVE_URL", f"file://{VAR_DIR / 'raw-archive'}")
+RAW_ARCHIVE_BUCKET = os.environ.get("RAW_ARCHIVE_BUCKET", "chatorbit-raw-archive")
 
 # --- Snowflake (fakesnow's server in the embedded default) ----------------------------------------
 SNOWFLAKE = {

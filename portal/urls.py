@@ -16,4 +16,5 @@ urlpatterns = [
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
     path("api/v1/", include("contracts.api_urls")),
     path("registry/", include("contracts.registry_urls")),
+    path("collect/v1/", include("ingest_workers.collector_urls")),
 ]
