@@ -315,7 +315,7 @@ def _version_from_path(subject: str, version: str) -> ContractVersion:
         if found is None:
             raise ContractError("version_not_found", f"'{subject}' has no versions yet.", status_code=404)
         return found
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()) or len(version) > 9:
         raise ContractError("invalid_version", f"Version must be a positive number or 'latest', not '{version}'.")
     return selectors.contract_version_get(contract, int(version))
 

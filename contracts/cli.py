@@ -73,23 +73,30 @@ def _gh_escape(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
+def _gh_property(text: str) -> str:
+    """Escape a workflow-command property value (file=…, title=…), where ':' and ',' are syntax."""
+    return _gh_escape(text).replace(":", "%3A").replace(",", "%2C")
+
+
 def report_print(result: dict, *, subject: str, schema_file: str, github: bool, out: TextIO) -> None:
     verdict = "compatible" if result.get("compatible") else "NOT compatible"
     out.write(f"{subject}: {verdict} under {result.get('mode')}\n")
     for err in result.get("schema_errors", []):
         out.write(f"  schema error {err.get('path', '/')}: {err.get('message')}\n")
         if github:
-            out.write(f"::error file={schema_file},title=Invalid schema::{_gh_escape(err.get('message', ''))}\n")
+            where = _gh_property(schema_file)
+            out.write(f"::error file={where},title=Invalid schema::{_gh_escape(err.get('message', ''))}\n")
     for change in result.get("changes", []):
         out.write(f"  {change['severity']:<7} {change['path']}  {change['rule']}: {change['message']}\n")
         if github:
             level = SEVERITY_TO_GITHUB.get(change["severity"], "notice")
             title = f"{change['rule']} at {change['path']}"
-            out.write(f"::{level} file={schema_file},title={_gh_escape(title)}::{_gh_escape(change['message'])}\n")
+            where = _gh_property(schema_file)
+            out.write(f"::{level} file={where},title={_gh_property(title)}::{_gh_escape(change['message'])}\n")
     for err in result.get("mapping_errors", []):
         out.write(f"  mapping {err.get('path')}: {err.get('message')}\n")
         if github:
-            out.write(f"::error title=Mapping error at {_gh_escape(str(err.get('path')))}::"
+            out.write(f"::error title={_gh_property('Mapping error at ' + str(err.get('path')))}::"
                       f"{_gh_escape(str(err.get('message')))}\n")
 
 

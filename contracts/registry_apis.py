@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from rest_framework import exceptions, parsers, renderers
+from django.db import transaction
+from rest_framework import exceptions, renderers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,6 +25,7 @@ from contracts import selectors, services
 from contracts.errors import ContractError
 from contracts.models import CompatibilityLevel, Contract, ContractVersion, VersionStatus
 from portal.authentication import ApiTokenAuthentication, TokenBasicAuthentication
+from portal.parsers import RegistryGenericJSONParser, RegistryJSONParser, SafeJSONParser
 
 REGISTRY_MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 DEFAULT_LEVEL = CompatibilityLevel.BACKWARD_TRANSITIVE
@@ -43,14 +45,6 @@ class RegistryError(Exception):
         self.http_status, self.error_code, self.message = http_status, error_code, message
 
 
-class RegistryJSONParser(parsers.JSONParser):
-    media_type = REGISTRY_MEDIA_TYPE
-
-
-class RegistryGenericJSONParser(parsers.JSONParser):
-    media_type = "application/vnd.schemaregistry+json"
-
-
 class RegistryJSONRenderer(renderers.JSONRenderer):
     media_type = REGISTRY_MEDIA_TYPE
 
@@ -60,7 +54,7 @@ class RegistryApi(APIView):
     schema = None
     authentication_classes = [TokenBasicAuthentication, ApiTokenAuthentication]
     permission_classes = [IsAuthenticated]
-    parser_classes = [RegistryJSONParser, RegistryGenericJSONParser, parsers.JSONParser]
+    parser_classes = [RegistryJSONParser, RegistryGenericJSONParser, SafeJSONParser]
     renderer_classes = [RegistryJSONRenderer, renderers.JSONRenderer]
 
     def handle_exception(self, exc: Exception) -> Response:
@@ -80,6 +74,8 @@ class RegistryApi(APIView):
             return Response({"error_code": 400, "message": f"Malformed JSON body: {exc.detail}"}, status=400)
         if isinstance(exc, exceptions.UnsupportedMediaType):
             return Response({"error_code": 415, "message": str(exc.detail)}, status=415)
+        if isinstance(exc, exceptions.NotAcceptable):
+            return Response({"error_code": 406, "message": str(exc.detail)}, status=406)
         if isinstance(exc, exceptions.MethodNotAllowed):
             return Response({"error_code": 405, "message": str(exc.detail)}, status=405)
         return super().handle_exception(exc)
@@ -112,11 +108,9 @@ def _version_lookup(contract: Contract, version: str) -> ContractVersion:
         if not visible:
             raise RegistryError(404, 40402, f"Subject '{contract.subject}' has no versions.")
         return visible[-1]
-    try:
-        number = int(version)
-    except ValueError as err:
-        raise RegistryError(422, 42202, f"'{version}' is not a valid version: use a positive number or 'latest'.") \
-            from err
+    if not (version.isascii() and version.isdigit()) or len(version) > 10:
+        raise RegistryError(422, 42202, f"'{version}' is not a valid version: use a positive number or 'latest'.")
+    number = int(version)
     if number < 1 or number > 2**31 - 1:
         raise RegistryError(422, 42202, f"'{version}' is not a valid version: use a positive number or 'latest'.")
     found = contract.versions.select_related("schema").filter(version=number).first()
@@ -150,11 +144,13 @@ class SubjectVersionsApi(RegistryApi):
     def post(self, request, subject: str):
         """Register: create a version in review (or return the id of the same schema already there)."""
         raw = _schema_from_body(request.data)
-        contract = services.contract_for_subject_or_create(actor=request.user, subject=subject)
-        version, _ = services.contract_version_submit(
-            actor=request.user, contract=contract, schema=raw, submit_for_review=True, inherit_mapping=True,
-            change_summary="Registered through the Schema Registry API.",
-        )
+        selectors.schema_parse(raw)  # an invalid schema must not create the subject first
+        with transaction.atomic():  # a refused registration leaves no new, empty subject behind
+            contract = services.contract_for_subject_or_create(actor=request.user, subject=subject)
+            version, _ = services.contract_version_submit(
+                actor=request.user, contract=contract, schema=raw, submit_for_review=True, inherit_mapping=True,
+                change_summary="Registered through the Schema Registry API.",
+            )
         return Response({"id": version.schema_id, "subject": contract.subject, "version": version.version})
 
 
@@ -192,6 +188,8 @@ class SubjectVersionSchemaApi(RegistryApi):
 
 class SchemaByIdApi(RegistryApi):
     def get(self, request, schema_id: int):
+        if schema_id > 2**63 - 1:
+            raise RegistryError(404, 40403, f"Schema {schema_id} not found.")
         try:
             schema = selectors.schema_by_id(schema_id)
         except ContractError as err:
@@ -201,6 +199,8 @@ class SchemaByIdApi(RegistryApi):
 
 class SchemaSubjectsApi(RegistryApi):
     def get(self, request, schema_id: int):
+        if schema_id > 2**63 - 1:
+            raise RegistryError(404, 40403, f"Schema {schema_id} not found.")
         versions = ContractVersion.objects.filter(schema_id=schema_id).select_related("contract")
         subjects = sorted({v.contract.subject for v in versions})
         if not subjects:
@@ -263,3 +263,15 @@ class GlobalConfigApi(RegistryApi):
 class SchemaTypesApi(RegistryApi):
     def get(self, request):
         return Response(["AVRO"])
+
+
+class UnknownRegistryPathApi(RegistryApi):
+    """Anything else under /registry/: a registry-style 404, so clients show a real message."""
+
+    permission_classes: list = []
+
+    def _not_found(self, request, *args, **kwargs):
+        raise RegistryError(404, 404, f"No such Schema Registry endpoint here: {request.path} "
+                                      "(this server implements a subset; see the README).")
+
+    get = post = put = delete = _not_found

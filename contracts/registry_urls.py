@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from contracts import registry_apis as r
 
@@ -16,4 +16,5 @@ urlpatterns = [
     path("compatibility/subjects/<str:subject>/versions", r.CompatibilitySubjectApi.as_view()),
     path("config/<str:subject>", r.SubjectConfigApi.as_view()),
     path("config", r.GlobalConfigApi.as_view()),
+    re_path(r"^.*$", r.UnknownRegistryPathApi.as_view()),
 ]

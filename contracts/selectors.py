@@ -55,8 +55,11 @@ def _json_size(raw: Any) -> int:
         return len(raw.encode())
     try:
         return len(orjson.dumps(raw))
-    except TypeError:  # integers beyond 64 bits: valid JSON that orjson will not encode
-        return len(json.dumps(raw).encode())
+    except TypeError:  # integers beyond 64 bits, or nesting deeper than orjson's limit
+        try:
+            return len(json.dumps(raw).encode())
+        except RecursionError as err:
+            raise ContractError("too_deep", "The document is nested too deeply.") from err
 
 
 def schema_size_check(raw: Any, *, what: str = "schema") -> None:
@@ -82,6 +85,16 @@ def schema_parse(raw: Any) -> dict:
 
 def approved_versions(contract: Contract, *, exclude_pk: int | None = None) -> list[ContractVersion]:
     qs = contract.versions.filter(status=VersionStatus.APPROVED).select_related("schema").order_by("version")
+    if exclude_pk is not None:
+        qs = qs.exclude(pk=exclude_pk)
+    return list(qs)
+
+
+def submission_scope(contract: Contract, *, exclude_pk: int | None = None) -> list[ContractVersion]:
+    """What a new proposal must be compatible with: approved versions and those still in review
+    (either may become what producers send), oldest first."""
+    qs = contract.versions.filter(status__in=[VersionStatus.APPROVED, VersionStatus.IN_REVIEW]).select_related(
+        "schema").order_by("version")
     if exclude_pk is not None:
         qs = qs.exclude(pk=exclude_pk)
     return list(qs)
@@ -116,8 +129,9 @@ def contract_check(
 ) -> ContractCheck:
     """Check a proposed schema (and mapping) against a contract without saving anything.
 
-    `against` defaults to the contract's approved versions (the scope of its compatibility mode);
-    `mode` defaults to the contract's own level.
+    `against` defaults to the contract's approved and in-review versions (the scope of its
+    compatibility mode at submission; approval passes the approved ones); `mode` defaults to the
+    contract's own level.
     """
     mode = mode or contract.compatibility
     result = ContractCheck(mode=mode)
@@ -126,7 +140,7 @@ def contract_check(
     except ContractError as err:
         result.schema_errors.append({"path": "/", "message": err.message, "code": err.code})
         return result
-    previous = list(against) if against is not None else approved_versions(contract)
+    previous = list(against) if against is not None else submission_scope(contract)
     report = compatibility.check_compatibility(
         result.schema, [(v.version, version_schema(v)) for v in previous], compatibility.CompatibilityMode(mode)
     )
@@ -163,7 +177,7 @@ def contract_by_subject(subject: str) -> Contract:
 
 def source_by_name_or_id(key: str | int) -> Source:
     lookup = Q(name=str(key))
-    if str(key).isdigit():
+    if str(key).isascii() and str(key).isdigit() and len(str(key)) < 19:
         lookup |= Q(pk=int(key))
     source = Source.objects.select_related("team").filter(lookup).first()
     if source is None:
@@ -250,3 +264,37 @@ def schema_by_id(schema_id: int) -> SchemaText:
     if found is None:
         raise NotFound("schema_not_found", f"Schema {schema_id} not found.")
     return found
+
+
+def ingest_routing_fingerprint() -> str:
+    """Changes whenever a source is enabled/disabled or a version is approved/deprecated (cheap to ask)."""
+    import hashlib
+
+    sources = list(Source.objects.order_by("pk").values_list("pk", "name", "is_active", "platform", "product"))
+    versions = list(
+        ContractVersion.objects.filter(status=VersionStatus.APPROVED, contract__source__isnull=False)
+        .order_by("pk").values_list("pk", flat=True)
+    )
+    return hashlib.sha256(repr((sources, versions)).encode()).hexdigest()
+
+
+def ingest_routing_sources() -> list[dict]:
+    """Every source with its contracts' APPROVED versions, as plain data for the ingest pipeline."""
+    versions = (
+        ContractVersion.objects.filter(status=VersionStatus.APPROVED, contract__source__isnull=False)
+        .select_related("contract", "schema").order_by("contract__subject", "-version")
+    )
+    by_source: dict[int, dict[str, dict]] = {}
+    for version in versions:
+        contract = version.contract
+        entry = by_source.setdefault(contract.source_id, {}).setdefault(
+            contract.subject, {"subject": contract.subject, "event": contract.subject.partition(".")[2],
+                               "versions": []})
+        entry["versions"].append({"version": version.version, "schema": orjson.loads(version.schema.schema),
+                                  "mapping": version.mapping})
+    return [
+        {"source_id": str(source.pk), "name": source.name, "platform": source.platform,
+         "product": source.product or None, "active": source.is_active,
+         "contracts": list(by_source.get(source.pk, {}).values())}
+        for source in Source.objects.order_by("name")
+    ]

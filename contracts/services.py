@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 from collections.abc import Sequence
@@ -28,7 +29,8 @@ from portal.models import Team
 from portal.roles import can_edit_team_objects, is_admin, is_data_engineer
 from portal.services import audit_record_write
 
-SOURCE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+# At least one letter, so a name can never be mistaken for a source's numeric id.
+SOURCE_NAME_RE = re.compile(r"^(?=.*[a-z])[a-z0-9][a-z0-9-]{1,62}$")
 EVENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
 WRITE_KEY_PREFIX = "wk"
 # Words the portal's URLs use after /sources/ (e.g. /sources/new/).
@@ -208,7 +210,20 @@ def contract_for_subject_or_create(*, actor: Any, subject: str) -> Contract:
             "subject_not_found",
             f"Subject '{subject}' not found, and there is no source '{source_name}' to create it under.",
         )
-    return contract_create(actor=actor, source=source, event=event)
+    try:
+        return contract_create(actor=actor, source=source, event=event)
+    except Conflict:  # created by a concurrent registration a moment ago
+        return selectors.contract_by_subject(subject)
+
+
+def compatibility_level_is_at_least_as_strict(new: str, old: str) -> bool:
+    """True when `new` checks everything `old` checks (same directions or more, transitive if old was)."""
+    if old == CompatibilityLevel.NONE:
+        return True
+    if new == CompatibilityLevel.NONE:
+        return False
+    new_mode, old_mode = compatibility.CompatibilityMode(new), compatibility.CompatibilityMode(old)
+    return set(old_mode.directions) <= set(new_mode.directions) and (new_mode.transitive or not old_mode.transitive)
 
 
 def contract_compatibility_set(*, actor: Any, contract: Contract, level: Any) -> Contract:
@@ -218,6 +233,10 @@ def contract_compatibility_set(*, actor: Any, contract: Contract, level: Any) ->
             raise Forbidden("forbidden", "Only admins may change the canonical model's compatibility level.")
     elif not (is_data_engineer(actor) or selectors.user_can_edit_contract(actor, contract)):
         raise Forbidden("forbidden", "Only the owning team or a data engineer may change the compatibility level.")
+    elif not is_data_engineer(actor) and not compatibility_level_is_at_least_as_strict(parsed, contract.compatibility):
+        # Loosening the rules would let a breaking change through review unnoticed.
+        raise Forbidden("forbidden", f"Loosening '{contract.subject}' from {contract.compatibility} to {parsed} "
+                                     "needs a data engineer; a team may only make its level stricter.")
     with transaction.atomic():
         before = _contract_state(contract)
         contract.compatibility = parsed
@@ -240,7 +259,10 @@ def _version_state(version: ContractVersion) -> dict:
 
 
 def _canonical_json(obj: Any) -> str:
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # integers beyond 64 bits (valid JSON, e.g. in a custom schema property)
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def schema_fingerprint(schema: dict) -> str:
@@ -311,11 +333,13 @@ def contract_version_submit(
     with transaction.atomic():
         # Lock the contract row so concurrent submissions get distinct version numbers.
         contract = Contract.objects.select_for_update(of=("self",)).select_related("source").get(pk=contract.pk)
-        existing = contract.versions.filter(content_fingerprint=fingerprint).order_by("-version").first()
+        # A rejected version is history, not a registration: the same content may be proposed again.
+        live = contract.versions.exclude(status=VersionStatus.REJECTED)
+        existing = live.filter(content_fingerprint=fingerprint).order_by("-version").first()
         if existing is None and inherit_mapping:
             # Registry semantics: the same schema registered again is the same version, whatever mapping.
             existing = (
-                contract.versions.filter(schema__fingerprint=schema_fingerprint(parsed)).order_by("-version").first()
+                live.filter(schema__fingerprint=schema_fingerprint(parsed)).order_by("-version").first()
             )
         if existing is not None:
             if submit_for_review and existing.status == VersionStatus.DRAFT:

@@ -159,6 +159,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "portal.api_errors.api_exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "portal.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -180,6 +185,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# Request bodies up to the collectors' limit are read; our own limits then answer with JSON reasons.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("COLLECTOR_MAX_BODY_BYTES", str(5 * 1024 * 1024))) + 65536
 
 # Contracts: the largest schema (or mapping) a version may carry.
 CONTRACT_SCHEMA_MAX_BYTES = int(os.environ.get("CONTRACT_SCHEMA_MAX_BYTES", str(256 * 1024)))

@@ -360,3 +360,38 @@ def test_openapi_document_and_docs_are_served_without_a_cdn(api_client_for, engi
     client.force_login(engineer)
     page = client.get("/api/v1/docs/").content.decode()
     assert "swagger" in page.lower() and "cdn" not in page.lower()
+
+
+def test_deeply_nested_bodies_are_400_not_500(api_client_for, platform_user, chat_v1):
+    client = api_client_for(platform_user)
+    response = client.post(f"/api/v1/contracts/{chat_v1.contract.subject}/check", data="[" * 5000 + "]" * 5000,
+                           content_type="application/json")
+    assert response.status_code == 400 and "nested too deeply" in response.json()["message"]
+    deep_schema = '"string"'
+    for level in range(300):  # ~900 JSON levels: parses, but is far deeper than any real schema
+        deep_schema = f'{{"type": "record", "name": "R{level}", "fields": [{{"name": "f", "type": {deep_schema}}}]}}'
+    response = client.post(f"/api/v1/contracts/{chat_v1.contract.subject}/check", data=f'{{"schema": {deep_schema}}}',
+                           content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"] in {"invalid_schema", "too_deep"}
+
+
+def test_schemas_with_huge_integer_properties_are_accepted(api_client_for, platform_user, chat_v1):
+    schema = with_optional_field(schema_of(chat_v1))
+    schema["x-owner-id"] = 10**30
+    response = api_client_for(platform_user).post(
+        f"/api/v1/contracts/{chat_v1.contract.subject}/versions/", {"schema": schema, "mapping": chat_v1.mapping},
+        format="json")
+    assert response.status_code == 201, response.json()
+
+
+def test_non_ascii_digits_are_not_version_numbers(api_client_for, engineer, chat_v1):
+    client = api_client_for(engineer)
+    assert client.get(f"/api/v1/contracts/{chat_v1.contract.subject}/versions/\u00b2/").status_code == 400
+    assert client.get(f"/api/v1/contracts/{chat_v1.contract.subject}/versions/\u0661/").status_code == 400
+    assert client.get("/api/v1/sources/\u00b2/").status_code == 404
+
+
+def test_source_names_need_a_letter(api_client_for, platform_user, team):
+    response = api_client_for(platform_user).post(
+        "/api/v1/sources/", {"team": "chat-platform", "name": "10", "platform": "web", "kind": "sdk"}, format="json")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_name"

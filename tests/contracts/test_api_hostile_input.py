@@ -27,12 +27,20 @@ schema_like = st.fixed_dictionaries(
               "symbols": st.lists(st.text(max_size=4), max_size=3), "size": st.integers(-2, 5),
               "items": avro_type_names, "values": avro_type_names, "namespace": st.text(max_size=6)},
 )
+# Valid record schemas with hostile extras: huge integers, odd properties, deep custom metadata.
+record_with_extras = st.builds(
+    lambda name, extra, value: {"type": "record", "name": name or "R",
+                                "fields": [{"name": "a", "type": ["null", "string"], "default": None}],
+                                extra or "x": value},
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True), st.text(max_size=8),
+    st.integers(min_value=-(10**40), max_value=10**40) | json_values,
+)
 mapping_like = st.dictionaries(st.sampled_from(["events", "event_type", "fields", "event_id", "platform_metadata",
                                                 "when", "x"]), json_values, max_size=4)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.one_of(json_values, st.fixed_dictionaries({"schema": schema_like | json_values},
+@given(body=st.one_of(json_values, st.fixed_dictionaries({"schema": schema_like | record_with_extras | json_values},
                                                           optional={"mapping": mapping_like | json_values,
                                                                     "samples": json_values})))
 def test_check_endpoint_answers_hostile_bodies_with_json_4xx_or_a_report(api_client_for, platform_user, chat_v1,
@@ -49,7 +57,7 @@ def test_check_endpoint_answers_hostile_bodies_with_json_4xx_or_a_report(api_cli
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(schema=schema_like, mapping=mapping_like)
+@given(schema=schema_like | record_with_extras, mapping=mapping_like)
 def test_version_submission_with_hostile_input_saves_nothing_or_a_whole_version(api_client_for, platform_user,
                                                                                  chat_v1, schema, mapping):
     client = api_client_for(platform_user)

@@ -58,7 +58,8 @@ def test_breaking_schema_exits_1_with_github_annotations(live_server, token, cha
                        "--token", token, "--github")
     assert code == 1
     assert "NOT compatible" in out
-    assert f"::error file={path},title=" in out and "/fields/seats" in out
+    escaped = path.replace(":", "%3A").replace(",", "%2C")
+    assert f"::error file={escaped},title=" in out and "/fields/seats" in out
 
 
 def test_mapping_errors_exit_1(live_server, token, chat_v1, write_schema, tmp_path):

@@ -109,9 +109,9 @@ def test_compatibility_checks_against_latest_and_a_number(client_for, registry_u
 def test_compatibility_level_get_and_set(client_for, platform_user, chat_v1):
     sr = client_for(platform_user)
     subject = chat_v1.contract.subject
-    assert sr.set_compatibility(subject, "FULL") == {"compatibility": "FULL"} or sr.get_compatibility(subject)
-    assert sr.get_compatibility(subject) == "FULL"
-    assert Contract.objects.get(subject=subject).compatibility == "FULL"
+    assert sr.set_compatibility(subject, "FULL_TRANSITIVE") == {"compatibility": "FULL_TRANSITIVE"}
+    assert sr.get_compatibility(subject) == "FULL_TRANSITIVE"
+    assert Contract.objects.get(subject=subject).compatibility == "FULL_TRANSITIVE"
     with pytest.raises(SchemaRegistryError) as err:
         sr.set_compatibility(subject, "SIDEWAYS")
     assert err.value.error_code == 42203
@@ -169,3 +169,56 @@ def test_registering_to_a_new_subject_of_your_source_creates_the_contract(client
     with pytest.raises(SchemaRegistryError) as err:
         sr.register_schema("no-such-source.page_view", avro(schema))
     assert err.value.error_code == 40401
+
+
+def test_a_refused_registration_leaves_no_empty_subject(client_for, platform_user, chat_v1):
+    sr = client_for(platform_user)
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.register_schema("web-chat.half_saved", Schema('{"type": "string"}', "AVRO"))
+    assert err.value.error_code == 42201
+    assert "web-chat.half_saved" not in sr.get_subjects()
+    assert not Contract.objects.filter(subject="web-chat.half_saved").exists()
+
+
+def test_registration_is_checked_against_versions_still_in_review(client_for, platform_user, chat_v1):
+    sr = client_for(platform_user)
+    subject = chat_v1.contract.subject
+    sr.register_schema(subject, avro(evolved(v1_schema(chat_v1), optional="campaign")))   # v2, in review
+    clash = evolved(v1_schema(chat_v1))
+    clash["fields"].append({"name": "campaign", "type": ["null", "long"], "default": None})  # v2 says string
+    assert sr.test_compatibility_all_versions(subject, avro(clash)) is False
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.register_schema(subject, avro(clash))
+    assert err.value.error_code == 40901
+
+
+def test_a_rejected_schema_can_be_proposed_again_as_a_new_version(client_for, platform_user, engineer, chat_v1):
+    from contracts.services import contract_version_reject
+
+    sr = client_for(platform_user)
+    subject = chat_v1.contract.subject
+    schema = evolved(v1_schema(chat_v1), optional="campaign")
+    sr.register_schema(subject, avro(schema))
+    contract_version_reject(actor=engineer, version=ContractVersion.objects.get(contract=chat_v1.contract,
+                                                                                 version=2), comment="not yet")
+    again = client_for(platform_user).register_schema(subject, avro(schema))
+    assert again == chat_v1.contract.versions.get(version=3).schema_id
+    assert client_for(platform_user).get_versions(subject) == [1, 3]
+
+
+def test_teams_may_tighten_but_not_loosen_the_level(client_for, platform_user, engineer, chat_v1):
+    subject = chat_v1.contract.subject
+    with pytest.raises(SchemaRegistryError) as err:
+        client_for(platform_user).set_compatibility(subject, "NONE")
+    assert err.value.http_status_code == 403 and err.value.error_code == 40301
+    assert client_for(engineer).set_compatibility(subject, "NONE") == {"compatibility": "NONE"}
+
+
+def test_unknown_registry_paths_and_deep_bodies_get_registry_errors(registry_url, engineer, chat_v1):
+    _, token = api_token_create(user=engineer)
+    missing = requests.get(f"{registry_url}/schemas/ids/1/versions", auth=("engineer", token), timeout=10)
+    assert missing.status_code == 404 and missing.json()["error_code"] == 404
+    deep = requests.post(f"{registry_url}/subjects/{chat_v1.contract.subject}/versions", auth=("engineer", token),
+                         data="[" * 5000 + "]" * 5000, timeout=10,
+                         headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+    assert deep.status_code == 400 and "nested too deeply" in deep.json()["message"]

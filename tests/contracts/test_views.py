@@ -303,10 +303,13 @@ def test_owner_changes_the_compatibility_level_and_another_team_cannot(platform_
     assert client_for(other_platform_user).post(url, {"compatibility": "NONE"}).status_code == 403
     chat_contract.refresh_from_db()
     assert chat_contract.compatibility != "NONE"
-    response = client_for(platform_user).post(url, {"compatibility": "FULL"}, follow=True)
-    assert "now checks new versions under FULL" in text_of(response)
+    response = client_for(platform_user).post(url, {"compatibility": "FULL_TRANSITIVE"}, follow=True)
+    assert "now checks new versions under FULL_TRANSITIVE" in text_of(response)
     chat_contract.refresh_from_db()
-    assert chat_contract.compatibility == "FULL"
+    assert chat_contract.compatibility == "FULL_TRANSITIVE"
+    # Loosening is for data engineers: the page says why instead of failing.
+    loosened = client_for(platform_user).post(url, {"compatibility": "BACKWARD"}, follow=True)
+    assert loosened.status_code == 403 and "needs a data engineer" in text_of(loosened)
 
 
 def test_a_data_engineer_may_change_any_contracts_compatibility(engineer, chat_contract, subject):
