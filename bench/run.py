@@ -31,10 +31,14 @@ def machine() -> dict:
 def main() -> int:
     sys.path.insert(0, str(HERE.parent))
     results: dict = {"machine": machine(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    core = HERE / "bench_core.py"
-    if core.exists():
-        out = subprocess.run([sys.executable, str(core), "--json"], capture_output=True, text=True, check=True)
-        results.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    # each benchmark runs in its own process and prints its JSON result as the last line
+    for script, key in (("bench_core.py", None), ("bench_hot_path.py", "hot_path")):
+        path = HERE / script
+        if not path.exists():
+            continue
+        out = subprocess.run([sys.executable, str(path), "--json"], capture_output=True, text=True, check=True)
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+        results.update({key: data} if key else data)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -28,3 +28,21 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [KombuQueue(queue.value) for queue in Queue]
 app.conf.task_default_queue = Queue.DEFAULT.value
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _filesystem_broker_folders(sender, **kwargs) -> None:
+    """kombu's filesystem transport (the embedded default) needs its folders to exist."""
+    from pathlib import Path
+
+    options = sender.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+        if options.get(key):
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
+
+# Periodic work (run `celery -A portal beat`; `make run` starts it): start consumers for free shards,
+# and move landed rows into CANONICAL.EVENTS every few seconds.
+app.conf.beat_schedule = {
+    "ingest-supervise": {"task": "ingest_workers.tasks.ingest_supervise", "schedule": 10.0},
+    "warehouse-merge": {"task": "ingest_workers.tasks.warehouse_merge", "schedule": 5.0},
+}

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "portal",
     "contracts",
     "ingest_workers",
+    "warehouse",
 ]
 
 MIDDLEWARE = [
@@ -201,6 +202,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(CELERY_BROKER_DIR / "queue"),
         "data_folder_out": str(CELERY_BROKER_DIR / "queue"),
         "processed_folder": str(CELERY_BROKER_DIR / "processed"),
+        "control_folder": str(CELERY_BROKER_DIR / "control"),
         "store_processed": False,
     }
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
@@ -230,6 +232,8 @@ AWS_ENDPOINT_URL = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566" if
 AWS_REGION = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 KINESIS_STREAM_NAME = os.environ.get("KINESIS_STREAM_NAME", "raw-events")
 KINESIS_SHARD_COUNT = int(os.environ.get("KINESIS_SHARD_COUNT", "2"))
+# A consumer owns a shard this long without renewing; a dead worker's shard is picked up after it.
+INGEST_LEASE_SECONDS = int(os.environ.get("INGEST_LEASE_SECONDS", "30"))
 # The emulator accepts any credentials; real AWS uses the standard credential chain (roles).
 AWS_ACCESS_KEY_ID = os.environ.get("AWS_ACCESS_KEY_ID") or ("test" if AWS_ENDPOINT_URL else None)
 AWS_SECRET_ACCESS_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY") or ("test" if AWS_ENDPOINT_URL else None)

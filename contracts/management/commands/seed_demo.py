@@ -19,6 +19,10 @@ DEMO_USERS = [
 ]
 
 
+def demo_signing_secret(source_name: str) -> str:
+    return f"demo-signing-secret-{source_name}"
+
+
 class Command(BaseCommand):
     help = "Create the demo team, users, canonical model and six sources with approved contracts (idempotent)."
 
@@ -66,6 +70,10 @@ class Command(BaseCommand):
                     kind=preset["kind"], product=preset.get("product", ""), description=preset.get("description", ""),
                 )
                 new_keys.append((source.name, key))
+            if source.kind == "webhook" and not source.signing_secret:
+                # Development secrets, so the traffic generator can sign Slack/voice requests.
+                services.source_signing_secret_set(actor=users["platform"], source=source,
+                                                   secret=demo_signing_secret(source.name))
             services.preset_versions_load(
                 actor=users["platform"], reviewer=users["engineer"], source=source, contracts=preset["contracts"]
             )

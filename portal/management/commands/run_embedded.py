@@ -1,21 +1,131 @@
-"""`make run`: the platform on its embedded default — SQLite, demo data, the portal on 127.0.0.1:8000."""
+"""`make run`: the whole platform on its embedded default, on this machine, with nothing to install.
+
+Starts, each as a child process: the local AWS emulator (Kinesis + S3, `local_aws`), the embedded
+warehouse (fakesnow's server, `warehouse_server`), a Celery worker and Celery beat (filesystem broker
+unless CELERY_BROKER_URL names Redis), and a traffic generator imitating the six demo sources
+through the collectors. Migrates and seeds the demo, then serves the portal in the foreground.
+Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
 
 
 class Command(BaseCommand):
-    help = "Migrate, seed the demo and serve the portal on http://127.0.0.1:8000 (embedded default)."
+    help = "Run the embedded platform: emulators, warehouse, workers, traffic and the portal on 127.0.0.1:8000."
 
     def add_arguments(self, parser):
         parser.add_argument("--addrport", default="127.0.0.1:8000")
+        parser.add_argument("--no-traffic", action="store_true", help="do not start the traffic generator")
+        parser.add_argument("--traffic-rate", type=float, default=40.0, help="generated events per second")
+        parser.add_argument("--portal-only", action="store_true", help="only the portal (no pipeline processes)")
 
-    def handle(self, *args, addrport: str, **options):
-        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-        call_command("migrate", interactive=False, verbosity=0)
-        self.stdout.write("Database ready.")
-        call_command("seed_demo", stdout=self.stdout)
-        self.stdout.write(f"Portal: http://{addrport}/   API docs: http://{addrport}/api/v1/docs/   "
-                          f"Schema Registry: http://{addrport}/registry/")
-        call_command("runserver", addrport, use_reloader=False)
+    def handle(self, *args, addrport: str, no_traffic: bool, traffic_rate: float, portal_only: bool, **options):
+        var = Path(settings.VAR_DIR)
+        var.mkdir(parents=True, exist_ok=True)
+        (var / "logs").mkdir(exist_ok=True)
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            call_command("migrate", interactive=False, verbosity=0)
+            self.stdout.write("Database ready.")
+            call_command("seed_demo", stdout=self.stdout)
+            if not portal_only:
+                self._start_pipeline(var, addrport, no_traffic, traffic_rate)
+            self.stdout.write(self.style.SUCCESS(
+                f"Portal: http://{addrport}/   API docs: http://{addrport}/api/v1/docs/   "
+                f"Schema Registry: http://{addrport}/registry/   Logs: {var / 'logs'}"))
+            if not portal_only and not no_traffic:
+                # One access-log line per collector request would bury everything else. Set it in
+                # LOGGING too: Celery's Django fixup may run django.setup() again and reapply it.
+                settings.LOGGING.setdefault("loggers", {})["django.server"] = {
+                    "handlers": ["console"], "level": "WARNING", "propagate": False}
+                logging.getLogger("django.server").setLevel(logging.WARNING)
+            call_command("runserver", addrport, use_reloader=False)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._stop_children()
+            signal.signal(signal.SIGTERM, previous)
+
+    def _spawn(self, name: str, argv: list[str], var: Path) -> subprocess.Popen:
+        log = (var / "logs" / f"{name}.log").open("ab")
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),  # noqa: S603 - our own commands
+                                start_new_session=True)
+        self.children.append((name, proc))
+        return proc
+
+    def _wait_port(self, name: str, host: str, port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise CommandError(f"{name} exited (code {proc.returncode}); see {settings.VAR_DIR}/logs/{name}.log")
+            if _port_open(host, port):
+                return
+            time.sleep(0.2)
+        raise CommandError(f"{name} did not start listening on {host}:{port} within {timeout:.0f}s")
+
+    def _start_pipeline(self, var: Path, addrport: str, no_traffic: bool, traffic_rate: float) -> None:
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        aws = urlsplit(settings.AWS_ENDPOINT_URL or "")
+        if aws.hostname not in ("127.0.0.1", "localhost"):
+            raise CommandError("The embedded default needs AWS_ENDPOINT_URL on loopback (the local emulator).")
+        for name, host, port in (("local_aws", aws.hostname, aws.port or 80),
+                                 ("warehouse_server", settings.SNOWFLAKE["host"], int(settings.SNOWFLAKE["port"]))):
+            if _port_open(host, port):
+                raise CommandError(f"{host}:{port} is already in use; stop whatever runs there ({name}).")
+        aws_proc = self._spawn("local_aws", [*manage, "local_aws"], var)
+        warehouse_proc = self._spawn("warehouse_server", [*manage, "warehouse_server"], var)
+        self._wait_port("local_aws", aws.hostname, aws.port or 80, aws_proc)
+        self._wait_port("warehouse_server", settings.SNOWFLAKE["host"], int(settings.SNOWFLAKE["port"]),
+                        warehouse_proc)
+        from ingest_workers.aws import stream_ensure
+        from warehouse.connection import warehouse_connect
+        from warehouse.ddl import warehouse_ensure
+
+        stream_ensure(settings.KINESIS_SHARD_COUNT, stream_name=settings.KINESIS_STREAM_NAME)
+        with warehouse_connect() as conn:
+            warehouse_ensure(conn)
+        self.stdout.write(f"Local AWS on {settings.AWS_ENDPOINT_URL}; warehouse on "
+                          f"{settings.SNOWFLAKE['host']}:{settings.SNOWFLAKE['port']}.")
+        celery = [sys.executable, "-m", "celery", "-A", "portal"]
+        self._spawn("worker", [*celery, "worker", "-Q", "ingest,default,replay,quality,deletion",
+                               "--concurrency", "2", "-l", "INFO"], var)
+        self._spawn("beat", [*celery, "beat", "-l", "INFO", "-s", str(var / "celerybeat-schedule")], var)
+        self.stdout.write("Celery worker and beat started.")
+        if not no_traffic:
+            self._spawn("traffic", [*manage, "generate_traffic", "--via", "http", "--url", f"http://{addrport}",
+                                    "--count", "100000000", "--rate", str(traffic_rate), "--batch", "20",
+                                    "--wait-for-portal"], var)
+            self.stdout.write(f"Traffic generator: {traffic_rate:g} events/s through the collectors.")
+
+    def _stop_children(self) -> None:
+        for _name, proc in reversed(self.children):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _name, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)

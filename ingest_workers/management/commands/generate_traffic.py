@@ -1,0 +1,172 @@
+"""`manage.py generate_traffic`: imitate the six demo sources, through the collectors or onto the stream."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+
+import orjson
+from django.core.management.base import BaseCommand, CommandError
+
+from contracts import presets
+from ingest_workers.envelope import envelope_encode
+from ingest_workers.partition import partition_key
+from ingest_workers.traffic import GeneratedRecord, TrafficGenerator, templates_from_preset
+
+CHANNEL_BY_SOURCE = {"slack-bot": "slack", "voice-assistant": "voice"}
+
+
+class Command(BaseCommand):
+    help = ("Generate realistic traffic for the six demo sources (1–4 KB events, duplicates, out-of-order "
+            "and late events, a few malformed ones) and send it to the collectors or the stream.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--count", type=int, default=1000, help="records to send (default 1000)")
+        parser.add_argument("--rate", type=float, default=0.0, help="records per second (0: as fast as possible)")
+        parser.add_argument("--duplicate-fraction", type=float, default=0.05)
+        parser.add_argument("--out-of-order-fraction", type=float, default=0.10)
+        parser.add_argument("--late-fraction", type=float, default=0.01)
+        parser.add_argument("--malformed-fraction", type=float, default=0.002)
+        parser.add_argument("--seed", type=int, default=None, help="random seed (default: time-based)")
+        parser.add_argument("--via", choices=["stream", "http"], default="stream",
+                            help="stream: raw envelopes straight onto Kinesis (as backend services may); "
+                                 "http: through the collector endpoints (rotates the demo write keys)")
+        parser.add_argument("--url", default="http://127.0.0.1:8000", help="portal URL for --via http")
+        parser.add_argument("--batch", type=int, default=200, help="records per put / request")
+        parser.add_argument("--wait-for-portal", action="store_true",
+                            help="with --via http, wait (up to 2 minutes) until the portal answers")
+
+    def handle(self, *args, **opts):
+        for name in ("duplicate_fraction", "out_of_order_fraction", "late_fraction", "malformed_fraction"):
+            if not 0.0 <= opts[name] <= 1.0:
+                raise CommandError(f"--{name.replace('_', '-')} must be between 0 and 1")
+        if opts["count"] < 0 or opts["rate"] < 0 or opts["batch"] < 1:
+            raise CommandError("--count and --rate must be >= 0 and --batch >= 1")
+        templates = [t for preset in presets.demo_presets() for t in templates_from_preset(preset)]
+        generator = TrafficGenerator(
+            templates, seed=opts["seed"] if opts["seed"] is not None else time.time_ns(),
+            duplicate_fraction=opts["duplicate_fraction"], out_of_order_fraction=opts["out_of_order_fraction"],
+            late_fraction=opts["late_fraction"], malformed_fraction=opts["malformed_fraction"],
+        )
+        if opts["via"] == "http" and opts["wait_for_portal"]:
+            wait_for_portal(opts["url"])
+        sender = StreamSender() if opts["via"] == "stream" else HttpSender(opts["url"])
+        counts: dict[str, int] = {}
+        started = time.monotonic()
+        sent = 0
+        pending: list[GeneratedRecord] = []
+        for record in generator.records(opts["count"], now_micros=time.time_ns() // 1000):
+            pending.append(record)
+            counts[record.kind] = counts.get(record.kind, 0) + 1
+            if len(pending) >= opts["batch"]:
+                sent += sender.send(pending)
+                pending = []
+                self._pace(opts["rate"], sent, started)
+        if pending:
+            sent += sender.send(pending)
+        elapsed = time.monotonic() - started
+        self.stdout.write(json.dumps({"sent": sent, "by_kind": counts, "seconds": round(elapsed, 2),
+                                      "rate": round(sent / elapsed, 1) if elapsed else None, "via": opts["via"]}))
+
+    @staticmethod
+    def _pace(rate: float, sent: int, started: float) -> None:
+        if rate > 0:
+            ahead = sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def wait_for_portal(url: str, timeout: float = 120.0) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{url.rstrip('/')}/accounts/login/", timeout=2)
+            return
+        except requests.RequestException:
+            time.sleep(1)
+    raise CommandError(f"The portal at {url} did not answer within {timeout:.0f}s.")
+
+
+class StreamSender:
+    """Raw envelopes straight onto Kinesis, the way a backend service may write."""
+
+    def __init__(self):
+        from ingest_workers.stream import StreamProducer
+
+        self.producer = StreamProducer()
+
+    @staticmethod
+    def encode(record: GeneratedRecord, *, received_at: int, request_id: str = "") -> bytes:
+        if isinstance(record.payload, bytes):   # a record that is not even JSON
+            return record.payload
+        return envelope_encode(source=record.source, payload=record.payload, received_at=received_at,
+                               request_id=request_id, channel=CHANNEL_BY_SOURCE.get(record.source, "direct"),
+                               contract=record.contract)
+
+    def send(self, records: list[GeneratedRecord]) -> int:
+        now = time.time_ns() // 1000
+        request_id = uuid.uuid4().hex
+        batch = [
+            (uuid.uuid4().hex if isinstance(r.payload, bytes) else partition_key(r.source, r.payload),
+             self.encode(r, received_at=now, request_id=request_id))
+            for r in records
+        ]
+        self.producer.put(batch)
+        return len(batch)
+
+
+class HttpSender:
+    """Through the collectors: the batch endpoint for SDK/backend sources, signed webhooks for the others."""
+
+    def __init__(self, url: str):
+        import requests
+
+        from contracts.management.commands.seed_demo import demo_signing_secret
+        from contracts.models import Source
+        from contracts.services import source_write_key_rotate
+        from portal.roles import SYSTEM
+
+        self.session = requests.Session()
+        self.url = url.rstrip("/")
+        self.keys = {}
+        self.secrets = {}
+        for source in Source.objects.filter(name__in=presets.DEMO_SOURCES):
+            if source.kind == "webhook":
+                self.secrets[source.name] = source.signing_secret or demo_signing_secret(source.name)
+            else:
+                self.keys[source.name] = source_write_key_rotate(actor=SYSTEM, source=source)
+
+    def send(self, records: list[GeneratedRecord]) -> int:
+        by_source: dict[tuple[str, str], list] = {}
+        for record in records:
+            if record.source in self.secrets:
+                self._webhook(record)
+            else:
+                by_source.setdefault((record.source, record.contract), []).append(record.payload)
+        for (source, contract), payloads in by_source.items():
+            body = b"\n".join(p if isinstance(p, bytes) else orjson.dumps(p) for p in payloads)
+            self.session.post(f"{self.url}/collect/v1/batch?contract={contract}", data=body, timeout=30,
+                              headers={"Authorization": f"Bearer {self.keys[source]}",
+                                       "Content-Type": "application/x-ndjson"})
+        return len(records)
+
+    def _webhook(self, record: GeneratedRecord) -> None:
+        body = record.payload if isinstance(record.payload, bytes) else orjson.dumps(record.payload)
+        secret = self.secrets[record.source].encode()
+        stamp = str(int(time.time()))
+        if record.source == "slack-bot":
+            signature = "v0=" + hmac.new(secret, b"v0:" + stamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+            headers = {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature}
+            path = "slack"
+        else:
+            signature = "sha256=" + hmac.new(secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+            headers = {"X-ChatOrbit-Timestamp": stamp, "X-ChatOrbit-Signature": signature}
+            path = "voice"
+        headers["Content-Type"] = "application/json"
+        self.session.post(f"{self.url}/collect/v1/webhooks/{path}/{record.source}", data=body, headers=headers,
+                          timeout=10)

@@ -1,0 +1,372 @@
+"""Warehouse tables, generated from the canonical model (``contracts/canonical/v1``).
+
+Column rules, applied to every field of the canonical envelope (``canonical_avro_schema()``):
+
+* a scalar field becomes a typed column named after it (``event_id`` → ``EVENT_ID VARCHAR``);
+  ``timestamp-micros`` fields become ``TIMESTAMP_NTZ(6)`` holding UTC (lossless for micros);
+* ``identifiers`` is flattened: each identifier is a typed column (``PERSON_ID``, ``DEVICE_ID`` …);
+* any other record (``contract``, ``lineage``), the ``attributes`` union and ``platform_metadata``
+  (JSON text in Avro, an object in the event dict) become ``VARIANT``;
+* the lineage fields that order and trace copies (raw archive URI/offset, stream, shard, sequence
+  number) are also flattened next to ``LINEAGE``, because dedup and replay query them.
+
+A field added to the model in a minor version therefore gets its column automatically, and
+``warehouse_ensure`` adds it to existing tables (``ALTER TABLE … ADD COLUMN``).
+
+Pure except ``warehouse_ensure`` (which takes an open connection): no Django import at module level.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts.canonical_model import canonical_avro_schema
+
+__all__ = [
+    "Column",
+    "Table",
+    "EVENT_COLUMNS",
+    "LANDING_EVENTS",
+    "LANDED_BATCHES",
+    "QUARANTINE",
+    "CANONICAL_EVENTS",
+    "TABLES",
+    "QUARANTINE_REASONS",
+    "QUARANTINE_STATUSES",
+    "LINEAGE_FLATTENED",
+    "event_columns",
+    "table_ddl",
+    "warehouse_ddl",
+    "warehouse_ensure",
+    "qualified",
+    "check_identifier",
+]
+
+QUARANTINE_REASONS: tuple[str, ...] = (
+    "unknown_source",
+    "source_disabled",
+    "no_approved_contract",
+    "schema_violation",
+    "mapping_failure",
+    "oversize",
+    "undecodable",
+    "invalid_envelope",
+)
+QUARANTINE_STATUSES: tuple[str, ...] = ("new", "redriven", "resolved")
+
+#: record fields whose children become typed columns (no prefix: the names are unique)
+FLATTENED_RECORDS = frozenset({"identifiers"})
+#: record fields kept whole as VARIANT and also partly flattened
+LINEAGE_FLATTENED: tuple[str, ...] = ("raw_archive_uri", "raw_offset", "stream", "shard_id", "sequence_number")
+PARTLY_FLATTENED = {"lineage": LINEAGE_FLATTENED}
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+def check_identifier(name: str) -> str:
+    """An unquoted Snowflake identifier, upper-cased; refuses anything that would need quoting."""
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise ValueError(f"not a plain Snowflake identifier: {name!r}")
+    return name.upper()
+
+
+@dataclass(frozen=True)
+class Column:
+    """One warehouse column. ``path`` is where its value sits in the JSON row being landed
+    (``identifiers.person_id``), ``kind`` how it is extracted: ``scalar`` (cast to ``sql_type``),
+    ``timestamp`` (UTC micros → ``TIMESTAMP_NTZ(6)``), ``variant`` (kept as JSON; JSON null → NULL)."""
+
+    name: str
+    sql_type: str
+    path: str | None = None
+    kind: str = "scalar"
+    comment: str = ""
+    not_null: bool = False
+    #: a fixed SQL expression for the landing INSERT instead of reading ``path``
+    expr: str | None = None
+
+    def definition(self) -> str:
+        parts = [self.name, self.sql_type]
+        if self.not_null:
+            parts.append("NOT NULL")
+        if self.comment:
+            parts.append(f"COMMENT '{_sql_text(self.comment)}'")
+        return " ".join(parts)
+
+    def select_expr(self, row: str = "v.value") -> str:
+        """The SQL that extracts this column from one element of a FLATTENed JSON array."""
+        if self.expr is not None:
+            return self.expr
+        if self.path is None:
+            return "NULL"
+        ref = f"{row}:{self.path}"
+        if self.kind == "timestamp":
+            return f"TO_TIMESTAMP_NTZ({ref}::NUMBER, 6)"
+        if self.kind == "variant":
+            return f"STRIP_NULL_VALUE({ref})"
+        return f"{ref}::{self.sql_type}"
+
+
+@dataclass(frozen=True)
+class Table:
+    schema: str
+    name: str
+    columns: tuple[Column, ...]
+    comment: str = ""
+    primary_key: tuple[str, ...] = ()
+    #: real Snowflake clustering key (fakesnow accepts and ignores it)
+    cluster_by: str | None = None
+    #: TRANSIENT: no Fail-safe (cheaper; the raw archive can rebuild it)
+    transient: bool = False
+    column_index: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"{self.schema}.{self.name}: duplicate columns {sorted(dupes)}")
+        self.column_index.update({c.name: c for c in self.columns})
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+def _sql_text(text: str) -> str:
+    return " ".join(str(text).split()).replace("\\", "\\\\").replace("'", "''")
+
+
+# --------------------------------------------------------------------------------------------
+# From the canonical model
+# --------------------------------------------------------------------------------------------
+
+
+def _avro_base(t: Any) -> Any:
+    if isinstance(t, list):
+        rest = [b for b in t if b != "null"]
+        return rest[0] if len(rest) == 1 else rest
+    return t
+
+
+def _sql_type(avro_field: dict) -> tuple[str, str]:
+    """(sql_type, kind) of one Avro field."""
+    base = _avro_base(avro_field["type"])
+    if avro_field.get("x-json"):
+        return "VARIANT", "variant"
+    if isinstance(base, list):  # a union of several branches (attributes)
+        return "VARIANT", "variant"
+    if isinstance(base, dict):
+        if base.get("logicalType") in ("timestamp-micros", "timestamp-millis"):
+            if base.get("logicalType") == "timestamp-millis":
+                raise ValueError(f"{avro_field['name']}: the canonical model keeps times in micros")
+            return "TIMESTAMP_NTZ(6)", "timestamp"
+        kind = base.get("type")
+        if kind == "enum":
+            return "VARCHAR", "scalar"
+        if kind in ("record", "array", "map"):
+            return "VARIANT", "variant"
+        base = kind
+    return {
+        "string": ("VARCHAR", "scalar"),
+        "int": ("NUMBER(38,0)", "scalar"),
+        "long": ("NUMBER(38,0)", "scalar"),
+        "boolean": ("BOOLEAN", "scalar"),
+        "float": ("FLOAT", "scalar"),
+        "double": ("FLOAT", "scalar"),
+        "bytes": ("VARCHAR", "scalar"),
+    }.get(base, ("VARIANT", "variant"))
+
+
+def _is_record(avro_field: dict) -> bool:
+    base = _avro_base(avro_field["type"])
+    return isinstance(base, dict) and base.get("type") == "record"
+
+
+@functools.lru_cache(maxsize=1)
+def event_columns() -> tuple[Column, ...]:
+    """The columns every canonical event becomes, in envelope order (see the module docstring)."""
+    cols: list[Column] = []
+    for f in canonical_avro_schema()["fields"]:
+        name = f["name"]
+        if _is_record(f) and name in FLATTENED_RECORDS:
+            for child in _avro_base(f["type"])["fields"]:
+                sql_type, kind = _sql_type(child)
+                cols.append(Column(child["name"].upper(), sql_type, f"{name}.{child['name']}", kind,
+                                   child.get("doc", "")))
+            continue
+        sql_type, kind = _sql_type(f)
+        doc = f.get("doc", "") + (" Stored here as the JSON value itself." if f.get("x-json") else "")
+        cols.append(Column(name.upper(), sql_type, name, kind, doc, not_null=(name == "event_id")))
+        if name in PARTLY_FLATTENED:
+            children = {c["name"]: c for c in _avro_base(f["type"])["fields"]}
+            for child_name in PARTLY_FLATTENED[name]:
+                child = children[child_name]
+                sql_type, kind = _sql_type(child)
+                cols.append(Column(child_name.upper(), sql_type, f"{name}.{child_name}", kind,
+                                   f"{name}.{child_name}: {child.get('doc', '')}"))
+    return tuple(cols)
+
+
+EVENT_COLUMNS: tuple[Column, ...] = event_columns()
+
+_TS = "TIMESTAMP_NTZ(6)"
+
+LANDING_EVENTS = Table(
+    "RAW", "LANDING_EVENTS",
+    (
+        *EVENT_COLUMNS,
+        Column("BATCH_ID", "VARCHAR", expr="%(batch_id)s", not_null=True,
+               comment="Landing batch this copy arrived in (RAW.LANDED_BATCHES)."),
+        Column("LANDED_AT", _TS, expr="CAST(%(landed_at)s AS TIMESTAMP_NTZ(6))", not_null=True,
+               comment="When the batch landed (UTC)."),
+    ),
+    comment="Every copy of every valid canonical event, append only. MERGEd into CANONICAL.EVENTS.",
+    transient=True,
+)
+
+LANDED_BATCHES = Table(
+    "RAW", "LANDED_BATCHES",
+    (
+        Column("BATCH_ID", "VARCHAR", not_null=True, comment="Id of the landed batch (idempotency key)."),
+        Column("KIND", "VARCHAR", comment="live | replay | redrive | backfill."),
+        Column("SOURCE", "VARCHAR", comment="Source name when the batch holds one source's records."),
+        Column("STREAM", "VARCHAR", comment="Stream the records were read from."),
+        Column("SHARD_ID", "VARCHAR", comment="Shard the records were read from."),
+        Column("FIRST_SEQUENCE_NUMBER", "VARCHAR", comment="First stream sequence number in the batch."),
+        Column("LAST_SEQUENCE_NUMBER", "VARCHAR", comment="Last stream sequence number in the batch."),
+        Column("ROW_COUNT", "NUMBER(38,0)", not_null=True, comment="Event copies landed."),
+        Column("QUARANTINE_COUNT", "NUMBER(38,0)", not_null=True, comment="Records quarantined."),
+        Column("LANDED_AT", _TS, not_null=True, comment="When the batch landed (UTC)."),
+        Column("MERGE_ID", "VARCHAR", comment="The merge run that merged it."),
+        Column("MERGED_AT", _TS, comment="When it was merged into CANONICAL.EVENTS; NULL until then."),
+        Column("META", "VARIANT", comment="Everything the lander said about the batch."),
+    ),
+    comment="Ledger of landed batches: makes landing and merging exactly-once.",
+    primary_key=("BATCH_ID",),
+)
+
+QUARANTINE = Table(
+    "RAW", "QUARANTINE",
+    (
+        Column("QUARANTINE_ID", "VARCHAR", "quarantine_id", not_null=True,
+               expr="COALESCE(v.value:quarantine_id::VARCHAR, UUID_STRING())", comment="Id (uuid)."),
+        Column("SOURCE", "VARCHAR", "source", comment="Source name from the raw envelope."),
+        Column("SOURCE_ID", "VARCHAR", "source_id", comment="Registered source id, when known."),
+        Column("CONTRACT_SUBJECT", "VARCHAR", "contract_subject", comment="Contract subject, when known."),
+        Column("CONTRACT_VERSION", "NUMBER(38,0)", "contract_version", comment="Contract version, when known."),
+        Column("REASON_CODE", "VARCHAR", "reason_code", comment=" | ".join(QUARANTINE_REASONS)),
+        Column("REASON_DETAIL", "VARCHAR", "reason_detail", comment="What was wrong, for a person."),
+        Column("ERROR_PATH", "VARCHAR", "error_path", comment="JSON pointer into the payload (or spec)."),
+        Column("RAW_ARCHIVE_URI", "VARCHAR", "raw_archive_uri", comment="Raw archive object with the record."),
+        Column("RAW_OFFSET", "NUMBER(38,0)", "raw_offset", comment="Record index in that object."),
+        Column("STREAM", "VARCHAR", "stream", comment="Stream the record was read from."),
+        Column("SHARD_ID", "VARCHAR", "shard_id", comment="Shard."),
+        Column("SEQUENCE_NUMBER", "VARCHAR", "sequence_number", comment="Sequence number in the shard."),
+        Column("BATCH_ID", "VARCHAR", "batch_id", not_null=True,
+               expr="COALESCE(v.value:batch_id::VARCHAR, %(batch_id)s)", comment="Landing batch."),
+        Column("RECEIVED_AT", _TS, "received_at", "timestamp", comment="Collector receive time (UTC)."),
+        Column("QUARANTINED_AT", _TS, not_null=True, expr="CAST(%(landed_at)s AS TIMESTAMP_NTZ(6))",
+               comment="When it was quarantined (landed)."),
+        Column("PAYLOAD", "VARIANT", "payload", "variant",
+               comment="The payload as sent (JSON), or its text when it was not JSON."),
+        Column("STATUS", "VARCHAR", not_null=True, expr="COALESCE(v.value:status::VARCHAR, 'new')",
+               comment=" | ".join(QUARANTINE_STATUSES)),
+        Column("REDRIVEN_AT", _TS, comment="When it was last re-driven."),
+        Column("REDRIVE_RESULT", "VARIANT", comment="Outcome of the last re-drive."),
+    ),
+    comment="One row per rejected record, with its reason and raw pointer; re-drivable.",
+    primary_key=("QUARANTINE_ID",),
+)
+
+CANONICAL_EVENTS = Table(
+    "CANONICAL", "EVENTS",
+    (
+        *EVENT_COLUMNS,
+        Column("BATCH_ID", "VARCHAR", comment="Landing batch of the kept copy."),
+        Column("DUPLICATE_COUNT", "NUMBER(38,0)", not_null=True,
+               comment="Extra copies seen (0 for an event seen once)."),
+        Column("FIRST_SEEN_AT", _TS, comment="Earliest RECEIVED_AT over all copies (UTC)."),
+        Column("LAST_SEEN_AT", _TS, comment="Latest RECEIVED_AT over all copies (UTC)."),
+        Column("FIRST_LANDED_AT", _TS, comment="When the first copy landed in the warehouse (UTC)."),
+        Column("MERGED_AT", _TS, comment="Last merge that changed this row (UTC): the incremental watermark."),
+    ),
+    comment="One row per event_id. The kept copy is the earliest by (RECEIVED_AT, SHARD_ID, SEQUENCE_NUMBER).",
+    primary_key=("EVENT_ID",),
+    cluster_by="TO_DATE(EVENT_TIME)",
+)
+
+TABLES: tuple[Table, ...] = (LANDING_EVENTS, LANDED_BATCHES, QUARANTINE, CANONICAL_EVENTS)
+SCHEMAS: tuple[str, ...] = ("RAW", "CANONICAL")
+
+
+def qualified(database: str, table: Table) -> str:
+    return f"{check_identifier(database)}.{table.schema}.{table.name}"
+
+
+def table_ddl(table: Table, database: str) -> str:
+    lines = [f"    {c.definition()}" for c in table.columns]
+    if table.primary_key:
+        lines.append(f"    PRIMARY KEY ({', '.join(table.primary_key)})")
+    kind = "TRANSIENT TABLE" if table.transient else "TABLE"
+    sql = f"CREATE {kind} IF NOT EXISTS {qualified(database, table)} (\n" + ",\n".join(lines) + "\n)"
+    if table.cluster_by:
+        sql += f"\nCLUSTER BY ({table.cluster_by})"
+    if table.comment:
+        sql += f"\nCOMMENT = '{_sql_text(table.comment)}'"
+    return sql
+
+
+def warehouse_ddl(database: str) -> list[str]:
+    """Every statement ``warehouse_ensure`` runs, in order (all idempotent)."""
+    db = check_identifier(database)
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {db}",
+        *(f"CREATE SCHEMA IF NOT EXISTS {db}.{s}" for s in SCHEMAS),
+        *(table_ddl(t, db) for t in TABLES),
+    ]
+
+
+@dataclass(frozen=True)
+class EnsureResult:
+    database: str
+    statements: int
+    columns_added: tuple[str, ...]
+
+
+def warehouse_ensure(conn: Any, *, database: str | None = None) -> EnsureResult:
+    """Create the database, schemas and tables if missing, and add columns the model gained since
+    (``ALTER TABLE … ADD COLUMN``). Safe to run at every start."""
+    from warehouse.connection import warehouse_errors
+
+    db = check_identifier(database or conn.database or _settings_database())
+    statements = warehouse_ddl(db)
+    added: list[str] = []
+    with warehouse_errors():
+        cur = conn.cursor()
+        try:
+            for sql in statements:
+                cur.execute(sql)
+            cur.execute(
+                f"SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM {db}.INFORMATION_SCHEMA.COLUMNS "  # noqa: S608
+                f"WHERE TABLE_SCHEMA IN ({', '.join(repr(s) for s in SCHEMAS)})"
+            )
+            existing = {(s.upper(), t.upper(), c.upper()) for s, t, c in cur.fetchall()}
+            for table in TABLES:
+                for col in table.columns:
+                    if (table.schema, table.name, col.name) not in existing:
+                        # NOT NULL can't be added to a table with rows; new model fields are nullable
+                        ddl_col = Column(col.name, col.sql_type, comment=col.comment)
+                        cur.execute(f"ALTER TABLE {qualified(db, table)} ADD COLUMN {ddl_col.definition()}")
+                        added.append(f"{table.schema}.{table.name}.{col.name}")
+        finally:
+            cur.close()
+    return EnsureResult(database=db, statements=len(statements), columns_added=tuple(added))
+
+
+def _settings_database() -> str:
+    from django.conf import settings
+
+    return settings.SNOWFLAKE["database"]
