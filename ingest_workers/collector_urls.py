@@ -10,5 +10,5 @@ urlpatterns = [
     re_path(r"^batch/?$", collectors.batch, name="collect_batch"),
     re_path(rf"^webhooks/slack/{SOURCE}/?$", collectors.slack_webhook, name="collect_slack"),
     re_path(rf"^webhooks/voice/{SOURCE}/?$", collectors.voice_webhook, name="collect_voice"),
-    re_path(r"^.*$", collectors.not_found, name="collect_not_found"),
+    re_path(r"^[\s\S]*$", collectors.not_found, name="collect_not_found"),  # any path, newlines too
 ]

@@ -33,6 +33,7 @@ from ingest_workers.pipeline import BatchResult, ContractIndex, RawRecord, proce
 
 log = logging.getLogger(__name__)
 
+MERGE_MAX_BATCHES = 500
 BATCH_MAX_RECORDS = 1000  # process_batch is fastest per record around 1,000 (CPU cache)
 THROTTLE_RETRIES = 6
 THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "LimitExceededException",
@@ -401,4 +402,5 @@ def warehouse_merge_run() -> dict:
 
     with warehouse_connect() as warehouse:
         warehouse_ready(warehouse)
-        return dataclasses.asdict(merge_landing(warehouse))
+        # Bounded, so one MERGE stays well inside the connector's per-statement network timeout.
+        return dataclasses.asdict(merge_landing(warehouse, max_batches=MERGE_MAX_BATCHES))

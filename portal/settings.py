@@ -259,5 +259,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # The Snowflake connector logs every login at INFO.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "snowflake.connector": {"level": "WARNING"}},
 }

@@ -12,6 +12,7 @@ urlpatterns = [
     path("audit/", views.audit_log, name="audit_log"),
     path("admin/", admin.site.urls),
     path("", include("contracts.urls")),
+    path("", include("ingest_workers.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
     path("api/v1/", include("contracts.api_urls")),
