@@ -6,6 +6,7 @@ Benchmarks are never part of the test suite; timing goals live here.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -31,14 +32,22 @@ def machine() -> dict:
 def main() -> int:
     sys.path.insert(0, str(HERE.parent))
     results: dict = {"machine": machine(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    # each benchmark runs in its own process and prints its JSON result as the last line
-    for script, key in (("bench_core.py", None), ("bench_hot_path.py", "hot_path")):
-        path = HERE / script
-        if not path.exists():
+    # Each benchmark runs in its own process and prints its JSON result as the last line; the
+    # headline figures go to the top level, each benchmark's full output under its own name.
+    # BENCH_ONLY=hot_path,dedup (names below) runs a subset.
+    only = {name for name in os.environ.get("BENCH_ONLY", "").split(",") if name}
+    for name, script in (("core", "bench_core.py"), ("hot_path", "bench_hot_path.py"),
+                         ("e2e", "bench_e2e.py"), ("dedup", "bench_dedup.py")):
+        if only and name not in only:
             continue
-        out = subprocess.run([sys.executable, str(path), "--json"], capture_output=True, text=True, check=True)
+        print(f"running {script} …", file=sys.stderr, flush=True)
+        out = subprocess.run([sys.executable, str(HERE / script), "--json"], capture_output=True, text=True)
+        if out.returncode not in (0, 1) or not out.stdout.strip():
+            results[name] = {"error": (out.stderr or out.stdout)[-2000:]}
+            continue
         data = json.loads(out.stdout.strip().splitlines()[-1])
-        results.update({key: data} if key else data)
+        results[name] = data
+        results.update({k: v for k, v in data.items() if not isinstance(v, (dict, list))})
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
