@@ -22,6 +22,8 @@ class ShardLease(models.Model):
     owner = models.CharField(max_length=128, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     lease_counter = models.PositiveBigIntegerField(default=0)
+    # Set by Kinesis once the shard is closed by a split or merge: no record comes after it.
+    ending_sequence_number = models.CharField(max_length=128, blank=True)
     # A closed shard (after resharding) that has been read to its end.
     finished_at = models.DateTimeField(null=True, blank=True)
     records_read = models.PositiveBigIntegerField(default=0)

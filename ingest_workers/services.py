@@ -84,11 +84,15 @@ def shard_sync(*, kinesis, stream: str) -> list[ShardLease]:
         if not token:
             break
     for shard in shards:
-        ShardLease.objects.get_or_create(
+        ending = shard.get("SequenceNumberRange", {}).get("EndingSequenceNumber", "")
+        lease, created = ShardLease.objects.get_or_create(
             stream=stream, shard_id=shard["ShardId"],
             defaults={"parent_shard_id": shard.get("ParentShardId", ""),
-                      "adjacent_parent_shard_id": shard.get("AdjacentParentShardId", "")},
+                      "adjacent_parent_shard_id": shard.get("AdjacentParentShardId", ""),
+                      "ending_sequence_number": ending},
         )
+        if not created and ending and not lease.ending_sequence_number:
+            ShardLease.objects.filter(pk=lease.pk).update(ending_sequence_number=ending)
     return list(ShardLease.objects.filter(stream=stream))
 
 
@@ -233,6 +237,8 @@ def shard_batch_process(*, kinesis, warehouse, lease: ShardLease, max_records: i
     raw, behind, closed = _read_records(kinesis, lease, max_records)
     outcome = BatchOutcome(millis_behind_latest=behind)
     if not raw:
+        # A closed shard gets no new records: an empty read after the checkpoint means it is done.
+        closed = closed or bool(lease.ending_sequence_number)
         _checkpoint(lease, sequence=lease.checkpoint, records=0, behind=behind, finished=closed)
         outcome.finished_shard = closed
         return outcome

@@ -215,3 +215,38 @@ def test_a_poison_record_is_quarantined_and_the_rest_go_on(ingest_env):
     assert got["events"] == expected["events"]
     reasons = sorted(r["REASON_CODE"] for r in warehouse_rows("SELECT REASON_CODE FROM RAW.QUARANTINE"))
     assert reasons == ["invalid_envelope", "undecodable"]
+
+
+def test_resharding_is_followed_parents_first_and_nothing_is_lost(ingest_env, kinesis):
+    first = send_traffic(120, seed=8, duplicate_fraction=0, malformed_fraction=0)
+    stream = ingest_env.KINESIS_STREAM_NAME
+    services.pipeline_drain()
+    parent = kinesis.list_shards(StreamName=stream)["Shards"][0]
+    low, high = (int(x) for x in (parent["HashKeyRange"]["StartingHashKey"], parent["HashKeyRange"]["EndingHashKey"]))
+    kinesis.split_shard(StreamName=stream, ShardToSplit=parent["ShardId"], NewStartingHashKey=str((low + high) // 2))
+    second = send_traffic(120, seed=9, duplicate_fraction=0, malformed_fraction=0)
+    services.pipeline_drain()
+    leases = {lease.shard_id: lease for lease in ShardLease.objects.filter(stream=stream)}
+    children = [lease for lease in leases.values() if lease.parent_shard_id == parent["ShardId"]]
+    assert len(children) == 2
+    assert leases[parent["ShardId"]].finished_at is not None          # the closed parent was read to its end
+    assert all(child.last_batch_at is None or child.last_batch_at >= leases[parent["ShardId"]].finished_at
+               for child in children)
+    assert_exactly_once(expected_outcome(first + second))
+
+
+def test_the_raw_archive_on_s3_keeps_every_record(ingest_env, moto_server):
+    from ingest_workers.archive import archive_read_line
+    from ingest_workers.aws import bucket_ensure
+
+    bucket_ensure("raw-archive-test")
+    ingest_env.RAW_ARCHIVE_URL = "s3://raw-archive-test/chatorbit"
+    records = send_traffic(60, seed=10, duplicate_fraction=0, malformed_fraction=0)
+    services.pipeline_drain()
+    rows = warehouse_rows("SELECT LINEAGE FROM CANONICAL.EVENTS")
+    assert len(rows) == expected_outcome(records)["events"]
+    for row in rows[:20]:
+        lineage = row["LINEAGE"]
+        assert lineage["raw_archive_uri"].startswith("s3://raw-archive-test/chatorbit/raw/source=")
+        line = archive_read_line(lineage["raw_archive_uri"], lineage["raw_offset"])
+        assert line["seq"] == lineage["sequence_number"] and line["record"]["source"]
