@@ -250,3 +250,21 @@ def test_the_raw_archive_on_s3_keeps_every_record(ingest_env, moto_server):
         assert lineage["raw_archive_uri"].startswith("s3://raw-archive-test/chatorbit/raw/source=")
         line = archive_read_line(lineage["raw_archive_uri"], lineage["raw_offset"])
         assert line["seq"] == lineage["sequence_number"] and line["record"]["source"]
+
+
+def test_pipeline_drain_command_prints_the_counts(ingest_env):
+    import json
+
+    records = send_traffic(80, seed=12)
+    expected = expected_outcome(records)
+    out = io.StringIO()
+    call_command("pipeline_drain", "--json", stdout=out)
+    printed = json.loads(out.getvalue())
+    assert printed["read"] == len(records)
+    assert printed["quarantined"] == expected["quarantined"]
+    assert printed["merged"] == expected["events"] and printed["duplicates"] == expected["duplicates"]
+    text = io.StringIO()
+    call_command("pipeline_drain", stdout=text)      # nothing left: zeros, in the readable form
+    assert [line.split()[0] for line in text.getvalue().splitlines()] == [
+        "read", "valid", "quarantined", "duplicates", "merged"]
+    assert all(line.split()[1] == "0" for line in text.getvalue().splitlines())
