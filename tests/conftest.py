@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import pytest
 
 from portal.roles import Role
@@ -124,3 +127,34 @@ def chat_contract(web_chat_source, web_chat_preset, platform_user, engineer):
 @pytest.fixture
 def chat_v1(chat_contract):
     return chat_contract.versions.get(version=1)
+
+
+# --- the embedded warehouse: one fakesnow server subprocess for the whole test session -------------
+
+@dataclasses.dataclass(frozen=True)
+class WarehouseServer:
+    host: str
+    port: int
+    path: str
+    proc: object
+
+
+@pytest.fixture(scope="session")
+def warehouse_server(tmp_path_factory):
+    from django.conf import settings
+
+    from warehouse.embedded import embedded_server_start, embedded_server_stop, free_port
+
+    path = tmp_path_factory.mktemp("warehouse")
+    port = free_port()
+    proc = embedded_server_start(path / "data", port, log_path=path / "server.log")
+    saved = copy.deepcopy(settings.SNOWFLAKE)
+    settings.SNOWFLAKE = {
+        **settings.SNOWFLAKE, "account": "fakesnow", "user": "fake", "password": "snow",
+        "host": "127.0.0.1", "port": port, "protocol": "http", "warehouse": "", "role": "",
+    }
+    try:
+        yield WarehouseServer("127.0.0.1", port, str(path / "data"), proc)
+    finally:
+        settings.SNOWFLAKE = saved
+        embedded_server_stop(proc)

@@ -125,5 +125,3 @@ def collector_sources(platform_user, team):
     voice = source_signing_secret_set(actor=platform_user, source=voice, secret="voice-signing-secret-0123456789")
     return {"web": web, "web_key": web_key, "api": api, "api_key": api_key, "slack": slack, "voice": voice}
 
-
-from tests.warehouse.conftest import warehouse_server  # noqa: E402,F401  (the embedded warehouse server)
