@@ -37,7 +37,8 @@ def main() -> int:
     # BENCH_ONLY=hot_path,dedup (names below) runs a subset.
     only = {name for name in os.environ.get("BENCH_ONLY", "").split(",") if name}
     for name, script in (("core", "bench_core.py"), ("hot_path", "bench_hot_path.py"),
-                         ("e2e", "bench_e2e.py"), ("dedup", "bench_dedup.py")):
+                         ("e2e", "bench_e2e.py"), ("dedup", "bench_dedup.py"),
+                         ("models", "bench_models.py")):
         if only and name not in only:
             continue
         print(f"running {script} …", file=sys.stderr, flush=True)

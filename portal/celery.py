@@ -20,6 +20,7 @@ class Queue(enum.StrEnum):
     REPLAY = "replay"
     QUALITY = "quality"
     DELETION = "deletion"
+    MODELS = "models"
     DEFAULT = "default"
 
 
@@ -45,4 +46,7 @@ def _filesystem_broker_folders(sender, **kwargs) -> None:
 app.conf.beat_schedule = {
     "ingest-supervise": {"task": "ingest_workers.tasks.ingest_supervise", "schedule": 10.0},
     "warehouse-merge": {"task": "ingest_workers.tasks.warehouse_merge", "schedule": 5.0},
+    # the curated models (ANALYTICS.*, IDENTITY.*): incremental, so a minute's work is small
+    "models-run": {"task": "warehouse.tasks.models_run_scheduled",
+                   "schedule": float(os.environ.get("MODELS_RUN_INTERVAL_S", "60"))},
 }

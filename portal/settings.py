@@ -234,6 +234,8 @@ KINESIS_STREAM_NAME = os.environ.get("KINESIS_STREAM_NAME", "raw-events")
 KINESIS_SHARD_COUNT = int(os.environ.get("KINESIS_SHARD_COUNT", "2"))
 # A consumer owns a shard this long without renewing; a dead worker's shard is picked up after it.
 INGEST_LEASE_SECONDS = int(os.environ.get("INGEST_LEASE_SECONDS", "30"))
+# The curated models run at most this long before another run may take over (a crashed run's lease).
+MODELS_RUN_LEASE_SECONDS = int(os.environ.get("MODELS_RUN_LEASE_SECONDS", "900"))
 # The emulator accepts any credentials; real AWS uses the standard credential chain (roles).
 AWS_ACCESS_KEY_ID = os.environ.get("AWS_ACCESS_KEY_ID") or ("test" if AWS_ENDPOINT_URL else None)
 AWS_SECRET_ACCESS_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY") or ("test" if AWS_ENDPOINT_URL else None)

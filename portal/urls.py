@@ -11,11 +11,13 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("audit/", views.audit_log, name="audit_log"),
     path("admin/", admin.site.urls),
+    path("analytics/", include("warehouse.urls")),
     path("", include("contracts.urls")),
     path("", include("ingest_workers.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
     path("api/v1/", include("contracts.api_urls")),
+    path("api/v1/", include("warehouse.api_urls")),
     path("registry/", include("contracts.registry_urls")),
     path("collect/v1/", include("ingest_workers.collector_urls")),
 ]

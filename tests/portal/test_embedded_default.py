@@ -30,7 +30,8 @@ def test_run_embedded_serves_the_seeded_portal_on_sqlite(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}}
     env.update(CHATORBIT_VAR_DIR=str(tmp_path), PYTHONUNBUFFERED="1",
-               AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", SNOWFLAKE_PORT=str(free_port()))
+               AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", SNOWFLAKE_PORT=str(free_port()),
+               MODELS_RUN_INTERVAL_S="5")
     log = tmp_path / "run.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "manage.py", "run_embedded", "--addrport", f"127.0.0.1:{port}"],
@@ -66,17 +67,27 @@ def test_run_embedded_serves_the_seeded_portal_on_sqlite(tmp_path):
         assert session.get(f"{base}/static/vendor/htmx-2.0.11.min.js", timeout=10).status_code == 200
 
         # Traffic flows: collectors → stream → workers → warehouse, merged into CANONICAL.EVENTS.
-        def canonical_events() -> int:
-            out = subprocess.run([sys.executable, "manage.py", "warehouse_query",
-                                  "SELECT COUNT(*) AS N FROM CANONICAL.EVENTS"],
+        def count(table: str) -> int:
+            out = subprocess.run([sys.executable, "manage.py", "warehouse_query", f"SELECT COUNT(*) AS N FROM {table}"],
                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
             return json.loads(out.stdout)[0]["N"] if out.returncode == 0 else 0
 
+        def logs() -> str:
+            return "\n".join(p.read_text()[-2000:] for p in sorted((tmp_path / "logs").glob("*.log")))
+
         deadline = time.monotonic() + 120
-        while canonical_events() == 0:
-            assert time.monotonic() < deadline, "no events reached CANONICAL.EVENTS:\n" + "\n".join(
-                p.read_text()[-2000:] for p in sorted((tmp_path / "logs").glob("*.log")))
+        while count("CANONICAL.EVENTS") == 0:
+            assert time.monotonic() < deadline, "no events reached CANONICAL.EVENTS:\n" + logs()
             time.sleep(2)
+        # The beat's model runs (every 5 s here) turn them into the curated tables the dashboard reads.
+        deadline = time.monotonic() + 120
+        while count("ANALYTICS.CONVERSATION_SESSIONS") == 0:
+            assert time.monotonic() < deadline, "no sessions reached ANALYTICS.CONVERSATION_SESSIONS:\n" + logs()
+            time.sleep(2)
+        dashboard = session.get(f"{base}/analytics/data.json", timeout=30)
+        assert dashboard.status_code == 200, dashboard.text
+        runs = session.get(f"{base}/analytics/runs/", timeout=30)
+        assert runs.status_code == 200 and "succeeded" in runs.text
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)

@@ -1,4 +1,7 @@
-"""Seed the demo: roles, the chat-platform team, one user per role, the canonical model, six sources."""
+"""Seed the demo: roles, the chat-platform team, one user per role, the canonical model, six sources,
+and the model price catalog for the models the demo sources request."""
+
+import datetime as dt
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -9,6 +12,7 @@ from contracts import presets, services
 from contracts.models import Source
 from portal.roles import Role
 from portal.services import role_groups_ensure, team_ensure
+from warehouse.services import price_catalog_seed
 
 # Development-only passwords: the command refuses to run with DEBUG=0 unless forced.
 DEMO_USERS = [
@@ -17,6 +21,19 @@ DEMO_USERS = [
     ("privacy", Role.PRIVACY, "privacy-demo-pass"),
     ("admin", Role.ADMIN, "admin-demo-pass"),
 ]
+
+
+# USD per million tokens (input, cached input, output) of every model the presets' samples request, and
+# the dated snapshots responses name (priced alike, for requests that report only the response model).
+DEMO_MODEL_PRICES = {
+    "gpt-4.1-mini": ("0.40", "0.10", "1.60"),
+    "gpt-4.1-mini-2025-04-14": ("0.40", "0.10", "1.60"),
+    "o4-mini": ("1.10", "0.275", "4.40"),
+    "o4-mini-2025-04-16": ("1.10", "0.275", "4.40"),
+    "gpt-4o-realtime-preview": ("5.00", "2.50", "20.00"),
+    "gpt-4o-realtime-preview-2025-06-03": ("5.00", "2.50", "20.00"),
+}
+DEMO_PRICES_FROM = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def demo_signing_secret(source_name: str) -> str:
@@ -77,4 +94,9 @@ class Command(BaseCommand):
             services.preset_versions_load(
                 actor=users["platform"], reviewer=users["engineer"], source=source, contracts=preset["contracts"]
             )
+        price_catalog_seed(
+            actor=users["engineer"], effective_from=DEMO_PRICES_FROM, note="Demo list prices",
+            prices=[(model, kind, price) for model, prices in DEMO_MODEL_PRICES.items()
+                    for kind, price in zip(("input", "cached_input", "output"), prices, strict=True)],
+        )
         return users, new_keys

@@ -110,7 +110,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Local AWS on {settings.AWS_ENDPOINT_URL}; warehouse on "
                           f"{settings.SNOWFLAKE['host']}:{settings.SNOWFLAKE['port']}.")
         celery = [sys.executable, "-m", "celery", "-A", "portal"]
-        self._spawn("worker", [*celery, "worker", "-Q", "ingest,default,replay,quality,deletion",
+        self._spawn("worker", [*celery, "worker", "-Q", "ingest,default,models,replay,quality,deletion",
                                "--concurrency", "2", "-l", "INFO"], var)
         self._spawn("beat", [*celery, "beat", "-l", "INFO", "-s", str(var / "celerybeat-schedule")], var)
         self.stdout.write("Celery worker and beat started.")

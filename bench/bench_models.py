@@ -1,0 +1,162 @@
+"""models_incremental_s and models_full_rebuild_s: the curated models on the embedded warehouse.
+
+    .venv/bin/python bench/bench_models.py [--events 1000000] [--new 10000] [--json]
+
+Lands ``--events`` canonical events (warehouse/analytics_sample.py: people across web, iOS,
+Android, Slack, voice and the LLM gateway over 30 days) through the real landing and MERGE, runs
+the models once, then lands ``--new`` more events (new people, and late events of existing
+sessions) and times one incremental run (``models_incremental_s``); then times a full rebuild of
+all of them (``models_full_rebuild_s``). Goal: the incremental run at most a tenth of the rebuild.
+Also checks that the rebuild gives the same tables as the incremental runs (row counts and sums).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+os.environ.setdefault("CHATORBIT_VAR_DIR", tempfile.mkdtemp(prefix="bench-models-"))
+
+import django  # noqa: E402
+
+django.setup()
+
+import orjson  # noqa: E402
+
+from warehouse.analytics_sample import sample_events, sample_prices  # noqa: E402
+from warehouse.connection import warehouse_connect  # noqa: E402
+from warehouse.ddl import warehouse_ensure  # noqa: E402
+from warehouse.embedded import embedded_server_start, embedded_server_stop, free_port  # noqa: E402
+from warehouse.load import landing_insert, merge_landing, warehouse_query  # noqa: E402
+from warehouse.modeling.runner import models_run  # noqa: E402
+
+START_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+DAYS = 30
+SEED = 11
+BATCH = 10_000
+EVENTS_PER_PERSON = 82  # what the sample generator averages over 30 days (measured)
+
+CHECKS = {
+    "CONVERSATION_SESSIONS": "COUNT(*), SUM(EVENT_COUNT), SUM(USER_MESSAGES), SUM(CAST(COST_USD AS NUMBER(18,12))), "
+                             "COUNT(DISTINCT PERSON_ID), SUM(FIRST_RESPONSE_LATENCY_MS)",
+    "TOKEN_COST_USAGE": "COUNT(*), SUM(REQUESTS), SUM(INPUT_TOKENS), SUM(CAST(COST_USD AS NUMBER(18,12)))",
+    "USER_FEEDBACK": "COUNT(*), SUM(SCORE), COUNT(MODEL)",
+    "USER_JOURNEYS": "COUNT(*), SUM(PLATFORMS_SO_FAR), SUM(CASE WHEN PLATFORM_SWITCH THEN 1 ELSE 0 END)",
+    "PLATFORM_ENGAGEMENT_DAILY": "COUNT(*), SUM(ACTIVE_PEOPLE), SUM(NEW_PEOPLE), SUM(D1_RETAINED), "
+                                 "SUM(D7_RETAINED)",
+}
+
+
+def land(conn, events, label: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    total = 0
+    for n, chunk in enumerate(_chunks(events, BATCH)):
+        landing_insert(conn, batch_id=f"{label}-{n}", rows=orjson.dumps(chunk))
+        total += len(chunk)
+        if n % 10 == 9:
+            merge_landing(conn)
+            print(f"  landed {total:,} events", file=sys.stderr, flush=True)
+    merge_landing(conn)
+    return total, time.perf_counter() - started
+
+
+def _chunks(iterable, size):
+    it = iter(iterable)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def checksums(conn) -> dict:
+    out = {}
+    for table, exprs in CHECKS.items():
+        [row] = warehouse_query(conn, f"SELECT {exprs} FROM {conn.database}.ANALYTICS.{table}")  # noqa: S608
+        out[table] = [str(v) for v in row.values()]
+    return out
+
+
+def timed_run(conn, prices, **kwargs) -> tuple[float, dict]:
+    started = time.perf_counter()
+    report = models_run(conn, prices=prices, **kwargs)
+    seconds = time.perf_counter() - started
+    if not report.ok:
+        raise SystemExit(f"model run failed: {[(m.name, m.error) for m in report.models if m.error]}")
+    return seconds, {m.name: {"ms": m.duration_ms, "rows": m.rows_changed, **m.detail} for m in report.models}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--new", type=int, default=10_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from django.conf import settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-models-wh-"))
+    port = free_port()
+    proc = embedded_server_start(tmp / "data", port, log_path=tmp / "server.log")
+    settings.SNOWFLAKE = {**settings.SNOWFLAKE, "port": port, "host": "127.0.0.1", "protocol": "http"}
+    try:
+        conn = warehouse_connect(database="BENCH_MODELS")
+        warehouse_ensure(conn)
+        prices = sample_prices(START_US, DAYS)
+        people = args.events // EVENTS_PER_PERSON + 1
+        stream = sample_events(people=people * 2, days=DAYS, seed=SEED, start_us=START_US)
+        generated = list(itertools.islice(stream, args.events + args.new // 10))
+        # The new events are what arrives between two runs: mostly new people's activity on the
+        # last day, plus a tenth that is late: the last people's events of the last two days, held
+        # back like a mobile app that comes back online (they fix those people's sessions and days).
+        late_from = START_US + (DAYS - 2) * 86_400_000_000
+        held = [e for e in generated[args.events - 5 * args.new:] if e["event_time"] >= late_from][-(args.new // 10):]
+        held_ids = {e["event_id"] for e in held}
+        base = [e for e in generated if e["event_id"] not in held_ids][:args.events]
+        today = START_US + (DAYS - 1) * 86_400_000_000
+        recent = sample_events(people=args.new, days=1, seed=SEED + 1, start_us=today)
+        fresh = held + list(itertools.islice(recent, args.new - len(held)))
+        print(f"landing {len(base):,} events …", file=sys.stderr, flush=True)
+        landed, land_s = land(conn, base, "base")
+        print("first model run …", file=sys.stderr, flush=True)
+        first_s, _ = timed_run(conn, prices)
+        print(f"landing {len(fresh):,} new events …", file=sys.stderr, flush=True)
+        land(conn, fresh, "new")
+        print("incremental run …", file=sys.stderr, flush=True)
+        incremental_s, incremental = timed_run(conn, prices)
+        after_incremental = checksums(conn)
+        print("full rebuild …", file=sys.stderr, flush=True)
+        rebuild_s, rebuild = timed_run(conn, prices, full_refresh=True)
+        after_rebuild = checksums(conn)
+        [counts] = warehouse_query(conn, "SELECT COUNT(*) AS EVENTS FROM BENCH_MODELS.CANONICAL.EVENTS")
+        ratio = incremental_s / rebuild_s if rebuild_s else None
+        result = {
+            "models_incremental_s": round(incremental_s, 2),
+            "models_full_rebuild_s": round(rebuild_s, 2),
+            "models_incremental_vs_rebuild": round(ratio, 3) if ratio is not None else None,
+            "models_goal_met": bool(ratio is not None and ratio <= 0.1),
+            "models_rebuild_equals_incremental": after_incremental == after_rebuild,
+            "models_detail": {
+                "events_total": counts["EVENTS"], "events_base": landed, "events_new": len(fresh),
+                "landing_s": round(land_s, 1), "first_run_s": round(first_s, 2),
+                "incremental_models": incremental, "rebuild_models": rebuild,
+                "checksums_incremental": after_incremental, "checksums_rebuild": after_rebuild,
+            },
+        }
+    finally:
+        embedded_server_stop(proc)
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(json.dumps(result, indent=2, default=str))
+    return 0 if result["models_goal_met"] and result["models_rebuild_equals_incremental"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,500 @@
+# ruff: noqa: S608 - every interpolated name is a checked identifier or a constant of this module; values are bound
+"""The curated models' SQL (Snowflake SQL; runs unchanged on the embedded warehouse).
+
+Each model recomputes a set of *units* (sessions, hours, feedback events, persons, days) listed in a
+work table (``ANALYTICS.WORK_*``): it deletes their rows and inserts them again from
+``CANONICAL.EVENTS``. A full rebuild lists every unit, so both paths run the same SQL.
+
+Pure: builds strings; ``db`` is an already checked identifier.
+"""
+
+from __future__ import annotations
+
+from warehouse.modeling.identity import BLOCKED_VALUES, KIND_PRIORITY
+
+_BLOCKED_SQL = ", ".join(f"'{v}'" for v in sorted(BLOCKED_VALUES))
+
+#: event column holding each identifier kind
+ID_COLUMNS: dict[str, str] = {
+    "email_sha256": "EMAIL_SHA256",
+    "platform_user_id": "PLATFORM_USER_ID",
+    "device_id": "DEVICE_ID",
+    "anonymous_id": "ANONYMOUS_ID",
+}
+USER_FACING_PLATFORMS = ("web", "ios", "android", "slack", "voice")
+ESCALATION_REASONS = ("escalated", "handoff", "human_handoff")
+
+
+def usable(expr: str) -> str:
+    """SQL: the identifier, or NULL when it identifies nobody (same rule as ``identity.is_blocked``)."""
+    return f"CASE WHEN LOWER(TRIM({expr})) NOT IN ({_BLOCKED_SQL}) THEN {expr} END"
+
+
+def session_key(alias: str = "e") -> str:
+    return f"COALESCE({alias}.SESSION_ID, 'conversation:' || {alias}.CONVERSATION_ID)"
+
+
+def primary_id_key(alias: str = "e") -> str:
+    """SQL: ``kind:value`` of the event's highest-priority usable identifier."""
+    parts = [f"'{kind}:' || {usable(f'{alias}.{ID_COLUMNS[kind]}')}" for kind in KIND_PRIORITY]
+    return f"COALESCE({', '.join(parts)})"
+
+
+def t(db: str, name: str) -> str:
+    """Fully qualified name of an ANALYTICS or IDENTITY table (``IDENTITY.IDENTIFIERS`` style)."""
+    return f"{db}.{name}"
+
+
+# --------------------------------------------------------------------------------------------
+# work tables
+# --------------------------------------------------------------------------------------------
+
+def work_tables_sql(db: str) -> list[str]:
+    """(Re)create the run's work tables, empty."""
+    w = f"{db}.ANALYTICS"
+    return [
+        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_MERGES (MERGE_ID VARCHAR, MERGED_AT TIMESTAMP_NTZ(6))",
+        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_EVENTS (EVENT_ID VARCHAR, SESSION_KEY VARCHAR, "
+        "EVENT_TYPE VARCHAR, EVENT_TIME TIMESTAMP_NTZ(6), MESSAGE_ID VARCHAR)",
+        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_IDS (ID_KEY VARCHAR)",
+        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_CHANGED_IDS (ID_KIND VARCHAR, ID_VALUE VARCHAR)",
+        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_SESSIONS (SESSION_KEY VARCHAR)",
+        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_OLD_SESSIONS (SESSION_KEY VARCHAR, PERSON_ID VARCHAR, "
+        "DAY DATE)",
+        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_HOURS (HOUR TIMESTAMP_NTZ(6))",
+        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_FEEDBACK (EVENT_ID VARCHAR)",
+        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_PERSONS (PERSON_ID VARCHAR)",
+        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_DAYS (DAY DATE)",
+    ]
+
+
+def new_merges_sql(db: str) -> str:
+    return (
+        f"INSERT INTO {db}.ANALYTICS.WORK_MERGES (MERGE_ID, MERGED_AT) "
+        f"SELECT DISTINCT b.MERGE_ID, b.MERGED_AT FROM {db}.RAW.LANDED_BATCHES b "
+        f"WHERE b.MERGED_AT IS NOT NULL AND b.MERGE_ID IS NOT NULL "
+        f"AND b.MERGE_ID NOT IN (SELECT s.MERGE_ID FROM {db}.ANALYTICS.MODEL_STATE s)"
+    )
+
+
+def work_events_sql(db: str, *, everything: bool, recompute_filter: str | None) -> str:
+    """The events this run processes: those changed by unprocessed merges (every event on a full
+    rebuild), plus those a price recompute request covers."""
+    if everything:
+        where = "TRUE"
+    else:
+        where = f"e.MERGED_AT IN (SELECT m.MERGED_AT FROM {db}.ANALYTICS.WORK_MERGES m)"
+        if recompute_filter:
+            where = f"({where}) OR ({recompute_filter})"
+    return (
+        f"INSERT INTO {db}.ANALYTICS.WORK_EVENTS (EVENT_ID, SESSION_KEY, EVENT_TYPE, EVENT_TIME, MESSAGE_ID) "
+        f"SELECT e.EVENT_ID, {session_key()}, e.EVENT_TYPE, e.EVENT_TIME, e.MESSAGE_ID "
+        f"FROM {db}.CANONICAL.EVENTS e WHERE {where}"
+    )
+
+
+def recompute_filter_sql(requests: list[tuple[str | None, str]]) -> str | None:
+    """Events a price recompute covers: requests of the model (any when None) from the time on.
+    The values are bound later: ``requests`` holds (model, from) already validated by the caller."""
+    clauses = []
+    for i, (model, _from) in enumerate(requests):
+        cond = f"e.EVENT_TIME >= CAST(%(recompute_from_{i})s AS TIMESTAMP_NTZ(6)) AND e.EVENT_TYPE = 'message.sent'"
+        if model:
+            cond += (f" AND COALESCE(e.ATTRIBUTES:request_model::VARCHAR, e.ATTRIBUTES:response_model::VARCHAR)"
+                     f" = %(recompute_model_{i})s")
+        clauses.append(f"({cond})")
+    return " OR ".join(clauses) or None
+
+
+# --------------------------------------------------------------------------------------------
+# identity
+# --------------------------------------------------------------------------------------------
+
+def observations_sql(db: str) -> str:
+    """Distinct identifier sets of the run's events, each with its first sighting."""
+    cols = {
+        "ANONYMOUS_ID": usable("e.ANONYMOUS_ID"),
+        "PLATFORM_USER_ID": usable("e.PLATFORM_USER_ID"),
+        "DEVICE_ID": usable("e.DEVICE_ID"),
+        "EMAIL_SHA256": usable("e.EMAIL_SHA256"),
+        "PREVIOUS_ANONYMOUS_ID": usable("CASE WHEN e.EVENT_TYPE = 'user.identified' "
+                                        "THEN e.ATTRIBUTES:previous_anonymous_id::VARCHAR END"),
+    }
+    names = list(cols)
+    part = ", ".join(names)
+    return (
+        f"SELECT {part}, RULE, EVENT_TIME AS FIRST_SEEN_AT, EVENT_ID AS FIRST_EVENT_ID FROM ("
+        f" SELECT {part},"
+        f"  CASE WHEN MAX(IDENTIFIED) OVER (PARTITION BY {part}) = 1 THEN 'identified' ELSE 'co_occurrence' END"
+        f"   AS RULE,"
+        f"  EVENT_TIME, EVENT_ID,"
+        f"  ROW_NUMBER() OVER (PARTITION BY {part} ORDER BY EVENT_TIME, EVENT_ID) AS RN"
+        f" FROM ("
+        f"  SELECT {', '.join(f'{expr} AS {name}' for name, expr in cols.items())},"
+        f"   CASE WHEN e.EVENT_TYPE = 'user.identified' THEN 1 ELSE 0 END AS IDENTIFIED, e.EVENT_TIME, e.EVENT_ID"
+        f"  FROM {db}.CANONICAL.EVENTS e"
+        f"  WHERE e.EVENT_ID IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_EVENTS w)"
+        f" ) x WHERE COALESCE({part}) IS NOT NULL"
+        f") y WHERE RN = 1"
+    )
+
+
+def identity_groups_sql(db: str) -> str:
+    return (f"SELECT DISTINCT i.LINK_GROUP FROM {db}.IDENTITY.IDENTIFIERS i "
+            f"WHERE i.ID_KEY IN (SELECT w.ID_KEY FROM {db}.ANALYTICS.WORK_IDS w)")
+
+
+def changed_id_sessions_sql(db: str) -> str:
+    """Sessions with an event carrying an identifier whose person changed."""
+    checks = " OR ".join(
+        f"e.{col} IN (SELECT c.ID_VALUE FROM {db}.ANALYTICS.WORK_CHANGED_IDS c WHERE c.ID_KIND = '{kind}')"
+        for kind, col in ID_COLUMNS.items()
+    )
+    return (
+        f"INSERT INTO {db}.ANALYTICS.WORK_EVENTS (EVENT_ID, SESSION_KEY, EVENT_TYPE, EVENT_TIME, MESSAGE_ID) "
+        f"SELECT e.EVENT_ID, {session_key()}, e.EVENT_TYPE, e.EVENT_TIME, e.MESSAGE_ID "
+        f"FROM {db}.CANONICAL.EVENTS e WHERE ({checks}) "
+        f"AND e.EVENT_ID NOT IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_EVENTS w)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# shared event CTEs
+# --------------------------------------------------------------------------------------------
+
+def events_cte(db: str, where: str) -> str:
+    """``ev``: canonical events (filtered by ``where`` on alias ``e``) with their session key,
+    stitched person and the attributes the models use."""
+    return (
+        f"ev AS (\n"
+        f"  SELECT e.EVENT_ID, e.EVENT_TYPE, e.EVENT_TIME, e.PLATFORM, e.PRODUCT, e.TENANT_ID, e.SESSION_ID,\n"
+        f"    e.CONVERSATION_ID, e.MESSAGE_ID, {session_key()} AS SESSION_KEY, i.PERSON_ID,\n"
+        f"    e.ATTRIBUTES:role::VARCHAR AS ROLE, e.ATTRIBUTES\n"
+        f"  FROM {db}.CANONICAL.EVENTS e\n"
+        f"  LEFT JOIN {db}.IDENTITY.IDENTIFIERS i ON i.ID_KEY = {primary_id_key()}\n"
+        f"  WHERE {where}\n"
+        f")"
+    )
+
+
+def priced_requests_cte(db: str, source: str = "ev") -> str:
+    """``req`` then ``priced``: assistant messages that report tokens, with their cost at the
+    prices in force at their hour (docs/analytics.md, Tokens and cost)."""
+    tok = {
+        "INPUT_TOKENS": "input_tokens",
+        "CACHED_INPUT_TOKENS": "cache_read_input_tokens",
+        "OUTPUT_TOKENS": "output_tokens",
+        "REASONING_TOKENS": "reasoning_output_tokens",
+    }
+    cols = ",\n    ".join(f"COALESCE(s.ATTRIBUTES:{path}::NUMBER(38,0), 0) AS {name}" for name, path in tok.items())
+    any_tokens = " OR ".join(f"s.ATTRIBUTES:{path}::NUMBER(38,0) IS NOT NULL" for path in tok.values())
+
+    def price_join(alias: str, kind: str) -> str:
+        return (f"LEFT JOIN {db}.ANALYTICS.MODEL_PRICES {alias} ON {alias}.MODEL = r.MODEL "
+                f"AND {alias}.TOKEN_KIND = '{kind}' AND {alias}.EFFECTIVE_FROM <= r.HOUR "
+                f"AND ({alias}.EFFECTIVE_TO IS NULL OR r.HOUR < {alias}.EFFECTIVE_TO)")
+
+    # A request's cost is NUMBER(18,12) (under a million dollars): sums of it stay exact decimals on
+    # both engines (the embedded warehouse turns SUM over NUMBER(38,s) into a floating-point sum).
+    def money(tokens: str, alias: str) -> str:
+        # NUMBER(12,0) x NUMBER(14,6) x NUMBER(7,6) stays exact decimal (scale 12) on both engines
+        return (f"CAST({tokens} AS NUMBER(12,0)) * CAST(COALESCE({alias}.USD_PER_MILLION, 0) AS NUMBER(14,6))"
+                f" * CAST(0.000001 AS NUMBER(7,6))")
+
+    return (
+        f"req AS (\n"
+        f"  SELECT s.EVENT_ID, s.SESSION_KEY, s.PLATFORM, s.TENANT_ID, s.PRODUCT,\n"
+        f"    DATE_TRUNC('HOUR', s.EVENT_TIME) AS HOUR,\n"
+        f"    COALESCE(s.ATTRIBUTES:request_model::VARCHAR, s.ATTRIBUTES:response_model::VARCHAR) AS MODEL,\n"
+        f"    {cols}\n"
+        f"  FROM {source} s\n"
+        f"  WHERE s.EVENT_TYPE = 'message.sent' AND s.ROLE = 'assistant' AND ({any_tokens})\n"
+        f"), priced AS (\n"
+        f"  SELECT r.*,\n"
+        f"    (pi.MODEL IS NOT NULL OR pc.MODEL IS NOT NULL OR po.MODEL IS NOT NULL) AS PRICED,\n"
+        f"    CAST({money('GREATEST(r.INPUT_TOKENS - r.CACHED_INPUT_TOKENS, 0)', 'pi')}\n"
+        f"      + {money('r.CACHED_INPUT_TOKENS', 'pc')}\n"
+        f"      + {money('r.OUTPUT_TOKENS', 'po')} AS NUMBER(18,12)) AS COST_USD\n"
+        f"  FROM req r\n"
+        f"  {price_join('pi', 'input')}\n"
+        f"  {price_join('pc', 'cached_input')}\n"
+        f"  {price_join('po', 'output')}\n"
+        f")"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# CONVERSATION_SESSIONS
+# --------------------------------------------------------------------------------------------
+
+def sessions_insert_sql(db: str) -> str:
+    user_facing = ", ".join(f"'{p}'" for p in USER_FACING_PLATFORMS)
+    escal = ", ".join(f"'{r}'" for r in ESCALATION_REASONS)
+    where = f"{session_key()} IN (SELECT w.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS w)"
+    return f"""
+INSERT INTO {db}.ANALYTICS.CONVERSATION_SESSIONS (
+  SESSION_KEY, SESSION_ID, PERSON_ID, PLATFORM, PRODUCT, TENANT_ID, STARTED_AT, ENDED_AT, DURATION_S,
+  EVENT_COUNT, CONVERSATION_COUNT, USER_MESSAGES, ASSISTANT_MESSAGES, TOOL_CALLS, TOOL_FAILURES,
+  INPUT_TOKENS, CACHED_INPUT_TOKENS, OUTPUT_TOKENS, REASONING_TOKENS, COST_USD, UNPRICED_REQUESTS,
+  FIRST_RESPONSE_LATENCY_MS, MEDIAN_RESPONSE_LATENCY_MS, OUTCOME, FEEDBACK_COUNT,
+  LATEST_FEEDBACK_SCORE, LATEST_FEEDBACK_KIND)
+WITH {events_cte(db, where)},
+{priced_requests_cte(db)},
+ranked AS (
+  SELECT ev.*,
+    ROW_NUMBER() OVER (PARTITION BY SESSION_KEY ORDER BY (PERSON_ID IS NULL), EVENT_TIME, EVENT_ID) AS PERSON_RANK,
+    ROW_NUMBER() OVER (PARTITION BY SESSION_KEY
+      ORDER BY (PLATFORM NOT IN ({user_facing})), EVENT_TIME, EVENT_ID) AS PLATFORM_RANK,
+    ROW_NUMBER() OVER (PARTITION BY SESSION_KEY ORDER BY (PRODUCT IS NULL), EVENT_TIME, EVENT_ID) AS PRODUCT_RANK,
+    ROW_NUMBER() OVER (PARTITION BY SESSION_KEY ORDER BY (TENANT_ID IS NULL), EVENT_TIME, EVENT_ID) AS TENANT_RANK,
+    ROW_NUMBER() OVER (PARTITION BY SESSION_KEY ORDER BY (SESSION_ID IS NULL), EVENT_TIME, EVENT_ID) AS SID_RANK,
+    CASE WHEN EVENT_TYPE = 'feedback.submitted' THEN ROW_NUMBER() OVER (PARTITION BY SESSION_KEY
+      ORDER BY (EVENT_TYPE = 'feedback.submitted') DESC, EVENT_TIME DESC, EVENT_ID DESC) END AS FEEDBACK_RANK,
+    CASE WHEN EVENT_TYPE = 'message.sent' AND ROLE = 'assistant' THEN ROW_NUMBER() OVER (PARTITION BY SESSION_KEY
+      ORDER BY (EVENT_TYPE = 'message.sent' AND ROLE = 'assistant') DESC, EVENT_TIME DESC, EVENT_ID DESC)
+      END AS LAST_ASSISTANT_RANK,
+    MAX(CASE WHEN EVENT_TYPE = 'message.sent' AND ROLE = 'user' THEN EVENT_TIME END) OVER (
+      PARTITION BY SESSION_KEY ORDER BY EVENT_TIME, EVENT_ID ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+      AS LAST_USER_AT
+  FROM ev
+),
+latency AS (
+  SELECT SESSION_KEY, EVENT_TIME, EVENT_ID, CAST(FLOOR(DATEDIFF('microsecond', LAST_USER_AT, EVENT_TIME) / 1000) AS NUMBER(38,0)) AS LATENCY_MS,
+    ROW_NUMBER() OVER (PARTITION BY SESSION_KEY ORDER BY EVENT_TIME, EVENT_ID) AS RESPONSE_RANK
+  FROM ranked
+  WHERE EVENT_TYPE = 'message.sent' AND ROLE = 'assistant' AND LAST_USER_AT IS NOT NULL
+),
+latency_by_session AS (
+  SELECT SESSION_KEY, MAX(CASE WHEN RESPONSE_RANK = 1 THEN LATENCY_MS END) AS FIRST_RESPONSE_LATENCY_MS,
+    MEDIAN(LATENCY_MS) AS MEDIAN_RESPONSE_LATENCY_MS
+  FROM latency GROUP BY SESSION_KEY
+),
+cost_by_session AS (
+  SELECT SESSION_KEY, SUM(INPUT_TOKENS) AS INPUT_TOKENS, SUM(CACHED_INPUT_TOKENS) AS CACHED_INPUT_TOKENS,
+    SUM(OUTPUT_TOKENS) AS OUTPUT_TOKENS, SUM(REASONING_TOKENS) AS REASONING_TOKENS, SUM(COST_USD) AS COST_USD,
+    SUM(CASE WHEN PRICED THEN 0 ELSE 1 END) AS UNPRICED_REQUESTS
+  FROM priced GROUP BY SESSION_KEY
+),
+agg AS (
+  SELECT SESSION_KEY,
+    MAX(CASE WHEN SID_RANK = 1 THEN SESSION_ID END) AS SESSION_ID,
+    MAX(CASE WHEN PERSON_RANK = 1 THEN PERSON_ID END) AS PERSON_ID,
+    MAX(CASE WHEN PLATFORM_RANK = 1 THEN PLATFORM END) AS PLATFORM,
+    MAX(CASE WHEN PRODUCT_RANK = 1 THEN PRODUCT END) AS PRODUCT,
+    MAX(CASE WHEN TENANT_RANK = 1 THEN TENANT_ID END) AS TENANT_ID,
+    MIN(EVENT_TIME) AS STARTED_AT, MAX(EVENT_TIME) AS ENDED_AT, COUNT(*) AS EVENT_COUNT,
+    COUNT(DISTINCT CONVERSATION_ID) AS CONVERSATION_COUNT,
+    COUNT(DISTINCT CASE WHEN EVENT_TYPE = 'message.sent' AND ROLE = 'user'
+      THEN COALESCE(MESSAGE_ID, EVENT_ID) END) AS USER_MESSAGES,
+    COUNT(DISTINCT CASE WHEN EVENT_TYPE = 'message.sent' AND ROLE = 'assistant'
+      THEN COALESCE(MESSAGE_ID, EVENT_ID) END) AS ASSISTANT_MESSAGES,
+    COUNT(DISTINCT CASE WHEN EVENT_TYPE IN ('tool_call.started', 'tool_call.completed')
+      THEN COALESCE(ATTRIBUTES:tool_call_id::VARCHAR, EVENT_ID) END) AS TOOL_CALLS,
+    COUNT(DISTINCT CASE WHEN EVENT_TYPE = 'tool_call.completed'
+      AND ATTRIBUTES:status::VARCHAR IN ('error', 'timeout')
+      THEN COALESCE(ATTRIBUTES:tool_call_id::VARCHAR, EVENT_ID) END) AS TOOL_FAILURES,
+    SUM(CASE WHEN EVENT_TYPE = 'feedback.submitted' THEN 1 ELSE 0 END) AS FEEDBACK_COUNT,
+    MAX(CASE WHEN FEEDBACK_RANK = 1 THEN ATTRIBUTES:score::FLOAT END) AS LATEST_FEEDBACK_SCORE,
+    MAX(CASE WHEN FEEDBACK_RANK = 1 THEN ATTRIBUTES:kind::VARCHAR END) AS LATEST_FEEDBACK_KIND,
+    MAX(CASE WHEN (EVENT_TYPE = 'session.ended' AND (ATTRIBUTES:error_type::VARCHAR IS NOT NULL
+                     OR LOWER(ATTRIBUTES:reason::VARCHAR) = 'error'))
+              OR (LAST_ASSISTANT_RANK = 1 AND ATTRIBUTES:error_type::VARCHAR IS NOT NULL)
+             THEN 1 ELSE 0 END) AS HAS_ERROR,
+    MAX(CASE WHEN (EVENT_TYPE = 'conversation.ended' AND ATTRIBUTES:handoff::BOOLEAN)
+              OR (EVENT_TYPE IN ('session.ended', 'conversation.ended')
+                  AND LOWER(ATTRIBUTES:reason::VARCHAR) IN ({escal}))
+             THEN 1 ELSE 0 END) AS HAS_ESCALATION,
+    MAX(CASE WHEN EVENT_TYPE = 'conversation.ended' AND ATTRIBUTES:resolved::BOOLEAN THEN 1 ELSE 0 END)
+      AS HAS_RESOLVED,
+    MAX(CASE WHEN EVENT_TYPE = 'message.sent' AND ROLE = 'user' THEN EVENT_TIME END) AS LAST_USER_MESSAGE_AT,
+    MAX(CASE WHEN EVENT_TYPE = 'message.sent' AND ROLE = 'assistant' THEN EVENT_TIME END)
+      AS LAST_ASSISTANT_MESSAGE_AT
+  FROM ranked GROUP BY SESSION_KEY
+)
+SELECT a.SESSION_KEY, a.SESSION_ID, a.PERSON_ID, a.PLATFORM, a.PRODUCT, a.TENANT_ID, a.STARTED_AT, a.ENDED_AT,
+  DATEDIFF('microsecond', a.STARTED_AT, a.ENDED_AT) / 1000000.0, a.EVENT_COUNT, a.CONVERSATION_COUNT,
+  a.USER_MESSAGES, a.ASSISTANT_MESSAGES, a.TOOL_CALLS, a.TOOL_FAILURES,
+  COALESCE(c.INPUT_TOKENS, 0), COALESCE(c.CACHED_INPUT_TOKENS, 0), COALESCE(c.OUTPUT_TOKENS, 0),
+  COALESCE(c.REASONING_TOKENS, 0), COALESCE(c.COST_USD, 0), COALESCE(c.UNPRICED_REQUESTS, 0),
+  l.FIRST_RESPONSE_LATENCY_MS, l.MEDIAN_RESPONSE_LATENCY_MS,
+  CASE WHEN a.HAS_ERROR = 1 THEN 'error'
+       WHEN a.HAS_ESCALATION = 1 THEN 'escalated'
+       WHEN a.HAS_RESOLVED = 1 OR a.LAST_ASSISTANT_MESSAGE_AT > a.LAST_USER_MESSAGE_AT THEN 'completed'
+       ELSE 'abandoned' END,
+  a.FEEDBACK_COUNT, a.LATEST_FEEDBACK_SCORE, a.LATEST_FEEDBACK_KIND
+FROM agg a
+LEFT JOIN cost_by_session c ON c.SESSION_KEY = a.SESSION_KEY
+LEFT JOIN latency_by_session l ON l.SESSION_KEY = a.SESSION_KEY
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# TOKEN_COST_USAGE
+# --------------------------------------------------------------------------------------------
+
+def hours_sql(db: str) -> str:
+    """Hours with a request that is new or belongs to a touched session."""
+    where = (f"(e.EVENT_ID IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_EVENTS w) "
+             f"OR {session_key()} IN (SELECT s.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS s)) "
+             f"AND e.EVENT_TYPE = 'message.sent'")
+    return (f"INSERT INTO {db}.ANALYTICS.WORK_HOURS (HOUR) "
+            f"SELECT DISTINCT DATE_TRUNC('HOUR', e.EVENT_TIME) FROM {db}.CANONICAL.EVENTS e WHERE {where}")
+
+
+def token_cost_insert_sql(db: str, unknown: str) -> str:
+    where = (f"DATE_TRUNC('HOUR', e.EVENT_TIME) IN (SELECT h.HOUR FROM {db}.ANALYTICS.WORK_HOURS h) "
+             f"AND e.EVENT_TYPE = 'message.sent'")
+    return f"""
+INSERT INTO {db}.ANALYTICS.TOKEN_COST_USAGE (HOUR, TENANT_ID, PRODUCT, PLATFORM, MODEL, REQUESTS, INPUT_TOKENS,
+  CACHED_INPUT_TOKENS, OUTPUT_TOKENS, REASONING_TOKENS, COST_USD, PRICED)
+WITH {events_cte(db, where)},
+{priced_requests_cte(db)}
+SELECT p.HOUR, COALESCE(p.TENANT_ID, s.TENANT_ID, '{unknown}'), COALESCE(p.PRODUCT, s.PRODUCT, '{unknown}'),
+  COALESCE(s.PLATFORM, p.PLATFORM), COALESCE(p.MODEL, '{unknown}'), COUNT(*), SUM(p.INPUT_TOKENS),
+  SUM(p.CACHED_INPUT_TOKENS), SUM(p.OUTPUT_TOKENS), SUM(p.REASONING_TOKENS), SUM(p.COST_USD),
+  MIN(CASE WHEN p.PRICED THEN 1 ELSE 0 END) = 1
+FROM priced p
+LEFT JOIN {db}.ANALYTICS.CONVERSATION_SESSIONS s ON s.SESSION_KEY = p.SESSION_KEY
+GROUP BY 1, 2, 3, 4, 5
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# USER_FEEDBACK
+# --------------------------------------------------------------------------------------------
+
+def feedback_units_sql(db: str) -> str:
+    """Feedback that is new, belongs to a touched session, or rates a message that just arrived."""
+    return (
+        f"INSERT INTO {db}.ANALYTICS.WORK_FEEDBACK (EVENT_ID) "
+        f"SELECT e.EVENT_ID FROM {db}.CANONICAL.EVENTS e WHERE e.EVENT_TYPE = 'feedback.submitted' AND ("
+        f" e.EVENT_ID IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_EVENTS w)"
+        f" OR {session_key()} IN (SELECT s.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS s)"
+        f" OR e.MESSAGE_ID IN (SELECT w.MESSAGE_ID FROM {db}.ANALYTICS.WORK_EVENTS w"
+        f"   WHERE w.EVENT_TYPE = 'message.sent' AND w.MESSAGE_ID IS NOT NULL))"
+    )
+
+
+def feedback_insert_sql(db: str) -> str:
+    fb_where = f"e.EVENT_ID IN (SELECT f.EVENT_ID FROM {db}.ANALYTICS.WORK_FEEDBACK f)"
+    return f"""
+INSERT INTO {db}.ANALYTICS.USER_FEEDBACK (FEEDBACK_EVENT_ID, FEEDBACK_AT, PERSON_ID, PLATFORM, PRODUCT, TENANT_ID,
+  SESSION_KEY, CONVERSATION_ID, MESSAGE_ID, SCORE, KIND, RAW_VALUE, COMMENT, RATED_MESSAGE_EVENT_ID,
+  RATED_MESSAGE_ROLE, RATED_MESSAGE_AT, MODEL)
+WITH {events_cte(db, fb_where)},
+rated AS (
+  SELECT f.EVENT_ID AS FEEDBACK_EVENT_ID, m.EVENT_ID, m.ATTRIBUTES:role::VARCHAR AS ROLE, m.EVENT_TIME,
+    COALESCE(m.ATTRIBUTES:request_model::VARCHAR, m.ATTRIBUTES:response_model::VARCHAR) AS MODEL,
+    ROW_NUMBER() OVER (PARTITION BY f.EVENT_ID ORDER BY
+      (COALESCE(m.ATTRIBUTES:request_model::VARCHAR, m.ATTRIBUTES:response_model::VARCHAR) IS NULL),
+      m.EVENT_TIME, m.EVENT_ID) AS RN
+  FROM ev f JOIN {db}.CANONICAL.EVENTS m ON m.MESSAGE_ID = f.MESSAGE_ID AND m.EVENT_TYPE = 'message.sent'
+),
+reply AS (
+  SELECT f.EVENT_ID AS FEEDBACK_EVENT_ID,
+    COALESCE(m.ATTRIBUTES:request_model::VARCHAR, m.ATTRIBUTES:response_model::VARCHAR) AS MODEL,
+    ROW_NUMBER() OVER (PARTITION BY f.EVENT_ID ORDER BY m.EVENT_TIME DESC, m.EVENT_ID DESC) AS RN
+  FROM ev f JOIN {db}.CANONICAL.EVENTS m ON {session_key('m')} = f.SESSION_KEY
+  WHERE m.EVENT_TYPE = 'message.sent' AND m.ATTRIBUTES:role::VARCHAR = 'assistant'
+    AND COALESCE(m.ATTRIBUTES:request_model::VARCHAR, m.ATTRIBUTES:response_model::VARCHAR) IS NOT NULL
+    AND m.EVENT_TIME <= f.EVENT_TIME
+)
+SELECT f.EVENT_ID, f.EVENT_TIME, f.PERSON_ID, f.PLATFORM, f.PRODUCT, f.TENANT_ID,
+  CASE WHEN f.SESSION_KEY IS NOT NULL THEN f.SESSION_KEY END, f.CONVERSATION_ID, f.MESSAGE_ID,
+  f.ATTRIBUTES:score::FLOAT, f.ATTRIBUTES:kind::VARCHAR, f.ATTRIBUTES:raw_value::VARCHAR,
+  f.ATTRIBUTES:comment::VARCHAR, r.EVENT_ID, r.ROLE, r.EVENT_TIME, COALESCE(r.MODEL, p.MODEL)
+FROM ev f
+LEFT JOIN rated r ON r.FEEDBACK_EVENT_ID = f.EVENT_ID AND r.RN = 1
+LEFT JOIN reply p ON p.FEEDBACK_EVENT_ID = f.EVENT_ID AND p.RN = 1
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# USER_JOURNEYS
+# --------------------------------------------------------------------------------------------
+
+def journeys_insert_sql(db: str) -> str:
+    return f"""
+INSERT INTO {db}.ANALYTICS.USER_JOURNEYS (PERSON_ID, SESSION_SEQ, SESSION_KEY, PLATFORM, PRODUCT, STARTED_AT,
+  ENDED_AT, OUTCOME, PREVIOUS_PLATFORM, PLATFORM_SWITCH, PLATFORMS_SO_FAR, GAP_FROM_PREVIOUS_S)
+WITH s AS (
+  SELECT c.PERSON_ID, c.SESSION_KEY, c.PLATFORM, c.PRODUCT, c.STARTED_AT, c.ENDED_AT, c.OUTCOME,
+    ROW_NUMBER() OVER (PARTITION BY c.PERSON_ID ORDER BY c.STARTED_AT, c.SESSION_KEY) AS SESSION_SEQ
+  FROM {db}.ANALYTICS.CONVERSATION_SESSIONS c
+  WHERE c.PERSON_ID IN (SELECT w.PERSON_ID FROM {db}.ANALYTICS.WORK_PERSONS w)
+), marked AS (
+  SELECT s.*,
+    CASE WHEN ROW_NUMBER() OVER (PARTITION BY s.PERSON_ID, s.PLATFORM ORDER BY s.SESSION_SEQ) = 1 THEN 1 ELSE 0 END
+      AS NEW_PLATFORM,
+    LAG(s.PLATFORM) OVER (PARTITION BY s.PERSON_ID ORDER BY s.SESSION_SEQ) AS PREVIOUS_PLATFORM,
+    LAG(s.ENDED_AT) OVER (PARTITION BY s.PERSON_ID ORDER BY s.SESSION_SEQ) AS PREVIOUS_ENDED_AT
+  FROM s
+)
+SELECT q.PERSON_ID, q.SESSION_SEQ, q.SESSION_KEY, q.PLATFORM, q.PRODUCT, q.STARTED_AT, q.ENDED_AT, q.OUTCOME,
+  q.PREVIOUS_PLATFORM, COALESCE(q.PREVIOUS_PLATFORM <> q.PLATFORM, FALSE),
+  SUM(q.NEW_PLATFORM) OVER (PARTITION BY q.PERSON_ID ORDER BY q.SESSION_SEQ
+    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+  CASE WHEN q.PREVIOUS_ENDED_AT IS NOT NULL THEN DATEDIFF('microsecond', q.PREVIOUS_ENDED_AT, q.STARTED_AT) / 1000000.0
+  END
+FROM marked q
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# PLATFORM_ENGAGEMENT_DAILY
+# --------------------------------------------------------------------------------------------
+
+def days_sql(db: str) -> str:
+    """Days whose rows can change: session days of touched sessions (before and after) and of
+    touched people, and the cohort days 1, 7 and 30 before each."""
+    return f"""
+INSERT INTO {db}.ANALYTICS.WORK_DAYS (DAY)
+WITH d AS (
+  SELECT o.DAY FROM {db}.ANALYTICS.WORK_OLD_SESSIONS o WHERE o.DAY IS NOT NULL
+  UNION
+  SELECT TO_DATE(c.STARTED_AT) FROM {db}.ANALYTICS.CONVERSATION_SESSIONS c
+  WHERE c.SESSION_KEY IN (SELECT w.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS w)
+     OR c.PERSON_ID IN (SELECT p.PERSON_ID FROM {db}.ANALYTICS.WORK_PERSONS p)
+)
+SELECT DISTINCT DATEADD('day', -n.N, d.DAY) FROM d
+CROSS JOIN (SELECT 0 AS N UNION ALL SELECT 1 UNION ALL SELECT 7 UNION ALL SELECT 30) n
+"""
+
+
+def engagement_insert_sql(db: str, unknown: str) -> str:
+    return f"""
+INSERT INTO {db}.ANALYTICS.PLATFORM_ENGAGEMENT_DAILY (DAY, PLATFORM, PRODUCT, ACTIVE_PEOPLE, SESSIONS, MESSAGES,
+  AVG_SESSION_S, NEW_PEOPLE, D1_RETAINED, D7_RETAINED, D30_RETAINED, D1_RETENTION, D7_RETENTION, D30_RETENTION)
+WITH s AS (
+  SELECT TO_DATE(c.STARTED_AT) AS DAY, c.PLATFORM, COALESCE(c.PRODUCT, '{unknown}') AS PRODUCT, c.PERSON_ID,
+    c.USER_MESSAGES + c.ASSISTANT_MESSAGES AS MESSAGES, c.DURATION_S
+  FROM {db}.ANALYTICS.CONVERSATION_SESSIONS c
+), activity AS (
+  SELECT DISTINCT DAY, PLATFORM, PRODUCT, PERSON_ID FROM s WHERE PERSON_ID IS NOT NULL
+), firsts AS (
+  SELECT PERSON_ID, PLATFORM, PRODUCT, MIN(DAY) AS FIRST_DAY FROM activity GROUP BY PERSON_ID, PLATFORM, PRODUCT
+), cohorts AS (
+  SELECT f.FIRST_DAY AS DAY, f.PLATFORM, f.PRODUCT, COUNT(*) AS NEW_PEOPLE,
+    COUNT(a1.PERSON_ID) AS D1_RETAINED, COUNT(a7.PERSON_ID) AS D7_RETAINED, COUNT(a30.PERSON_ID) AS D30_RETAINED
+  FROM firsts f
+  LEFT JOIN activity a1 ON a1.PERSON_ID = f.PERSON_ID AND a1.PLATFORM = f.PLATFORM AND a1.PRODUCT = f.PRODUCT
+    AND a1.DAY = DATEADD('day', 1, f.FIRST_DAY)
+  LEFT JOIN activity a7 ON a7.PERSON_ID = f.PERSON_ID AND a7.PLATFORM = f.PLATFORM AND a7.PRODUCT = f.PRODUCT
+    AND a7.DAY = DATEADD('day', 7, f.FIRST_DAY)
+  LEFT JOIN activity a30 ON a30.PERSON_ID = f.PERSON_ID AND a30.PLATFORM = f.PLATFORM AND a30.PRODUCT = f.PRODUCT
+    AND a30.DAY = DATEADD('day', 30, f.FIRST_DAY)
+  WHERE f.FIRST_DAY IN (SELECT w.DAY FROM {db}.ANALYTICS.WORK_DAYS w)
+  GROUP BY 1, 2, 3
+), daily AS (
+  SELECT DAY, PLATFORM, PRODUCT, COUNT(DISTINCT PERSON_ID) AS ACTIVE_PEOPLE, COUNT(*) AS SESSIONS,
+    SUM(MESSAGES) AS MESSAGES, AVG(DURATION_S) AS AVG_SESSION_S
+  FROM s WHERE DAY IN (SELECT w.DAY FROM {db}.ANALYTICS.WORK_DAYS w)
+  GROUP BY 1, 2, 3
+)
+SELECT d.DAY, d.PLATFORM, d.PRODUCT, d.ACTIVE_PEOPLE, d.SESSIONS, d.MESSAGES, d.AVG_SESSION_S,
+  COALESCE(c.NEW_PEOPLE, 0), COALESCE(c.D1_RETAINED, 0), COALESCE(c.D7_RETAINED, 0), COALESCE(c.D30_RETAINED, 0),
+  c.D1_RETAINED / NULLIF(c.NEW_PEOPLE, 0), c.D7_RETAINED / NULLIF(c.NEW_PEOPLE, 0),
+  c.D30_RETAINED / NULLIF(c.NEW_PEOPLE, 0)
+FROM daily d
+LEFT JOIN cohorts c ON c.DAY = d.DAY AND c.PLATFORM = d.PLATFORM AND c.PRODUCT = d.PRODUCT
+"""
