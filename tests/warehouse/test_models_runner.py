@@ -14,11 +14,11 @@ from django.core.management import CommandError, call_command
 
 from tests.warehouse.factories import HOUR, SECOND, T0, canonical_event
 from warehouse.load import landing_insert, merge_landing, warehouse_query
-from warehouse.models import ModelPrice, ModelRun, PriceRecompute
 from warehouse.modeling import runner as runner_module
 from warehouse.modeling import sql as model_sql
 from warehouse.modeling.runner import models_run, price_intervals
 from warehouse.modeling.service import lease_acquire, lease_release, models_run_recorded
+from warehouse.models import ModelPrice, ModelRun, PriceRecompute
 
 START = dt.datetime(2026, 1, 1)
 PRICES = [
