@@ -11,6 +11,7 @@ from typing import Any
 from warehouse.ddl import Column, Table, check_identifier, qualified, table_ddl
 
 __all__ = [
+    "EVENT_FACTS",
     "IDENTITY_OBSERVATIONS",
     "IDENTITY_IDENTIFIERS",
     "IDENTITY_PERSONS",
@@ -145,6 +146,47 @@ MODEL_STATE = Table(
 # curated tables
 # --------------------------------------------------------------------------------------------
 
+EVENT_FACTS = Table(
+    "ANALYTICS", "EVENT_FACTS",
+    (
+        _c("EVENT_ID", "VARCHAR", "CANONICAL.EVENTS.EVENT_ID.", True),
+        _c("EVENT_TYPE", "VARCHAR", "Canonical event type.", True),
+        _c("EVENT_TIME", _TS, "When it happened (UTC).", True),
+        _c("HOUR", _TS, "EVENT_TIME truncated to the hour.", True),
+        _c("PLATFORM", "VARCHAR", "Platform of the source.", True),
+        _c("PRODUCT", "VARCHAR", "Product."),
+        _c("TENANT_ID", "VARCHAR", "Tenant."),
+        _c("SESSION_ID", "VARCHAR", "Platform session id."),
+        _c("CONVERSATION_ID", "VARCHAR", "Conversation id."),
+        _c("MESSAGE_ID", "VARCHAR", "Message the event is about."),
+        _c("SESSION_KEY", "VARCHAR", "SESSION_ID, or conversation:<CONVERSATION_ID> (CONVERSATION_SESSIONS)."),
+        _c("PRIMARY_ID_KEY", "VARCHAR", "kind:value of the event’s highest-priority usable identifier: "
+                                        "the person is IDENTITY.IDENTIFIERS.PERSON_ID of this key."),
+        _c("ROLE", "VARCHAR", "message.sent: user | assistant | system | tool."),
+        _c("MODEL", "VARCHAR", "message.sent: REQUEST_MODEL, else RESPONSE_MODEL."),
+        _c("IS_REQUEST", "BOOLEAN", "An assistant message that reports tokens (priced in TOKEN_COST_USAGE).", True),
+        _c("INPUT_TOKENS", _N, "Input tokens, cached included (0 when not reported)."),
+        _c("CACHED_INPUT_TOKENS", _N, "Cache-read input tokens."),
+        _c("OUTPUT_TOKENS", _N, "Output tokens, reasoning included."),
+        _c("REASONING_TOKENS", _N, "Reasoning output tokens."),
+        _c("TOOL_CALL_ID", "VARCHAR", "tool_call.*: the call id."),
+        _c("TOOL_STATUS", "VARCHAR", "tool_call.completed: ok | error | timeout | cancelled."),
+        _c("ERROR_TYPE", "VARCHAR", "message.sent, session.ended, tool_call.completed: the error type."),
+        _c("END_REASON", "VARCHAR", "session.ended, conversation.ended: the reason, lower-cased."),
+        _c("HANDOFF", "BOOLEAN", "conversation.ended: handed off to a person."),
+        _c("RESOLVED", "BOOLEAN", "conversation.ended: resolved."),
+        _c("FEEDBACK_SCORE", "FLOAT", "feedback.submitted: score in [-1, 1]."),
+        _c("FEEDBACK_KIND", "VARCHAR", "feedback.submitted: thumbs | stars | text."),
+        _c("FEEDBACK_RAW_VALUE", "VARCHAR", "feedback.submitted: what the platform sent."),
+        _c("FEEDBACK_COMMENT", "VARCHAR", "feedback.submitted: the comment (personal data)."),
+    ),
+    comment="One typed row per canonical event with the attributes the curated models use (no message "
+            "text): the models read it instead of re-parsing CANONICAL.EVENTS.ATTRIBUTES. Rebuildable.",
+    primary_key=("EVENT_ID",),
+    cluster_by="TO_DATE(EVENT_TIME)",
+    transient=True,
+)
+
 CONVERSATION_SESSIONS = Table(
     "ANALYTICS", "CONVERSATION_SESSIONS",
     (
@@ -276,7 +318,7 @@ CURATED_TABLES: tuple[Table, ...] = (
     CONVERSATION_SESSIONS, PLATFORM_ENGAGEMENT_DAILY, TOKEN_COST_USAGE, USER_FEEDBACK, USER_JOURNEYS,
 )
 IDENTITY_TABLES: tuple[Table, ...] = (IDENTITY_OBSERVATIONS, IDENTITY_IDENTIFIERS, IDENTITY_PERSONS, IDENTITY_MERGES)
-ANALYTICS_TABLES: tuple[Table, ...] = (*IDENTITY_TABLES, MODEL_PRICES, MODEL_STATE, *CURATED_TABLES)
+ANALYTICS_TABLES: tuple[Table, ...] = (*IDENTITY_TABLES, MODEL_PRICES, MODEL_STATE, EVENT_FACTS, *CURATED_TABLES)
 ANALYTICS_SCHEMAS: tuple[str, ...] = ("IDENTITY", "ANALYTICS")
 
 

@@ -29,6 +29,7 @@ import orjson
 from warehouse.analytics_ddl import (
     ANALYTICS_TABLES,
     CURATED_TABLES,
+    EVENT_FACTS,
     IDENTITY_IDENTIFIERS,
     IDENTITY_MERGES,
     IDENTITY_OBSERVATIONS,
@@ -48,8 +49,9 @@ log = logging.getLogger(__name__)
 DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "changes": (),
     "prices": (),
+    "event_facts": ("changes",),
     "identity": ("changes",),
-    "conversation_sessions": ("identity", "prices"),
+    "conversation_sessions": ("event_facts", "identity", "prices"),
     "token_cost_usage": ("conversation_sessions",),
     "user_feedback": ("conversation_sessions",),
     "user_journeys": ("conversation_sessions",),
@@ -59,7 +61,7 @@ DEPENDENCIES: dict[str, tuple[str, ...]] = {
 MODEL_ORDER: tuple[str, ...] = tuple(TopologicalSorter(DEPENDENCIES).static_order())
 #: the order shown to people: the DAG is small enough that this is also a valid run order
 DISPLAY_ORDER: tuple[str, ...] = (
-    "changes", "prices", "identity", "conversation_sessions", "token_cost_usage", "user_feedback",
+    "changes", "prices", "event_facts", "identity", "conversation_sessions", "token_cost_usage", "user_feedback",
     "user_journeys", "platform_engagement_daily",
 )
 TOKEN_KINDS = ("input", "cached_input", "output")
@@ -222,7 +224,7 @@ class _Run:
             self.execute(statement)
         self.execute(f"CREATE OR REPLACE TRANSIENT TABLE {db}.ANALYTICS.WORK_GROUPS (LINK_GROUP VARCHAR)")
         if self.full_refresh:
-            for table in (*CURATED_TABLES, IDENTITY_OBSERVATIONS, IDENTITY_IDENTIFIERS, IDENTITY_PERSONS,
+            for table in (*CURATED_TABLES, EVENT_FACTS, IDENTITY_OBSERVATIONS, IDENTITY_IDENTIFIERS, IDENTITY_PERSONS,
                           IDENTITY_MERGES, MODEL_STATE):
                 self.execute(f"TRUNCATE TABLE {db}.{table.schema}.{table.name}")
         merges = self.execute(sql.new_merges_sql(db))
@@ -231,12 +233,22 @@ class _Run:
             params[f"recompute_from_{i}"] = at.isoformat(sep=" ")
             if model:
                 params[f"recompute_model_{i}"] = model
-        recompute = sql.recompute_filter_sql(self.recomputes) if self.recomputes else None
+        recompute = sql.recompute_filter_sql(db, self.recomputes) if self.recomputes else None
         self.execute(sql.work_events_sql(db, everything=self.full_refresh, recompute_filter=recompute),
                      params or None)
         self.events = self.count("WORK_EVENTS")
         return self.events, {"merges": merges, "events": self.events, "full_refresh": self.full_refresh,
                              "recompute_requests": len(self.recomputes)}
+
+    def event_facts(self) -> tuple[int, dict]:
+        db = self.db
+        # price recompute events are in WORK_EVENTS too, but their facts have not changed
+        deleted, inserted = self.replace_units(
+            f"DELETE FROM {db}.ANALYTICS.EVENT_FACTS "  # noqa: S608
+            f"WHERE EVENT_ID IN (SELECT e.EVENT_ID FROM {db}.CANONICAL.EVENTS e "
+            f"WHERE {sql.merged_filter(db, everything=self.full_refresh)})",
+            sql.event_facts_insert_sql(db, everything=self.full_refresh))
+        return max(deleted, inserted), {"deleted": deleted, "inserted": inserted}
 
     def prices_model(self) -> tuple[int, dict]:
         table = f"{self.db}.ANALYTICS.MODEL_PRICES"
@@ -257,7 +269,7 @@ class _Run:
 
     def identity(self) -> tuple[int, dict]:
         db = self.db
-        new_obs = ident.combine_observations(self.fetch(sql.observations_sql(db)))
+        new_obs = ident.combine_observations(self.fetch(sql.observations_sql(db, everything=self.full_refresh)))
         if not new_obs:
             return 0, {"observations": 0}
         id_keys = sorted({ident.id_key(k, v) for o in new_obs for k, v in ident.observation_ids(o)})
@@ -375,7 +387,7 @@ def _json_default(value: Any) -> Any:
 
 
 _STEPS: dict[str, str] = {
-    "changes": "changes", "prices": "prices_model", "identity": "identity",
+    "changes": "changes", "prices": "prices_model", "event_facts": "event_facts", "identity": "identity",
     "conversation_sessions": "conversation_sessions", "token_cost_usage": "token_cost_usage",
     "user_feedback": "user_feedback", "user_journeys": "user_journeys",
     "platform_engagement_daily": "platform_engagement_daily",

@@ -93,25 +93,81 @@ def work_events_sql(db: str, *, everything: bool, recompute_filter: str | None) 
     )
 
 
-def recompute_filter_sql(requests: list[tuple[str | None, str]]) -> str | None:
-    """Events a price recompute covers: requests of the model (any when None) from the time on.
-    The values are bound later: ``requests`` holds (model, from) already validated by the caller."""
+def recompute_filter_sql(db: str, requests: list[tuple[str | None, object]]) -> str | None:
+    """Events a price recompute covers: requests of the model (any when None) from the time on,
+    found through EVENT_FACTS. The values are bound as ``recompute_from_<i>``/``recompute_model_<i>``."""
     clauses = []
     for i, (model, _from) in enumerate(requests):
-        cond = f"e.EVENT_TIME >= CAST(%(recompute_from_{i})s AS TIMESTAMP_NTZ(6)) AND e.EVENT_TYPE = 'message.sent'"
+        cond = f"f.IS_REQUEST AND f.EVENT_TIME >= CAST(%(recompute_from_{i})s AS TIMESTAMP_NTZ(6))"
         if model:
-            cond += (f" AND COALESCE(e.ATTRIBUTES:request_model::VARCHAR, e.ATTRIBUTES:response_model::VARCHAR)"
-                     f" = %(recompute_model_{i})s")
+            cond += f" AND f.MODEL = %(recompute_model_{i})s"
         clauses.append(f"({cond})")
-    return " OR ".join(clauses) or None
+    if not clauses:
+        return None
+    return f"e.EVENT_ID IN (SELECT f.EVENT_ID FROM {db}.ANALYTICS.EVENT_FACTS f WHERE {' OR '.join(clauses)})"
+
+
+def merged_filter(db: str, *, everything: bool) -> str:
+    """SQL on alias ``e``: the events the run's merges changed (a plain column compare: cheaper
+    than a semi-join on EVENT_ID over the whole table)."""
+    if everything:
+        return "TRUE"
+    return f"e.MERGED_AT IN (SELECT m.MERGED_AT FROM {db}.ANALYTICS.WORK_MERGES m)"
+
+
+def event_facts_insert_sql(db: str, *, everything: bool = False) -> str:
+    """Typed attributes of the events the run's merges changed: each JSON path is read once, only
+    for the event types that have it."""
+    def attr(types: tuple[str, ...], path: str, sql_type: str) -> str:
+        cond = " OR ".join(f"e.EVENT_TYPE = '{t}'" for t in types)
+        return f"CASE WHEN {cond} THEN e.ATTRIBUTES:{path}::{sql_type} END"
+
+    msg = ("message.sent",)
+    tokens = {name: attr(msg, path, "NUMBER(38,0)") for name, path in (
+        ("INPUT_TOKENS", "input_tokens"), ("CACHED_INPUT_TOKENS", "cache_read_input_tokens"),
+        ("OUTPUT_TOKENS", "output_tokens"), ("REASONING_TOKENS", "reasoning_output_tokens"))}
+    fb = ("feedback.submitted",)
+    ends = ("session.ended", "conversation.ended")
+    return f"""
+INSERT INTO {db}.ANALYTICS.EVENT_FACTS (EVENT_ID, EVENT_TYPE, EVENT_TIME, HOUR, PLATFORM, PRODUCT, TENANT_ID,
+  SESSION_ID, CONVERSATION_ID, MESSAGE_ID, SESSION_KEY, PRIMARY_ID_KEY, ROLE, MODEL, IS_REQUEST, INPUT_TOKENS,
+  CACHED_INPUT_TOKENS, OUTPUT_TOKENS, REASONING_TOKENS, TOOL_CALL_ID, TOOL_STATUS, ERROR_TYPE, END_REASON, HANDOFF,
+  RESOLVED, FEEDBACK_SCORE, FEEDBACK_KIND, FEEDBACK_RAW_VALUE, FEEDBACK_COMMENT)
+WITH x AS (
+  SELECT e.EVENT_ID, e.EVENT_TYPE, e.EVENT_TIME, e.PLATFORM, e.PRODUCT, e.TENANT_ID, e.SESSION_ID, e.CONVERSATION_ID,
+    e.MESSAGE_ID, {session_key()} AS SESSION_KEY, {primary_id_key()} AS PRIMARY_ID_KEY,
+    {attr(msg, "role", "VARCHAR")} AS ROLE,
+    COALESCE({attr(msg, "request_model", "VARCHAR")}, {attr(msg, "response_model", "VARCHAR")}) AS MODEL,
+    {", ".join(f"{expr} AS {name}" for name, expr in tokens.items())},
+    {attr(("tool_call.started", "tool_call.completed"), "tool_call_id", "VARCHAR")} AS TOOL_CALL_ID,
+    {attr(("tool_call.completed",), "status", "VARCHAR")} AS TOOL_STATUS,
+    {attr(("message.sent", "session.ended", "tool_call.completed"), "error_type", "VARCHAR")} AS ERROR_TYPE,
+    LOWER({attr(ends, "reason", "VARCHAR")}) AS END_REASON,
+    {attr(("conversation.ended",), "handoff", "BOOLEAN")} AS HANDOFF,
+    {attr(("conversation.ended",), "resolved", "BOOLEAN")} AS RESOLVED,
+    {attr(fb, "score", "FLOAT")} AS FEEDBACK_SCORE,
+    {attr(fb, "kind", "VARCHAR")} AS FEEDBACK_KIND,
+    {attr(fb, "raw_value", "VARCHAR")} AS FEEDBACK_RAW_VALUE,
+    {attr(fb, "comment", "VARCHAR")} AS FEEDBACK_COMMENT
+  FROM {db}.CANONICAL.EVENTS e
+  WHERE {merged_filter(db, everything=everything)}
+)
+SELECT EVENT_ID, EVENT_TYPE, EVENT_TIME, DATE_TRUNC('HOUR', EVENT_TIME), PLATFORM, PRODUCT, TENANT_ID, SESSION_ID,
+  CONVERSATION_ID, MESSAGE_ID, SESSION_KEY, PRIMARY_ID_KEY, ROLE, MODEL,
+  COALESCE(EVENT_TYPE = 'message.sent' AND ROLE = 'assistant' AND (INPUT_TOKENS IS NOT NULL
+    OR CACHED_INPUT_TOKENS IS NOT NULL OR OUTPUT_TOKENS IS NOT NULL OR REASONING_TOKENS IS NOT NULL), FALSE),
+  INPUT_TOKENS, CACHED_INPUT_TOKENS, OUTPUT_TOKENS, REASONING_TOKENS, TOOL_CALL_ID, TOOL_STATUS, ERROR_TYPE,
+  END_REASON, HANDOFF, RESOLVED, FEEDBACK_SCORE, FEEDBACK_KIND, FEEDBACK_RAW_VALUE, FEEDBACK_COMMENT
+FROM x
+"""
 
 
 # --------------------------------------------------------------------------------------------
 # identity
 # --------------------------------------------------------------------------------------------
 
-def observations_sql(db: str) -> str:
-    """Distinct identifier sets of the run's events, each with its first sighting."""
+def observations_sql(db: str, *, everything: bool = False) -> str:
+    """Distinct identifier sets of the events the run's merges changed, each with its first sighting."""
     cols = {
         "ANONYMOUS_ID": usable("e.ANONYMOUS_ID"),
         "PLATFORM_USER_ID": usable("e.PLATFORM_USER_ID"),
@@ -133,7 +189,7 @@ def observations_sql(db: str) -> str:
         f"  SELECT {', '.join(f'{expr} AS {name}' for name, expr in cols.items())},"
         f"   CASE WHEN e.EVENT_TYPE = 'user.identified' THEN 1 ELSE 0 END AS IDENTIFIED, e.EVENT_TIME, e.EVENT_ID"
         f"  FROM {db}.CANONICAL.EVENTS e"
-        f"  WHERE e.EVENT_ID IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_EVENTS w)"
+        f"  WHERE {merged_filter(db, everything=everything)}"
         f" ) x WHERE COALESCE({part}) IS NOT NULL"
         f") y WHERE RN = 1"
     )
@@ -163,32 +219,20 @@ def changed_id_sessions_sql(db: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 def events_cte(db: str, where: str) -> str:
-    """``ev``: canonical events (filtered by ``where`` on alias ``e``) with their session key,
-    stitched person and the attributes the models use."""
+    """``ev``: EVENT_FACTS rows (filtered by ``where`` on alias ``f``) with their stitched person."""
     return (
         f"ev AS (\n"
-        f"  SELECT e.EVENT_ID, e.EVENT_TYPE, e.EVENT_TIME, e.PLATFORM, e.PRODUCT, e.TENANT_ID, e.SESSION_ID,\n"
-        f"    e.CONVERSATION_ID, e.MESSAGE_ID, {session_key()} AS SESSION_KEY, i.PERSON_ID,\n"
-        f"    e.ATTRIBUTES:role::VARCHAR AS ROLE, e.ATTRIBUTES\n"
-        f"  FROM {db}.CANONICAL.EVENTS e\n"
-        f"  LEFT JOIN {db}.IDENTITY.IDENTIFIERS i ON i.ID_KEY = {primary_id_key()}\n"
+        f"  SELECT f.*, i.PERSON_ID\n"
+        f"  FROM {db}.ANALYTICS.EVENT_FACTS f\n"
+        f"  LEFT JOIN {db}.IDENTITY.IDENTIFIERS i ON i.ID_KEY = f.PRIMARY_ID_KEY\n"
         f"  WHERE {where}\n"
         f")"
     )
 
 
 def priced_requests_cte(db: str, source: str = "ev") -> str:
-    """``req`` then ``priced``: assistant messages that report tokens, with their cost at the
-    prices in force at their hour (docs/analytics.md, Tokens and cost)."""
-    tok = {
-        "INPUT_TOKENS": "input_tokens",
-        "CACHED_INPUT_TOKENS": "cache_read_input_tokens",
-        "OUTPUT_TOKENS": "output_tokens",
-        "REASONING_TOKENS": "reasoning_output_tokens",
-    }
-    cols = ",\n    ".join(f"COALESCE(s.ATTRIBUTES:{path}::NUMBER(38,0), 0) AS {name}" for name, path in tok.items())
-    any_tokens = " OR ".join(f"s.ATTRIBUTES:{path}::NUMBER(38,0) IS NOT NULL" for path in tok.values())
-
+    """``req`` then ``priced``: requests (assistant messages that report tokens) with their cost at
+    the prices in force at their hour (docs/analytics.md, Tokens and cost)."""
     def price_join(alias: str, kind: str) -> str:
         return (f"LEFT JOIN {db}.ANALYTICS.MODEL_PRICES {alias} ON {alias}.MODEL = r.MODEL "
                 f"AND {alias}.TOKEN_KIND = '{kind}' AND {alias}.EFFECTIVE_FROM <= r.HOUR "
@@ -203,12 +247,11 @@ def priced_requests_cte(db: str, source: str = "ev") -> str:
 
     return (
         f"req AS (\n"
-        f"  SELECT s.EVENT_ID, s.SESSION_KEY, s.PLATFORM, s.TENANT_ID, s.PRODUCT,\n"
-        f"    DATE_TRUNC('HOUR', s.EVENT_TIME) AS HOUR,\n"
-        f"    COALESCE(s.ATTRIBUTES:request_model::VARCHAR, s.ATTRIBUTES:response_model::VARCHAR) AS MODEL,\n"
-        f"    {cols}\n"
+        f"  SELECT s.EVENT_ID, s.SESSION_KEY, s.PLATFORM, s.TENANT_ID, s.PRODUCT, s.HOUR, s.MODEL,\n"
+        f"    COALESCE(s.INPUT_TOKENS, 0) AS INPUT_TOKENS, COALESCE(s.CACHED_INPUT_TOKENS, 0) AS CACHED_INPUT_TOKENS,\n"
+        f"    COALESCE(s.OUTPUT_TOKENS, 0) AS OUTPUT_TOKENS, COALESCE(s.REASONING_TOKENS, 0) AS REASONING_TOKENS\n"
         f"  FROM {source} s\n"
-        f"  WHERE s.EVENT_TYPE = 'message.sent' AND s.ROLE = 'assistant' AND ({any_tokens})\n"
+        f"  WHERE s.IS_REQUEST\n"
         f"), priced AS (\n"
         f"  SELECT r.*,\n"
         f"    (pi.MODEL IS NOT NULL OR pc.MODEL IS NOT NULL OR po.MODEL IS NOT NULL) AS PRICED,\n"
@@ -230,7 +273,7 @@ def priced_requests_cte(db: str, source: str = "ev") -> str:
 def sessions_insert_sql(db: str) -> str:
     user_facing = ", ".join(f"'{p}'" for p in USER_FACING_PLATFORMS)
     escal = ", ".join(f"'{r}'" for r in ESCALATION_REASONS)
-    where = f"{session_key()} IN (SELECT w.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS w)"
+    where = f"f.SESSION_KEY IN (SELECT w.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS w)"
     return f"""
 INSERT INTO {db}.ANALYTICS.CONVERSATION_SESSIONS (
   SESSION_KEY, SESSION_ID, PERSON_ID, PLATFORM, PRODUCT, TENANT_ID, STARTED_AT, ENDED_AT, DURATION_S,
@@ -290,22 +333,20 @@ agg AS (
     COUNT(DISTINCT CASE WHEN EVENT_TYPE = 'message.sent' AND ROLE = 'assistant'
       THEN COALESCE(MESSAGE_ID, EVENT_ID) END) AS ASSISTANT_MESSAGES,
     COUNT(DISTINCT CASE WHEN EVENT_TYPE IN ('tool_call.started', 'tool_call.completed')
-      THEN COALESCE(ATTRIBUTES:tool_call_id::VARCHAR, EVENT_ID) END) AS TOOL_CALLS,
+      THEN COALESCE(TOOL_CALL_ID, EVENT_ID) END) AS TOOL_CALLS,
     COUNT(DISTINCT CASE WHEN EVENT_TYPE = 'tool_call.completed'
-      AND ATTRIBUTES:status::VARCHAR IN ('error', 'timeout')
-      THEN COALESCE(ATTRIBUTES:tool_call_id::VARCHAR, EVENT_ID) END) AS TOOL_FAILURES,
+      AND TOOL_STATUS IN ('error', 'timeout')
+      THEN COALESCE(TOOL_CALL_ID, EVENT_ID) END) AS TOOL_FAILURES,
     SUM(CASE WHEN EVENT_TYPE = 'feedback.submitted' THEN 1 ELSE 0 END) AS FEEDBACK_COUNT,
-    MAX(CASE WHEN FEEDBACK_RANK = 1 THEN ATTRIBUTES:score::FLOAT END) AS LATEST_FEEDBACK_SCORE,
-    MAX(CASE WHEN FEEDBACK_RANK = 1 THEN ATTRIBUTES:kind::VARCHAR END) AS LATEST_FEEDBACK_KIND,
-    MAX(CASE WHEN (EVENT_TYPE = 'session.ended' AND (ATTRIBUTES:error_type::VARCHAR IS NOT NULL
-                     OR LOWER(ATTRIBUTES:reason::VARCHAR) = 'error'))
-              OR (LAST_ASSISTANT_RANK = 1 AND ATTRIBUTES:error_type::VARCHAR IS NOT NULL)
+    MAX(CASE WHEN FEEDBACK_RANK = 1 THEN FEEDBACK_SCORE END) AS LATEST_FEEDBACK_SCORE,
+    MAX(CASE WHEN FEEDBACK_RANK = 1 THEN FEEDBACK_KIND END) AS LATEST_FEEDBACK_KIND,
+    MAX(CASE WHEN (EVENT_TYPE = 'session.ended' AND (ERROR_TYPE IS NOT NULL OR END_REASON = 'error'))
+              OR (LAST_ASSISTANT_RANK = 1 AND ERROR_TYPE IS NOT NULL)
              THEN 1 ELSE 0 END) AS HAS_ERROR,
-    MAX(CASE WHEN (EVENT_TYPE = 'conversation.ended' AND ATTRIBUTES:handoff::BOOLEAN)
-              OR (EVENT_TYPE IN ('session.ended', 'conversation.ended')
-                  AND LOWER(ATTRIBUTES:reason::VARCHAR) IN ({escal}))
+    MAX(CASE WHEN (EVENT_TYPE = 'conversation.ended' AND HANDOFF)
+              OR (EVENT_TYPE IN ('session.ended', 'conversation.ended') AND END_REASON IN ({escal}))
              THEN 1 ELSE 0 END) AS HAS_ESCALATION,
-    MAX(CASE WHEN EVENT_TYPE = 'conversation.ended' AND ATTRIBUTES:resolved::BOOLEAN THEN 1 ELSE 0 END)
+    MAX(CASE WHEN EVENT_TYPE = 'conversation.ended' AND RESOLVED THEN 1 ELSE 0 END)
       AS HAS_RESOLVED,
     MAX(CASE WHEN EVENT_TYPE = 'message.sent' AND ROLE = 'user' THEN EVENT_TIME END) AS LAST_USER_MESSAGE_AT,
     MAX(CASE WHEN EVENT_TYPE = 'message.sent' AND ROLE = 'assistant' THEN EVENT_TIME END)
@@ -335,16 +376,14 @@ LEFT JOIN latency_by_session l ON l.SESSION_KEY = a.SESSION_KEY
 
 def hours_sql(db: str) -> str:
     """Hours with a request that is new or belongs to a touched session."""
-    where = (f"(e.EVENT_ID IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_EVENTS w) "
-             f"OR {session_key()} IN (SELECT s.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS s)) "
-             f"AND e.EVENT_TYPE = 'message.sent'")
     return (f"INSERT INTO {db}.ANALYTICS.WORK_HOURS (HOUR) "
-            f"SELECT DISTINCT DATE_TRUNC('HOUR', e.EVENT_TIME) FROM {db}.CANONICAL.EVENTS e WHERE {where}")
+            f"SELECT DISTINCT f.HOUR FROM {db}.ANALYTICS.EVENT_FACTS f WHERE f.IS_REQUEST AND ("
+            f"f.EVENT_ID IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_EVENTS w) "
+            f"OR f.SESSION_KEY IN (SELECT s.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS s))")
 
 
 def token_cost_insert_sql(db: str, unknown: str) -> str:
-    where = (f"DATE_TRUNC('HOUR', e.EVENT_TIME) IN (SELECT h.HOUR FROM {db}.ANALYTICS.WORK_HOURS h) "
-             f"AND e.EVENT_TYPE = 'message.sent'")
+    where = f"f.IS_REQUEST AND f.HOUR IN (SELECT h.HOUR FROM {db}.ANALYTICS.WORK_HOURS h)"
     return f"""
 INSERT INTO {db}.ANALYTICS.TOKEN_COST_USAGE (HOUR, TENANT_ID, PRODUCT, PLATFORM, MODEL, REQUESTS, INPUT_TOKENS,
   CACHED_INPUT_TOKENS, OUTPUT_TOKENS, REASONING_TOKENS, COST_USD, PRICED)
@@ -368,42 +407,36 @@ def feedback_units_sql(db: str) -> str:
     """Feedback that is new, belongs to a touched session, or rates a message that just arrived."""
     return (
         f"INSERT INTO {db}.ANALYTICS.WORK_FEEDBACK (EVENT_ID) "
-        f"SELECT e.EVENT_ID FROM {db}.CANONICAL.EVENTS e WHERE e.EVENT_TYPE = 'feedback.submitted' AND ("
-        f" e.EVENT_ID IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_EVENTS w)"
-        f" OR {session_key()} IN (SELECT s.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS s)"
-        f" OR e.MESSAGE_ID IN (SELECT w.MESSAGE_ID FROM {db}.ANALYTICS.WORK_EVENTS w"
+        f"SELECT f.EVENT_ID FROM {db}.ANALYTICS.EVENT_FACTS f WHERE f.EVENT_TYPE = 'feedback.submitted' AND ("
+        f" f.EVENT_ID IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_EVENTS w)"
+        f" OR f.SESSION_KEY IN (SELECT s.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS s)"
+        f" OR f.MESSAGE_ID IN (SELECT w.MESSAGE_ID FROM {db}.ANALYTICS.WORK_EVENTS w"
         f"   WHERE w.EVENT_TYPE = 'message.sent' AND w.MESSAGE_ID IS NOT NULL))"
     )
 
 
 def feedback_insert_sql(db: str) -> str:
-    fb_where = f"e.EVENT_ID IN (SELECT f.EVENT_ID FROM {db}.ANALYTICS.WORK_FEEDBACK f)"
+    fb_where = f"f.EVENT_ID IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_FEEDBACK w)"
     return f"""
 INSERT INTO {db}.ANALYTICS.USER_FEEDBACK (FEEDBACK_EVENT_ID, FEEDBACK_AT, PERSON_ID, PLATFORM, PRODUCT, TENANT_ID,
   SESSION_KEY, CONVERSATION_ID, MESSAGE_ID, SCORE, KIND, RAW_VALUE, COMMENT, RATED_MESSAGE_EVENT_ID,
   RATED_MESSAGE_ROLE, RATED_MESSAGE_AT, MODEL)
 WITH {events_cte(db, fb_where)},
 rated AS (
-  SELECT f.EVENT_ID AS FEEDBACK_EVENT_ID, m.EVENT_ID, m.ATTRIBUTES:role::VARCHAR AS ROLE, m.EVENT_TIME,
-    COALESCE(m.ATTRIBUTES:request_model::VARCHAR, m.ATTRIBUTES:response_model::VARCHAR) AS MODEL,
-    ROW_NUMBER() OVER (PARTITION BY f.EVENT_ID ORDER BY
-      (COALESCE(m.ATTRIBUTES:request_model::VARCHAR, m.ATTRIBUTES:response_model::VARCHAR) IS NULL),
-      m.EVENT_TIME, m.EVENT_ID) AS RN
-  FROM ev f JOIN {db}.CANONICAL.EVENTS m ON m.MESSAGE_ID = f.MESSAGE_ID AND m.EVENT_TYPE = 'message.sent'
+  SELECT f.EVENT_ID AS FEEDBACK_EVENT_ID, m.EVENT_ID, m.ROLE, m.EVENT_TIME, m.MODEL,
+    ROW_NUMBER() OVER (PARTITION BY f.EVENT_ID ORDER BY (m.MODEL IS NULL), m.EVENT_TIME, m.EVENT_ID) AS RN
+  FROM ev f JOIN {db}.ANALYTICS.EVENT_FACTS m ON m.MESSAGE_ID = f.MESSAGE_ID AND m.EVENT_TYPE = 'message.sent'
 ),
 reply AS (
-  SELECT f.EVENT_ID AS FEEDBACK_EVENT_ID,
-    COALESCE(m.ATTRIBUTES:request_model::VARCHAR, m.ATTRIBUTES:response_model::VARCHAR) AS MODEL,
+  SELECT f.EVENT_ID AS FEEDBACK_EVENT_ID, m.MODEL,
     ROW_NUMBER() OVER (PARTITION BY f.EVENT_ID ORDER BY m.EVENT_TIME DESC, m.EVENT_ID DESC) AS RN
-  FROM ev f JOIN {db}.CANONICAL.EVENTS m ON {session_key('m')} = f.SESSION_KEY
-  WHERE m.EVENT_TYPE = 'message.sent' AND m.ATTRIBUTES:role::VARCHAR = 'assistant'
-    AND COALESCE(m.ATTRIBUTES:request_model::VARCHAR, m.ATTRIBUTES:response_model::VARCHAR) IS NOT NULL
+  FROM ev f JOIN {db}.ANALYTICS.EVENT_FACTS m ON m.SESSION_KEY = f.SESSION_KEY
+  WHERE m.EVENT_TYPE = 'message.sent' AND m.ROLE = 'assistant' AND m.MODEL IS NOT NULL
     AND m.EVENT_TIME <= f.EVENT_TIME
 )
-SELECT f.EVENT_ID, f.EVENT_TIME, f.PERSON_ID, f.PLATFORM, f.PRODUCT, f.TENANT_ID,
-  CASE WHEN f.SESSION_KEY IS NOT NULL THEN f.SESSION_KEY END, f.CONVERSATION_ID, f.MESSAGE_ID,
-  f.ATTRIBUTES:score::FLOAT, f.ATTRIBUTES:kind::VARCHAR, f.ATTRIBUTES:raw_value::VARCHAR,
-  f.ATTRIBUTES:comment::VARCHAR, r.EVENT_ID, r.ROLE, r.EVENT_TIME, COALESCE(r.MODEL, p.MODEL)
+SELECT f.EVENT_ID, f.EVENT_TIME, f.PERSON_ID, f.PLATFORM, f.PRODUCT, f.TENANT_ID, f.SESSION_KEY, f.CONVERSATION_ID,
+  f.MESSAGE_ID, f.FEEDBACK_SCORE, f.FEEDBACK_KIND, f.FEEDBACK_RAW_VALUE, f.FEEDBACK_COMMENT,
+  r.EVENT_ID, r.ROLE, r.EVENT_TIME, COALESCE(r.MODEL, p.MODEL)
 FROM ev f
 LEFT JOIN rated r ON r.FEEDBACK_EVENT_ID = f.EVENT_ID AND r.RN = 1
 LEFT JOIN reply p ON p.FEEDBACK_EVENT_ID = f.EVENT_ID AND p.RN = 1
