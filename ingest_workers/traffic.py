@@ -3,22 +3,49 @@
 Each contract's latest preset version says where its ids, times, conversation and content live:
 the mapping's `event_id` paths get fresh ids, `event_time` gets a time in the source's own format,
 `session_id`/`conversation_id` stay constant within a generated conversation, and the `content`
-field is padded so payloads vary between 1 and 4 KB. Duplicates (re-sends of an earlier payload,
-sometimes hours later), out-of-order and late events, and a few malformed records are mixed in at
-the requested fractions, and every generated record says what it is so tests can check the outcome.
+field is padded so payloads vary between 1 and 4 KB. Each conversation is acted by one simulated
+person (see `TrafficGenerator`), whose identifiers replace the samples' wherever the mapping reads an
+identifier. Duplicates (re-sends of an earlier payload, sometimes hours later), out-of-order and late
+events, and a few malformed records are mixed in at the requested fractions, and every generated
+record says what it is so tests can check the outcome.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
 import random
+import re
+import string
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
+
+#: mapping fields that hold one of the person's identifiers, and the identifier kind each holds
+IDENTITY_FIELDS = {
+    "identifiers.anonymous_id": "anonymous_id",
+    "previous_anonymous_id": "anonymous_id",
+    "identifiers.platform_user_id": "platform_user_id",
+    "identifiers.device_id": "device_id",
+    "identifiers.email_sha256": "email",   # the mapping hashes the plain e-mail it finds at the path
+}
+#: platforms of backend sources: they act for the people of the client platforms, not for people of their own
+BACKEND_PLATFORMS = frozenset({"api"})
+#: the pool backend sources draw from: people with an account id (users of a platform not in OWN_USER_ID_PLATFORMS)
+ACCOUNT_POOL = "*account"
+#: platforms whose `platform_user_id` is their own user id; every other platform's is the person's shared account id
+OWN_USER_ID_PLATFORMS = frozenset({"slack", "voice"})
+#: how many of the client platforms one person uses: most one, some two or three (cross-platform is a minority)
+PLATFORM_COUNTS, PLATFORM_COUNT_WEIGHTS = (1, 2, 3), (0.72, 0.21, 0.07)
+#: people's activity weights are Pareto distributed (a few heavy users, a long tail), capped so that no single
+#: person takes over a small pool
+ACTIVITY_SHAPE, ACTIVITY_CAP = 1.2, 50.0
+#: a leading run of word prefixes ("cust_", "and-anon-", "amzn1.ask.account.") that a fresh identifier keeps
+_ID_STEM = re.compile(r"^(?:[A-Za-z]{2,}\d*[._-])+")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 FILLER = ("Could you summarise the refund policy and tell me whether the annual plan can be paused "
           "while I travel next month? Also, which of your models handles long documents best? ")
@@ -35,6 +62,8 @@ class ContractTemplate:
     time_transform: str | None
     group_paths: tuple[str, ...]   # session / conversation paths, constant within a conversation
     content_paths: tuple[str, ...]
+    #: (identifier kind, payload path): where the person acting the conversation puts their identifiers
+    identity_paths: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +83,55 @@ def _value_path(spec: Any) -> str | None:
     return None
 
 
+def _spec_paths(spec: Any, samples: tuple[dict, ...]) -> list[str]:
+    """The payload paths a mapping value spec reads a person's identifier from."""
+    if isinstance(spec, str):
+        return [spec]
+    if not isinstance(spec, dict):
+        return []
+    if isinstance(spec.get("path"), str):
+        return [spec["path"]]
+    if isinstance(spec.get("first"), list):
+        for option in spec["first"]:   # the option the samples use (e.g. Android's appSetId before androidId)
+            paths = _spec_paths(option, samples)
+            if any(_get(sample, path) is not None for sample in samples for path in paths):
+                return paths
+        return []
+    if isinstance(spec.get("template"), str):
+        # "{team_id}:{event.user}": only the user part belongs to the person; the workspace stays the sample's
+        placeholders = _PLACEHOLDER.findall(spec["template"].replace("{{", "").replace("}}", ""))
+        return [p.strip() for p in placeholders if "user" in p.strip().rpartition(".")[2].lower()]
+    return []
+
+
+def _paths_holding(node: dict, value: str, prefix: str = "") -> Iterator[str]:
+    for key, child in node.items():
+        if child == value:
+            yield prefix + key
+        elif isinstance(child, dict):
+            yield from _paths_holding(child, value, f"{prefix}{key}.")
+
+
+def _identity_paths(mapping: dict, samples: tuple[dict, ...]) -> tuple[tuple[str, str], ...]:
+    specs = list(mapping.get("fields", {}).items())
+    specs += [item for rule in mapping.get("events", []) for item in rule.get("fields", {}).items()]
+    kind_by_path: dict[str, str] = {}
+    for name, spec in specs:
+        if name in IDENTITY_FIELDS:
+            for path in _spec_paths(spec, samples):
+                kind_by_path.setdefault(path, IDENTITY_FIELDS[name])
+    # The same identifier repeated where the mapping does not look (Alexa's context.System.user.userId next to
+    # session.user.userId) must change with it, or one request would carry two people. Short values are left
+    # out: they match unrelated fields by chance.
+    for path, kind in list(kind_by_path.items()):
+        for sample in samples:
+            value = _get(sample, path)
+            if isinstance(value, str) and len(value) >= 8:
+                for other in _paths_holding(sample, value):
+                    kind_by_path.setdefault(other, kind)
+    return tuple(sorted((kind, path) for path, kind in kind_by_path.items()))
+
+
 def templates_from_preset(preset: dict) -> list[ContractTemplate]:
     templates = []
     for contract in preset["contracts"]:
@@ -67,12 +145,14 @@ def templates_from_preset(preset: dict) -> list[ContractTemplate]:
                                                    if "event_time" in r.get("fields", {})), None)
         group = [_value_path(top.get(name)) for name in ("session_id", "conversation_id")]
         content = {_value_path(r.get("fields", {}).get("content")) for r in rules}
+        samples = tuple(latest["samples"])
         templates.append(ContractTemplate(
             source=preset["source"], platform=preset["platform"], contract=contract["subject"].partition(".")[2],
-            samples=tuple(latest["samples"]), id_paths=tuple(p for p in ids if isinstance(p, str)),
+            samples=samples, id_paths=tuple(p for p in ids if isinstance(p, str)),
             time_path=_value_path(time_spec), time_transform=time_spec.get("transform")
             if isinstance(time_spec, dict) else None,
             group_paths=tuple(p for p in group if p), content_paths=tuple(sorted(p for p in content if p)),
+            identity_paths=_identity_paths(mapping, samples),
         ))
     return templates
 
@@ -115,14 +195,60 @@ def _fresh_id(like: Any, rng: random.Random) -> Any:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
+def _id_like(like: Any, rng: random.Random) -> Any:
+    """A fresh identifier in the sample's format: a UUID stays a UUID in the same case, word prefixes such as
+    "inst_" or "amzn1.ask.device." stay, and the rest keeps its character classes (hex stays hex)."""
+    if not isinstance(like, str):
+        return _fresh_id(like, rng)
+    if len(like) == 36 and like.count("-") == 4 and all(c in _HEX or c == "-" for c in like):
+        fresh = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        return fresh.upper() if like.isupper() else fresh
+    stem = _ID_STEM.match(like)
+    cut = stem.end() if stem else 0
+    rest = like[cut:]
+    is_hex = any(c.isalpha() for c in rest) and all(c in _HEX or not c.isalnum() for c in rest)
+    hex_digits = ("0123456789ABCDEF" if rest.isupper() else "0123456789abcdef") if is_hex else ""
+    out = []
+    for c in rest:
+        if hex_digits and c.isalnum():
+            out.append(rng.choice(hex_digits))
+        elif c.isdigit():
+            out.append(rng.choice(string.digits))
+        elif c.isupper():
+            out.append(rng.choice(string.ascii_uppercase))
+        elif c.islower():
+            out.append(rng.choice(string.ascii_lowercase))
+        else:
+            out.append(c)
+    return like[:cut] + "".join(out)
+
+
+@dataclasses.dataclass(eq=False)
+class _Person:
+    number: int                    # their e-mail is person<number>@example.com
+    #: (identifier kind, scope) -> identifier, made the first time a conversation needs it
+    ids: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)
+
+
 class TrafficGenerator:
-    """Yields records for all templates in rotation, conversation by conversation."""
+    """Yields records for all templates in rotation, conversation by conversation.
+
+    Every conversation is acted by one simulated person. The pool starts with `people` people, each using one to
+    three of the client platforms and each with a Pareto-distributed activity weight, so a few people are much
+    more active than the rest; a `new_person_fraction` of the conversations is started by someone never seen
+    before, so new people keep arriving. A person has one account id (`cust_…`) shared by web, iOS, Android and
+    the backend sources acting for them, their own Slack and Alexa user ids, one anonymous id per source, one
+    device id per device source, and an e-mail that their sign-in events carry, so identity stitching can join
+    their platforms.
+    """
 
     def __init__(self, templates: list[ContractTemplate], *, seed: int = 7, duplicate_fraction: float = 0.05,
                  out_of_order_fraction: float = 0.1, late_fraction: float = 0.01, malformed_fraction: float = 0.002,
-                 min_bytes: int = 1000, max_bytes: int = 4000):
+                 min_bytes: int = 1000, max_bytes: int = 4000, people: int = 500, new_person_fraction: float = 0.01):
         if not templates:
             raise ValueError("no templates to generate traffic from")
+        if people < 1:
+            raise ValueError("people must be at least 1")
         self.templates = templates
         self.rng = random.Random(seed)  # noqa: S311 - synthetic demo traffic, reproducible by seed
         self.duplicate_fraction = duplicate_fraction
@@ -130,19 +256,98 @@ class TrafficGenerator:
         self.late_fraction = late_fraction
         self.malformed_fraction = malformed_fraction
         self.min_bytes, self.max_bytes = min_bytes, max_bytes
+        self.new_person_fraction = new_person_fraction
         self._sent: list[GeneratedRecord] = []
-        self._groups: dict[str, dict[str, Any]] = {}
+        #: per template: the current conversation's session/conversation ids and the person acting it
+        self._groups: dict[str, tuple[dict[str, Any], _Person]] = {}
+        self._samples_json = {id(t): tuple(orjson.dumps(sample) for sample in t.samples) for t in templates}
+        self._client_platforms = sorted({t.platform for t in templates} - BACKEND_PLATFORMS)
+        self._account_platforms = [p for p in self._client_platforms if p not in OWN_USER_ID_PLATFORMS]
+        self._people: list[_Person] = []
+        #: pool key (a client platform, or ACCOUNT_POOL) -> its people and their cumulative activity weights
+        self._pools: dict[str, tuple[list[_Person], list[float]]] = {}
+        self._taken: set[Any] = set()   # identifiers handed out, so that no two people share one
+        for _ in range(people):
+            self._person_new(None)
+
+    def _person_new(self, pool: str | None) -> _Person:
+        """A new person who uses the pool's platform (any client platform for None) and maybe one or two more."""
+        rng = self.rng
+        platforms: set[str] = set()
+        if self._client_platforms:
+            if pool in self._client_platforms:
+                first = pool
+            elif pool == ACCOUNT_POOL and self._account_platforms:
+                first = rng.choice(self._account_platforms)
+            else:
+                first = rng.choice(self._client_platforms)
+            count = rng.choices(PLATFORM_COUNTS, PLATFORM_COUNT_WEIGHTS)[0]
+            others = [p for p in self._client_platforms if p != first]
+            platforms = {first, *rng.sample(others, min(count - 1, len(others)))}
+        person = _Person(len(self._people) + 1)
+        self._people.append(person)
+        weight = min(rng.paretovariate(ACTIVITY_SHAPE), ACTIVITY_CAP)
+        pools = sorted(platforms)
+        if not self._account_platforms or platforms - OWN_USER_ID_PLATFORMS:
+            pools.append(ACCOUNT_POOL)
+        for key in pools:
+            members, cumulative = self._pools.setdefault(key, ([], []))
+            members.append(person)
+            cumulative.append((cumulative[-1] if cumulative else 0.0) + weight)
+        return person
+
+    def _person_for(self, template: ContractTemplate) -> _Person:
+        """Who acts a new conversation of the template: a backend source acts for any account holder."""
+        pool = ACCOUNT_POOL if template.platform in BACKEND_PLATFORMS else template.platform
+        people = self._pools.get(pool)
+        if people is None or self.rng.random() < self.new_person_fraction:
+            return self._person_new(pool)
+        members, cumulative = people
+        return self.rng.choices(members, cum_weights=cumulative)[0]
+
+    def _identifier(self, person: _Person, kind: str, template: ContractTemplate, like: Any) -> Any:
+        if kind == "platform_user_id":
+            scope = template.platform if template.platform in OWN_USER_ID_PLATFORMS else "account"
+        elif kind == "email":
+            scope = "email"
+        else:
+            scope = template.source    # one anonymous/install id and one device id per person and source
+        value = person.ids.get((kind, scope))
+        if value is None:
+            value = person.ids[(kind, scope)] = self._identifier_new(person, kind, scope, like)
+        return value
+
+    def _identifier_new(self, person: _Person, kind: str, scope: str, like: Any) -> Any:
+        if kind == "email":
+            return f"person{person.number}@example.com"
+        rng = self.rng
+        while True:
+            if scope == "account":
+                value: Any = f"cust_{rng.randrange(10**6, 10**7)}"
+            elif scope == "slack":
+                value = f"U{rng.randrange(10**9, 10**10)}"
+            else:                       # Alexa's amzn1.ask.account.…, install and device ids: the sample's format
+                value = _id_like(like, rng)
+            if value not in self._taken:
+                self._taken.add(value)
+                return value
 
     def _payload(self, template: ContractTemplate, now_micros: int) -> tuple[dict, int]:
         rng = self.rng
-        payload = copy.deepcopy(rng.choice(template.samples))
+        payload = orjson.loads(rng.choice(self._samples_json[id(template)]))   # a fresh copy, faster than deepcopy
         key = f"{template.source}.{template.contract}"
         group = self._groups.get(key)
         if group is None or rng.random() < 0.15:  # a new conversation every ~7 events
-            group = {path: _fresh_id(_get(payload, path), rng) for path in template.group_paths}
+            group = ({path: _fresh_id(_get(payload, path), rng) for path in template.group_paths},
+                     self._person_for(template))
             self._groups[key] = group
-        for path, value in group.items():
+        group_ids, person = group
+        for path, value in group_ids.items():
             _set(payload, path, value)
+        for kind, path in template.identity_paths:
+            like = _get(payload, path)
+            if like is not None:    # a sample without the identifier (a call made signed out) stays without it
+                _set(payload, path, self._identifier(person, kind, template, like))
         for path in template.id_paths:
             _set(payload, path, _fresh_id(_get(payload, path), rng))
         event_time = now_micros

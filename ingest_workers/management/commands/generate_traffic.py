@@ -58,13 +58,17 @@ class Command(BaseCommand):
         started = time.monotonic()
         sent = 0
         pending: list[GeneratedRecord] = []
-        for record in generator.records(opts["count"], now_micros=time.time_ns() // 1000):
-            pending.append(record)
-            counts[record.kind] = counts.get(record.kind, 0) + 1
-            if len(pending) >= opts["batch"]:
-                sent += sender.send(pending)
-                pending = []
-                self._pace(opts["rate"], sent, started)
+        remaining = opts["count"]
+        while remaining > 0:
+            # the clock is read per batch: a long run's events carry the time they were sent
+            chunk = min(opts["batch"], remaining)
+            remaining -= chunk
+            for record in generator.records(chunk, now_micros=time.time_ns() // 1000):
+                pending.append(record)
+                counts[record.kind] = counts.get(record.kind, 0) + 1
+            sent += sender.send(pending)
+            pending = []
+            self._pace(opts["rate"], sent, started)
         if pending:
             sent += sender.send(pending)
         elapsed = time.monotonic() - started
