@@ -339,11 +339,34 @@ def analytics_ensure(conn: Any, *, database: str | None = None) -> int:
     with warehouse_errors():
         cur = conn.cursor()
         try:
+            # one query when everything exists already (every model run starts here)
+            schemas = ", ".join(f"'{s}'" for s in ANALYTICS_SCHEMAS)
+            cur.execute(f"SELECT TABLE_SCHEMA, TABLE_NAME FROM {db}.INFORMATION_SCHEMA.TABLES "  # noqa: S608
+                        f"WHERE TABLE_SCHEMA IN ({schemas})")
+            have = {(schema.upper(), name.upper()) for schema, name in cur.fetchall()}
+            if all((t.schema, t.name) in have for t in ANALYTICS_TABLES):
+                return 0
             for sql in statements:
                 cur.execute(sql)
         finally:
             cur.close()
     return len(statements)
+
+
+def analytics_recreate(conn: Any, tables: tuple[Table, ...], *, database: str | None = None) -> None:
+    """Drop and create ``tables`` empty (a full refresh: much faster than deleting every row of a
+    table with a primary key on the embedded warehouse)."""
+    from warehouse.connection import warehouse_errors
+
+    db = check_identifier(database or conn.database)
+    with warehouse_errors():
+        cur = conn.cursor()
+        try:
+            for table in tables:
+                cur.execute(f"DROP TABLE IF EXISTS {qualified(db, table)}")
+                cur.execute(table_ddl(table, db))
+        finally:
+            cur.close()
 
 
 def table_name(database: str, table: Table) -> str:

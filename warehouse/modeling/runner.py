@@ -38,6 +38,7 @@ from warehouse.analytics_ddl import (
     MODEL_STATE,
     UNKNOWN,
     analytics_ensure,
+    analytics_recreate,
 )
 from warehouse.ddl import Column, Table, check_identifier
 from warehouse.modeling import identity as ident
@@ -141,6 +142,7 @@ class _Run:
         self.recomputes = [(model or None, _naive_utc(at)) for model, at in recomputes]
         self.cur = conn.cursor()
         self.events = 0
+        self.persons = 0
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -166,9 +168,6 @@ class _Run:
         self.execute(statement)
         row = self.cur.fetchone()
         return row[0] if row else None
-
-    def count(self, table: str) -> int:
-        return int(self.scalar(f"SELECT COUNT(*) FROM {self.db}.ANALYTICS.{table}") or 0)  # noqa: S608
 
     def insert_rows(self, table: Table, rows: list[dict]) -> int:
         """Insert dict rows (lower-case keys) as one bound JSON array per ~4 MB."""
@@ -224,9 +223,8 @@ class _Run:
             self.execute(statement)
         self.execute(f"CREATE OR REPLACE TRANSIENT TABLE {db}.ANALYTICS.WORK_GROUPS (LINK_GROUP VARCHAR)")
         if self.full_refresh:
-            for table in (*CURATED_TABLES, EVENT_FACTS, IDENTITY_OBSERVATIONS, IDENTITY_IDENTIFIERS, IDENTITY_PERSONS,
-                          IDENTITY_MERGES, MODEL_STATE):
-                self.execute(f"TRUNCATE TABLE {db}.{table.schema}.{table.name}")
+            analytics_recreate(self.conn, (*CURATED_TABLES, EVENT_FACTS, IDENTITY_OBSERVATIONS, IDENTITY_IDENTIFIERS,
+                                           IDENTITY_PERSONS, IDENTITY_MERGES, MODEL_STATE))
         merges = self.execute(sql.new_merges_sql(db))
         params: dict[str, Any] = {}
         for i, (model, at) in enumerate(self.recomputes):
@@ -234,9 +232,8 @@ class _Run:
             if model:
                 params[f"recompute_model_{i}"] = model
         recompute = sql.recompute_filter_sql(db, self.recomputes) if self.recomputes else None
-        self.execute(sql.work_events_sql(db, everything=self.full_refresh, recompute_filter=recompute),
-                     params or None)
-        self.events = self.count("WORK_EVENTS")
+        self.events = self.execute(sql.work_events_sql(db, everything=self.full_refresh, recompute_filter=recompute),
+                                   params or None)
         return self.events, {"merges": merges, "events": self.events, "full_refresh": self.full_refresh,
                              "recompute_requests": len(self.recomputes)}
 
@@ -314,8 +311,8 @@ class _Run:
     def conversation_sessions(self) -> tuple[int, dict]:
         db = self.db
         w = f"{db}.ANALYTICS"
-        self.execute(f"INSERT INTO {w}.WORK_SESSIONS (SESSION_KEY) SELECT DISTINCT SESSION_KEY "  # noqa: S608
-                     f"FROM {w}.WORK_EVENTS WHERE SESSION_KEY IS NOT NULL")
+        sessions = self.execute(f"INSERT INTO {w}.WORK_SESSIONS (SESSION_KEY) SELECT DISTINCT SESSION_KEY "  # noqa: S608
+                                f"FROM {w}.WORK_EVENTS WHERE SESSION_KEY IS NOT NULL")
         in_sessions = f"SESSION_KEY IN (SELECT s.SESSION_KEY FROM {w}.WORK_SESSIONS s)"  # noqa: S608
         self.execute(f"INSERT INTO {w}.WORK_OLD_SESSIONS (SESSION_KEY, PERSON_ID, DAY) "  # noqa: S608
                      f"SELECT SESSION_KEY, PERSON_ID, TO_DATE(STARTED_AT) FROM {w}.CONVERSATION_SESSIONS "
@@ -323,31 +320,30 @@ class _Run:
         deleted, inserted = self.replace_units(
             f"DELETE FROM {w}.CONVERSATION_SESSIONS WHERE {in_sessions}",  # noqa: S608
             sql.sessions_insert_sql(db))
-        self.execute(f"INSERT INTO {w}.WORK_PERSONS (PERSON_ID) "  # noqa: S608
+        self.persons = self.execute(f"INSERT INTO {w}.WORK_PERSONS (PERSON_ID) "  # noqa: S608
                      f"SELECT PERSON_ID FROM {w}.WORK_OLD_SESSIONS WHERE PERSON_ID IS NOT NULL "
                      f"UNION SELECT PERSON_ID FROM {w}.CONVERSATION_SESSIONS WHERE {in_sessions} "
                      f"AND PERSON_ID IS NOT NULL")
-        sessions = self.count("WORK_SESSIONS")
         return max(deleted, inserted), {"sessions_recomputed": sessions, "deleted": deleted, "inserted": inserted}
 
     def token_cost_usage(self) -> tuple[int, dict]:
         db = self.db
-        self.execute(sql.hours_sql(db))
+        hours = self.execute(sql.hours_sql(db))
         deleted, inserted = self.replace_units(
             f"DELETE FROM {db}.ANALYTICS.TOKEN_COST_USAGE "  # noqa: S608
             f"WHERE HOUR IN (SELECT h.HOUR FROM {db}.ANALYTICS.WORK_HOURS h)",
             sql.token_cost_insert_sql(db, UNKNOWN))
-        return max(deleted, inserted), {"hours_recomputed": self.count("WORK_HOURS"), "deleted": deleted,
+        return max(deleted, inserted), {"hours_recomputed": hours, "deleted": deleted,
                                         "inserted": inserted}
 
     def user_feedback(self) -> tuple[int, dict]:
         db = self.db
-        self.execute(sql.feedback_units_sql(db))
+        feedback = self.execute(sql.feedback_units_sql(db))
         deleted, inserted = self.replace_units(
             f"DELETE FROM {db}.ANALYTICS.USER_FEEDBACK "  # noqa: S608
             f"WHERE FEEDBACK_EVENT_ID IN (SELECT f.EVENT_ID FROM {db}.ANALYTICS.WORK_FEEDBACK f)",
             sql.feedback_insert_sql(db))
-        return max(deleted, inserted), {"feedback_recomputed": self.count("WORK_FEEDBACK"), "deleted": deleted,
+        return max(deleted, inserted), {"feedback_recomputed": feedback, "deleted": deleted,
                                         "inserted": inserted}
 
     def user_journeys(self) -> tuple[int, dict]:
@@ -356,17 +352,17 @@ class _Run:
             f"DELETE FROM {db}.ANALYTICS.USER_JOURNEYS "  # noqa: S608
             f"WHERE PERSON_ID IN (SELECT p.PERSON_ID FROM {db}.ANALYTICS.WORK_PERSONS p)",
             sql.journeys_insert_sql(db))
-        return max(deleted, inserted), {"persons_recomputed": self.count("WORK_PERSONS"), "deleted": deleted,
+        return max(deleted, inserted), {"persons_recomputed": self.persons, "deleted": deleted,
                                         "inserted": inserted}
 
     def platform_engagement_daily(self) -> tuple[int, dict]:
         db = self.db
-        self.execute(sql.days_sql(db))
+        days = self.execute(sql.days_sql(db))
         deleted, inserted = self.replace_units(
             f"DELETE FROM {db}.ANALYTICS.PLATFORM_ENGAGEMENT_DAILY "  # noqa: S608
             f"WHERE DAY IN (SELECT d.DAY FROM {db}.ANALYTICS.WORK_DAYS d)",
             sql.engagement_insert_sql(db, UNKNOWN))
-        return max(deleted, inserted), {"days_recomputed": self.count("WORK_DAYS"), "deleted": deleted,
+        return max(deleted, inserted), {"days_recomputed": days, "deleted": deleted,
                                         "inserted": inserted}
 
     def commit_state(self) -> None:
