@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 from contracts import canonical_model, selectors, services
 from contracts.errors import ContractError, Forbidden
 from contracts.models import CompatibilityLevel, Contract, ContractVersion, Platform, Source, SourceKind
-from portal.api_errors import ApiError
+from portal.api_errors import ApiError, validated_body
 from portal.roles import is_admin, is_data_engineer
 
 
@@ -137,7 +137,7 @@ class SourceListApi(ServiceErrorsMixin, APIView):
         summary="Register a source (returns its write key once)",
     )
     def post(self, request):
-        data = _validated(SourceCreateIn, request.data)
+        data = validated_body(SourceCreateIn, request.data)
         source, key = services.source_create(
             actor=request.user, team=services.team_get(data["team"]), name=data["name"],
             platform=data["platform"], kind=data["kind"], product=data["product"], description=data["description"],
@@ -159,7 +159,7 @@ class SourceDetailApi(ServiceErrorsMixin, APIView):
     @extend_schema(request=SourceUpdateIn, responses=SourceOut,
                    summary="Update a source (description, product, enable/disable)")
     def patch(self, request, source: str):
-        data = _validated(SourceUpdateIn, request.data)
+        data = validated_body(SourceUpdateIn, request.data)
         updated = services.source_update(actor=request.user, source=selectors.source_by_name_or_id(source), **data)
         return Response(SourceOut(updated).data)
 
@@ -179,7 +179,7 @@ class SigningSecretIn(serializers.Serializer):
 class SourceSigningSecretApi(ServiceErrorsMixin, APIView):
     @extend_schema(request=SigningSecretIn, responses=SourceOut, summary="Store a webhook provider's signing secret")
     def post(self, request, source: str):
-        data = _validated(SigningSecretIn, request.data)
+        data = validated_body(SigningSecretIn, request.data)
         updated = services.source_signing_secret_set(
             actor=request.user, source=selectors.source_by_name_or_id(source), secret=data["signing_secret"]
         )
@@ -208,7 +208,7 @@ class ContractListApi(ServiceErrorsMixin, APIView):
 
     @extend_schema(request=ContractCreateIn, responses={201: ContractOut}, summary="Create a contract for a source")
     def post(self, request):
-        data = _validated(ContractCreateIn, request.data)
+        data = validated_body(ContractCreateIn, request.data)
         contract = services.contract_create(
             actor=request.user, source=selectors.source_by_name_or_id(data["source"]), event=data["event"],
             compatibility=data["compatibility"], description=data["description"],
@@ -227,7 +227,7 @@ class ContractDetailApi(ServiceErrorsMixin, APIView):
 
     @extend_schema(request=CompatibilityIn, responses=ContractOut, summary="Change a contract's compatibility level")
     def patch(self, request, subject: str):
-        data = _validated(CompatibilityIn, request.data)
+        data = validated_body(CompatibilityIn, request.data)
         contract = services.contract_compatibility_set(
             actor=request.user, contract=selectors.contract_by_subject(subject), level=data["compatibility"]
         )
@@ -261,7 +261,7 @@ class ContractCheckApi(ServiceErrorsMixin, APIView):
                                "Avro is answered with 400 naming the problem; over 256 KB with 413.")
     def post(self, request, subject: str):
         contract = selectors.contract_by_subject(subject)
-        data = _validated(CheckIn, request.data)
+        data = validated_body(CheckIn, request.data)
         samples = data["samples"]
         if samples is not None and not isinstance(samples, list):
             raise ApiError("invalid_samples", "samples must be a JSON array of payloads.")
@@ -300,7 +300,7 @@ class VersionListApi(ServiceErrorsMixin, APIView):
                                "for review.")
     def post(self, request, subject: str):
         contract = selectors.contract_by_subject(subject)
-        data = _validated(VersionCreateIn, request.data)
+        data = validated_body(VersionCreateIn, request.data)
         version, created = services.contract_version_submit(
             actor=request.user, contract=contract, schema=data["schema"], mapping_spec=data["mapping"],
             samples=data["samples"], submit_for_review=data["submit"], change_summary=data["change_summary"],
@@ -344,7 +344,7 @@ class VersionActionApi(ServiceErrorsMixin, APIView):
 
     @extend_schema(request=ReviewIn, responses=VersionOut)
     def post(self, request, subject: str, version: str):
-        data = _validated(ReviewIn, request.data)
+        data = validated_body(ReviewIn, request.data)
         target = _version_from_path(subject, version)
         return Response(VersionOut(self.actions[self.action](request.user, target, data["comment"])).data)
 
@@ -401,9 +401,3 @@ class AuditListApi(APIView):
         ])
 
 
-def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict:
-    if not isinstance(data, dict):
-        raise ApiError("invalid_body", "The request body must be a JSON object.")
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)

@@ -50,3 +50,13 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         body["error"] = "not_found"
     response.data = body
     return response
+
+
+def validated_body(serializer_class: Any, data: Any) -> dict:
+    """The request body checked by ``serializer_class``: a JSON object, or a 400 that says so;
+    field errors become DRF's usual 400 (``{"error", "message", "details"}`` via the handler)."""
+    if not isinstance(data, dict):
+        raise ApiError("invalid_body", "The request body must be a JSON object.")
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)

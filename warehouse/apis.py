@@ -15,7 +15,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.api_errors import ApiError
+from portal.api_errors import ApiError, validated_body
 from portal.roles import is_data_engineer
 from warehouse import selectors, services
 from warehouse.models import ModelPrice, ModelRun, PriceRecompute
@@ -43,13 +43,6 @@ def _require_engineer(request: Any) -> None:
     if not is_data_engineer(request.user):
         raise ApiError("forbidden", NOT_ALLOWED, status_code=403)
 
-
-def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict:
-    if not isinstance(data, dict):
-        raise ApiError("invalid_body", "The request body must be a JSON object.")
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 @extend_schema_field(OpenApiTypes.NUMBER)
@@ -127,7 +120,7 @@ class PriceListApi(CatalogErrorsMixin, APIView):
     )
     def post(self, request):
         _require_engineer(request)
-        data = _validated(PriceIn, request.data)
+        data = validated_body(PriceIn, request.data)
         price, recompute = services.price_add(
             actor=request.user, model=data["model"], token_kind=data["token_kind"],
             usd_per_million=data["usd_per_million"], effective_from=data["effective_from"], note=data["note"],
@@ -149,7 +142,7 @@ class PriceRecomputeApi(CatalogErrorsMixin, APIView):
                    summary="Ask the next model run to re-price past hours (data engineers)")
     def post(self, request):
         _require_engineer(request)
-        data = _validated(RecomputeIn, request.data)
+        data = validated_body(RecomputeIn, request.data)
         recompute = services.price_recompute_request(actor=request.user, model=data["model"],
                                                      from_time=data["from_time"])
         return Response(RecomputeOut(recompute).data, status=status.HTTP_201_CREATED)

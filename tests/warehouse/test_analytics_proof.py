@@ -456,7 +456,7 @@ def fetch(conn, sql: str, params: dict | None = None) -> list[dict]:
 
 
 def table(conn, name: str) -> list[dict]:
-    return fetch(conn, f"SELECT * FROM {conn.database}.{name}")  # noqa: S608
+    return fetch(conn, f"SELECT * FROM {conn.database}.{name}")  # noqa: S608 - test-made names
 
 
 def land(conn, events: list[dict], batch_id: str) -> None:

@@ -71,7 +71,7 @@ def land(conn, batch_id: str, events: list[dict]) -> None:
 
 
 def table(conn, name: str, order: str) -> list[dict]:
-    return warehouse_query(conn, f"SELECT * FROM {conn.database}.{name} ORDER BY {order}")  # noqa: S608
+    return warehouse_query(conn, f"SELECT * FROM {conn.database}.{name} ORDER BY {order}")  # noqa: S608 - test-made names
 
 
 def cost(tokens: tuple[int, int, int], prices: tuple[str, str, str]) -> Decimal:
