@@ -16,6 +16,7 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -97,6 +98,10 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--new", type=int, default=10_000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--snapshot", type=Path, default=None,
+                        help="keep the warehouse as it is just before the incremental run in this folder, "
+                             "and start from it next time (same --events and --new): for tuning the models "
+                             "without landing a million events each time")
     args = parser.parse_args()
 
     from django.conf import settings
@@ -106,9 +111,18 @@ def main() -> int:
     proc = embedded_server_start(tmp / "data", port, log_path=tmp / "server.log")
     settings.SNOWFLAKE = {**settings.SNOWFLAKE, "port": port, "host": "127.0.0.1", "protocol": "http"}
     try:
+        prices = sample_prices(START_US, DAYS)
+        snapshot_db = args.snapshot / f"BENCH_MODELS-{args.events}-{args.new}.db" if args.snapshot else None
+        if snapshot_db is not None and snapshot_db.exists():
+            embedded_server_stop(proc)
+            _copy_database(snapshot_db, tmp / "data" / "BENCH_MODELS.db")
+            proc = embedded_server_start(tmp / "data", port, log_path=tmp / "server.log")
+            print(f"started from the snapshot {snapshot_db}", file=sys.stderr, flush=True)
+            conn = warehouse_connect(database="BENCH_MODELS")
+            result = measure(conn, prices, landed=args.events, land_s=None, first_s=None, new=args.new)
+            return report(result, args.json)
         conn = warehouse_connect(database="BENCH_MODELS")
         warehouse_ensure(conn)
-        prices = sample_prices(START_US, DAYS)
         people = args.events // EVENTS_PER_PERSON + 1
         stream = sample_events(people=people * 2, days=DAYS, seed=SEED, start_us=START_US)
         generated = list(itertools.islice(stream, args.events + args.new // 10))
@@ -128,30 +142,56 @@ def main() -> int:
         first_s, _ = timed_run(conn, prices)
         print(f"landing {len(fresh):,} new events …", file=sys.stderr, flush=True)
         land(conn, fresh, "new")
-        print("incremental run …", file=sys.stderr, flush=True)
-        incremental_s, incremental = timed_run(conn, prices)
-        after_incremental = checksums(conn)
-        print("full rebuild …", file=sys.stderr, flush=True)
-        rebuild_s, rebuild = timed_run(conn, prices, full_refresh=True)
-        after_rebuild = checksums(conn)
-        [counts] = warehouse_query(conn, "SELECT COUNT(*) AS EVENTS FROM BENCH_MODELS.CANONICAL.EVENTS")
-        ratio = incremental_s / rebuild_s if rebuild_s else None
-        result = {
-            "models_incremental_s": round(incremental_s, 2),
-            "models_full_rebuild_s": round(rebuild_s, 2),
-            "models_incremental_vs_rebuild": round(ratio, 3) if ratio is not None else None,
-            "models_goal_met": bool(ratio is not None and ratio <= 0.1),
-            "models_rebuild_equals_incremental": after_incremental == after_rebuild,
-            "models_detail": {
-                "events_total": counts["EVENTS"], "events_base": landed, "events_new": len(fresh),
-                "landing_s": round(land_s, 1), "first_run_s": round(first_s, 2),
-                "incremental_models": incremental, "rebuild_models": rebuild,
-                "checksums_incremental": after_incremental, "checksums_rebuild": after_rebuild,
-            },
-        }
+        if snapshot_db is not None:
+            conn.close()
+            embedded_server_stop(proc)
+            args.snapshot.mkdir(parents=True, exist_ok=True)
+            _copy_database(tmp / "data" / "BENCH_MODELS.db", snapshot_db)
+            proc = embedded_server_start(tmp / "data", port, log_path=tmp / "server.log")
+            conn = warehouse_connect(database="BENCH_MODELS")
+        result = measure(conn, prices, landed=landed, land_s=land_s, first_s=first_s, new=len(fresh))
     finally:
         embedded_server_stop(proc)
-    if args.json:
+    return report(result, args.json)
+
+
+def measure(conn, prices, *, landed: int, land_s: float | None, first_s: float | None, new: int) -> dict:
+    """Time one incremental run, then a full rebuild, and compare the tables they leave."""
+    print("incremental run …", file=sys.stderr, flush=True)
+    incremental_s, incremental = timed_run(conn, prices)
+    after_incremental = checksums(conn)
+    print("full rebuild …", file=sys.stderr, flush=True)
+    rebuild_s, rebuild = timed_run(conn, prices, full_refresh=True)
+    after_rebuild = checksums(conn)
+    [counts] = warehouse_query(conn, "SELECT COUNT(*) AS EVENTS FROM BENCH_MODELS.CANONICAL.EVENTS")
+    ratio = incremental_s / rebuild_s if rebuild_s else None
+    result = {
+        "models_incremental_s": round(incremental_s, 2),
+        "models_full_rebuild_s": round(rebuild_s, 2),
+        "models_incremental_vs_rebuild": round(ratio, 3) if ratio is not None else None,
+        "models_goal_met": bool(ratio is not None and ratio <= 0.1),
+        "models_rebuild_equals_incremental": after_incremental == after_rebuild,
+        "models_detail": {
+            "events_total": counts["EVENTS"], "events_base": landed, "events_new": new,
+            "landing_s": round(land_s, 1) if land_s else None,
+            "first_run_s": round(first_s, 2) if first_s else None,
+            "incremental_models": incremental, "rebuild_models": rebuild,
+            "checksums_incremental": after_incremental, "checksums_rebuild": after_rebuild,
+        },
+    }
+    return result
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    """Copy a stopped server's DuckDB file, with its write-ahead log if one was left."""
+    shutil.copyfile(source, target)
+    wal = source.with_name(source.name + ".wal")
+    if wal.exists():
+        shutil.copyfile(wal, target.with_name(target.name + ".wal"))
+
+
+def report(result: dict, as_json: bool) -> int:
+    if as_json:
         print(json.dumps(result, default=str))
     else:
         print(json.dumps(result, indent=2, default=str))
