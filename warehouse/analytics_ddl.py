@@ -25,6 +25,7 @@ __all__ = [
     "USER_JOURNEYS",
     "ANALYTICS_TABLES",
     "CURATED_TABLES",
+    "WORK_TABLES",
     "UNKNOWN",
     "analytics_ddl",
     "analytics_ensure",
@@ -62,6 +63,7 @@ IDENTITY_OBSERVATIONS = Table(
     ),
     comment="Distinct identifier sets seen together on one event: the evidence the identity graph is built from.",
     primary_key=("OBSERVATION_KEY",),
+    key_constraint=False,
 )
 
 IDENTITY_IDENTIFIERS = Table(
@@ -77,6 +79,7 @@ IDENTITY_IDENTIFIERS = Table(
     ),
     comment="Each identifier belongs to exactly one person.",
     primary_key=("ID_KEY",),
+    key_constraint=False,
 )
 
 IDENTITY_PERSONS = Table(
@@ -94,6 +97,7 @@ IDENTITY_PERSONS = Table(
     ),
     comment="One row per stitched person.",
     primary_key=("PERSON_ID",),
+    key_constraint=False,
 )
 
 IDENTITY_MERGES = Table(
@@ -112,6 +116,7 @@ IDENTITY_MERGES = Table(
     ),
     comment="Every merge of two persons, and every merge the rules refused, with the event that caused it.",
     primary_key=("MERGE_KEY",),
+    key_constraint=False,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -140,6 +145,7 @@ MODEL_STATE = Table(
     ),
     comment="Which merges the curated models have processed: the incremental watermark.",
     primary_key=("MERGE_ID",),
+    key_constraint=False,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -183,6 +189,7 @@ EVENT_FACTS = Table(
     comment="One typed row per canonical event with the attributes the curated models use (no message "
             "text): the models read it instead of re-parsing CANONICAL.EVENTS.ATTRIBUTES. Rebuildable.",
     primary_key=("EVENT_ID",),
+    key_constraint=False,
     cluster_by="TO_DATE(EVENT_TIME)",
     transient=True,
 )
@@ -221,6 +228,7 @@ CONVERSATION_SESSIONS = Table(
     ),
     comment="One row per session, across platforms, with its person, counts, tokens, cost, latency and outcome.",
     primary_key=("SESSION_KEY",),
+    key_constraint=False,
     cluster_by="TO_DATE(STARTED_AT)",
 )
 
@@ -245,6 +253,7 @@ PLATFORM_ENGAGEMENT_DAILY = Table(
     ),
     comment="Per day x platform x product: active people, sessions, messages, new people and their retention.",
     primary_key=("DAY", "PLATFORM", "PRODUCT"),
+    key_constraint=False,
 )
 
 TOKEN_COST_USAGE = Table(
@@ -266,6 +275,7 @@ TOKEN_COST_USAGE = Table(
     ),
     comment="Per hour x tenant x product x platform x model: tokens by kind, requests and cost.",
     primary_key=("HOUR", "TENANT_ID", "PRODUCT", "PLATFORM", "MODEL"),
+    key_constraint=False,
 )
 
 USER_FEEDBACK = Table(
@@ -292,6 +302,7 @@ USER_FEEDBACK = Table(
     ),
     comment="Each feedback event with the message, model, conversation, platform and person it rates.",
     primary_key=("FEEDBACK_EVENT_ID",),
+    key_constraint=False,
 )
 
 USER_JOURNEYS = Table(
@@ -312,12 +323,43 @@ USER_JOURNEYS = Table(
     ),
     comment="Each person’s sessions across platforms, in order, with the platform switches.",
     primary_key=("PERSON_ID", "SESSION_KEY"),
+    key_constraint=False,
 )
 
 CURATED_TABLES: tuple[Table, ...] = (
     CONVERSATION_SESSIONS, PLATFORM_ENGAGEMENT_DAILY, TOKEN_COST_USAGE, USER_FEEDBACK, USER_JOURNEYS,
 )
 IDENTITY_TABLES: tuple[Table, ...] = (IDENTITY_OBSERVATIONS, IDENTITY_IDENTIFIERS, IDENTITY_PERSONS, IDENTITY_MERGES)
+
+
+# --------------------------------------------------------------------------------------------
+# the model runner's work tables
+# --------------------------------------------------------------------------------------------
+
+def _work(name: str, what: str, *columns: tuple[str, str]) -> Table:
+    return Table("ANALYTICS", name, tuple(Column(n, t) for n, t in columns),
+                 comment=f"Model runner scratch, rewritten by every run: {what}.", transient=True)
+
+
+# Created once and rewritten with INSERT OVERWRITE by each run: one statement per list instead of
+# a CREATE OR REPLACE and an INSERT (each statement has a fixed cost, on Snowflake too).
+WORK_TABLES: tuple[Table, ...] = (
+    _work("WORK_MERGES", "the landing merges this run processes", ("MERGE_ID", "VARCHAR"), ("MERGED_AT", _TS)),
+    _work("WORK_EVENTS", "the events this run processes", ("EVENT_ID", "VARCHAR"), ("SESSION_KEY", "VARCHAR"),
+          ("EVENT_TYPE", "VARCHAR"), ("EVENT_TIME", _TS), ("MESSAGE_ID", "VARCHAR")),
+    _work("WORK_IDS", "identifiers of the new observations", ("ID_KEY", "VARCHAR")),
+    _work("WORK_GROUPS", "existing link groups the new observations touch", ("LINK_GROUP", "VARCHAR")),
+    _work("WORK_CHANGED_IDS", "identifiers whose person changed", ("ID_KIND", "VARCHAR"), ("ID_VALUE", "VARCHAR")),
+    _work("WORK_SESSIONS", "sessions to recompute", ("SESSION_KEY", "VARCHAR")),
+    _work("WORK_OLD_SESSIONS", "those sessions as they were", ("SESSION_KEY", "VARCHAR"), ("PERSON_ID", "VARCHAR"),
+          ("DAY", "DATE")),
+    _work("WORK_HOURS", "hours to recompute", ("HOUR", _TS)),
+    _work("WORK_FEEDBACK", "feedback to recompute, with the message and session it rates",
+          ("EVENT_ID", "VARCHAR"), ("MESSAGE_ID", "VARCHAR"), ("SESSION_KEY", "VARCHAR")),
+    _work("WORK_PERSONS", "persons whose journeys to recompute", ("PERSON_ID", "VARCHAR")),
+    _work("WORK_DAYS", "days to recompute", ("DAY", "DATE")),
+)
+
 ANALYTICS_TABLES: tuple[Table, ...] = (*IDENTITY_TABLES, MODEL_PRICES, MODEL_STATE, EVENT_FACTS, *CURATED_TABLES)
 ANALYTICS_SCHEMAS: tuple[str, ...] = ("IDENTITY", "ANALYTICS")
 
@@ -326,26 +368,33 @@ def analytics_ddl(database: str) -> list[str]:
     db = check_identifier(database)
     return [
         *(f"CREATE SCHEMA IF NOT EXISTS {db}.{s}" for s in ANALYTICS_SCHEMAS),
-        *(table_ddl(t, db) for t in ANALYTICS_TABLES),
+        *(table_ddl(t, db) for t in (*ANALYTICS_TABLES, *WORK_TABLES)),
     ]
 
 
 def analytics_ensure(conn: Any, *, database: str | None = None) -> int:
-    """Create the IDENTITY and ANALYTICS schemas and tables if missing (idempotent)."""
+    """Create the IDENTITY and ANALYTICS schemas and tables if missing, and replace a work table
+    whose columns are not this version's (idempotent). Returns the number of statements run."""
     from warehouse.connection import warehouse_errors
 
     db = check_identifier(database or conn.database)
-    statements = analytics_ddl(db)
     with warehouse_errors():
         cur = conn.cursor()
         try:
             # one query when everything exists already (every model run starts here)
             schemas = ", ".join(f"'{s}'" for s in ANALYTICS_SCHEMAS)
-            cur.execute(f"SELECT TABLE_SCHEMA, TABLE_NAME FROM {db}.INFORMATION_SCHEMA.TABLES "  # noqa: S608
+            cur.execute(f"SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM {db}.INFORMATION_SCHEMA.COLUMNS "  # noqa: S608
                         f"WHERE TABLE_SCHEMA IN ({schemas})")
-            have = {(schema.upper(), name.upper()) for schema, name in cur.fetchall()}
-            if all((t.schema, t.name) in have for t in ANALYTICS_TABLES):
+            have: dict[tuple[str, str], set[str]] = {}
+            for schema, name, column in cur.fetchall():
+                have.setdefault((schema.upper(), name.upper()), set()).add(column.upper())
+            stale = [t for t in WORK_TABLES if have.get((t.schema, t.name), set()) != {c.name for c in t.columns}]
+            if all((t.schema, t.name) in have for t in ANALYTICS_TABLES) and not stale:
                 return 0
+            statements = [
+                *(f"DROP TABLE IF EXISTS {qualified(db, t)}" for t in stale if (t.schema, t.name) in have),
+                *analytics_ddl(db),
+            ]
             for sql in statements:
                 cur.execute(sql)
         finally:

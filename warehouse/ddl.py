@@ -117,6 +117,10 @@ class Table:
     columns: tuple[Column, ...]
     comment: str = ""
     primary_key: tuple[str, ...] = ()
+    #: emit the key as a PRIMARY KEY constraint. Snowflake never enforces one; the embedded engine
+    #: does, with an index it updates on every write and rewrites at every checkpoint. Tables whose
+    #: writer guarantees the key (the curated models: delete, then insert) leave it out.
+    key_constraint: bool = True
     #: real Snowflake clustering key (fakesnow accepts and ignores it)
     cluster_by: str | None = None
     #: TRANSIENT: no Fail-safe (cheaper; the raw archive can rebuild it)
@@ -308,7 +312,7 @@ def qualified(database: str, table: Table) -> str:
 
 def table_ddl(table: Table, database: str) -> str:
     lines = [f"    {c.definition()}" for c in table.columns]
-    if table.primary_key:
+    if table.primary_key and table.key_constraint:
         lines.append(f"    PRIMARY KEY ({', '.join(table.primary_key)})")
     kind = "TRANSIENT TABLE" if table.transient else "TABLE"
     sql = f"CREATE {kind} IF NOT EXISTS {qualified(database, table)} (\n" + ",\n".join(lines) + "\n)"

@@ -30,6 +30,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from warehouse.analytics_ddl import ANALYTICS_TABLES
 from warehouse.analytics_sample import (
     CHANGING_PRICE_MODEL,
     DAY,
@@ -1029,6 +1030,24 @@ def test_a_full_rebuild_gives_the_same_rows_as_the_incremental_runs(modeled):
         before, after = modeled.incremental[name], rebuilt[name]
         differing = sorted(changed_keys(before, after), key=str)[:5]
         assert not differing, {name: [{"incremental": before.get(k), "rebuilt": after.get(k)} for k in differing]}
+
+
+def test_every_model_table_has_one_row_per_key(modeled):
+    # the embedded warehouse no longer enforces these keys (Snowflake never does): the models must
+    keyed_tables = [t for t in ANALYTICS_TABLES if t.primary_key]
+    assert len(keyed_tables) >= 11
+    for table_def in keyed_tables:
+        name = f"{table_def.schema}.{table_def.name}"
+        if name in KEYS:
+            assert KEYS[name] == table_def.primary_key, name
+        key = ", ".join(table_def.primary_key)
+        duplicated = fetch(modeled.conn, f"SELECT {key}, COUNT(*) AS N FROM {modeled.conn.database}.{name} "  # noqa: S608 - table constants
+                           f"GROUP BY {key} HAVING COUNT(*) > 1 LIMIT 3")
+        assert duplicated == [], name
+    db = modeled.conn.database
+    [facts] = fetch(modeled.conn, f"SELECT COUNT(*) AS N FROM {db}.ANALYTICS.EVENT_FACTS")  # noqa: S608
+    [events] = fetch(modeled.conn, f"SELECT COUNT(*) AS N FROM {db}.CANONICAL.EVENTS")  # noqa: S608
+    assert facts["N"] == events["N"] == len({e["event_id"] for e in modeled.reference.events})
 
 
 def test_late_events_change_exactly_the_sessions_and_days_they_belong_to(modeled):

@@ -135,7 +135,10 @@ def test_a_failing_model_skips_what_depends_on_it_and_the_next_run_redoes_the_wo
     assert len(table(warehouse_conn, "ANALYTICS.CONVERSATION_SESSIONS", "1")) == 2
 
 
-def test_full_refresh_rebuilds_the_same_tables(warehouse_conn):
+@pytest.mark.parametrize("json_chunk_bytes", [runner_module.JSON_CHUNK_BYTES, 300],
+                         ids=["one-statement-per-table", "rows-split-across-statements"])
+def test_full_refresh_rebuilds_the_same_tables(warehouse_conn, monkeypatch, json_chunk_bytes):
+    monkeypatch.setattr(runner_module, "JSON_CHUNK_BYTES", json_chunk_bytes)
     events = conversation_events()
     land(warehouse_conn, "b1", events[4:])      # the iOS session first, the web one later
     models_run(warehouse_conn, prices=PRICES)
@@ -153,6 +156,25 @@ def test_full_refresh_rebuilds_the_same_tables(warehouse_conn):
     [person] = {row["PERSON_ID"] for row in incremental["IDENTITY.IDENTIFIERS"]}
     assert incremental["IDENTITY.PERSONS"][0]["ANCHOR_ID_KEY"] == "anonymous_id:anon-1"
     assert person == incremental["ANALYTICS.USER_JOURNEYS"][0]["PERSON_ID"]
+
+
+def test_a_work_table_left_by_an_older_version_is_replaced_before_the_run(warehouse_conn):
+    db = warehouse_conn.database
+    land(warehouse_conn, "b1", conversation_events())
+    models_run(warehouse_conn, prices=PRICES)
+    # an older runner kept only the feedback event id in its work table
+    warehouse_query(warehouse_conn,
+                    f"CREATE OR REPLACE TRANSIENT TABLE {db}.ANALYTICS.WORK_FEEDBACK (EVENT_ID VARCHAR)")
+    land(warehouse_conn, "b2", [event("i5", "feedback.submitted", T0 + 3 * HOUR, "ios-1",
+                                      {"platform_user_id": "cust-1"}, {"score": -1.0, "kind": "thumbs"},
+                                      platform="ios", message_id="i3")])
+    report = models_run(warehouse_conn, prices=PRICES)
+    assert report.ok, [(m.name, m.error) for m in report.models if m.error]
+    feedback = {r["FEEDBACK_EVENT_ID"]: r for r in table(warehouse_conn, "ANALYTICS.USER_FEEDBACK", "1")}
+    assert set(feedback) == {"i4", "i5"} and feedback["i5"]["MODEL"] == "gpt-4.1-mini"
+    columns = warehouse_query(warehouse_conn, f"SELECT COLUMN_NAME FROM {db}.INFORMATION_SCHEMA.COLUMNS "
+                                              "WHERE TABLE_SCHEMA = 'ANALYTICS' AND TABLE_NAME = 'WORK_FEEDBACK'")
+    assert {c["COLUMN_NAME"] for c in columns} == {"EVENT_ID", "MESSAGE_ID", "SESSION_KEY"}
 
 
 def test_a_price_added_later_does_not_reprice_hours_already_computed(warehouse_conn):

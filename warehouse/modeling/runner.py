@@ -37,10 +37,11 @@ from warehouse.analytics_ddl import (
     MODEL_PRICES,
     MODEL_STATE,
     UNKNOWN,
+    WORK_TABLES,
     analytics_ensure,
     analytics_recreate,
 )
-from warehouse.ddl import Column, Table, check_identifier
+from warehouse.ddl import Table, check_identifier
 from warehouse.modeling import identity as ident
 from warehouse.modeling import sql
 
@@ -169,34 +170,30 @@ class _Run:
         row = self.cur.fetchone()
         return row[0] if row else None
 
-    def insert_rows(self, table: Table, rows: list[dict]) -> int:
-        """Insert dict rows (lower-case keys) as one bound JSON array per ~4 MB."""
+    def insert_rows(self, table: Table, rows: list[dict], *, overwrite: bool = False) -> int:
+        """Insert dict rows (lower-case keys; a missing key is NULL) as bound JSON arrays of
+        positional values, about 4 MB each; ``overwrite`` replaces what the table held (the first
+        chunk overwrites, the rest append)."""
         if not rows:
             return 0
         cols = table.columns
-        select = ", ".join(f"v.value:{c.name.lower()}::{c.sql_type}" for c in cols)
-        statement = (f"INSERT INTO {self.db}.{table.schema}.{table.name} ({', '.join(c.name for c in cols)}) "  # noqa: S608
-                     f"SELECT {select} FROM TABLE(FLATTEN(INPUT => PARSE_JSON(%(rows)s))) v")
-        total = 0
-        chunk: list[dict] = []
-        size = 0
-        for row in rows:
-            chunk.append(row)
-            size += 200 + sum(len(str(v)) for v in row.values())
-            if size >= JSON_CHUNK_BYTES:
-                total += self._insert_chunk(statement, chunk)
-                chunk, size = [], 0
-        if chunk:
-            total += self._insert_chunk(statement, chunk)
-        return total
-
-    def _insert_chunk(self, statement: str, chunk: list[dict]) -> int:
-        payload = orjson.dumps(chunk, default=_json_default).decode()
-        self.execute(statement, {"rows": payload})
-        return len(chunk)
+        keys = [c.name.lower() for c in cols]
+        select = ", ".join(f"v.value[{i}]::{c.sql_type}" for i, c in enumerate(cols))
+        into = f"INTO {self.db}.{table.schema}.{table.name} ({', '.join(c.name for c in cols)}) "
+        tail = f"SELECT {select} FROM TABLE(FLATTEN(INPUT => PARSE_JSON(%(rows)s))) v"  # noqa: S608
+        values = [[row.get(k) for k in keys] for row in rows]
+        payload = orjson.dumps(values, default=_json_default)
+        # positional values, not objects: half the bytes to compress, send and parse
+        chunks = max(1, -(-len(payload) // JSON_CHUNK_BYTES))
+        size = -(-len(values) // chunks)
+        for n, start in enumerate(range(0, len(values), size)):
+            part = payload if chunks == 1 else orjson.dumps(values[start:start + size], default=_json_default)
+            verb = "INSERT OVERWRITE " if overwrite and n == 0 else "INSERT "
+            self.execute(f"{verb}{into}{tail}", {"rows": part.decode()})
+        return len(values)
 
     def transaction(self, steps: Callable[[], Any]) -> Any:
-        self.cur.execute("BEGIN")
+        self.execute("BEGIN")
         try:
             result = steps()
         except BaseException:
@@ -205,7 +202,7 @@ class _Run:
             except Exception:  # noqa: BLE001,S110 - the original error matters more
                 pass
             raise
-        self.cur.execute("COMMIT")
+        self.execute("COMMIT")
         return result
 
     def replace_units(self, delete_sql: str, insert_sql: str, params: dict | None = None) -> tuple[int, int]:
@@ -219,9 +216,6 @@ class _Run:
 
     def changes(self) -> tuple[int, dict]:
         db = self.db
-        for statement in sql.work_tables_sql(db):
-            self.execute(statement)
-        self.execute(f"CREATE OR REPLACE TRANSIENT TABLE {db}.ANALYTICS.WORK_GROUPS (LINK_GROUP VARCHAR)")
         if self.full_refresh:
             analytics_recreate(self.conn, (*CURATED_TABLES, EVENT_FACTS, IDENTITY_OBSERVATIONS, IDENTITY_IDENTIFIERS,
                                            IDENTITY_PERSONS, IDENTITY_MERGES, MODEL_STATE))
@@ -270,19 +264,24 @@ class _Run:
         if not new_obs:
             return 0, {"observations": 0}
         id_keys = sorted({ident.id_key(k, v) for o in new_obs for k, v in ident.observation_ids(o)})
-        self.insert_rows(_WORK_IDS, [{"id_key": k} for k in id_keys])
-        self.execute(f"INSERT INTO {db}.ANALYTICS.WORK_GROUPS (LINK_GROUP) {sql.identity_groups_sql(db)}")
+        self.insert_rows(_WORK_IDS, [{"id_key": k} for k in id_keys], overwrite=True)
+        groups = self.execute(f"INSERT OVERWRITE INTO {db}.ANALYTICS.WORK_GROUPS (LINK_GROUP) "
+                              f"{sql.identity_groups_sql(db)}")
         in_groups = f"LINK_GROUP IN (SELECT g.LINK_GROUP FROM {db}.ANALYTICS.WORK_GROUPS g)"  # noqa: S608
-        old_obs = self.fetch(f"SELECT * FROM {db}.IDENTITY.OBSERVATIONS WHERE {in_groups}")  # noqa: S608
-        old_ids = {r["id_key"]: r["person_id"] for r in self.fetch(
-            f"SELECT ID_KEY, PERSON_ID FROM {db}.IDENTITY.IDENTIFIERS WHERE {in_groups}")}  # noqa: S608
+        old_obs: list[dict] = []
+        old_ids: dict[str, str] = {}
+        if groups:  # none when every identifier is new: nothing to read back or delete
+            old_obs = self.fetch(f"SELECT * FROM {db}.IDENTITY.OBSERVATIONS WHERE {in_groups}")  # noqa: S608
+            old_ids = {r["id_key"]: r["person_id"] for r in self.fetch(
+                f"SELECT ID_KEY, PERSON_ID FROM {db}.IDENTITY.IDENTIFIERS WHERE {in_groups}")}  # noqa: S608
         old_obs_keys = {o["observation_key"] for o in old_obs}
         result = ident.stitch([*old_obs, *new_obs])
         moved = [r for r in result.identifiers if r["id_key"] in old_ids and old_ids[r["id_key"]] != r["person_id"]]
 
         def steps() -> None:
             for table in (IDENTITY_OBSERVATIONS, IDENTITY_IDENTIFIERS, IDENTITY_PERSONS, IDENTITY_MERGES):
-                self.execute(f"DELETE FROM {db}.{table.schema}.{table.name} WHERE {in_groups}")  # noqa: S608
+                if groups:
+                    self.execute(f"DELETE FROM {db}.{table.schema}.{table.name} WHERE {in_groups}")  # noqa: S608
             self.insert_rows(IDENTITY_OBSERVATIONS, result.observations)
             self.insert_rows(IDENTITY_IDENTIFIERS, result.identifiers)
             self.insert_rows(IDENTITY_PERSONS, result.persons)
@@ -292,7 +291,8 @@ class _Run:
         touched_events = 0
         if moved:
             # events that arrived before the link was known: their sessions get the new person
-            self.insert_rows(_WORK_CHANGED_IDS, [{"id_kind": r["id_kind"], "id_value": r["id_value"]} for r in moved])
+            self.insert_rows(_WORK_CHANGED_IDS, [{"id_kind": r["id_kind"], "id_value": r["id_value"]} for r in moved],
+                             overwrite=True)
             touched_events = self.execute(sql.changed_id_sessions_sql(db))
         new_observations = sum(1 for o in result.observations if o["observation_key"] not in old_obs_keys)
         new_identifiers = sum(1 for r in result.identifiers if r["id_key"] not in old_ids)
@@ -311,16 +311,16 @@ class _Run:
     def conversation_sessions(self) -> tuple[int, dict]:
         db = self.db
         w = f"{db}.ANALYTICS"
-        sessions = self.execute(f"INSERT INTO {w}.WORK_SESSIONS (SESSION_KEY) SELECT DISTINCT SESSION_KEY "  # noqa: S608
+        sessions = self.execute(f"INSERT OVERWRITE INTO {w}.WORK_SESSIONS (SESSION_KEY) SELECT DISTINCT SESSION_KEY "  # noqa: S608
                                 f"FROM {w}.WORK_EVENTS WHERE SESSION_KEY IS NOT NULL")
         in_sessions = f"SESSION_KEY IN (SELECT s.SESSION_KEY FROM {w}.WORK_SESSIONS s)"  # noqa: S608
-        self.execute(f"INSERT INTO {w}.WORK_OLD_SESSIONS (SESSION_KEY, PERSON_ID, DAY) "  # noqa: S608
+        self.execute(f"INSERT OVERWRITE INTO {w}.WORK_OLD_SESSIONS (SESSION_KEY, PERSON_ID, DAY) "  # noqa: S608
                      f"SELECT SESSION_KEY, PERSON_ID, TO_DATE(STARTED_AT) FROM {w}.CONVERSATION_SESSIONS "
                      f"WHERE {in_sessions}")
         deleted, inserted = self.replace_units(
             f"DELETE FROM {w}.CONVERSATION_SESSIONS WHERE {in_sessions}",  # noqa: S608
             sql.sessions_insert_sql(db))
-        self.persons = self.execute(f"INSERT INTO {w}.WORK_PERSONS (PERSON_ID) "  # noqa: S608
+        self.persons = self.execute(f"INSERT OVERWRITE INTO {w}.WORK_PERSONS (PERSON_ID) "  # noqa: S608
                      f"SELECT PERSON_ID FROM {w}.WORK_OLD_SESSIONS WHERE PERSON_ID IS NOT NULL "
                      f"UNION SELECT PERSON_ID FROM {w}.CONVERSATION_SESSIONS WHERE {in_sessions} "
                      f"AND PERSON_ID IS NOT NULL")
@@ -357,7 +357,7 @@ class _Run:
 
     def platform_engagement_daily(self) -> tuple[int, dict]:
         db = self.db
-        days = self.execute(sql.days_sql(db))
+        days = self.execute(sql.days_sql(db, UNKNOWN))
         deleted, inserted = self.replace_units(
             f"DELETE FROM {db}.ANALYTICS.PLATFORM_ENGAGEMENT_DAILY "  # noqa: S608
             f"WHERE DAY IN (SELECT d.DAY FROM {db}.ANALYTICS.WORK_DAYS d)",
@@ -371,9 +371,8 @@ class _Run:
                      f"SELECT MERGE_ID, MERGED_AT, %(run_id)s FROM {db}.ANALYTICS.WORK_MERGES", {"run_id": self.run_id})
 
 
-_WORK_IDS = Table("ANALYTICS", "WORK_IDS", (Column("ID_KEY", "VARCHAR"),))
-_WORK_CHANGED_IDS = Table("ANALYTICS", "WORK_CHANGED_IDS",
-                          (Column("ID_KIND", "VARCHAR"), Column("ID_VALUE", "VARCHAR")))
+_WORK_IDS = next(t for t in WORK_TABLES if t.name == "WORK_IDS")
+_WORK_CHANGED_IDS = next(t for t in WORK_TABLES if t.name == "WORK_CHANGED_IDS")
 
 
 def _json_default(value: Any) -> Any:

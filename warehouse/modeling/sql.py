@@ -2,8 +2,8 @@
 """The curated models' SQL (Snowflake SQL; runs unchanged on the embedded warehouse).
 
 Each model recomputes a set of *units* (sessions, hours, feedback events, persons, days) listed in a
-work table (``ANALYTICS.WORK_*``): it deletes their rows and inserts them again from
-``CANONICAL.EVENTS``. A full rebuild lists every unit, so both paths run the same SQL.
+work table (``ANALYTICS.WORK_*``, rewritten with ``INSERT OVERWRITE``): it deletes their rows and
+inserts them again from ``CANONICAL.EVENTS``. A full rebuild lists every unit, so both paths run the same SQL.
 
 Pure: builds strings; ``db`` is an already checked identifier.
 """
@@ -49,28 +49,9 @@ def t(db: str, name: str) -> str:
 # work tables
 # --------------------------------------------------------------------------------------------
 
-def work_tables_sql(db: str) -> list[str]:
-    """(Re)create the run's work tables, empty."""
-    w = f"{db}.ANALYTICS"
-    return [
-        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_MERGES (MERGE_ID VARCHAR, MERGED_AT TIMESTAMP_NTZ(6))",
-        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_EVENTS (EVENT_ID VARCHAR, SESSION_KEY VARCHAR, "
-        "EVENT_TYPE VARCHAR, EVENT_TIME TIMESTAMP_NTZ(6), MESSAGE_ID VARCHAR)",
-        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_IDS (ID_KEY VARCHAR)",
-        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_CHANGED_IDS (ID_KIND VARCHAR, ID_VALUE VARCHAR)",
-        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_SESSIONS (SESSION_KEY VARCHAR)",
-        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_OLD_SESSIONS (SESSION_KEY VARCHAR, PERSON_ID VARCHAR, "
-        "DAY DATE)",
-        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_HOURS (HOUR TIMESTAMP_NTZ(6))",
-        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_FEEDBACK (EVENT_ID VARCHAR)",
-        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_PERSONS (PERSON_ID VARCHAR)",
-        f"CREATE OR REPLACE TRANSIENT TABLE {w}.WORK_DAYS (DAY DATE)",
-    ]
-
-
 def new_merges_sql(db: str) -> str:
     return (
-        f"INSERT INTO {db}.ANALYTICS.WORK_MERGES (MERGE_ID, MERGED_AT) "
+        f"INSERT OVERWRITE INTO {db}.ANALYTICS.WORK_MERGES (MERGE_ID, MERGED_AT) "
         f"SELECT DISTINCT b.MERGE_ID, b.MERGED_AT FROM {db}.RAW.LANDED_BATCHES b "
         f"WHERE b.MERGED_AT IS NOT NULL AND b.MERGE_ID IS NOT NULL "
         f"AND b.MERGE_ID NOT IN (SELECT s.MERGE_ID FROM {db}.ANALYTICS.MODEL_STATE s)"
@@ -87,7 +68,7 @@ def work_events_sql(db: str, *, everything: bool, recompute_filter: str | None) 
         if recompute_filter:
             where = f"({where}) OR ({recompute_filter})"
     return (
-        f"INSERT INTO {db}.ANALYTICS.WORK_EVENTS (EVENT_ID, SESSION_KEY, EVENT_TYPE, EVENT_TIME, MESSAGE_ID) "
+        f"INSERT OVERWRITE INTO {db}.ANALYTICS.WORK_EVENTS (EVENT_ID, SESSION_KEY, EVENT_TYPE, EVENT_TIME, MESSAGE_ID) "
         f"SELECT e.EVENT_ID, {session_key()}, e.EVENT_TYPE, e.EVENT_TIME, e.MESSAGE_ID "
         f"FROM {db}.CANONICAL.EVENTS e WHERE {where}"
     )
@@ -376,7 +357,7 @@ LEFT JOIN latency_by_session l ON l.SESSION_KEY = a.SESSION_KEY
 
 def hours_sql(db: str) -> str:
     """Hours with a request that is new or belongs to a touched session."""
-    return (f"INSERT INTO {db}.ANALYTICS.WORK_HOURS (HOUR) "
+    return (f"INSERT OVERWRITE INTO {db}.ANALYTICS.WORK_HOURS (HOUR) "
             f"SELECT DISTINCT f.HOUR FROM {db}.ANALYTICS.EVENT_FACTS f WHERE f.IS_REQUEST AND ("
             f"f.EVENT_ID IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_EVENTS w) "
             f"OR f.SESSION_KEY IN (SELECT s.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS s))")
@@ -406,8 +387,9 @@ GROUP BY 1, 2, 3, 4, 5
 def feedback_units_sql(db: str) -> str:
     """Feedback that is new, belongs to a touched session, or rates a message that just arrived."""
     return (
-        f"INSERT INTO {db}.ANALYTICS.WORK_FEEDBACK (EVENT_ID) "
-        f"SELECT f.EVENT_ID FROM {db}.ANALYTICS.EVENT_FACTS f WHERE f.EVENT_TYPE = 'feedback.submitted' AND ("
+        f"INSERT OVERWRITE INTO {db}.ANALYTICS.WORK_FEEDBACK (EVENT_ID, MESSAGE_ID, SESSION_KEY) "
+        f"SELECT f.EVENT_ID, f.MESSAGE_ID, f.SESSION_KEY FROM {db}.ANALYTICS.EVENT_FACTS f "
+        f"WHERE f.EVENT_TYPE = 'feedback.submitted' AND ("
         f" f.EVENT_ID IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_EVENTS w)"
         f" OR f.SESSION_KEY IN (SELECT s.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS s)"
         f" OR f.MESSAGE_ID IN (SELECT w.MESSAGE_ID FROM {db}.ANALYTICS.WORK_EVENTS w"
@@ -416,6 +398,8 @@ def feedback_units_sql(db: str) -> str:
 
 
 def feedback_insert_sql(db: str) -> str:
+    # The semi-joins on WORK_FEEDBACK keep the embedded engine from hashing every message of
+    # EVENT_FACTS to find the few that feedback rates (it cannot size the ev CTE).
     fb_where = f"f.EVENT_ID IN (SELECT w.EVENT_ID FROM {db}.ANALYTICS.WORK_FEEDBACK w)"
     return f"""
 INSERT INTO {db}.ANALYTICS.USER_FEEDBACK (FEEDBACK_EVENT_ID, FEEDBACK_AT, PERSON_ID, PLATFORM, PRODUCT, TENANT_ID,
@@ -426,6 +410,7 @@ rated AS (
   SELECT f.EVENT_ID AS FEEDBACK_EVENT_ID, m.EVENT_ID, m.ROLE, m.EVENT_TIME, m.MODEL,
     ROW_NUMBER() OVER (PARTITION BY f.EVENT_ID ORDER BY (m.MODEL IS NULL), m.EVENT_TIME, m.EVENT_ID) AS RN
   FROM ev f JOIN {db}.ANALYTICS.EVENT_FACTS m ON m.MESSAGE_ID = f.MESSAGE_ID AND m.EVENT_TYPE = 'message.sent'
+  WHERE m.MESSAGE_ID IN (SELECT w.MESSAGE_ID FROM {db}.ANALYTICS.WORK_FEEDBACK w)
 ),
 reply AS (
   SELECT f.EVENT_ID AS FEEDBACK_EVENT_ID, m.MODEL,
@@ -433,6 +418,7 @@ reply AS (
   FROM ev f JOIN {db}.ANALYTICS.EVENT_FACTS m ON m.SESSION_KEY = f.SESSION_KEY
   WHERE m.EVENT_TYPE = 'message.sent' AND m.ROLE = 'assistant' AND m.MODEL IS NOT NULL
     AND m.EVENT_TIME <= f.EVENT_TIME
+    AND m.SESSION_KEY IN (SELECT w.SESSION_KEY FROM {db}.ANALYTICS.WORK_FEEDBACK w)
 )
 SELECT f.EVENT_ID, f.EVENT_TIME, f.PERSON_ID, f.PLATFORM, f.PRODUCT, f.TENANT_ID, f.SESSION_KEY, f.CONVERSATION_ID,
   f.MESSAGE_ID, f.FEEDBACK_SCORE, f.FEEDBACK_KIND, f.FEEDBACK_RAW_VALUE, f.FEEDBACK_COMMENT,
@@ -478,20 +464,33 @@ FROM marked q
 # PLATFORM_ENGAGEMENT_DAILY
 # --------------------------------------------------------------------------------------------
 
-def days_sql(db: str) -> str:
-    """Days whose rows can change: session days of touched sessions (before and after) and of
-    touched people, and the cohort days 1, 7 and 30 before each."""
+def days_sql(db: str, unknown: str) -> str:
+    """Days whose rows can change. A touched session (as it was and as it is) changes its day and,
+    through retention, the cohorts 1, 7 and 30 days before it. It can also move a person's first
+    day on a platform and product, which changes that day's cohort: the earliest day of the
+    person's other sessions there, when a touched session of theirs is not later than it. (Every
+    session of a person whose identity changed is itself touched: ``changed_id_sessions_sql``.)"""
+    w = f"{db}.ANALYTICS"
+    touched_sessions = f"SELECT w.SESSION_KEY FROM {w}.WORK_SESSIONS w"
     return f"""
-INSERT INTO {db}.ANALYTICS.WORK_DAYS (DAY)
-WITH d AS (
-  SELECT o.DAY FROM {db}.ANALYTICS.WORK_OLD_SESSIONS o WHERE o.DAY IS NOT NULL
+INSERT OVERWRITE INTO {w}.WORK_DAYS (DAY)
+WITH touched AS (
+  SELECT o.PERSON_ID, o.DAY FROM {w}.WORK_OLD_SESSIONS o WHERE o.DAY IS NOT NULL
   UNION
-  SELECT TO_DATE(c.STARTED_AT) FROM {db}.ANALYTICS.CONVERSATION_SESSIONS c
-  WHERE c.SESSION_KEY IN (SELECT w.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS w)
-     OR c.PERSON_ID IN (SELECT p.PERSON_ID FROM {db}.ANALYTICS.WORK_PERSONS p)
+  SELECT c.PERSON_ID, TO_DATE(c.STARTED_AT) FROM {w}.CONVERSATION_SESSIONS c
+  WHERE c.SESSION_KEY IN ({touched_sessions})
+), earliest_touched AS (
+  SELECT PERSON_ID, MIN(DAY) AS DAY FROM touched WHERE PERSON_ID IS NOT NULL GROUP BY PERSON_ID
+), other_firsts AS (
+  SELECT c.PERSON_ID, MIN(TO_DATE(c.STARTED_AT)) AS DAY FROM {w}.CONVERSATION_SESSIONS c
+  WHERE c.PERSON_ID IN (SELECT p.PERSON_ID FROM {w}.WORK_PERSONS p)
+    AND c.SESSION_KEY NOT IN ({touched_sessions})
+  GROUP BY c.PERSON_ID, c.PLATFORM, COALESCE(c.PRODUCT, '{unknown}')
 )
-SELECT DISTINCT DATEADD('day', -n.N, d.DAY) FROM d
+SELECT DATEADD('day', -n.N, t.DAY) FROM touched t
 CROSS JOIN (SELECT 0 AS N UNION ALL SELECT 1 UNION ALL SELECT 7 UNION ALL SELECT 30) n
+UNION
+SELECT f.DAY FROM other_firsts f JOIN earliest_touched e ON e.PERSON_ID = f.PERSON_ID WHERE e.DAY <= f.DAY
 """
 
 
@@ -504,7 +503,9 @@ WITH s AS (
     c.USER_MESSAGES + c.ASSISTANT_MESSAGES AS MESSAGES, c.DURATION_S
   FROM {db}.ANALYTICS.CONVERSATION_SESSIONS c
 ), activity AS (
-  SELECT DISTINCT DAY, PLATFORM, PRODUCT, PERSON_ID FROM s WHERE PERSON_ID IS NOT NULL
+  -- only people active on a recomputed day can be in one of its cohorts
+  SELECT DISTINCT DAY, PLATFORM, PRODUCT, PERSON_ID FROM s WHERE PERSON_ID IN (
+    SELECT a.PERSON_ID FROM s a WHERE a.DAY IN (SELECT w.DAY FROM {db}.ANALYTICS.WORK_DAYS w))
 ), firsts AS (
   SELECT PERSON_ID, PLATFORM, PRODUCT, MIN(DAY) AS FIRST_DAY FROM activity GROUP BY PERSON_ID, PLATFORM, PRODUCT
 ), cohorts AS (
