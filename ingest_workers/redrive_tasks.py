@@ -8,10 +8,9 @@ from __future__ import annotations
 from celery import shared_task
 
 from ingest_workers.services import TransientError
-from portal.celery import Queue
 
 
-@shared_task(bind=True, queue=Queue.REPLAY, acks_late=True, autoretry_for=(TransientError,), retry_backoff=True,
+@shared_task(bind=True, acks_late=True, autoretry_for=(TransientError,), retry_backoff=True,
              max_retries=8, ignore_result=True)
 def quarantine_redrive_task(self, ids: list[str], actor_id: int | None, request_id: str | None = None) -> dict:
     """Re-drive these quarantine rows as ``actor_id`` (None: the platform itself, from an operator command).

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from portal.celery import Queue
-
 IDLE_COUNTDOWN_SECONDS = 1.0
 
 
-@shared_task(queue=Queue.INGEST, acks_late=True, ignore_result=True)
+@shared_task(acks_late=True, ignore_result=True)
 def shard_consume(stream: str, shard_id: str, owner: str | None = None) -> dict:
     """Own a shard for a while, consume, then re-enqueue itself while it still holds the lease."""
     from ingest_workers import services
@@ -25,7 +23,7 @@ def shard_consume(stream: str, shard_id: str, owner: str | None = None) -> dict:
     return {"read": outcome.read, "valid": outcome.valid, "quarantined": outcome.quarantined}
 
 
-@shared_task(queue=Queue.DEFAULT, ignore_result=True)
+@shared_task(ignore_result=True)
 def ingest_supervise(stream: str | None = None) -> int:
     """Start a consumer for every shard nobody holds (new shards, or a dead worker's expired lease)."""
     from ingest_workers import services
@@ -33,7 +31,7 @@ def ingest_supervise(stream: str | None = None) -> int:
     return services.ingest_supervise(stream=stream, enqueue=lambda s, shard: shard_consume.delay(s, shard))
 
 
-@shared_task(queue=Queue.DEFAULT, ignore_result=True)
+@shared_task(ignore_result=True)
 def warehouse_merge() -> dict:
     from ingest_workers import services
 

@@ -28,6 +28,13 @@ app = Celery("chatorbit")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [KombuQueue(queue.value) for queue in Queue]
 app.conf.task_default_queue = Queue.DEFAULT.value
+#: the queue of each task that does not go to the default one (routes, not a per-task ``queue``
+#: attribute, which Celery 6 drops)
+app.conf.task_routes = {
+    "ingest_workers.tasks.shard_consume": {"queue": Queue.INGEST.value},
+    "ingest_workers.redrive_tasks.quarantine_redrive_task": {"queue": Queue.REPLAY.value},
+    "warehouse.tasks.models_run_scheduled": {"queue": Queue.MODELS.value},
+}
 app.autodiscover_tasks()
 
 

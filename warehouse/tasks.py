@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from portal.celery import Queue
 
-
-@shared_task(queue=Queue.MODELS, ignore_result=True)
+@shared_task(ignore_result=True)
 def models_run_scheduled() -> dict:
     """The curated models' scheduled run (beat, every MODELS_RUN_INTERVAL_S). A run still going
     holds the lease, so an overlapping tick does nothing."""

@@ -402,8 +402,11 @@ def test_a_large_selection_is_queued_for_the_replay_workers(client, env, people,
     ids = land_quarantine(rows)
     monkeypatch.setattr(redrive, "INLINE_MAX", 2)
     sent = []
-    monkeypatch.setattr(quarantine_redrive_task.app, "send_task",
-                        lambda name, args, kwargs, **options: sent.append((name, args, options["queue"])))
+    app = quarantine_redrive_task.app
+
+    def send_task(name, args, kwargs, **options):
+        sent.append((name, args, app.amqp.router.route(options, name, args, kwargs)["queue"].name))
+    monkeypatch.setattr(app, "send_task", send_task)
     c = client_for(client, people["engineer"])
     with django_capture_on_commit_callbacks(execute=True):
         response = c.post(reverse("quarantine_redrive"), {"all_matching": "1", "source": "web-chat"}, follow=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import importlib
 import io
 from decimal import Decimal
 
@@ -301,3 +302,18 @@ def test_the_scheduled_task_runs_the_models_and_beat_runs_it_every_minute(wareho
     assert ModelRun.objects.filter(trigger="schedule", model="conversation_sessions", status="succeeded").exists()
     entry = app.conf.beat_schedule["models-run"]
     assert entry["task"] == "warehouse.tasks.models_run_scheduled" and entry["schedule"] == 60.0
+
+
+@pytest.mark.parametrize(("task", "queue"), [
+    ("warehouse.tasks.models_run_scheduled", "models"),
+    ("ingest_workers.tasks.shard_consume", "ingest"),
+    ("ingest_workers.redrive_tasks.quarantine_redrive_task", "replay"),
+    ("ingest_workers.tasks.ingest_supervise", "default"),
+    ("ingest_workers.tasks.warehouse_merge", "default"),
+])
+def test_each_task_is_routed_to_the_queue_its_workers_serve(task, queue):
+    from portal.celery import app
+
+    importlib.import_module(task.rsplit(".", 1)[0])   # what a worker's autodiscovery imports
+    assert task in app.tasks
+    assert app.amqp.router.route({}, task)["queue"].name == queue
