@@ -56,7 +56,8 @@ def dashboard_counts() -> dict[str, int]:
 
 def review_queue_waiting_for(user: Any) -> QuerySet[ContractVersion]:
     """Versions in review that this person may review (everything but their own changes)."""
-    return ContractVersion.objects.filter(status=VersionStatus.IN_REVIEW).exclude(author_id=user.pk)
+    return (ContractVersion.objects.filter(status=VersionStatus.IN_REVIEW).exclude(author_id=user.pk)
+            .exclude(submitted_by_id=user.pk))
 
 
 def review_queue_size() -> int:

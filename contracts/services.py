@@ -372,6 +372,7 @@ def contract_version_submit(
             change_summary=change_summary[:2000],
             author=actor if getattr(actor, "is_authenticated", False) else None,
             submitted_at=timezone.now() if submit_for_review else None,
+            submitted_by=actor if submit_for_review and getattr(actor, "is_authenticated", False) else None,
         )
         audit_record_write(
             actor=actor, action="contract_version.submit" if submit_for_review else "contract_version.draft",
@@ -402,6 +403,7 @@ def contract_version_submit_for_review(*, actor: Any, version: ContractVersion) 
         version.compatibility_report = check.report or {}
         version.mapping_errors = check.mapping_errors
         version.submitted_at = timezone.now()
+        version.submitted_by = actor if getattr(actor, "is_authenticated", False) else None
         version.save()
         audit_record_write(
             actor=actor, action="contract_version.submit", obj=version, before=before, after=_version_state(version)
@@ -414,6 +416,9 @@ def _review_guard(actor: Any, version: ContractVersion) -> None:
         raise Forbidden("forbidden", "Only data engineers review contract versions.")
     if version.author_id is not None and version.author_id == getattr(actor, "pk", None):
         raise Forbidden("own_change", "You cannot review your own change; ask another data engineer.")
+    if version.submitted_by_id is not None and version.submitted_by_id == getattr(actor, "pk", None):
+        raise Forbidden("own_change", "You submitted this version for review, so you cannot review it; ask another "
+                                      "data engineer.")
     if version.status != VersionStatus.IN_REVIEW:
         raise Conflict("invalid_state", f"Only versions in review can be reviewed; this one is {version.status}.")
 

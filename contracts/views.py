@@ -425,6 +425,7 @@ def review_detail(request: HttpRequest, subject: str, number: int) -> HttpRespon
         "mapping_diff": json_line_diff(previous.mapping if previous else None, version.mapping),
         "check": _live_check(contract, version),
         "is_own_change": version.author_id == request.user.pk,
+        "is_own_submission": version.submitted_by_id == request.user.pk and version.author_id != request.user.pk,
     })
 
 

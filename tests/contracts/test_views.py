@@ -591,3 +591,26 @@ def test_not_found_pages_say_what_was_missing(platform_user, subject):
     assert f"Version 99 of '{subject}' not found" in text_of(
         client.get(reverse("version_detail", args=[subject, 99])))
     assert "There is no page at this address" in text_of(client.get("/no/such/page/"))
+
+
+def test_an_engineer_who_submitted_a_teammates_draft_cannot_review_it(engineer, second_engineer, platform_user, team,
+                                                                      chat_v1, subject):
+    team.members.add(engineer, platform_user)
+    draft, _ = services.contract_version_submit(
+        actor=platform_user, contract=chat_v1.contract, schema=with_optional_field(schema_of(chat_v1)),
+        mapping_spec=chat_v1.mapping, samples=chat_v1.sample_payloads, submit_for_review=False)
+    services.contract_version_submit_for_review(actor=engineer, version=draft)
+    client = client_for(engineer)
+    page = client.get(reverse("review_detail", args=[subject, draft.version]))
+    assert "You submitted this version for review, so another data engineer has to review it" in text_of(page)
+    assert "Nothing is waiting for your review" in text_of(client.get(reverse("home")))
+    for decision in ("approve", "reject"):
+        response = client.post(reverse("review_detail", args=[subject, draft.version]),
+                               {"decision": decision, "comment": "looks fine to me"})
+        assert "You submitted this version for review, so you cannot review it" in text_of(response)
+    draft.refresh_from_db()
+    assert draft.status == VersionStatus.IN_REVIEW and draft.reviewer is None
+    # any other data engineer can
+    services.contract_version_approve(actor=second_engineer, version=draft)
+    draft.refresh_from_db()
+    assert draft.status == VersionStatus.APPROVED and draft.reviewer == second_engineer
