@@ -1045,8 +1045,8 @@ def test_every_model_table_has_one_row_per_key(modeled):
                            f"GROUP BY {key} HAVING COUNT(*) > 1 LIMIT 3")
         assert duplicated == [], name
     db = modeled.conn.database
-    [facts] = fetch(modeled.conn, f"SELECT COUNT(*) AS N FROM {db}.ANALYTICS.EVENT_FACTS")  # noqa: S608
-    [events] = fetch(modeled.conn, f"SELECT COUNT(*) AS N FROM {db}.CANONICAL.EVENTS")  # noqa: S608
+    [facts] = fetch(modeled.conn, f"SELECT COUNT(*) AS N FROM {db}.ANALYTICS.EVENT_FACTS")  # noqa: S608 - the test's own database
+    [events] = fetch(modeled.conn, f"SELECT COUNT(*) AS N FROM {db}.CANONICAL.EVENTS")  # noqa: S608 - the test's own database
     assert facts["N"] == events["N"] == len({e["event_id"] for e in modeled.reference.events})
 
 

@@ -183,7 +183,7 @@ class _Run:
         tail = f"SELECT {select} FROM TABLE(FLATTEN(INPUT => PARSE_JSON(%(rows)s))) v"  # noqa: S608
         values = [[row.get(k) for k in keys] for row in rows]
         payload = orjson.dumps(values, default=_json_default)
-        # positional values, not objects: half the bytes to compress, send and parse
+        # positional values, not objects: the column names are not repeated in every row sent
         chunks = max(1, -(-len(payload) // JSON_CHUNK_BYTES))
         size = -(-len(values) // chunks)
         for n, start in enumerate(range(0, len(values), size)):
@@ -279,8 +279,8 @@ class _Run:
         moved = [r for r in result.identifiers if r["id_key"] in old_ids and old_ids[r["id_key"]] != r["person_id"]]
 
         def steps() -> None:
-            for table in (IDENTITY_OBSERVATIONS, IDENTITY_IDENTIFIERS, IDENTITY_PERSONS, IDENTITY_MERGES):
-                if groups:
+            if groups:
+                for table in (IDENTITY_OBSERVATIONS, IDENTITY_IDENTIFIERS, IDENTITY_PERSONS, IDENTITY_MERGES):
                     self.execute(f"DELETE FROM {db}.{table.schema}.{table.name} WHERE {in_groups}")  # noqa: S608
             self.insert_rows(IDENTITY_OBSERVATIONS, result.observations)
             self.insert_rows(IDENTITY_IDENTIFIERS, result.identifiers)
