@@ -8,7 +8,11 @@ class SourceAdmin(admin.ModelAdmin):
     list_display = ["name", "team", "platform", "kind", "is_active"]
     list_filter = ["platform", "kind", "is_active", "team"]
     exclude = ["write_key_hash", "signing_secret"]
+    # the name namespaces every event id the source produces: it never changes once created
     readonly_fields = ["write_key_prefix", "write_key_rotated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*self.readonly_fields, "name"] if obj is not None else self.readonly_fields
 
 
 @admin.register(Contract)

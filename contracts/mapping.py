@@ -103,7 +103,9 @@ class MappingFailure(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SourceContext:
+    #: the portal's id of the source, copied into the event's ``source_id``
     source_id: str
+    #: the source's unique, immutable name: event ids are namespaced by it (see derive_event_id)
     source_name: str
     platform: str
     product: str | None
@@ -463,21 +465,45 @@ def _key_str(k: Any) -> Any:
     return None if k is None else (k if k.__class__ is str else _scalar_str(k))
 
 
-def _event_id(source_id: str, event_type: str, keys: tuple) -> str:
-    parts = [source_id, event_type]
+def _event_id(source_name: str, event_type: str, keys: tuple) -> str:
+    parts = [source_name, event_type]
     for k in keys:
         parts.append(None if k is None else (k if k.__class__ is str else _scalar_str(k)))
     return _uuid5(_dumps(parts))
 
 
-def derive_event_id(source_id: str, event_type: str, keys: list | tuple) -> str:
-    """The event id the mapping derives: ``uuid5(EVENT_ID_NAMESPACE, json([source_id, event_type, *keys]))``.
+def derive_event_id(source_name: str, event_type: str, keys: list | tuple) -> str:
+    """The event id the mapping derives: ``uuid5(EVENT_ID_NAMESPACE, json([source_name, event_type, *keys]))``.
 
+    ``source_name`` is the source's name (``SourceContext.source_name``, e.g. ``"web-chat"``), not
+    its database id: the name is unique and never changes, so re-creating a source or restoring the
+    portal database elsewhere keeps every id (and dedup against the archive and replays).
     Key values are written as strings (numbers in decimal, booleans as true/false, null stays
     null) so a key that changes type between contract versions keeps its id. The JSON text is
     compact and UTF-8 (``json.dumps(parts, separators=(",", ":"), ensure_ascii=False)``).
     """
-    return _event_id(source_id, event_type, tuple(keys))
+    if not isinstance(source_name, str) or not source_name:
+        raise TypeError(f"derive_event_id needs the source's name (a non-empty str), not {source_name!r}")
+    return _event_id(source_name, event_type, tuple(keys))
+
+
+def _falls_back_to_constant(v: Any) -> bool:
+    """Does this value turn a missing payload value into a constant (a default, a const in first)?"""
+    if v.has_default:
+        return True
+    return v.kind == "first" and any(
+        (it.kind == "const" and it.const is not None) or _falls_back_to_constant(it) for it in v.items
+    )
+
+
+def _json_text(x: Any) -> str:
+    """A spec entry as the author wrote it: a path in quotes, a value object as compact JSON."""
+    if isinstance(x, str):
+        return f"'{x}'"
+    try:
+        return orjson.dumps(x, option=orjson.OPT_SORT_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return repr(x)
 
 
 def _exc_text(e: BaseException) -> str:
@@ -687,6 +713,7 @@ class _Event:
     keys: list
     fields: dict  # target -> (_V, CanonicalField)
     metadata: tuple  # ("rest", exclude_segs) | ("include", [(name, _V)]) | ("none",)
+    key_may_be_null: tuple = ()  # per key: opted in with allow_null (null is hashed, not a failure)
 
 
 @dataclass
@@ -764,26 +791,31 @@ def _expand_unions(nodes: list[Node]) -> tuple[list[Node], bool]:
     return out, had_null
 
 
-def _path_step(nodes: list[Node], kind: str, val: Any) -> tuple[list, list, list, bool, bool]:
+def _path_step(nodes: list[Node], kind: str, val: Any) -> tuple[list, list, list, bool, str | None]:
     """One path segment through each type: (next types, records lacking the field, types that cannot
-    be read this way, whether a numeric key indexes an array, whether the step may give null)."""
+    be read this way, whether a numeric key indexes an array, why the step may give null or None)."""
     nxt: list[Node] = []
     missing: list[Node] = []
     others: list[Node] = []
-    as_index = optional = False
+    as_index = False
+    optional: str | None = None
     for n in nodes:
         if kind == "key" and n.kind == "record":
             f = n.field(val)
             if f is not None:
                 nxt.append(f.node)
+                if f.has_default and not f.node.nullable:
+                    # the validator lets a payload leave out a field with a default, and the mapping
+                    # reads the payload as sent (defaults are not filled in): absent reads as null
+                    optional = optional or "a field with a default, which a payload may leave out"
             else:
                 missing.append(n)
         elif kind == "key" and n.kind == "map":
             nxt.append(n.values)
-            optional = True
+            optional = optional or "a map key, which may be absent"
         elif n.kind == "array" and (kind == "index" or re.fullmatch(r"-?\d+", val)):
             nxt.append(n.items)
-            optional = True
+            optional = optional or "an array item, which is missing when the array is shorter"
             as_index = kind == "key"
         else:
             others.append(n)
@@ -806,6 +838,8 @@ class _Checker:
         self.model = model
         self.errors: list[MappingError] = []
         self.root: Node | None = None
+        #: why a resolved source path may be null, by its normalised segments
+        self.null_why: dict[tuple, str] = {}
 
     def err(self, path: str, msg: str) -> None:
         self.errors.append(MappingError(path or "/", msg))
@@ -829,7 +863,7 @@ class _Checker:
         if self.root is None:
             return segs, TInfo(frozenset(_ANY), True)
         current = [self.root]
-        nullable = False
+        why_null: str | None = None  # the first reason the value may be null, for error messages
         norm: list[tuple] = []
         walked: list[str] = []
         for kind, val in segs:
@@ -838,12 +872,23 @@ class _Checker:
             if not nxt:
                 self.path_error(text, spath, kind, val, walked, missing, others)
                 return None
-            # a null branch, a map key, an array index or a field only some branches have: may be null
-            nullable = nullable or had_null or optional or bool(missing or others)
+            # a null parent, a map key, an array index, a field with a default or a field only some
+            # branches have: may be null
+            if why_null is None:
+                if had_null:
+                    why_null = f"its parent '{_segs_text(norm)}' may be null"
+                elif missing or others:
+                    why_null = f"only some types of '{_segs_text(norm) or 'the payload'}' have '{val}'"
             norm.append(("index", int(val)) if as_index else (kind, val))
+            if why_null is None and optional:
+                why_null = f"'{_segs_text(norm)}' is {optional}"
             walked.append(str(val) if kind == "key" else f"[{val}]")
             current = nxt
-        return tuple(norm), _tinfo_of_nodes(current, nullable)
+        if why_null is None and _expand_unions(current)[1]:
+            why_null = f"'{_segs_text(norm)}' is a union with null"
+        if why_null is not None:
+            self.null_why[tuple(norm)] = why_null
+        return tuple(norm), _tinfo_of_nodes(current, why_null is not None)
 
     def path_error(self, text, spath, kind, val, walked, missing, others) -> None:
         where = ".".join(walked) or "the payload root"
@@ -1230,7 +1275,8 @@ class _Checker:
         return True
 
     # ----- event ids, metadata ------------------------------------------------------------------
-    def event_id(self, spec: Any, spath: str) -> tuple[str, list] | None:
+    def event_id(self, spec: Any, spath: str) -> tuple[str, list, tuple] | None:
+        """(mode, key values, whether each key may be null)."""
         if not isinstance(spec, dict):
             self.err(
                 spath,
@@ -1238,7 +1284,7 @@ class _Checker:
                 f"not {_jt(spec)}",
             )
             return None
-        self.unknown_keys(spec, ("idempotency_key", "natural_key"), spath, "event_id")
+        self.unknown_keys(spec, ("idempotency_key", "natural_key", "allow_null"), spath, "event_id")
         modes = [k for k in ("idempotency_key", "natural_key") if k in spec]
         if len(modes) != 1:
             self.err(spath, "event_id needs exactly one of idempotency_key, natural_key")
@@ -1246,13 +1292,27 @@ class _Checker:
         mode = modes[0]
         raw = spec[mode]
         if mode == "idempotency_key":
+            if "allow_null" in spec:
+                self.err(
+                    f"{spath}/allow_null",
+                    "allow_null goes with natural_key only: a null idempotency key always fails the payload",
+                )
+                return None
             items = [(raw, f"{spath}/idempotency_key")]
         else:
             if not isinstance(raw, list) or not raw:
                 self.err(f"{spath}/natural_key", "natural_key needs a non-empty list of source paths")
                 return None
             items = [(x, f"{spath}/natural_key/{i}") for i, x in enumerate(raw)]
+        allowed = self.allow_null(spec, raw, spath) if mode == "natural_key" else []
+        if allowed is None:
+            return None
+        return self.event_id_keys(mode, items, allowed)
+
+    def event_id_keys(self, mode: str, items: list, allowed: list) -> tuple[str, list, tuple] | None:
         keys = []
+        may_be_null = []
+        nullable_parts = False
         for x, xp in items:
             v = self.value(x, xp)
             if v is None:
@@ -1263,8 +1323,95 @@ class _Checker:
             if v.kind == "const":
                 self.err(xp, "an event_id key must come from the payload, not a constant")
                 return None
+            opted_in = any(x == a for a in allowed)
+            if mode == "natural_key" and not opted_in and self.root is not None:
+                causes = self.null_causes(v)
+                # Hashed as null (or as a fallback constant), such a part gives two different events
+                # one event_id and the MERGE drops the second as a duplicate. A lone part without a
+                # fallback cannot: when it is null the payload fails, like a null idempotency key.
+                if causes and (len(items) > 1 or _falls_back_to_constant(v)):
+                    self.nullable_key_error(x, xp, v, causes, len(items))
+                    nullable_parts = True
             keys.append(v)
-        return mode, keys
+            may_be_null.append(opted_in)
+        if nullable_parts:
+            return None
+        return mode, keys, tuple(may_be_null)
+
+    def allow_null(self, spec: dict, parts: list, spath: str) -> list | None:
+        """The natural-key parts the spec lets be null (as written in natural_key)."""
+        if "allow_null" not in spec:
+            return []
+        raw = spec["allow_null"]
+        ap = f"{spath}/allow_null"
+        if not isinstance(raw, list) or not raw:
+            self.err(
+                ap,
+                'allow_null is a non-empty list of natural_key parts, written as in natural_key, '
+                f'that may be null (e.g. ["rid"]), not {_jt(raw)}',
+            )
+            return None
+        ok = True
+        written = [x for x in parts if isinstance(x, str)]
+        for i, a in enumerate(raw):
+            if not any(a == x for x in parts):
+                hint = _close(a, written) if isinstance(a, str) else ""
+                shown = ", ".join(_json_text(x) for x in parts)
+                self.err(
+                    f"{ap}/{i}",
+                    f"{_json_text(a)} is not a natural_key part{hint}; allow_null lists parts exactly as "
+                    f"natural_key writes them ({shown})",
+                )
+                ok = False
+        return raw if ok else None
+
+    def null_causes(self, v: _V) -> list[str]:
+        """Why a key value may lack a payload value ([] when it never does).
+
+        A "default" or a constant at the end of "first" does not count as a value: every payload
+        lacking the key would get the same constant, which collapses the events just as null does."""
+        if v.kind == "path":
+            causes = [self.null_why[v.segs]] if v.segs in self.null_why else []
+        elif v.kind == "const":
+            causes = [f"it falls back to the constant {_json_text(v.const)}"]
+        elif v.kind == "template":
+            causes = [c for p in v.parts if isinstance(p, _V) for c in self.null_causes(p)]
+        else:  # first: null only when every item is
+            per_item = [self.null_causes(it) for it in v.items]
+            causes = [c for cs in per_item for c in cs] if all(per_item) else []
+        if any(name == "map" for name, _ in v.transforms):
+            causes.append("its 'map' transform gives null for values it does not list")
+        return list(dict.fromkeys(causes))
+
+    def nullable_key_error(self, x: Any, xp: str, v: _V, causes: list[str], n_parts: int) -> None:
+        shown = _json_text(x)
+        subject = shown if isinstance(x, str) else "this part"
+        as_json = orjson.dumps(x).decode() if isinstance(x, str) else _json_text(x)
+        opt_in = f'"allow_null": [{as_json}]'
+        if n_parts > 1:
+            effect = "would get the same event_id whenever their other parts match"
+            fix = (
+                f"Key on a value the schema requires, or, if the other parts alone tell such events "
+                f"apart, opt in with {opt_in} next to natural_key."
+            )
+        else:
+            effect = "would get the same event_id"
+            fix = (
+                f"Key on a value the schema requires, drop the fallback so that such payloads fail "
+                f"instead, or, if every payload lacking it is the same event, opt in with {opt_in} "
+                "next to natural_key."
+            )
+        fallback = (
+            ' A "default" or a constant fallback does not help: every such event gets the same value.'
+            if _falls_back_to_constant(v)
+            else ""
+        )
+        self.err(
+            xp,
+            f"natural_key part {shown} may be missing or null ({'; '.join(causes)}). Two different events "
+            f"in which {subject} is missing {effect}, and the second would be dropped as a duplicate."
+            f"{fallback} {fix}",
+        )
 
     def metadata(self, spec: Any, spath: str) -> tuple | None:
         if spec == "rest":
@@ -1482,7 +1629,7 @@ class _Checker:
         merged.update(own)
         self.required_fields(et, merged, ep)
         self.distinct_ids(et, eid, i, ep, rules)
-        return _Event(i, et, when, eid[0], eid[1], merged, md)
+        return _Event(i, et, when, eid[0], eid[1], merged, md, eid[2])
 
     def required_fields(self, et: str, merged: dict, ep: str) -> None:
         """Required canonical fields the mapping must fill."""
@@ -1954,15 +2101,7 @@ class _Codegen:
             )
             self.field_plain(k, var, lines, ind, table, label)
             kvars.append(var)
-        ptr0 = repr(_pointer(ev.keys[0].source_segs()[0]) if ev.keys and ev.keys[0].source_segs() else "/")
-        allnull = " and ".join(f"{k} is None" for k in kvars)
-        keys_desc = ", ".join("'" + _segs_text(s) + "'" for k in ev.keys for s in k.source_segs())
-        missing_msg = f"event_id: the {ev.key_mode.replace('_', ' ')} ({keys_desc}) is missing or null"
-        lines.append(f"{ind}if {allnull}:")
-        lines.append(f"{ind}    fail({ptr0}, {missing_msg!r}); _eid = None")
-        lines.append(f"{ind}else:")
-        kexpr = ", ".join(f"{k} if {k}.__class__ is str else _key_str({k})" for k in kvars)
-        lines.append(f"{ind}    _eid = _uuid5(_dumps([ctx.source_id, {ev.type!r}, {kexpr}]))")
+        self.event_id_lines(ev, kvars, lines, ind)
         # platform metadata
         md = ev.metadata
         if md[0] == "none":
@@ -1986,6 +2125,41 @@ class _Codegen:
         lines.append(f"{ind}return {self.event_literal(ev, fvars, lines, ind)}")
         self.src.append("\n".join(lines))
         return name
+
+    def event_id_lines(self, ev: _Event, kvars: list[str], lines: list[str], ind: str) -> None:
+        """Statements setting ``_eid`` from the key values in ``kvars``."""
+        # A key the spec did not opt in with allow_null must be there (the checker makes sure the
+        # schema promises it; this catches payloads that break the promise). Opted-in keys are
+        # hashed as null, and fail only when every key is null.
+        nullable = ev.key_may_be_null or (False,) * len(kvars)
+        branch = "if"
+        for k, var, may_be_null in zip(ev.keys, kvars, nullable, strict=True):
+            if may_be_null:
+                continue
+            segs = k.source_segs()
+            ptr = repr(_pointer(segs[0]) if segs else "/")
+            desc = ", ".join("'" + _segs_text(s) + "'" for s in segs)
+            if ev.key_mode == "idempotency_key":
+                msg = f"event_id: the idempotency key ({desc}) is missing or null"
+            elif len(kvars) == 1:
+                msg = f"event_id: the natural key ({desc}) is missing or null"
+            else:
+                msg = f"event_id: the natural key part ({desc}) is missing or null and is not in allow_null"
+            lines.append(f"{ind}{branch} {var} is None:")
+            lines.append(f"{ind}    fail({ptr}, {msg!r}); _eid = None")
+            branch = "elif"
+        if all(nullable):
+            ptr0 = repr(_pointer(ev.keys[0].source_segs()[0]) if ev.keys[0].source_segs() else "/")
+            allnull = " and ".join(f"{k} is None" for k in kvars)
+            keys_desc = ", ".join("'" + _segs_text(s) + "'" for k in ev.keys for s in k.source_segs())
+            missing_msg = f"event_id: every part of the natural key ({keys_desc}) is missing or null"
+            lines.append(f"{ind}if {allnull}:")
+            lines.append(f"{ind}    fail({ptr0}, {missing_msg!r}); _eid = None")
+        lines.append(f"{ind}else:")
+        kexpr = ", ".join(f"{k} if {k}.__class__ is str else _key_str({k})" for k in kvars)
+        # namespaced by the source's name, which is unique and never changes: the database id
+        # changes when a source is re-created or the portal database restored elsewhere
+        lines.append(f"{ind}    _eid = _uuid5(_dumps([ctx.source_name, {ev.type!r}, {kexpr}]))")
 
     def field_plain(self, v: _V, var: str, lines: list[str], ind: str, table: dict, label: str) -> None:
         segs = v.source_segs()

@@ -151,7 +151,7 @@ def test_slack_message_previews_to_the_expected_canonical_event():
     [event] = result.events
     expected_id = str(
         uuid.uuid5(
-            EVENT_ID_NAMESPACE, json.dumps(["src-slack", "message.sent", "Ev08MFMKH6"], separators=(",", ":"))
+            EVENT_ID_NAMESPACE, json.dumps(["slack-bot", "message.sent", "Ev08MFMKH6"], separators=(",", ":"))
         )
     )
     assert event == {
@@ -271,7 +271,7 @@ def test_event_id_is_deterministic_and_documented():
     cm = compile_mapping(SLACK_SCHEMA, SLACK_MAPPING)
     a = cm(SLACK_PAYLOAD, CTX)[0]["event_id"]
     b = compile_mapping(SLACK_SCHEMA, SLACK_MAPPING)(copy.deepcopy(SLACK_PAYLOAD), CTX)[0]["event_id"]
-    assert a == b == derive_event_id("src-slack", "message.sent", ["Ev08MFMKH6"])
+    assert a == b == derive_event_id("slack-bot", "message.sent", ["Ev08MFMKH6"])
     assert uuid.UUID(a).version == 5
 
 
@@ -281,8 +281,30 @@ def test_event_id_differs_when_the_key_or_source_differs():
     other = copy.deepcopy(SLACK_PAYLOAD)
     other["event_id"] = "Ev08MFMKH7"
     assert cm(other, CTX)[0]["event_id"] != base
-    other_source = SourceContext(**{**{f: getattr(CTX, f) for f in CTX.__slots__}, "source_id": "src-2"})
+    other_source = SourceContext(**{**{f: getattr(CTX, f) for f in CTX.__slots__}, "source_name": "slack-bot-2"})
     assert cm(SLACK_PAYLOAD, other_source)[0]["event_id"] != base
+
+
+def test_event_id_is_namespaced_by_the_source_name_not_its_database_id():
+    # Re-creating a source or restoring the portal database elsewhere gives the source a new
+    # database id; its name stays, and so must every event id (dedup against the archive, replays).
+    cm = compile_mapping(SLACK_SCHEMA, SLACK_MAPPING)
+    fields = {f: getattr(CTX, f) for f in CTX.__slots__}
+    first_db = SourceContext(**{**fields, "source_id": "17"})
+    restored_db = SourceContext(**{**fields, "source_id": "4242"})
+    renamed = SourceContext(**{**fields, "source_id": "17", "source_name": "other-bot"})
+    [a], [b], [c] = cm(SLACK_PAYLOAD, first_db), cm(SLACK_PAYLOAD, restored_db), cm(SLACK_PAYLOAD, renamed)
+    assert a["event_id"] == b["event_id"] == derive_event_id("slack-bot", "message.sent", ["Ev08MFMKH6"])
+    assert c["event_id"] != a["event_id"]
+    assert (a["source_id"], b["source_id"]) == ("17", "4242")  # the envelope still says which row it is
+
+
+def test_derive_event_id_refuses_a_database_id():
+    a, b = (derive_event_id(name, "message.sent", ["m-1"]) for name in ("web-chat", "web-chat-2"))
+    assert a != b
+    for not_a_name in (17, "", None):
+        with pytest.raises(TypeError, match="source's name"):
+            derive_event_id(not_a_name, "message.sent", ["m-1"])
 
 
 def test_event_id_is_stable_across_contract_versions_and_arrival_times():
@@ -302,7 +324,7 @@ def test_natural_key_hash_differs_by_each_part():
     m["event_id"] = {"natural_key": ["team_id", "event.channel", "event.ts"]}
     cm = compile_mapping(SLACK_SCHEMA, m)
     base = cm(SLACK_PAYLOAD, CTX)[0]["event_id"]
-    assert base == derive_event_id("src-slack", "message.sent", ["T0001", "D0PNCRP9N", "1700000000.123456"])
+    assert base == derive_event_id("slack-bot", "message.sent", ["T0001", "D0PNCRP9N", "1700000000.123456"])
     for path in (("team_id",), ("event", "channel"), ("event", "ts")):
         p = copy.deepcopy(SLACK_PAYLOAD)
         target = p
@@ -322,6 +344,132 @@ def test_event_id_keys_are_compared_as_text():
     assert derive_event_id("s", "message.sent", ["a", None]) != derive_event_id(
         "s", "message.sent", ["a", ""]
     )
+
+
+# A tool-call log: the session id is always there, the request id only for some calls.
+RID_SCHEMA = {
+    "type": "record",
+    "name": "ToolLog",
+    "fields": [S("sid", "string"), O("rid", "string"), S("ts", "long"), S("tool", "string")],
+}
+
+
+def rid_mapping(**event_id):
+    return {
+        "event_id": event_id,
+        "events": [
+            {
+                "type": "tool_call.started",
+                "fields": {"event_time": {"path": "ts", "transform": "epoch_millis"}, "tool_name": "tool"},
+            }
+        ],
+    }
+
+
+def test_natural_key_part_that_the_schema_allows_to_be_null_is_rejected():
+    # Two different calls in session s-1 without a request id would share one event_id, and the
+    # MERGE would keep one and count the other as a duplicate: the loss would be silent.
+    m = rid_mapping(natural_key=["sid", "rid"])
+    [(path, message)] = check(RID_SCHEMA, m)
+    assert path == "/event_id/natural_key/1"
+    assert message.startswith("natural_key part 'rid' may be missing or null ('rid' is a union with null)")
+    assert "would get the same event_id whenever their other parts match" in message
+    assert "dropped as a duplicate" in message
+    assert '"allow_null": ["rid"]' in message
+    with pytest.raises(MappingSpecError) as exc:
+        compile_mapping(RID_SCHEMA, m)
+    assert exc.value.errors[0].path == "/event_id/natural_key/1"
+
+
+def test_allow_null_opts_a_natural_key_part_in_and_hashes_null():
+    m = rid_mapping(natural_key=["sid", "rid"], allow_null=["rid"])
+    assert mapping_check(RID_SCHEMA, m) == []
+    cm = compile_mapping(RID_SCHEMA, m)
+
+    def eid(**payload):
+        return cm({"sid": "s-1", "rid": None, "ts": 1772357417020, "tool": "lookup_order", **payload}, CTX)[0][
+            "event_id"
+        ]
+
+    # what the opt-in accepts: with rid null, only sid tells calls apart; a retry is one event
+    assert eid(ts=1772357417999, tool="search") == eid()
+    assert eid() == derive_event_id("slack-bot", "tool_call.started", ["s-1", None])
+    # a request id, when there is one, still separates calls; null is not the empty string
+    assert len({eid(), eid(rid="r-1"), eid(rid="r-2"), eid(rid="")}) == 4
+    assert eid(rid="r-1", ts=1772357417999) == eid(rid="r-1")
+    # every part null still fails (sid is required here, so only a payload that breaks the schema)
+    opted_all = compile_mapping(RID_SCHEMA, rid_mapping(natural_key=["sid", "rid"], allow_null=["sid", "rid"]))
+    with pytest.raises(MappingFailure) as exc:
+        opted_all({"ts": 1772357417020, "tool": "t"}, CTX)
+    assert exc.value.path == "/sid" and "every part of the natural key ('sid', 'rid')" in exc.value.message
+
+
+def test_a_natural_key_part_not_in_allow_null_is_never_hashed_as_null():
+    # The schema promises sid; a payload that breaks the promise (never validated) fails rather
+    # than collapsing onto the id of every other sid-less payload.
+    cm = compile_mapping(RID_SCHEMA, rid_mapping(natural_key=["sid", "rid"], allow_null=["rid"]))
+    with pytest.raises(MappingFailure) as exc:
+        cm({"rid": "r-1", "ts": 1772357417020, "tool": "t"}, CTX)
+    assert exc.value.path == "/sid"
+    assert exc.value.message == "event_id: the natural key part ('sid') is missing or null and is not in allow_null"
+
+
+@pytest.mark.parametrize(
+    ("fields", "key", "why"),
+    [
+        ([S("rid", "string", default="none")], "rid", "'rid' is a field with a default, which a payload may leave"),
+        (
+            [O("ctx", {"type": "record", "name": "Ctx", "fields": [S("rid", "string")]})],
+            "ctx.rid",
+            "its parent 'ctx' may be null",
+        ),
+        ([S("headers", {"type": "map", "values": "string"})], "headers.x-request-id", "is a map key, which may"),
+        ([S("ids", {"type": "array", "items": "string"})], "ids[0]", "'ids[0]' is an array item"),
+        ([O("rid", "string")], {"template": "{sid}/{rid}"}, "'rid' is a union with null"),
+        ([O("rid", "string"), O("rid2", "string")], {"first": ["rid", "rid2"]}, "union with null; 'rid2' is"),
+        ([S("rid", "string")], {"path": "rid", "transform": {"map": {"a": "b"}}}, "its 'map' transform gives null"),
+    ],
+)
+def test_every_way_a_natural_key_part_can_be_null_is_caught(fields, key, why):
+    required = [S("sid", "string"), S("ts", "long"), S("tool", "string")]
+    schema = {"type": "record", "name": "R", "fields": [*required, *fields]}
+    [(path, message)] = check(schema, rid_mapping(natural_key=["sid", key]))
+    assert path == "/event_id/natural_key/1" and why in message, message
+    assert check(schema, rid_mapping(natural_key=["sid", key], allow_null=[key])) == []
+
+
+def test_a_lone_natural_key_part_that_may_be_null_fails_the_payload_unless_a_fallback_hides_it():
+    # One part: a null key cannot be hashed (like a null idempotency key, the payload fails).
+    cm = compile_mapping(RID_SCHEMA, rid_mapping(natural_key=["rid"]))
+    with pytest.raises(MappingFailure) as exc:
+        cm({"sid": "s-1", "ts": 1772357417020, "tool": "t"}, CTX)
+    assert exc.value.path == "/rid" and exc.value.message == "event_id: the natural key ('rid') is missing or null"
+    # ... but a default or a constant in "first" turns every missing key into one id
+    for key in ({"path": "rid", "default": "none"}, {"first": ["rid", {"const": "none"}]}):
+        [(path, message)] = check(RID_SCHEMA, rid_mapping(natural_key=[key]))
+        assert path == "/event_id/natural_key/0"
+        assert 'A "default" or a constant fallback does not help' in message
+        assert check(RID_SCHEMA, rid_mapping(natural_key=[key], allow_null=[key])) == []
+    # a fallback to a path the schema requires is fine
+    assert check(RID_SCHEMA, rid_mapping(natural_key=[{"first": ["rid", "sid"]}, "ts"])) == []
+
+
+def test_allow_null_mistakes_are_reported():
+    assert check(RID_SCHEMA, rid_mapping(natural_key=["sid", "rid"], allow_null=["ri"])) == [
+        (
+            "/event_id/allow_null/0",
+            "'ri' is not a natural_key part (did you mean 'rid'?); allow_null lists parts exactly as "
+            "natural_key writes them ('sid', 'rid')",
+        )
+    ]
+    assert paths(RID_SCHEMA, rid_mapping(natural_key=["sid", "rid"], allow_null="rid")) == ["/event_id/allow_null"]
+    assert paths(RID_SCHEMA, rid_mapping(natural_key=["sid", "rid"], allow_null=[])) == ["/event_id/allow_null"]
+    assert check(RID_SCHEMA, rid_mapping(idempotency_key="rid", allow_null=["rid"])) == [
+        (
+            "/event_id/allow_null",
+            "allow_null goes with natural_key only: a null idempotency key always fails the payload",
+        )
+    ]
 
 
 def test_missing_idempotency_key_fails():
@@ -695,7 +843,7 @@ def test_to_int_to_json_and_map_paths():
     assert e["attributes"]["arguments"] == '{"a":1,"b":2}'
     assert e["attributes"]["tool_call_id"] == "42"
     assert e["attributes"]["tool_name"] == "lookup_order"
-    assert e["event_id"] == derive_event_id("src-web", "tool_call.started", ["req-1"])
+    assert e["event_id"] == derive_event_id("web-chat", "tool_call.started", ["req-1"])
 
 
 def test_parse_path():
@@ -1169,6 +1317,7 @@ json_values = st.recursive(
                 "event_id",
                 "idempotency_key",
                 "natural_key",
+                "allow_null",
                 "template",
                 "{team_id}",
                 "map",
@@ -1205,6 +1354,7 @@ json_values = st.recursive(
                     "exclude",
                     "idempotency_key",
                     "natural_key",
+                    "allow_null",
                     "role",
                     "content",
                     "event_time",

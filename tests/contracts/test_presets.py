@@ -120,7 +120,7 @@ def test_slack_messages_become_user_messages_keyed_by_slack_event_id():
     assert dm["event_type"] == "message.sent" and dm["attributes"]["role"] == "user"
     assert dm["identifiers"]["platform_user_id"] == "T061EG9R6:U2147483697"
     assert dm["identifiers"]["tenant_id"] == "T061EG9R6"
-    assert dm["event_id"] == derive_event_id("src-slack-bot", "message.sent", ["Ev08MFMKH6"])
+    assert dm["event_id"] == derive_event_id("slack-bot", "message.sent", ["Ev08MFMKH6"])
     assert dm["event_time"] == 1_772_360_999_000_200
     assert mention["attributes"]["role"] == "user"
     assert mention["conversation_id"] == reply["conversation_id"] == "C0LAN2Q65:1772360800.001100"
@@ -150,7 +150,7 @@ def test_alexa_requests_map_by_request_type():
     assert error["attributes"]["error_type"] == "INVALID_RESPONSE"
     assert question["event_time"] == 1_772_388_259_000_000  # 2026-03-01T18:04:19Z
     assert question["event_id"] == derive_event_id(
-        "src-voice-assistant", "message.sent", ["amzn1.echo-api.request.8f3b0d52-1c4e-4a9f-b7d6-2e0c3f5a8b14"]
+        "voice-assistant", "message.sent", ["amzn1.echo-api.request.8f3b0d52-1c4e-4a9f-b7d6-2e0c3f5a8b14"]
     )
     assert len({e["session_id"] for e in (launch, question, stop, ended)}) == 1
     for e in (launch, question, ended):
