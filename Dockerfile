@@ -1,4 +1,7 @@
-# The portal / worker image used by docker-compose.yml (production-like topology).
+# The portal / worker / emulator image used by docker-compose.yml, and the production image. Production
+# runs it with DEBUG=0 and the variables in docs/production.md: a setting that is missing or still at
+# its embedded value stops start-up with a message naming each one. The build itself needs none of
+# them (collectstatic runs with DEBUG=1).
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app

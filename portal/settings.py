@@ -2,8 +2,10 @@
 
 Every value comes from the environment with a default that works on a laptop with nothing installed
 (the embedded default: SQLite, a filesystem Celery broker, local AWS and warehouse emulators).
-Production is `DEBUG=0`: it refuses to start without a real SECRET_KEY and turns on the secure
-cookie/HSTS/SSL settings that `manage.py check --deploy` asks for.
+Production is `DEBUG=0`: it has no embedded defaults. A missing SECRET_KEY or ALLOWED_HOSTS, or a
+database, broker, cache, archive or warehouse setting that is missing or still at its embedded value,
+stops start-up with ONE ImproperlyConfigured listing every such variable (docs/production.md). It
+also turns on the secure cookie/HSTS/SSL settings that `manage.py check --deploy` asks for.
 """
 
 from __future__ import annotations
@@ -35,12 +37,24 @@ def env_list(name: str, default: str) -> list[str]:
 
 DEBUG = env_bool("DEBUG", True)
 
+#: Everything wrong with the configuration, each naming its variable. Collected section by section and
+#: raised as one ImproperlyConfigured after the Snowflake section, so a deploy shows every problem at
+#: once rather than one per attempt. With DEBUG=0 a missing or embedded value is a problem; an
+#: unreadable Snowflake key is one in any mode.
+_problems: list[str] = []
+
+
+def env_embedded(name: str, embedded: str) -> str:
+    """The variable, or its embedded default only with DEBUG: production has no silent fallback."""
+    return os.environ.get(name, embedded if DEBUG else "")
+
+
 DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not DEBUG and (
     not SECRET_KEY or SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5
 ):
-    raise ImproperlyConfigured(
+    _problems.append(
         "SECRET_KEY must be set to a random value of at least 50 characters when DEBUG=0 "
         "(for example: python -c 'import secrets; print(secrets.token_urlsafe(64))')."
     )
@@ -48,7 +62,7 @@ SECRET_KEY = SECRET_KEY or DEV_SECRET_KEY
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")
 if not DEBUG and not ALLOWED_HOSTS:
-    raise ImproperlyConfigured("ALLOWED_HOSTS must list the portal's host names when DEBUG=0.")
+    _problems.append("ALLOWED_HOSTS must list the portal's host names when DEBUG=0.")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
@@ -106,6 +120,12 @@ TEMPLATES = [
 # Embedded default: one SQLite file shared by the portal and the worker processes.
 DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'portal.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+if not DEBUG and not os.environ.get("DATABASE_URL"):
+    _problems.append("DATABASE_URL is not set: production needs the portal's PostgreSQL (postgres://…); "
+                     "the SQLite file is the embedded default only.")
+elif not DEBUG and DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    _problems.append("DATABASE_URL is SQLite: production needs PostgreSQL (postgres://…), shared by the "
+                     "portal and every worker.")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
@@ -196,6 +216,12 @@ CONTRACT_SCHEMA_MAX_BYTES = int(os.environ.get("CONTRACT_SCHEMA_MAX_BYTES", str(
 # --- Celery ---------------------------------------------------------------------------------------
 # Embedded default: kombu's filesystem transport (works across processes, no server to install).
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+if not DEBUG and not os.environ.get("CELERY_BROKER_URL"):
+    _problems.append("CELERY_BROKER_URL is not set: production needs Redis (redis://… or rediss://…); the "
+                     "filesystem broker is the embedded default only.")
+elif not DEBUG and CELERY_BROKER_URL.startswith(("filesystem://", "memory://")):
+    _problems.append(f"CELERY_BROKER_URL is {CELERY_BROKER_URL.split('://')[0]}://, which only reaches "
+                     "workers on the same machine: production needs Redis (redis://… or rediss://…).")
 CELERY_BROKER_DIR = VAR_DIR / "celery-broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -210,6 +236,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 REDIS_URL = os.environ.get("REDIS_URL", "")
+if not DEBUG and not REDIS_URL:
+    _problems.append("REDIS_URL is not set: the cache would be per-process memory, so each process would "
+                     "keep its own collector rate limits and counters.")
 
 # --- Cache: rate limits (Redis when configured, else per-process memory) ----------------------------
 CACHES = {
@@ -234,26 +263,156 @@ KINESIS_STREAM_NAME = os.environ.get("KINESIS_STREAM_NAME", "raw-events")
 KINESIS_SHARD_COUNT = int(os.environ.get("KINESIS_SHARD_COUNT", "2"))
 # A consumer owns a shard this long without renewing; a dead worker's shard is picked up after it.
 INGEST_LEASE_SECONDS = int(os.environ.get("INGEST_LEASE_SECONDS", "30"))
+# Ingestion (docs/ingestion.md): a caught-up shard is read again after this long (bigger units:
+# fewer archive objects and appends); failed units before a shard is parked, and how long it stays
+# parked; days of event dates the dedup MERGE covers; how long the stream keeps records.
+INGEST_TIP_INTERVAL_SECONDS = float(os.environ.get("INGEST_TIP_INTERVAL_SECONDS", "1"))
+INGEST_RETRY_BUDGET = int(os.environ.get("INGEST_RETRY_BUDGET", "8"))
+INGEST_PARKED_RETRY_SECONDS = int(os.environ.get("INGEST_PARKED_RETRY_SECONDS", "600"))
+INGEST_DEDUP_WINDOW_DAYS = int(os.environ.get("INGEST_DEDUP_WINDOW_DAYS", "3"))
+INGEST_MERGER_LEASE_SECONDS = int(os.environ.get("INGEST_MERGER_LEASE_SECONDS", "60"))
+KINESIS_RETENTION_HOURS = int(os.environ.get("KINESIS_RETENTION_HOURS", "168"))
+RAW_ARCHIVE_TRANSITION_DAYS = int(os.environ.get("RAW_ARCHIVE_TRANSITION_DAYS", "30"))
+RAW_ARCHIVE_RETENTION_DAYS = int(os.environ.get("RAW_ARCHIVE_RETENTION_DAYS", "180"))
 # The curated models run at most this long before another run may take over (a crashed run's lease).
 MODELS_RUN_LEASE_SECONDS = int(os.environ.get("MODELS_RUN_LEASE_SECONDS", "900"))
 # The emulator accepts any credentials; real AWS uses the standard credential chain (roles).
 AWS_ACCESS_KEY_ID = os.environ.get("AWS_ACCESS_KEY_ID") or ("test" if AWS_ENDPOINT_URL else None)
 AWS_SECRET_ACCESS_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY") or ("test" if AWS_ENDPOINT_URL else None)
-RAW_ARCHIVE_URL = os.environ.get("RAW_ARCHIVE_URL", f"file://{VAR_DIR / 'raw-archive'}")
+RAW_ARCHIVE_URL = env_embedded("RAW_ARCHIVE_URL", f"file://{VAR_DIR / 'raw-archive'}")
+if not DEBUG and not RAW_ARCHIVE_URL:
+    _problems.append("RAW_ARCHIVE_URL is not set: production archives the raw events to S3 "
+                     "(s3://bucket/prefix).")
+elif not DEBUG and not RAW_ARCHIVE_URL.startswith("s3://"):
+    where = "the container's own disk, lost with it" if RAW_ARCHIVE_URL.startswith("file://") else "not S3"
+    _problems.append(f"RAW_ARCHIVE_URL must be s3://bucket/prefix in production; it is {where}.")
 RAW_ARCHIVE_BUCKET = os.environ.get("RAW_ARCHIVE_BUCKET", "chatorbit-raw-archive")
 
 # --- Snowflake (fakesnow's server in the embedded default) ----------------------------------------
+# The embedded values (account `fakesnow`, 127.0.0.1:8765 over http, fake/snow) apply only with
+# DEBUG. In production host, port and protocol default to empty, so the connector derives
+# `<account>.snowflakecomputing.com` over https, and the service user signs in with a key pair.
+SNOWFLAKE_EMBEDDED_ACCOUNT = "fakesnow"
+SNOWFLAKE_EMBEDDED_PORT = 8765
+_snowflake_port = env_embedded("SNOWFLAKE_PORT", str(SNOWFLAKE_EMBEDDED_PORT)).strip()
+if _snowflake_port and not _snowflake_port.isdigit():
+    _problems.append(f"SNOWFLAKE_PORT must be a port number, not {_snowflake_port!r}.")
+    _snowflake_port = ""
 SNOWFLAKE = {
-    "account": os.environ.get("SNOWFLAKE_ACCOUNT", "fakesnow"),
-    "user": os.environ.get("SNOWFLAKE_USER", "fake"),
-    "password": os.environ.get("SNOWFLAKE_PASSWORD", "snow"),
-    "host": os.environ.get("SNOWFLAKE_HOST", "127.0.0.1"),
-    "port": int(os.environ.get("SNOWFLAKE_PORT", "8765")),
-    "protocol": os.environ.get("SNOWFLAKE_PROTOCOL", "http"),
+    "account": env_embedded("SNOWFLAKE_ACCOUNT", SNOWFLAKE_EMBEDDED_ACCOUNT),
+    "user": env_embedded("SNOWFLAKE_USER", "fake"),
+    "password": env_embedded("SNOWFLAKE_PASSWORD", "snow"),
+    "host": env_embedded("SNOWFLAKE_HOST", "127.0.0.1"),
+    "port": int(_snowflake_port) if _snowflake_port else None,
+    "protocol": env_embedded("SNOWFLAKE_PROTOCOL", "http"),
     "database": os.environ.get("SNOWFLAKE_DATABASE", "CHATORBIT"),
     "warehouse": os.environ.get("SNOWFLAKE_WAREHOUSE", ""),
     "role": os.environ.get("SNOWFLAKE_ROLE", ""),
 }
+
+# Key-pair sign-in (authenticator SNOWFLAKE_JWT): a PEM file the connector reads at each connect, or
+# the PEM text itself (a secret injected into the environment), optionally encrypted. Either is
+# checked here; an unreadable key stops start-up naming the variable (never showing the key).
+# With a key the password is not sent.
+SNOWFLAKE_ALLOW_PASSWORD = env_bool("SNOWFLAKE_ALLOW_PASSWORD", False)
+_key_file = os.environ.get("SNOWFLAKE_PRIVATE_KEY_FILE", "").strip()
+_key_pem = os.environ.get("SNOWFLAKE_PRIVATE_KEY", "").strip()
+_key_passphrase = os.environ.get("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", "") or None
+
+
+def _snowflake_private_key(pem: bytes, variable: str) -> bytes | None:
+    """The key as unencrypted PKCS#8 DER (kept in memory only), or None after recording a problem.
+    Messages name the variable and what is wrong, never the key's bytes."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    passphrase = _key_passphrase.encode() if _key_passphrase else None
+    try:
+        key = serialization.load_pem_private_key(pem, password=passphrase)
+    except TypeError:  # cryptography: encrypted without a passphrase, or a passphrase for a plain key
+        _problems.append(
+            f"{variable} is an encrypted private key: set SNOWFLAKE_PRIVATE_KEY_PASSPHRASE." if passphrase is None
+            else f"{variable} is not encrypted, but SNOWFLAKE_PRIVATE_KEY_PASSPHRASE is set: unset it.")
+        return None
+    except (ValueError, UnsupportedAlgorithm):
+        _problems.append(
+            f"{variable} is not a readable PEM private key (expected -----BEGIN PRIVATE KEY----- or "
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----"
+            + (", or SNOWFLAKE_PRIVATE_KEY_PASSPHRASE is wrong)." if passphrase else ")."))
+        return None
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        _problems.append(f"{variable} holds a {type(key).__name__.lstrip('_')}: Snowflake key-pair sign-in "
+                         "takes an RSA (or EC) key.")
+        return None
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+if _key_file and _key_pem:
+    _problems.append("SNOWFLAKE_PRIVATE_KEY_FILE and SNOWFLAKE_PRIVATE_KEY are both set: set one of them.")
+elif _key_file:
+    try:
+        _key_bytes = Path(_key_file).expanduser().read_bytes()
+    except OSError as err:
+        _problems.append(f"SNOWFLAKE_PRIVATE_KEY_FILE cannot be read ({_key_file}: {err.strerror or err}).")
+    else:
+        if _snowflake_private_key(_key_bytes, "SNOWFLAKE_PRIVATE_KEY_FILE") is not None:
+            # the connector reads the file at each connect, so a rotated key is picked up without a restart
+            SNOWFLAKE.update(authenticator="SNOWFLAKE_JWT", private_key_file=str(Path(_key_file).expanduser()),
+                             private_key_file_pwd=_key_passphrase, password="")
+elif _key_pem:
+    # a secret store may hand over the PEM with its newlines escaped
+    _der = _snowflake_private_key(_key_pem.replace("\\n", "\n").encode(), "SNOWFLAKE_PRIVATE_KEY")
+    if _der is not None:
+        SNOWFLAKE.update(authenticator="SNOWFLAKE_JWT", private_key=_der, password="")
+
+if not DEBUG:
+    if not SNOWFLAKE["account"]:
+        _problems.append("SNOWFLAKE_ACCOUNT is not set (the account identifier, e.g. myorg-myaccount).")
+    elif SNOWFLAKE["account"].lower() == SNOWFLAKE_EMBEDDED_ACCOUNT:
+        _problems.append("SNOWFLAKE_ACCOUNT is 'fakesnow', the embedded warehouse: set the Snowflake account "
+                         "identifier.")
+    if not SNOWFLAKE["user"]:
+        _problems.append("SNOWFLAKE_USER is not set (the platform's service user).")
+    elif SNOWFLAKE["user"] == "fake":
+        _problems.append("SNOWFLAKE_USER is 'fake', the embedded warehouse's user: set the service user.")
+    if _key_file or _key_pem:
+        pass  # key pair configured (a problem with it is recorded above)
+    elif not SNOWFLAKE["password"]:
+        _problems.append("No Snowflake credentials: set SNOWFLAKE_PRIVATE_KEY_FILE (a PEM file) or "
+                         "SNOWFLAKE_PRIVATE_KEY (the PEM text) for key-pair sign-in.")
+    elif SNOWFLAKE["password"] == "snow":
+        _problems.append("SNOWFLAKE_PASSWORD is 'snow', the embedded warehouse's password.")
+    elif not SNOWFLAKE_ALLOW_PASSWORD:
+        _problems.append("SNOWFLAKE_PASSWORD alone is refused: Snowflake is retiring password-only sign-in "
+                         "for service users. Set SNOWFLAKE_PRIVATE_KEY_FILE or SNOWFLAKE_PRIVATE_KEY (key "
+                         "pair), or SNOWFLAKE_ALLOW_PASSWORD=1 to accept the password knowingly.")
+    if SNOWFLAKE["host"].lower() in {"127.0.0.1", "localhost", "::1"}:
+        _problems.append(f"SNOWFLAKE_HOST is {SNOWFLAKE['host']}, the embedded warehouse: leave it unset so the "
+                         "connector uses <account>.snowflakecomputing.com.")
+    if SNOWFLAKE["port"] == SNOWFLAKE_EMBEDDED_PORT:
+        _problems.append(f"SNOWFLAKE_PORT is {SNOWFLAKE_EMBEDDED_PORT}, the embedded warehouse's port: "
+                         "leave it unset (443).")
+    if SNOWFLAKE["protocol"].lower() == "http":
+        _problems.append("SNOWFLAKE_PROTOCOL is http, the embedded warehouse's: Snowflake speaks https only; "
+                         "leave it unset.")
+
+#: One virtual warehouse per workload, so landing, merges, model runs and dashboard reads neither
+#: queue behind each other nor share a bill: `warehouse_connect(workload="merge")` (warehouse.connection).
+#: Each falls back to SNOWFLAKE_WAREHOUSE (and that to the user's default warehouse).
+SNOWFLAKE_WORKLOADS = ("ingest", "merge", "models", "dashboards")
+SNOWFLAKE_WAREHOUSES = {
+    workload: os.environ.get(f"SNOWFLAKE_WAREHOUSE_{workload.upper()}", "") or SNOWFLAKE["warehouse"]
+    for workload in SNOWFLAKE_WORKLOADS
+}
+
+if _problems:
+    raise ImproperlyConfigured(
+        ("Production settings (DEBUG=0) are incomplete" if not DEBUG else "The settings are wrong")
+        + f": {len(_problems)} problem(s); fix them all (docs/production.md lists every variable).\n"
+        + "\n".join(f"  - {problem}" for problem in _problems)
+    )
 
 LOGGING = {
     "version": 1,
@@ -263,4 +422,35 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     # The Snowflake connector logs every login at INFO.
     "loggers": {"django.db.backends": {"level": "WARNING"}, "snowflake.connector": {"level": "WARNING"}},
+}
+
+# --- Snowpipe Streaming (production landing writer) ---------------------------------------------------
+# How shard consumers land rows in RAW.LANDING_EVENTS (DESIGN decision 10, docs/snowpipe-streaming.md):
+# `embedded` (the default) through the warehouse connector, one INSERT-only transaction per append;
+# `snowpipe` through Snowpipe Streaming's high-performance SDK (warehouse.snowpipe), one channel per shard
+# into the pipe RAW.LANDING_EVENTS_STREAMING. Account, user and key pair default to the connector's.
+WAREHOUSE_LANDING_WRITERS = ("embedded", "snowpipe")
+WAREHOUSE_LANDING_WRITER = os.environ.get("WAREHOUSE_LANDING_WRITER", "embedded").strip().lower()
+if WAREHOUSE_LANDING_WRITER not in WAREHOUSE_LANDING_WRITERS:
+    raise ImproperlyConfigured(
+        f"WAREHOUSE_LANDING_WRITER must be one of {', '.join(WAREHOUSE_LANDING_WRITERS)}, not "
+        f"{os.environ.get('WAREHOUSE_LANDING_WRITER')!r} (docs/snowpipe-streaming.md).")
+# SNOWPIPE_PRIVATE_KEY_FILE / SNOWPIPE_PRIVATE_KEY (and _PASSPHRASE) replace the SNOWFLAKE_* key as a whole
+_snowpipe_key = "SNOWPIPE" if (os.environ.get("SNOWPIPE_PRIVATE_KEY_FILE") or os.environ.get("SNOWPIPE_PRIVATE_KEY")) \
+    else "SNOWFLAKE"
+SNOWPIPE_STREAMING = {
+    "account": os.environ.get("SNOWPIPE_ACCOUNT") or os.environ.get("SNOWFLAKE_ACCOUNT", ""),
+    "user": os.environ.get("SNOWPIPE_USER") or os.environ.get("SNOWFLAKE_USER", ""),
+    "private_key_file": os.environ.get(f"{_snowpipe_key}_PRIVATE_KEY_FILE", ""),
+    "private_key": os.environ.get(f"{_snowpipe_key}_PRIVATE_KEY", ""),
+    "private_key_passphrase": os.environ.get(f"{_snowpipe_key}_PRIVATE_KEY_PASSPHRASE", ""),
+    # empty: https://<account>.snowflakecomputing.com
+    "url": os.environ.get("SNOWPIPE_URL", ""),
+    "database": SNOWFLAKE["database"],
+    "schema": "RAW",
+    "pipe": os.environ.get("SNOWPIPE_PIPE", "LANDING_EVENTS_STREAMING"),
+    # empty: chatorbit-ingest-<host>-<pid>
+    "client_name": os.environ.get("SNOWPIPE_CLIENT_NAME", ""),
+    # a JSON object of SDK tunables, e.g. {"mgmt_retry_total_backoff_seconds": 60} (docs/snowpipe-streaming.md)
+    "sdk_properties": os.environ.get("SNOWPIPE_SDK_PROPERTIES", ""),
 }

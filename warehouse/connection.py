@@ -1,7 +1,9 @@
 """The one way the platform reaches Snowflake: ``snowflake-connector-python`` with ``settings.SNOWFLAKE``.
 
 In the embedded default the same connector talks to fakesnow's HTTP server (``warehouse.embedded``);
-in production to Snowflake. Errors come back as three kinds a caller can act on:
+in production to Snowflake. ``workload=`` ("ingest", "merge", "models", "dashboards") picks that
+workload's virtual warehouse from ``settings.SNOWFLAKE_WAREHOUSES``. Errors come back as three kinds a
+caller can act on:
 
 * ``WarehouseUnavailable`` (transient: retry later, lose nothing): the server cannot be reached, the
   connection dropped, or (``WarehouseConflict``) a concurrent transaction touched the same rows;
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,9 +28,11 @@ __all__ = [
     "WarehouseUnavailable",
     "WarehouseConflict",
     "WarehouseQueryError",
+    "WORKLOADS",
     "warehouse_params",
     "warehouse_connect",
     "warehouse_connection",
+    "pooled_connection",
     "warehouse_errors",
     "warehouse_error_from",
     "CONFLICT_ERRNOS",
@@ -35,17 +41,24 @@ __all__ = [
 #: Defaults that keep a dead warehouse from hanging a worker. Login gives up after LOGIN_TIMEOUT s.
 #: NETWORK_TIMEOUT bounds the connector's retries of any other request AND is its per-statement
 #: timeout (it cancels a statement running longer), so it must exceed the longest legitimate
-#: statement: keep merges bounded (``merge_landing(max_batches=…)``). SOCKET_TIMEOUT is the HTTP read
-#: timeout; the embedded server answers only when a statement is done and the connector re-sends a
-#: request that timed out, so it must not be shorter than NETWORK_TIMEOUT (the default 60 s is).
+#: statement. SOCKET_TIMEOUT is the HTTP read timeout (a statement running longer is answered "in
+#: progress" and polled, by Snowflake and by the embedded server alike). LOCK_TIMEOUT (seconds a
+#: statement waits for another transaction's table lock) stays below NETWORK_TIMEOUT, so a long wait
+#: ends as Snowflake's lock-wait error 625 (transient: retry) rather than as a cancelled statement.
 LOGIN_TIMEOUT = 10
 NETWORK_TIMEOUT = 120
 SOCKET_TIMEOUT = 120
+LOCK_TIMEOUT = 90
 DEFAULT_SCHEMA = "PUBLIC"
+#: The workloads that may each have a virtual warehouse of their own (``settings.SNOWFLAKE_WAREHOUSES``).
+WORKLOADS = ("ingest", "merge", "models", "dashboards")
 
-#: Snowflake's "lock held by another transaction, statement aborted" code; the embedded server
-#: answers a DuckDB write-write conflict with it too (see warehouse.embedded).
-CONFLICT_ERRNOS = frozenset({625})
+#: Retry the transaction: Snowflake's 625 (a statement waited too long for another transaction's
+#: lock, or too many statements waited), and the embedded server's 990001: a statement that waited
+#: for a lock, as on Snowflake, but whose DuckDB snapshot predates the other transaction's commit
+#: (Snowflake re-reads; DuckDB cannot), so the whole transaction is retried instead. Nothing's
+#: correctness depends on it (landing never conflicts; the merge is idempotent).
+CONFLICT_ERRNOS = frozenset({625, 990001})
 #: Connector-side codes for "could not reach / lost the server" (250001 connect failed, 250003 bad
 #: HTTP response, 250002 connection closed, 251005/251006 request timeouts, 390114 token expired).
 UNAVAILABLE_ERRNOS = frozenset({250001, 250002, 250003, 251005, 251006, 390114})
@@ -79,12 +92,14 @@ class WarehouseQueryError(WarehouseError):
     """The statement was refused (syntax, unknown object, bad value). Not transient."""
 
 
-def warehouse_params(**overrides: Any) -> dict[str, Any]:
+def warehouse_params(*, workload: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Connector keyword arguments from ``settings.SNOWFLAKE`` plus ``overrides``.
 
     Empty values are dropped (so a production config without ``host`` lets the connector derive
     ``<account>.snowflakecomputing.com``); extra keys in ``settings.SNOWFLAKE`` (``authenticator``,
-    ``private_key_file``, ``login_timeout`` …) pass through.
+    ``private_key_file``, ``private_key``, ``login_timeout`` …) pass through. ``workload`` (one of
+    ``WORKLOADS``) sets ``warehouse`` to that workload's warehouse when one is configured, and
+    tags its statements (``QUERY_TAG`` ``chatorbit:<workload>``); an explicit ``warehouse=`` wins.
     """
     from django.conf import settings
 
@@ -95,37 +110,108 @@ def warehouse_params(**overrides: Any) -> dict[str, Any]:
         "socket_timeout": SOCKET_TIMEOUT,
     }
     params.update(getattr(settings, "SNOWFLAKE", {}) or {})
+    query_tag = "chatorbit"
+    if workload is not None:
+        if workload not in WORKLOADS:
+            raise ValueError(f"Unknown warehouse workload {workload!r}; the known ones are {', '.join(WORKLOADS)}.")
+        workload_warehouse = (getattr(settings, "SNOWFLAKE_WAREHOUSES", None) or {}).get(workload)
+        if workload_warehouse:
+            params["warehouse"] = workload_warehouse
+        query_tag = f"chatorbit:{workload}"
     params.update(overrides)
     session_parameters = {
         # the embedded server has no telemetry endpoint; real Snowflake doesn't need it either
         "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False,
         # every timestamp the platform writes is UTC (TIMESTAMP_NTZ holding UTC wall time)
         "TIMEZONE": "UTC",
-        "QUERY_TAG": "chatorbit",
+        "LOCK_TIMEOUT": LOCK_TIMEOUT,
+        "QUERY_TAG": query_tag,
     }
     session_parameters.update(params.pop("session_parameters", None) or {})
     params["session_parameters"] = session_parameters
     return {k: v for k, v in params.items() if v not in ("", None)}
 
 
-def warehouse_connect(**overrides: Any) -> snowflake.connector.SnowflakeConnection:
-    """Open a connection (the caller closes it); raises ``WarehouseUnavailable`` within
-    ``login_timeout`` seconds when the server cannot be reached."""
-    params = warehouse_params(**overrides)
+def warehouse_connect(*, workload: str | None = None, **overrides: Any) -> snowflake.connector.SnowflakeConnection:
+    """Open a connection (the caller closes it) on ``workload``'s warehouse when given; raises
+    ``WarehouseUnavailable`` within ``login_timeout`` seconds when the server cannot be reached."""
+    params = warehouse_params(workload=workload, **overrides)
     with warehouse_errors(during="connect"):
         return snowflake.connector.connect(**params)
 
 
 @contextlib.contextmanager
-def warehouse_connection(**overrides: Any) -> Iterator[snowflake.connector.SnowflakeConnection]:
-    """``with warehouse_connection() as conn:`` for short-lived use; always closes, translates errors."""
-    conn = warehouse_connect(**overrides)
+def warehouse_connection(
+    *, workload: str | None = None, **overrides: Any
+) -> Iterator[snowflake.connector.SnowflakeConnection]:
+    """``with warehouse_connection(workload="dashboards") as conn:`` for short-lived use; always
+    closes, translates errors."""
+    conn = warehouse_connect(workload=workload, **overrides)
     try:
         with warehouse_errors():
             yield conn
     finally:
         with contextlib.suppress(Exception):
             conn.close()
+
+
+#: Idle connections kept per configuration, and how long one is reused before a fresh login (well
+#: inside Snowflake's 4-hour idle session expiry and the embedded server's).
+POOL_SIZE = 4
+POOL_MAX_AGE_SECONDS = 1800
+POOL_CONFIGURATIONS = 8
+
+_pool_lock = threading.Lock()
+_pool: dict[tuple, list[tuple[float, snowflake.connector.SnowflakeConnection]]] = {}
+
+
+@contextlib.contextmanager
+def pooled_connection(*, workload: str | None = None,
+                      **overrides: Any) -> Iterator[snowflake.connector.SnowflakeConnection]:
+    """``with pooled_connection(workload="dashboards") as conn:`` for request handlers: a connection
+    from this process's pool (a login only when none is idle), given back afterwards unless it failed
+    (a transient error drops it, so the next use logs in again). Errors are translated as by
+    ``warehouse_connection``. The caller must leave no transaction open."""
+    params = warehouse_params(workload=workload, **overrides)
+    key = tuple(sorted((k, repr(v)) for k, v in params.items()))
+    conn = None
+    with _pool_lock:
+        idle = _pool.get(key, [])
+        while idle and conn is None:
+            born, candidate = idle.pop()
+            if time.monotonic() - born < POOL_MAX_AGE_SECONDS and not candidate.is_closed():
+                conn, conn_born = candidate, born
+            else:
+                _close_quietly(candidate)
+    if conn is None:
+        with warehouse_errors(during="connect"):
+            conn = snowflake.connector.connect(**params)
+        conn_born = time.monotonic()
+    healthy = False
+    try:
+        with warehouse_errors():
+            yield conn
+        healthy = True
+    except WarehouseError as err:
+        healthy = not err.transient
+        raise
+    finally:
+        evicted: list[Any] = []
+        with _pool_lock:
+            idle = _pool.setdefault(key, [])
+            if healthy and len(idle) < POOL_SIZE:
+                idle.append((conn_born, conn))
+                conn = None
+            while len(_pool) > POOL_CONFIGURATIONS:  # e.g. tests, each on a database of its own
+                evicted.extend(c for _, c in _pool.pop(next(iter(_pool))))
+        for stale in [conn, *evicted]:
+            if stale is not None:
+                _close_quietly(stale)
+
+
+def _close_quietly(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
 
 
 @contextlib.contextmanager

@@ -37,9 +37,10 @@ _ensured_databases: set[str] = set()
 @contextlib.contextmanager
 def _warehouse() -> Iterator[Any]:
     from warehouse.analytics_ddl import analytics_ensure
-    from warehouse.connection import warehouse_connection
+    from warehouse.connection import pooled_connection
 
-    with warehouse_connection(login_timeout=PAGE_LOGIN_TIMEOUT) as conn:
+    # pooled: the dashboards refresh every 30 s per open tab; no warehouse login per request
+    with pooled_connection(workload="dashboards", login_timeout=PAGE_LOGIN_TIMEOUT) as conn:
         # a fresh warehouse (before the first model run) gets empty tables, so the page shows its
         # empty states instead of "table does not exist"
         database = settings.SNOWFLAKE["database"]

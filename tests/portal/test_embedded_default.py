@@ -27,8 +27,11 @@ def free_port() -> int:
 
 def test_run_embedded_serves_the_seeded_portal_on_sqlite(tmp_path):
     port = free_port()
+    # the embedded default: none of the production settings (a DEBUG=0 or SNOWFLAKE_* left in the shell
+    # would make this a production start-up, which refuses the embedded values)
     env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}}
+           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE", "DEBUG",
+                        "RAW_ARCHIVE_URL"} and not k.startswith("SNOWFLAKE_")}
     env.update(CHATORBIT_VAR_DIR=str(tmp_path), PYTHONUNBUFFERED="1",
                AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", SNOWFLAKE_PORT=str(free_port()),
                MODELS_RUN_INTERVAL_S="5")

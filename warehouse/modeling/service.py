@@ -101,7 +101,7 @@ def models_run_recorded(
         pending = list(PriceRecompute.objects.filter(status=PriceRecompute.Status.PENDING).order_by("id"))
         recomputes = [(r.model or None, r.from_time) for r in pending]
         try:
-            conn = warehouse_connect()
+            conn = warehouse_connect(workload="models")
         except WarehouseError as exc:
             return _record_unreachable(run_id, trigger, exc)
         try:
