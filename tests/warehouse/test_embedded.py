@@ -13,16 +13,17 @@ import orjson
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.warehouse.factories import T0, as_json, canonical_event
+from tests.warehouse.factories import T0, as_json, canonical_event, land_and_merge
 from warehouse.connection import (
-    WarehouseConflict,
+    WarehouseQueryError,
     WarehouseUnavailable,
     warehouse_connect,
     warehouse_connection,
 )
 from warehouse.ddl import warehouse_ensure
 from warehouse.embedded import embedded_server_start, embedded_server_stop, free_port
-from warehouse.load import landing_insert, merge_landing, pipeline_counts, warehouse_query
+from warehouse.landing import landing_append, landing_rows_json, merge_channels
+from warehouse.load import pipeline_counts, warehouse_query
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,9 +34,12 @@ def test_data_survives_a_server_restart(warehouse_server, tmp_path):
     try:
         with warehouse_connection(port=port, database="CHATORBIT") as conn:
             warehouse_ensure(conn)
-            landing_insert(conn, batch_id="b-1", rows=as_json([canonical_event("a"), canonical_event("a")]), meta={})
-            merge_landing(conn)
-            landing_insert(conn, batch_id="b-2", rows=as_json([canonical_event("b", received_at=T0 + 1)]), meta={})
+            copies = [canonical_event("a", sequence_number="1", event_time=T0),
+                      canonical_event("a", sequence_number="2", event_time=T0)]
+            landing_append(conn, channel="c-0", offset_token="2", rows=landing_rows_json(as_json(copies)))
+            merge_channels(conn, window_days=36500)
+            landing_append(conn, channel="c-0", offset_token="3",
+                           rows=landing_rows_json(as_json([canonical_event("b", sequence_number="3")])))
             before = pipeline_counts(conn)
     finally:
         assert embedded_server_stop(server) is not None
@@ -44,10 +48,12 @@ def test_data_survives_a_server_restart(warehouse_server, tmp_path):
     server = embedded_server_start(tmp_path / "wh", port)
     try:
         with warehouse_connection(port=port, database="CHATORBIT") as conn:
-            assert pipeline_counts(conn) == before == {**before, "events": 1, "duplicates": 1, "unmerged_batches": 1}
-            # the ledger survived too: a retried batch is still recognised, the pending one still merges
-            assert landing_insert(conn, batch_id="b-1", rows=as_json([canonical_event("a")]), meta={}).already_landed
-            assert merge_landing(conn).events_inserted == 1
+            assert pipeline_counts(conn) == before == {**before, "events": 1, "duplicates": 1, "unmerged_rows": 1}
+            # the channel state survived too: the committed token, and the pending row still merges
+            from warehouse.landing import channel_committed_tokens
+
+            assert channel_committed_tokens(conn) == {"c-0": "3"}
+            assert merge_channels(conn, window_days=36500).events_inserted == 1
         # a client that names no database still sees it (every database file is attached at start)
         with warehouse_connection(port=port, database=None, schema=None) as conn:
             assert warehouse_query(conn, "SELECT COUNT(*) AS N FROM CHATORBIT.CANONICAL.EVENTS") == [{"N": 2}]
@@ -79,7 +85,8 @@ def test_a_server_that_goes_away_mid_session_raises_unavailable(warehouse_server
         embedded_server_stop(server)
         started = time.monotonic()
         with pytest.raises(WarehouseUnavailable):
-            landing_insert(conn, batch_id="b-1", rows=as_json([canonical_event("a")]), meta={})
+            landing_append(conn, channel="c-0", offset_token="1",
+                           rows=landing_rows_json(as_json([canonical_event("a")])))
         assert time.monotonic() - started < 30
     finally:
         embedded_server_stop(server)
@@ -90,20 +97,21 @@ def test_a_server_that_goes_away_mid_session_raises_unavailable(warehouse_server
 
 
 def test_a_storage_error_is_an_answer_not_a_hang(warehouse_conn):
-    # DuckDB enforces the primary key that Snowflake only declares; fakesnow used to answer HTTP 500
-    # here, which the connector retries until it times out.
-    insert = ("INSERT INTO RAW.LANDED_BATCHES (BATCH_ID, ROW_COUNT, QUARANTINE_COUNT, LANDED_AT) "
-              "SELECT 'dup', 0, 0, '2026-01-01'::TIMESTAMP_NTZ")
+    # DuckDB enforces a primary key that Snowflake only declares (no platform table declares one);
+    # fakesnow used to answer HTTP 500 here, which the connector retries until it times out. It is an
+    # ordinary error, not Snowflake's lock code 625 (which callers retry): see test_embedded_semantics.
+    warehouse_query(warehouse_conn, "CREATE OR REPLACE TABLE PUBLIC.KEYED (ID INT PRIMARY KEY)")
+    insert = "INSERT INTO PUBLIC.KEYED (ID) VALUES (1)"
     warehouse_query(warehouse_conn, insert)
     started = time.monotonic()
-    with pytest.raises(WarehouseConflict):
+    with pytest.raises(WarehouseQueryError) as err:
         warehouse_query(warehouse_conn, insert)
+    assert err.value.errno != 625 and not err.value.transient
     assert time.monotonic() - started < 5
 
 
 def test_warehouse_query_command_prints_rows_as_json(warehouse_conn, warehouse_database, capsys):
-    landing_insert(warehouse_conn, batch_id="b-1", rows=as_json([canonical_event("a")]), meta={})
-    merge_landing(warehouse_conn)
+    land_and_merge(warehouse_conn, [canonical_event("a")])
     from django.conf import settings
 
     saved = settings.SNOWFLAKE
@@ -137,3 +145,20 @@ def test_warehouse_query_command_exit_codes(warehouse_server):
 
     down = run("SELECT 1", SNOWFLAKE_PORT=str(free_port()))
     assert down.returncode == 1 and "unreachable" in down.stderr
+
+
+def test_pooled_connections_are_reused_and_a_broken_one_is_dropped(warehouse_conn, warehouse_database):
+    # review M9: every page request logged in to the warehouse
+    from warehouse.connection import WarehouseQueryError, pooled_connection
+
+    with pooled_connection(database=warehouse_database) as first:
+        assert warehouse_query(first, "SELECT 1 AS X") == [{"X": 1}]
+    with pooled_connection(database=warehouse_database) as again:
+        assert again is first                                # no second login
+        with pytest.raises(WarehouseQueryError):             # a refused statement keeps the session
+            warehouse_query(again, "SELECT * FROM NO_SUCH_TABLE")
+    with pooled_connection(database=warehouse_database) as still:
+        assert still is first
+        still.close()                                        # a session that died meanwhile…
+    with pooled_connection(database=warehouse_database) as fresh:
+        assert fresh is not first and not fresh.is_closed()  # …is replaced by a fresh login
