@@ -1,14 +1,19 @@
-"""The raw archive: every stream record, as received, before anything else happens to it.
+"""The raw archive: every stream record, as received, before it is landed.
 
-Objects are zstd-compressed JSON lines, partitioned by source, date and hour of receipt:
+One object per landing unit of a shard (zstd-compressed JSON lines), partitioned by the unit's
+first arrival:
 
-    raw/source=web-chat/dt=2026-11-27/hour=04/shardId-000000000001/<first_seq>-<last_seq>.jsonl.zst
+    raw/dt=2026-11-27/hour=04/shard=shardId-000000000001/<first_seq>-<last_seq>.jsonl.zst
 
-The key is derived from the shard and the batch's sequence range, so a retried batch overwrites
-its objects instead of duplicating them. Line N of an object (0-based) is the record at lineage
-`raw_offset` N: `{"seq", "shard", "arrival", "record"}` (the decoded envelope), or `"record_b64"`
-for bytes that were not JSON. `RAW_ARCHIVE_URL` is `file:///dir` (embedded) or `s3://bucket/prefix`;
-both go through obstore.
+The key is derived from the shard and the unit's sequence range, so a retried unit overwrites its
+object instead of duplicating it, and every location (object, line) is known before any record is
+parsed: the pipeline fills lineage with it, and the archive lines are then assembled from the raw
+bytes without parsing them again (the pipeline already knows which records are not JSON). Line N
+(0-based) is the record at lineage ``raw_offset`` N: ``{"seq", "shard", "arrival", "record"}`` (the
+envelope as it was sent), or ``"record_b64"`` for bytes that were not JSON. Room is left for the
+erasure work: a line may later carry its record encrypted under its subject's key instead.
+``RAW_ARCHIVE_URL`` is ``file:///dir`` (embedded) or ``s3://bucket/prefix``; both go through obstore.
+Objects written by the first version (one per source and hour, ``raw/source=…``) read the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import base64
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
 from functools import lru_cache
 from urllib.parse import urlparse
 
@@ -34,42 +40,57 @@ ZSTD_LEVEL = 3
 
 @dataclasses.dataclass
 class ArchivePlan:
-    objects: dict[str, list[bytes]]          # object key -> lines
+    objects: dict[str, list[bytes]]          # object key -> lines (one object per unit)
     locations: list[tuple[str, int]]         # per record: (archive URI, line offset)
 
 
-def _partition_source(name: object) -> str:
-    text = name if isinstance(name, str) and name else "_unknown"
-    return _SAFE.sub("_", text)[:64]
+def _day_hour(micros: int) -> str:
+    stamp = dt.datetime.fromtimestamp(micros / 1_000_000, tz=dt.UTC)
+    return f"dt={stamp:%Y-%m-%d}/hour={stamp:%H}"
 
 
-def archive_plan(records: Sequence[RawRecord], *, base_uri: str) -> ArchivePlan:
-    """Group a shard batch's records into archive objects (pure)."""
+def archive_unit_key(records: Sequence[RawRecord]) -> str:
+    """The object key of a unit (pure; no record is parsed)."""
+    first, last = records[0], records[-1]
+    return (f"raw/{_day_hour(first.arrival_micros)}/shard={_SAFE.sub('_', first.shard_id)}/"
+            f"{first.sequence_number}-{last.sequence_number}.jsonl.zst")
+
+
+def archive_locations(records: Sequence[RawRecord], *, base_uri: str) -> list[tuple[str, int]]:
+    """(object URI, line) of every record of the unit, in order: what lineage points to."""
+    if not records:
+        return []
+    uri = f"{base_uri.rstrip('/')}/{archive_unit_key(records)}"
+    return [(uri, i) for i in range(len(records))]
+
+
+def archive_plan(records: Sequence[RawRecord], *, base_uri: str,
+                 not_json: Collection[str] | None = None) -> ArchivePlan:
+    """The unit's object (pure). ``not_json``: sequence numbers of records that are not JSON (the
+    pipeline's ``undecodable`` ones); the others are embedded as they are, without being parsed.
+    Without it each record is checked here (for callers that did not run the pipeline)."""
     if not records:
         return ArchivePlan({}, [])
-    first, last = records[0], records[-1]
-    suffix = f"{_SAFE.sub('_', first.shard_id)}/{first.sequence_number}-{last.sequence_number}.jsonl.zst"
-    objects: dict[str, list[bytes]] = {}
-    locations: list[tuple[str, int]] = []
+    lines: list[bytes] = []
     for record in records:
-        line: dict = {"seq": record.sequence_number, "shard": record.shard_id, "arrival": record.arrival_micros}
-        source, when = "_undecodable", record.arrival_micros
-        try:
-            decoded = orjson.loads(record.data)
-            line["record"] = decoded
-            if isinstance(decoded, dict):
-                source = _partition_source(decoded.get("source"))
-                received = decoded.get("received_at")
-                if isinstance(received, int) and not isinstance(received, bool) and 0 < received < 2**62:
-                    when = received
-        except orjson.JSONDecodeError:
-            line["record_b64"] = base64.b64encode(record.data).decode()
-        stamp = dt.datetime.fromtimestamp(when / 1_000_000, tz=dt.UTC)
-        key = f"raw/source={source}/dt={stamp:%Y-%m-%d}/hour={stamp:%H}/{suffix}"
-        lines = objects.setdefault(key, [])
-        locations.append((f"{base_uri.rstrip('/')}/{key}", len(lines)))
-        lines.append(orjson.dumps(line))
-    return ArchivePlan(objects, locations)
+        data = bytes(record.data)
+        head = b'{"seq":%s,"shard":%s,"arrival":%d,' % (
+            orjson.dumps(record.sequence_number), orjson.dumps(record.shard_id), int(record.arrival_micros))
+        if _is_json(data, record.sequence_number, not_json):
+            lines.append(head + b'"record":' + data.strip() + b"}")
+        else:
+            lines.append(head + b'"record_b64":"' + base64.b64encode(data) + b'"}')
+    return ArchivePlan({archive_unit_key(records): lines}, archive_locations(records, base_uri=base_uri))
+
+
+def _is_json(data: bytes, sequence: str, not_json: Collection[str] | None) -> bool:
+    if not_json is not None:
+        return sequence not in not_json and bool(data.strip())
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def archive_compress(lines: list[bytes]) -> bytes:
@@ -120,13 +141,40 @@ def archive_write(plan: ArchivePlan, *, url: str | None = None) -> int:
     return written
 
 
-def archive_read_line(uri: str, offset: int) -> dict:
-    """The archived line a lineage pointer names (used by quarantine re-drive and replays)."""
-    from django.conf import settings
+class ArchiveReader:
+    """Reads lines of archived objects, fetching and decompressing each object once (a re-drive of
+    500 quarantined rows of one unit reads its object once, not 500 times: review M5). Keeps the
+    last ``max_objects`` objects; one reader per re-drive, not shared between requests."""
 
-    base = settings.RAW_ARCHIVE_URL.rstrip("/")
-    if not uri.startswith(base + "/"):
-        raise ValueError(f"{uri} is not in the configured archive {base}")
-    store, prefix = archive_store()
-    blob = bytes(obstore.get(store, _join(prefix, uri[len(base) + 1:])).bytes())
-    return orjson.loads(archive_decompress(blob)[offset])
+    def __init__(self, max_objects: int = 16):
+        self.max_objects = max_objects
+        self.fetched = 0
+        self._objects: OrderedDict[str, list[bytes]] = OrderedDict()
+
+    def read_line(self, uri: str, offset: int) -> dict:
+        """The archived line a lineage pointer names."""
+        lines = self._objects.get(uri)
+        if lines is None:
+            lines = self._objects[uri] = self._fetch(uri)
+            self.fetched += 1
+            while len(self._objects) > self.max_objects:
+                self._objects.popitem(last=False)
+        else:
+            self._objects.move_to_end(uri)
+        return orjson.loads(lines[offset])
+
+    @staticmethod
+    def _fetch(uri: str) -> list[bytes]:
+        from django.conf import settings
+
+        base = settings.RAW_ARCHIVE_URL.rstrip("/")
+        if not uri.startswith(base + "/"):
+            raise ValueError(f"{uri} is not in the configured archive {base}")
+        store, prefix = archive_store()
+        blob = bytes(obstore.get(store, _join(prefix, uri[len(base) + 1:])).bytes())
+        return archive_decompress(blob)
+
+
+def archive_read_line(uri: str, offset: int) -> dict:
+    """The archived line a lineage pointer names (one read; use an ``ArchiveReader`` for many)."""
+    return ArchiveReader(max_objects=1).read_line(uri, offset)

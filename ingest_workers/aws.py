@@ -9,6 +9,9 @@ Clients are cached per configuration (creating one costs tens of milliseconds; t
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
 import errno
 import functools
 import logging
@@ -16,8 +19,11 @@ import time
 from typing import Any
 
 import boto3
+import botocore.session
+import orjson
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from botocore.parsers import ResponseParserFactory
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -37,6 +43,52 @@ def _settings_key(service: str) -> tuple:
     )
 
 
+class _GetRecordsParser:
+    """botocore's JSON-protocol parser, except for successful GetRecords answers, which are parsed with
+    orjson: botocore walks its generic shape model for every record (and turns each arrival time into
+    a local-timezone datetime through dateutil), which cost a consumer about as much CPU per record as
+    validating and normalizing it (bench/bench_consumer.py). Same result: ``Data`` as bytes,
+    ``ApproximateArrivalTimestamp`` as an aware UTC datetime, missing members left out. Anything
+    unexpected (another operation, an error, a body it cannot read) goes to botocore's parser."""
+
+    def __init__(self, default: Any):
+        self._default = default
+
+    def parse(self, response: dict, shape: Any) -> dict:
+        if getattr(shape, "name", None) == "GetRecordsOutput" and response.get("status_code") == 200:
+            try:
+                return _get_records_answer(response)
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                pass
+        return self._default.parse(response, shape)
+
+
+def _get_records_answer(response: dict) -> dict:
+    body = orjson.loads(response["body"])
+    records = []
+    for item in body["Records"]:
+        record = {"SequenceNumber": item["SequenceNumber"],
+                  "ApproximateArrivalTimestamp": dt.datetime.fromtimestamp(item["ApproximateArrivalTimestamp"], dt.UTC),
+                  "Data": base64.b64decode(item["Data"]), "PartitionKey": item["PartitionKey"]}
+        if "EncryptionType" in item:
+            record["EncryptionType"] = item["EncryptionType"]
+        records.append(record)
+    answer: dict[str, Any] = {"Records": records}
+    for key in ("NextShardIterator", "MillisBehindLatest", "ChildShards"):
+        if key in body:
+            answer[key] = body[key]
+    headers = dict(response.get("headers") or {})
+    answer["ResponseMetadata"] = {"RequestId": headers.get("x-amzn-requestid", ""), "HTTPStatusCode": 200,
+                                  "HTTPHeaders": headers, "RetryAttempts": 0}
+    return answer
+
+
+class _KinesisParserFactory(ResponseParserFactory):
+    def create_parser(self, protocol_name: str) -> Any:
+        parser = super().create_parser(protocol_name)
+        return _GetRecordsParser(parser) if protocol_name == "json" else parser
+
+
 @functools.lru_cache(maxsize=16)
 def _client(service: str, endpoint_url: str | None, region: str, key_id: str | None, secret: str | None,
             connect_timeout: float, read_timeout: float, max_attempts: int) -> Any:
@@ -46,7 +98,10 @@ def _client(service: str, endpoint_url: str | None, region: str, key_id: str | N
         # S3 on a local emulator has no virtual-host DNS names.
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
-    session = boto3.session.Session()
+    core = botocore.session.get_session()
+    if service == "kinesis":
+        core.register_component("response_parser_factory", _KinesisParserFactory())
+    session = boto3.session.Session(botocore_session=core)
     return session.client(
         service, endpoint_url=endpoint_url, region_name=region, aws_access_key_id=key_id,
         aws_secret_access_key=secret, config=config,
@@ -56,6 +111,15 @@ def _client(service: str, endpoint_url: str | None, region: str, key_id: str | N
 def kinesis_client() -> Any:
     """The Kinesis client for the configured endpoint (override timeouts with settings.AWS_KINESIS_CLIENT)."""
     return _client(*_settings_key("kinesis"))
+
+
+def kinesis_put_client() -> Any:
+    """The Kinesis client for PutRecords: botocore retries nothing. A put whose answer timed out may
+    have been written; botocore would send it again and one request would land twice (the hostile-
+    input sweep, D6). ``StreamProducer`` retries only what is known not to be written."""
+    key = list(_settings_key("kinesis"))
+    key[-1] = 0  # botocore's retries.max_attempts counts retries, not attempts: 0 is one attempt
+    return _client(*key)
 
 
 def s3_client() -> Any:
@@ -94,19 +158,52 @@ def stream_ensure(
     while True:
         summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
         if summary["StreamStatus"] == "ACTIVE":
-            return summary
+            return _retention_ensure(client, name, summary)
         if time.monotonic() > deadline:
             raise TimeoutError(f"Kinesis stream {name} is still {summary['StreamStatus']} after {timeout:.0f} s")
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
 
 
+def stream_retention_hours() -> int:
+    """How long Kinesis keeps records (default 7 days): the time an operator has to unpark a shard
+    before its oldest unread records expire. The 24-hour default is too short for a weekend."""
+    return int(getattr(settings, "KINESIS_RETENTION_HOURS", 168))
+
+
+def _retention_ensure(client: Any, name: str, summary: dict) -> dict:
+    wanted = stream_retention_hours()
+    if int(summary.get("RetentionPeriodHours") or 24) < wanted:
+        client.increase_stream_retention_period(StreamName=name, RetentionPeriodHours=wanted)
+        logger.info("raised the retention of Kinesis stream %s to %d hours", name, wanted)
+        summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+    return summary
+
+
+def archive_lifecycle_rules() -> list[dict]:
+    """S3 lifecycle of the raw archive: Standard for RAW_ARCHIVE_TRANSITION_DAYS (30), then Glacier
+    Instant Retrieval (still readable in milliseconds for a re-drive), expired after
+    RAW_ARCHIVE_RETENTION_DAYS (180); unfinished multipart uploads are cleaned after a day."""
+    transition = int(getattr(settings, "RAW_ARCHIVE_TRANSITION_DAYS", 30))
+    retention = int(getattr(settings, "RAW_ARCHIVE_RETENTION_DAYS", 180))
+    return [
+        {"ID": "raw-archive-tiering-and-expiry", "Status": "Enabled", "Filter": {"Prefix": "raw/"},
+         "Transitions": [{"Days": transition, "StorageClass": "GLACIER_IR"}],
+         "Expiration": {"Days": retention},
+         "NoncurrentVersionExpiration": {"NoncurrentDays": 1}},
+        {"ID": "abort-incomplete-uploads", "Status": "Enabled", "Filter": {"Prefix": ""},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+    ]
+
+
 def bucket_ensure(bucket: str | None = None, *, client: Any = None) -> str:
-    """Create the raw-archive bucket (settings.RAW_ARCHIVE_BUCKET) if it is missing; returns its name."""
+    """Create the raw-archive bucket (settings.RAW_ARCHIVE_BUCKET) if it is missing, and set its
+    lifecycle rules (``archive_lifecycle_rules``); returns its name."""
     client = client or s3_client()
     name = bucket or settings.RAW_ARCHIVE_BUCKET
     try:
         client.head_bucket(Bucket=name)
+        _lifecycle_ensure(client, name)
         return name
     except ClientError as err:
         if _error_code(err) not in {"404", "NoSuchBucket", "NotFound"}:
@@ -120,7 +217,12 @@ def bucket_ensure(bucket: str | None = None, *, client: Any = None) -> str:
     except ClientError as err:
         if _error_code(err) not in {"BucketAlreadyOwnedByYou"}:
             raise
+    _lifecycle_ensure(client, name)
     return name
+
+
+def _lifecycle_ensure(client: Any, name: str) -> None:
+    client.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": archive_lifecycle_rules()})
 
 
 class LocalAwsServer:

@@ -23,6 +23,18 @@ import orjson
 ENVELOPE_VERSION = 1
 CHANNELS = frozenset({"batch", "slack", "voice", "direct"})
 MAX_PAYLOAD_BYTES = 64 * 1024
+#: received_at must be UTC microseconds between 2000-01-01 and 2100-01-01: outside that, a direct
+#: writer used another unit (nanoseconds from time.time_ns() are the usual mistake) or a broken clock.
+RECEIVED_AT_MIN, RECEIVED_AT_MAX = 946_684_800_000_000, 4_102_444_800_000_000
+
+
+def received_at_problem(value: int) -> str:
+    """Why a received_at integer is not plausible UTC microseconds (for the quarantine reason)."""
+    for unit, scale in (("nanoseconds", 1000), ("milliseconds", 1 / 1000), ("seconds", 1 / 1_000_000)):
+        if RECEIVED_AT_MIN <= value / scale < RECEIVED_AT_MAX:
+            return (f"The envelope's 'received_at' ({value}) looks like {unit}; it must be UTC microseconds "
+                    f"(e.g. time.time_ns() // 1000).")
+    return (f"The envelope's 'received_at' ({value}) is not a time between 2000 and 2100 in UTC microseconds.")
 
 
 class EnvelopeError(ValueError):
@@ -68,6 +80,8 @@ def envelope_decode(data: bytes) -> RawEnvelope:
         raise EnvelopeError("invalid_envelope", "The envelope has no 'source' (a source name).")
     if not isinstance(received_at, int) or isinstance(received_at, bool) or received_at <= 0:
         raise EnvelopeError("invalid_envelope", "The envelope's 'received_at' must be UTC microseconds.")
+    if not RECEIVED_AT_MIN <= received_at < RECEIVED_AT_MAX:
+        raise EnvelopeError("invalid_envelope", received_at_problem(received_at))
     if not isinstance(payload, dict):
         raise EnvelopeError("invalid_envelope", "The envelope's 'payload' must be a JSON object.")
     contract = record.get("contract")

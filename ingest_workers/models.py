@@ -8,9 +8,11 @@ from django.db import models
 class ShardLease(models.Model):
     """One row per shard of a stream.
 
-    A worker owns a shard while `lease_expires_at` is in the future; it renews the lease as it works.
-    `lease_counter` goes up on every acquisition and checkpoint writes are conditional on it, so a
-    worker whose lease was taken over cannot move the checkpoint back (fencing).
+    A worker owns a shard while `lease_expires_at` (compared with the DATABASE's clock, never a
+    worker's) is in the future; a heartbeat renews it. `lease_counter` is the fencing token: it goes
+    up on EVERY acquisition, by the same owner too, and every renewal and checkpoint is conditional
+    on it, so a worker whose lease was taken over (or a redelivered task) cannot move anything.
+    A shard whose batches keep failing is parked (`parked_at`, `park_reason`) instead of spun on.
     """
 
     stream = models.CharField(max_length=128)
@@ -27,6 +29,13 @@ class ShardLease(models.Model):
     # A closed shard (after resharding) that has been read to its end.
     finished_at = models.DateTimeField(null=True, blank=True)
     records_read = models.PositiveBigIntegerField(default=0)
+    # Consecutive failed attempts at the current unit, when the next may start, and why it failed.
+    failures = models.PositiveIntegerField(default=0)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    # Set after the retry budget is spent: nobody reads the shard until an operator unparks it.
+    parked_at = models.DateTimeField(null=True, blank=True)
+    park_reason = models.TextField(blank=True)
     last_batch_at = models.DateTimeField(null=True, blank=True)
     millis_behind_latest = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -37,3 +46,32 @@ class ShardLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stream}/{self.shard_id}"
+
+
+class IngestWorker(models.Model):
+    """A live consumer process (or the merger): the lease taker counts these to compute each one's
+    fair share of the shards, like the Kinesis Client Library's worker table."""
+
+    worker_id = models.CharField(max_length=128, unique=True)
+    stream = models.CharField(max_length=128)
+    heartbeat_at = models.DateTimeField()
+    started_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["stream", "worker_id"]
+
+    def __str__(self) -> str:
+        return self.worker_id
+
+
+class WorkerLease(models.Model):
+    """A named singleton role (the merger): one holder at a time, a fencing token per acquisition,
+    renewed by a heartbeat, expiring on the database's clock."""
+
+    name = models.CharField(max_length=64, unique=True)
+    owner = models.CharField(max_length=128, blank=True)
+    fence = models.PositiveBigIntegerField(default=0)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.owner or 'nobody'}"

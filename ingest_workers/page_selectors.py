@@ -23,7 +23,15 @@ from django.utils import timezone
 
 from ingest_workers.models import ShardLease
 from portal.roles import is_data_engineer, user_team_ids
-from warehouse.ddl import CANONICAL_EVENTS, LANDED_BATCHES, QUARANTINE, QUARANTINE_STATUSES, check_identifier, qualified
+from warehouse.ddl import (
+    CANONICAL_EVENTS,
+    CHANNEL_OFFSETS,
+    MERGE_LOG,
+    QUARANTINE,
+    QUARANTINE_STATUSES,
+    check_identifier,
+    qualified,
+)
 from warehouse.load import pipeline_counts, warehouse_query
 
 PAGE_SIZE = 50
@@ -243,15 +251,14 @@ def source_for_link(source_name: str | None) -> Any:
 # --- the pipeline page ------------------------------------------------------------------------------
 
 def pipeline_numbers(conn: Any) -> dict:
-    """Warehouse totals and freshness: events, duplicates, quarantine, unmerged batches, newest event."""
+    """Warehouse totals and freshness: events, duplicates, quarantine, unmerged rows, newest event."""
     db = _database(conn)
     numbers: dict[str, Any] = dict(pipeline_counts(conn))
-    events, ledger = qualified(db, CANONICAL_EVENTS), qualified(db, LANDED_BATCHES)
+    events, offsets, merges = qualified(db, CANONICAL_EVENTS), qualified(db, CHANNEL_OFFSETS), qualified(db, MERGE_LOG)
     sql = (
         f"SELECT (SELECT MAX(RECEIVED_AT) FROM {events}) AS NEWEST_RECEIVED_AT,"  # noqa: S608
-        f" (SELECT MAX(MERGED_AT) FROM {events}) AS LAST_MERGED_AT,"
-        f" (SELECT MAX(LANDED_AT) FROM {ledger}) AS LAST_LANDED_AT,"
-        f" (SELECT MIN(LANDED_AT) FROM {ledger} WHERE MERGED_AT IS NULL) AS OLDEST_UNMERGED_AT"
+        f" (SELECT MAX(MERGED_AT) FROM {merges}) AS LAST_MERGED_AT,"
+        f" (SELECT MAX(COMMITTED_AT) FROM {offsets} WHERE OFFSET_TOKEN IS NOT NULL) AS LAST_LANDED_AT"
     )
     fresh = warehouse_query(conn, sql)[0]
     now = timezone.now()
@@ -271,6 +278,10 @@ def shard_rows(*, stream: str | None = None) -> list[dict]:
     for lease in ShardLease.objects.filter(stream=stream).order_by("shard_id"):
         if lease.finished_at is not None:
             state = "finished"
+        elif lease.parked_at is not None:
+            state = f"parked: {lease.park_reason}"[:300]
+        elif lease.failures:
+            state = f"retrying ({lease.failures} failed): {lease.last_error}"[:300]
         elif lease.owner and lease.lease_expires_at and lease.lease_expires_at > now:
             state = "owned"
         elif lease.owner:

@@ -9,19 +9,21 @@
    (``archive_read_line``), else, when that line is gone, the payload the row kept;
 3. run it through ``process_batch`` with the **current** contract index (so the approved fix
    applies) and the original shard id and sequence number (lineage stays true to the raw record);
-4. **land** the valid events with ``landing_insert`` under batch id ``redrive:<uuid>`` (kind
-   ``redrive``); the uuid derives from the request id and chunk, so a retried task lands once;
+4. **land** the valid events on a landing channel of their own, ``redrive-<uuid>`` (the uuid derives
+   from the request id and chunk, so a retried task lands on the same channel); the events keep the
+   original stream record's shard and sequence number, so a retry landing them again counts once;
 5. **mark** each row: ``redriven`` with ``{"outcome": "landed", "events": n, …}`` (or ``skipped``
    when the contract now ignores the record on purpose), or, when it still fails, it **stays
    quarantined**: status ``new``, reason code, detail, path and contract version updated to the new
    failure, REDRIVEN_AT stamped and ``{"outcome": "still_quarantined", …}`` with the reasons it had
    before in ``history``. A still-failing record is never dropped;
-6. **merge** into CANONICAL.EVENTS, and write one audit record for the request.
+6. ask the **merger** for one run (it holds the merger lease; when another run holds it, that one
+   merges these rows within seconds), and write one audit record for the request.
 
 A crash after landing and before marking leaves the rows claimed; the same request (same
-``request_id``, as a Celery retry sends) finds its landed batch and marks them. After 10 minutes
-another request may take them over: its copy of the events is then counted as a duplicate by the
-MERGE, never a second row.
+``request_id``, as a Celery retry sends) lands again on its channel and marks them. After 10
+minutes another request may take them over: its copy is the same stream record, so the merge
+neither adds a row nor counts a duplicate.
 """
 
 from __future__ import annotations
@@ -53,9 +55,8 @@ CLAIM_STALE_SECONDS = 600
 HISTORY_MAX = 20
 DETAIL_KEPT = 1000
 EVENT_IDS_KEPT = 20
-MERGE_ATTEMPTS = 3
 #: bounded merges run per re-drive at most (a backlog bigger than this is the periodic merge's job)
-MERGE_ROUNDS = 20
+MERGE_SECONDS = 10.0
 #: uuid5 namespace of re-drive batch ids (uuid5(NAMESPACE_URL, "https://chatorbit.io/ns/redrive-batch"))
 REDRIVE_BATCH_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://chatorbit.io/ns/redrive-batch")
 _IDS = "SELECT value::VARCHAR FROM TABLE(FLATTEN(INPUT => PARSE_JSON(%(ids)s)))"
@@ -158,7 +159,7 @@ def quarantine_redrive(
         return result
     by = actor.get_username() if hasattr(actor, "get_username") else str(actor)
     try:
-        with warehouse_connection() as conn:
+        with warehouse_connection(workload="ingest") as conn:
             warehouse_ready(conn)
             index = contract_index_current(force=True)  # a contract approved a second ago must count
             for number, start in enumerate(range(0, len(ids), REDRIVE_CHUNK)):
@@ -190,27 +191,19 @@ def _batch_id(request_id: str, chunk: int) -> str:
 
 
 def _merge(conn: Any) -> tuple[bool, str]:
-    """Merge what landed (bounded merges, oldest batches first, until none is left); a merge that
-    cannot run now is left to the periodic one: the events are landed, so nothing is lost."""
+    """One run of the merger (bounded, and never beside another: the merger lease); when another run
+    holds the lease or the warehouse is away, that run or the next periodic one merges the rows."""
     from ingest_workers import services
-    from warehouse.connection import WarehouseConflict, WarehouseUnavailable
-    from warehouse.load import merge_landing
+    from warehouse.connection import WarehouseError
 
-    max_batches = int(getattr(services, "MERGE_MAX_BATCHES", 500))
-    later = "The events are landed; the next periodic merge moves them into CANONICAL.EVENTS."
-    conflicts = 0
-    for _ in range(MERGE_ROUNDS):
-        try:
-            if merge_landing(conn, max_batches=max_batches).batches < max_batches:
-                return True, ""
-        except WarehouseConflict:  # the periodic merge is running right now
-            conflicts += 1
-            if conflicts >= MERGE_ATTEMPTS:
-                return False, later
-            time.sleep(0.5 * conflicts)
-        except WarehouseUnavailable:
-            return False, later
-    return False, later
+    later = "The events are landed; the merger moves them into CANONICAL.EVENTS within seconds."
+    try:
+        merged = services.warehouse_merge_run(max_seconds=MERGE_SECONDS)
+    except WarehouseError:
+        return False, later
+    if "busy" in merged:
+        return False, later
+    return True, ""
 
 
 def _now_text() -> str:
@@ -266,15 +259,17 @@ def _redrive_chunk(conn: Any, ids: list[str], *, index: Any, result: RedriveResu
 def _run_claimed(
     conn: Any, claimed: list[dict], *, index: Any, result: RedriveResult, by: str, batch_id: str, progress: dict,
 ) -> None:
-    from warehouse.load import landing_insert
+
+    from ingest_workers.archive import ArchiveReader
 
     now_micros = time.time_ns() // 1000
+    reader = ArchiveReader()
     # one stream record per raw pointer (two rows of the same record are re-driven once)
     records: dict[tuple[str, str, str], tuple[RawRecord, tuple[str, int], str]] = {}
     for row in claimed:
         key = _record_key(row)
         if key not in records:
-            records[key] = _original_record(row)
+            records[key] = _original_record(row, reader)
     events: list[dict] = []
     failures: dict[tuple[str, str, str], Any] = {}
     produced: dict[tuple[str, str, str], list[dict]] = {}
@@ -290,21 +285,14 @@ def _run_claimed(
             failures[(stream, q.shard_id, q.sequence_number)] = q
 
     if events:
-        meta = {"kind": "redrive", "request_id": result.request_id, "by": by, "records": len(records),
-                "quarantine_ids": [row["quarantine_id"] for row in claimed][:REDRIVE_CHUNK]}
-        land = landing_insert(conn, batch_id=batch_id, rows=orjson.dumps(events), meta=meta)
+        from warehouse.landing import landing_append, landing_rows_json
+
+        # a fresh offset token per attempt, so the merger takes this landing even when the channel
+        # merged an earlier attempt's (copies of one stream record count once whatever it lands)
+        landing_append(conn, channel=_channel(batch_id), offset_token=str(time.time_ns()),
+                       rows=landing_rows_json(orjson.dumps(events)), batch_id=batch_id)
         progress["landed"] = True
         result.batch_ids.append(batch_id)
-        if land.already_landed:
-            # a retry of this request: the batch landed before the crash. Land what it lacks (if the
-            # claimed rows changed in between) under an id derived from those events, so once only.
-            present = _landed_event_ids(conn, batch_id)
-            missing = [ev for ev in events if ev["event_id"] not in present]
-            if missing:
-                extra = sorted({ev["event_id"] for ev in missing})
-                extra_id = f"redrive:{uuid.uuid5(REDRIVE_BATCH_NAMESPACE, batch_id + '/' + ','.join(extra))}"
-                landing_insert(conn, batch_id=extra_id, rows=orjson.dumps(missing), meta=meta)
-                result.batch_ids.append(extra_id)
 
     now = _now_text()
     updates = []
@@ -337,14 +325,8 @@ def _run_claimed(
     _finish(conn, updates, token=batch_id, now=now)
 
 
-def _landed_event_ids(conn: Any, batch_id: str) -> set[str]:
-    from warehouse.ddl import LANDING_EVENTS, check_identifier, qualified
-    from warehouse.load import warehouse_query
-
-    table = qualified(check_identifier(conn.database), LANDING_EVENTS)
-    rows = warehouse_query(conn, f"SELECT DISTINCT EVENT_ID FROM {table} WHERE BATCH_ID = %(batch_id)s",  # noqa: S608
-                           {"batch_id": batch_id})
-    return {row["EVENT_ID"] for row in rows}
+def _channel(batch_id: str) -> str:
+    return "redrive-" + batch_id.removeprefix("redrive:")
 
 
 def _release(conn: Any, token: str) -> None:
@@ -460,17 +442,16 @@ def _history(row: dict, now: str) -> list[dict]:
 
 # --- the original stream record --------------------------------------------------------------------
 
-def _original_record(row: dict) -> tuple[RawRecord, tuple[str, int], str]:
-    """(the stream record, its archive location, "archive" | "stored_payload")."""
-    from ingest_workers.archive import archive_read_line
-
+def _original_record(row: dict, reader: Any) -> tuple[RawRecord, tuple[str, int], str]:
+    """(the stream record, its archive location, "archive" | "stored_payload"); ``reader`` is the
+    chunk's ``ArchiveReader`` (each archive object fetched once)."""
     uri = row.get("raw_archive_uri") or ""
     offset = int(row.get("raw_offset") or 0)
     shard, sequence = row.get("shard_id") or "", row.get("sequence_number") or ""
     received = _micros(row.get("received_at")) or 1
     if uri:
         try:
-            line = archive_read_line(uri, offset)
+            line = reader.read_line(uri, offset)
         except Exception:  # noqa: BLE001 - gone, unreadable or elsewhere: fall back to the stored payload
             line = None
         if isinstance(line, dict) and str(line.get("seq")) == sequence and line.get("shard") == shard:

@@ -1,44 +1,62 @@
-"""The shell around the pure pipeline: shard leases, reading Kinesis, archive, landing, checkpoints.
+"""The shell around the pure pipeline: shard leases, reading Kinesis, archive, landing, checkpoints,
+retries and parking, and the merger.
 
-Order of effects for every batch (the checkpoint moves last, so a crash anywhere re-reads the batch):
-  1. read records after the checkpoint;
-  2. write the raw batch to the archive (object keys derived from shard + sequence range: a retry
+One *unit* of a shard (``ShardReader.process_unit``), effects in this order:
+  1. read records after the resume point: the later of the PostgreSQL checkpoint and the landing
+     channel's committed offset token (so a crash between landing and checkpoint re-lands nothing);
+     empty pages are followed, and a shard is finished only on Kinesis's own end-of-shard signals
+     (``NextShardIterator`` null, or the checkpoint at the shard's ``EndingSequenceNumber``);
+  2. write the records to the raw archive (object keys derived from shard + sequence range: a retry
      overwrites);
-  3. run the pure pipeline (decode → route → validate → normalize → event ids → lineage);
-  4. land valid events and quarantine rows in the warehouse in one transaction, keyed by batch id
-     (a retried batch with the same range lands once);
-  5. move the checkpoint, conditional on still holding the lease.
-A MERGE (`warehouse_merge`) moves landed rows into CANONICAL.EVENTS, one row per event_id.
+  3. run the pure pipeline; every per-record step is guarded (a bad record is quarantined);
+  4. append the landing rows (events and quarantine rows) to the shard's channel with the unit's
+     last sequence number as the offset token, and wait for the commit;
+  5. move the checkpoint, fenced by the lease's token (``lease_counter``), on the database's clock.
+A unit that fails is retried with exponential backoff and jitter; after ``INGEST_RETRY_BUDGET``
+failures the shard is parked (shown on the pipeline page, retried after
+``INGEST_PARKED_RETRY_SECONDS`` or at once with ``manage.py shard_unpark``), never spun on.
+
+The merger (``warehouse_merge_run``) holds the ``merger`` lease, renewed by a heartbeat thread, and
+MERGEs what the channels committed (``warehouse.landing``): one merger at a time, idempotent if two
+ever overlap.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from obstore.exceptions import BaseError as ObstoreError
 
 from ingest_workers import archive
-from ingest_workers.models import ShardLease
+from ingest_workers.models import ShardLease, WorkerLease
 from ingest_workers.pipeline import BatchResult, ContractIndex, RawRecord, process_batch
+from warehouse.channels import ChannelError, ChannelInvalidated, LandingChannel, LandingClient, offset_max
 
 log = logging.getLogger(__name__)
 
-MERGE_MAX_BATCHES = 500
 BATCH_MAX_RECORDS = 1000  # process_batch is fastest per record around 1,000 (CPU cache)
 THROTTLE_RETRIES = 6
 THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "LimitExceededException",
                             "ThrottlingException"})
-DEDUP_WINDOW_SECONDS = 24 * 3600
+#: Empty GetRecords pages followed within one read while the shard is behind its tip (Kinesis: "it
+#: might take multiple calls to get to a portion that contains records").
+EMPTY_PAGES_PER_READ = 5
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
+COMMIT_TIMEOUT_SECONDS = 60.0
 
 
 class TransientError(Exception):
@@ -47,6 +65,31 @@ class TransientError(Exception):
 
 class LeaseLost(Exception):
     """Another worker took the shard over; this worker must stop without moving the checkpoint."""
+
+
+def lease_seconds() -> int:
+    return int(getattr(settings, "INGEST_LEASE_SECONDS", 30))
+
+
+def retry_budget() -> int:
+    return int(getattr(settings, "INGEST_RETRY_BUDGET", 8))
+
+
+def parked_retry_seconds() -> int:
+    return int(getattr(settings, "INGEST_PARKED_RETRY_SECONDS", 600))
+
+
+def dedup_window_days() -> int:
+    from warehouse.ddl import DEDUP_WINDOW_DAYS_DEFAULT
+
+    return int(getattr(settings, "INGEST_DEDUP_WINDOW_DAYS", DEDUP_WINDOW_DAYS_DEFAULT))
+
+
+def backoff_seconds(failures: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: about 1, 2, 4 … s, at most ``RETRY_MAX_SECONDS``, each drawn
+    from [half, full] so shards that failed together do not retry together."""
+    ceiling = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, failures - 1))
+    return ceiling * (rng or random).uniform(0.5, 1.0)
 
 
 # --- contract routing, rebuilt when approvals change ------------------------------------------------
@@ -74,6 +117,11 @@ def contract_index_current(*, force: bool = False) -> ContractIndex:
 
 # --- leases -----------------------------------------------------------------------------------------
 
+def shard_channel_name(stream: str, shard_id: str) -> str:
+    """The landing channel of a shard (Snowpipe Streaming channel names: letters, digits, - and _)."""
+    return f"{stream}-{shard_id}"
+
+
 def shard_sync(*, kinesis, stream: str) -> list[ShardLease]:
     """Make sure every shard of the stream (including children after a reshard) has a lease row."""
     shards, token = [], None
@@ -83,48 +131,65 @@ def shard_sync(*, kinesis, stream: str) -> list[ShardLease]:
         token = page.get("NextToken")
         if not token:
             break
+    known = {lease.shard_id: lease for lease in ShardLease.objects.filter(stream=stream)}
     for shard in shards:
         ending = shard.get("SequenceNumberRange", {}).get("EndingSequenceNumber", "")
-        lease, created = ShardLease.objects.get_or_create(
-            stream=stream, shard_id=shard["ShardId"],
-            defaults={"parent_shard_id": shard.get("ParentShardId", ""),
-                      "adjacent_parent_shard_id": shard.get("AdjacentParentShardId", ""),
-                      "ending_sequence_number": ending},
-        )
-        if not created and ending and not lease.ending_sequence_number:
+        lease = known.get(shard["ShardId"])
+        if lease is None:
+            ShardLease.objects.get_or_create(
+                stream=stream, shard_id=shard["ShardId"],
+                defaults={"parent_shard_id": shard.get("ParentShardId", ""),
+                          "adjacent_parent_shard_id": shard.get("AdjacentParentShardId", ""),
+                          "ending_sequence_number": ending},
+            )
+        elif ending and not lease.ending_sequence_number:
             ShardLease.objects.filter(pk=lease.pk).update(ending_sequence_number=ending)
     return list(ShardLease.objects.filter(stream=stream))
 
 
-def _parents_finished(lease: ShardLease) -> bool:
+def _parents_finished(lease: ShardLease, leases: dict[str, ShardLease] | None = None) -> bool:
     """Children of a split/merge are read only after their parents, to keep each key in order."""
     parents = [p for p in (lease.parent_shard_id, lease.adjacent_parent_shard_id) if p]
     if not parents:
         return True
+    if leases is not None:
+        return all(leases[p].finished_at is not None for p in parents if p in leases)
     tracked = ShardLease.objects.filter(stream=lease.stream, shard_id__in=parents)
     return all(p.finished_at is not None for p in tracked)
 
 
-def lease_seconds() -> int:
-    return int(getattr(settings, "INGEST_LEASE_SECONDS", 30))
+def _available() -> Q:
+    """Leases nobody reads right now: free, or expired on the database's clock."""
+    return Q(owner="") | Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now())
 
 
-def shard_lease_acquire(*, stream: str, shard_id: str, owner: str, seconds: int | None = None) -> ShardLease | None:
-    """Take (or renew) the lease if it is free, expired or already ours. Returns it, or None."""
+def shard_lease_acquire(*, stream: str, shard_id: str, owner: str, seconds: int | None = None,
+                        steal_from: str | None = None) -> ShardLease | None:
+    """Take the lease if it is free, expired, ours, or (``steal_from``) held by that worker.
+    EVERY acquisition takes a new fencing token, so an earlier holder (even one with the same owner
+    name, a redelivered task) can no longer renew or checkpoint. Returns the lease, or None."""
     seconds = seconds or lease_seconds()
-    now = timezone.now()
     lease = ShardLease.objects.filter(stream=stream, shard_id=shard_id).first()
     if lease is None or lease.finished_at is not None or not _parents_finished(lease):
         return None
-    free = Q(owner="") | Q(lease_expires_at__lt=now) | Q(owner=owner)
-    claimed = ShardLease.objects.filter(Q(pk=lease.pk) & free).update(
-        owner=owner, lease_expires_at=now + timedelta(seconds=seconds),
-        lease_counter=lease.lease_counter + 1 if lease.owner != owner else lease.lease_counter,
-    )
+    takeable = _available() | Q(owner=owner)
+    if steal_from:
+        takeable |= Q(owner=steal_from)
+    parked_ok = Q(parked_at__isnull=True) | Q(parked_at__lt=Now() - timedelta(seconds=parked_retry_seconds()))
+    claimed = ShardLease.objects.filter(Q(pk=lease.pk) & takeable & parked_ok, finished_at__isnull=True).update(
+        owner=owner, lease_expires_at=Now() + timedelta(seconds=seconds), lease_counter=F("lease_counter") + 1)
     if not claimed:
         return None
     lease.refresh_from_db()
     return lease if lease.owner == owner else None
+
+
+def shard_lease_renew(lease: ShardLease, seconds: int | None = None) -> None:
+    """Extend the lease (heartbeat); ``LeaseLost`` when another worker holds it now."""
+    renewed = ShardLease.objects.filter(pk=lease.pk, owner=lease.owner, lease_counter=lease.lease_counter).update(
+        lease_expires_at=Now() + timedelta(seconds=seconds or lease_seconds()))
+    if not renewed:
+        raise LeaseLost(f"{lease} was taken over")
 
 
 def shard_lease_release(lease: ShardLease) -> None:
@@ -133,23 +198,53 @@ def shard_lease_release(lease: ShardLease) -> None:
 
 
 def _checkpoint(lease: ShardLease, *, sequence: str, records: int, behind: int | None, finished: bool) -> None:
-    now = timezone.now()
-    updates = {"checkpoint": sequence, "lease_expires_at": now + timedelta(seconds=lease_seconds()),
-               "last_batch_at": now, "millis_behind_latest": behind}
+    updates: dict[str, Any] = {
+        "checkpoint": sequence, "lease_expires_at": Now() + timedelta(seconds=lease_seconds()),
+        "last_batch_at": Now(), "millis_behind_latest": behind, "records_read": F("records_read") + records,
+        "failures": 0, "retry_at": None, "last_error": "", "parked_at": None, "park_reason": "",
+    }
     if finished:
-        updates["finished_at"] = now
-    with transaction.atomic():
-        moved = ShardLease.objects.filter(pk=lease.pk, owner=lease.owner, lease_counter=lease.lease_counter)
-        if not moved.update(**updates):
-            raise LeaseLost(f"{lease} was taken over; checkpoint not moved")
-        ShardLease.objects.filter(pk=lease.pk).update(records_read=lease.records_read + records)
+        updates["finished_at"] = Now()
+    moved = ShardLease.objects.filter(pk=lease.pk, owner=lease.owner, lease_counter=lease.lease_counter)
+    if not moved.update(**updates):
+        raise LeaseLost(f"{lease} was taken over; checkpoint not moved")
     lease.checkpoint = sequence or lease.checkpoint
     lease.records_read += records
+    lease.failures = 0
     if finished:
-        lease.finished_at = now
+        lease.finished_at = timezone.now()
 
 
-# --- one batch ---------------------------------------------------------------------------------------
+def shard_failure_record(lease: ShardLease, *, error: BaseException, unit: str,
+                         rng: random.Random | None = None) -> float | None:
+    """Count a failed attempt at ``unit``: returns the backoff before the next attempt, or None
+    when the retry budget is spent and the shard is now parked (its lease released)."""
+    failures = lease.failures + 1
+    text = f"{type(error).__name__}: {error}"[:2000]
+    if failures >= retry_budget():
+        ShardLease.objects.filter(pk=lease.pk, owner=lease.owner, lease_counter=lease.lease_counter).update(
+            failures=failures, last_error=text, parked_at=Now(), retry_at=None,
+            park_reason=f"{failures} failed attempts at {unit}; last: {text}"[:2000], owner="", lease_expires_at=None)
+        log.error("shard %s parked after %d failed attempts at %s: %s", lease, failures, unit, text)
+        lease.failures = failures
+        return None
+    delay = backoff_seconds(failures, rng)
+    ShardLease.objects.filter(pk=lease.pk, owner=lease.owner, lease_counter=lease.lease_counter).update(
+        failures=failures, last_error=text, retry_at=Now() + timedelta(seconds=delay))
+    lease.failures = failures
+    log.warning("shard %s: attempt %d at %s failed, retrying in %.1fs: %s", lease, failures, unit, delay, text)
+    return delay
+
+
+def shard_unpark(*, stream: str, shard_id: str | None = None) -> int:
+    """Let parked shards (all of the stream's, or one) be read again now. Returns how many."""
+    parked = ShardLease.objects.filter(stream=stream, parked_at__isnull=False)
+    if shard_id:
+        parked = parked.filter(shard_id=shard_id)
+    return parked.update(parked_at=None, park_reason="", failures=0, retry_at=None)
+
+
+# --- reading a unit ----------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class BatchOutcome:
@@ -158,14 +253,17 @@ class BatchOutcome:
     quarantined: int = 0
     skipped: int = 0
     in_batch_duplicates: int = 0
-    window_duplicates: int = 0
-    already_landed: bool = False
+    landed_rows: int = 0
     finished_shard: bool = False
     millis_behind_latest: int | None = None
+    #: this thread's CPU seconds per step of the unit (read, pipeline, archive, land, checkpoint)
+    cpu: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def add(self, other: BatchOutcome) -> None:
-        for field in ("read", "valid", "quarantined", "skipped", "in_batch_duplicates", "window_duplicates"):
+        for field in ("read", "valid", "quarantined", "skipped", "in_batch_duplicates", "landed_rows"):
             setattr(self, field, getattr(self, field) + getattr(other, field))
+        for step, seconds in other.cpu.items():
+            self.cpu[step] = self.cpu.get(step, 0.0) + seconds
 
 
 def _kinesis_call(call: Callable[..., dict], sleep: Callable[[float], None] = time.sleep, **kwargs) -> dict:
@@ -190,95 +288,212 @@ def _kinesis_call(call: Callable[..., dict], sleep: Callable[[float], None] = ti
     raise AssertionError("unreachable")
 
 
-def _read_records(kinesis, lease: ShardLease, max_records: int) -> tuple[list[dict], int | None, bool]:
-    if lease.checkpoint:
-        start = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": lease.checkpoint}
-    else:
-        start = {"ShardIteratorType": "TRIM_HORIZON"}
-    iterator = _kinesis_call(kinesis.get_shard_iterator, StreamName=lease.stream, ShardId=lease.shard_id,
-                             **start)["ShardIterator"]
-    records: list[dict] = []
-    behind, closed = None, False
-    while iterator and len(records) < max_records:
-        response = _kinesis_call(kinesis.get_records, ShardIterator=iterator,
-                                 Limit=min(10_000, max_records - len(records)))
-        records.extend(response["Records"])
-        behind = response.get("MillisBehindLatest")
-        iterator = response.get("NextShardIterator")
-        if not response["Records"]:
-            break
-    if iterator is None:
-        closed = True
-    return records, behind, closed
+def _iterator_expired(err: TransientError) -> bool:
+    return "ExpiredIteratorException" in str(err)
 
 
-def _dedup_window_hits(event_ids: list[str], batch_id: str) -> int:
-    """How many event ids were already seen in the recent window by another batch (Redis)."""
-    if not settings.REDIS_URL or not event_ids:
-        return 0
-    import redis
+class _CpuTicks:
+    """CPU seconds of this thread between calls, by step name (for the consumer's own figures)."""
 
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    pipe = client.pipeline(transaction=False)
-    for event_id in event_ids:
-        pipe.set(f"dedup:{event_id}", batch_id, nx=True, ex=DEDUP_WINDOW_SECONDS, get=True)
-    previous = pipe.execute()
-    return sum(1 for value in previous if value is not None and value.decode() != batch_id)
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self._last = time.thread_time()
+
+    def __call__(self, step: str) -> None:
+        now = time.thread_time()
+        self.cpu[step] = self.cpu.get(step, 0.0) + now - self._last
+        self._last = now
 
 
-def shard_batch_process(*, kinesis, warehouse, lease: ShardLease, max_records: int = BATCH_MAX_RECORDS,
-                        now_micros: Callable[[], int] | None = None,
-                        after_archive: Callable[[], None] | None = None) -> BatchOutcome:
-    """Read one batch after the checkpoint and carry it through archive → landing → checkpoint."""
-    from warehouse.connection import WarehouseUnavailable
-    from warehouse.load import landing_insert
+class ShardReader:
+    """One owned shard: its lease, its landing channel and where reading goes on.
 
-    clock = now_micros or (lambda: time.time_ns() // 1000)
-    raw, behind, closed = _read_records(kinesis, lease, max_records)
-    outcome = BatchOutcome(millis_behind_latest=behind)
-    if not raw:
-        # A closed shard gets no new records: an empty read after the checkpoint means it is done.
-        closed = closed or bool(lease.ending_sequence_number)
-        _checkpoint(lease, sequence=lease.checkpoint, records=0, behind=behind, finished=closed)
-        outcome.finished_shard = closed
+    The GetRecords iterator is kept between units, so a run of empty pages in the middle of a shard
+    is walked through instead of restarting at the checkpoint each time (Kinesis returns empty pages
+    where a shard has no records for a while, and only ``NextShardIterator`` moves past them).
+    """
+
+    def __init__(self, *, kinesis: Any, landing: LandingClient, lease: ShardLease):
+        self.kinesis = kinesis
+        self.landing = landing
+        self.lease = lease
+        self.channel: LandingChannel | None = None
+        self.position: str | None = None  # resume after this sequence number
+        self._iterator: str | None = None
+        self._iterator_after: str | None = None  # the position the kept iterator continues from
+
+    def open(self) -> None:
+        """Open the channel (fencing its previous writer) and find the resume point."""
+        self.channel = self.landing.open_channel(shard_channel_name(self.lease.stream, self.lease.shard_id))
+        committed = self.channel.latest_committed_offset_token()
+        self.position = offset_max(self.lease.checkpoint or None, committed)
+        if committed and committed != (self.lease.checkpoint or None):
+            log.info("shard %s resumes after %s (channel committed %s, checkpoint %s)", self.lease,
+                     self.position, committed, self.lease.checkpoint or "none")
+
+    def close(self) -> None:
+        if self.channel is not None:
+            try:
+                self.channel.close()
+            except ChannelError:  # pragma: no cover - closing is best effort
+                pass
+
+    @property
+    def at_shard_end(self) -> bool:
+        ending = self.lease.ending_sequence_number
+        return bool(ending) and self.position == ending
+
+    def _start_iterator(self) -> str | None:
+        if self.position:
+            start = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": self.position}
+        else:
+            start = {"ShardIteratorType": "TRIM_HORIZON"}
+        return _kinesis_call(self.kinesis.get_shard_iterator, StreamName=self.lease.stream,
+                             ShardId=self.lease.shard_id, **start)["ShardIterator"]
+
+    def read(self, max_records: int) -> tuple[list[dict], int | None, bool]:
+        """(records, millis behind the tip, shard ended): at most ``max_records`` after the position."""
+        if self._iterator is None or self._iterator_after != self.position:
+            self._iterator = self._start_iterator()
+        records: list[dict] = []
+        behind, ended, empty = None, False, 0
+        iterator = self._iterator
+        while iterator and len(records) < max_records:
+            try:
+                response = _kinesis_call(self.kinesis.get_records, ShardIterator=iterator,
+                                         Limit=min(10_000, max_records - len(records)))
+            except TransientError as err:
+                if not _iterator_expired(err) or records:
+                    raise
+                iterator = self._start_iterator()  # iterators live 5 minutes
+                continue
+            records.extend(response["Records"])
+            behind = response.get("MillisBehindLatest")
+            iterator = response.get("NextShardIterator")
+            if iterator is None:
+                ended = True  # Kinesis's end-of-shard signal: a closed shard read to its end
+                break
+            if response["Records"]:
+                empty = 0
+                if behind == 0:
+                    break  # at the tip: hand over what we have
+            else:
+                empty += 1
+                if behind == 0 or empty >= EMPTY_PAGES_PER_READ:
+                    break  # nothing more now; the kept iterator goes on from here next time
+        self._iterator = iterator
+        self._iterator_after = records[-1]["SequenceNumber"] if records else self.position
+        return records, behind, ended
+
+    def process_unit(self, *, max_records: int = BATCH_MAX_RECORDS, now_micros: Callable[[], int] | None = None,
+                     after_archive: Callable[[], None] | None = None,
+                     before_checkpoint: Callable[[], None] | None = None) -> BatchOutcome:
+        """Read one unit and carry it through archive → pipeline → channel → checkpoint."""
+        from warehouse.landing import landing_rows_json
+
+        if self.channel is None:
+            self.open()
+        assert self.channel is not None
+        clock = now_micros or (lambda: time.time_ns() // 1000)
+        lease = self.lease
+        tick = _CpuTicks()
+        raw, behind, ended = self.read(max_records)
+        outcome = BatchOutcome(millis_behind_latest=behind, cpu=tick.cpu)
+        if not raw:
+            finished = ended or self.at_shard_end
+            _checkpoint(lease, sequence=self.position or "", records=0, behind=behind, finished=finished)
+            outcome.finished_shard = finished
+            return outcome
+        records = [
+            RawRecord(shard_id=lease.shard_id, sequence_number=r["SequenceNumber"], data=r["Data"],
+                      arrival_micros=int(r["ApproximateArrivalTimestamp"].timestamp() * 1_000_000))
+            for r in raw
+        ]
+        first, last = records[0].sequence_number, records[-1].sequence_number
+        unit = f"{shard_channel_name(lease.stream, lease.shard_id)}/{first}-{last}"
+        tick("read")
+        # the pipeline is pure: it runs first, with the archive locations known from the unit alone,
+        # and tells which records are not JSON; the archive object is then written before landing
+        locations = archive.archive_locations(records, base_uri=settings.RAW_ARCHIVE_URL)
+        result: BatchResult = process_batch(records, contract_index_current(), stream=lease.stream, batch_id=unit,
+                                            archive_locations=locations, now_micros=clock())
+        not_json = {q.sequence_number for q in result.quarantine if q.reason_code == "undecodable"}
+        rows = landing_rows_json(result.landing_json(), result.quarantine_json())
+        tick("pipeline")
+        plan = archive.archive_plan(records, base_uri=settings.RAW_ARCHIVE_URL, not_json=not_json)
+        try:
+            archive.archive_write(plan)
+        except (OSError, ObstoreError) as err:  # network, permissions, a full disk
+            raise TransientError(f"could not write the raw archive for {unit}: {err}") from err
+        if after_archive is not None:
+            after_archive()  # fault-injection point for tests: "killed between archive and landing"
+        tick("archive")
+        try:
+            appended = self.channel.append(rows, offset_token=last)
+            self.channel.wait_for_commit(last, timeout_seconds=COMMIT_TIMEOUT_SECONDS)
+        except ChannelInvalidated as err:
+            raise LeaseLost(f"{lease}: {err}") from err
+        except ChannelError as err:
+            if err.transient:
+                raise TransientError(f"could not land {unit}: {err}") from err
+            raise
+        self.position = last
+        tick("land")
+        if before_checkpoint is not None:
+            before_checkpoint()  # fault-injection point for tests: "killed between landing and checkpoint"
+        finished = ended or self.at_shard_end
+        _checkpoint(lease, sequence=last, records=len(records), behind=behind, finished=finished)
+        tick("checkpoint")
+        outcome.read = len(records)
+        outcome.valid = len(result.events)
+        outcome.quarantined = len(result.quarantine)
+        outcome.skipped = result.skipped
+        outcome.in_batch_duplicates = result.in_batch_duplicates
+        outcome.landed_rows = appended.rows
+        outcome.finished_shard = finished
         return outcome
-    records = [
-        RawRecord(shard_id=lease.shard_id, sequence_number=r["SequenceNumber"], data=r["Data"],
-                  arrival_micros=int(r["ApproximateArrivalTimestamp"].timestamp() * 1_000_000))
-        for r in raw
-    ]
-    batch_id = f"{lease.stream}/{lease.shard_id}/{records[0].sequence_number}-{records[-1].sequence_number}"
-    plan = archive.archive_plan(records, base_uri=settings.RAW_ARCHIVE_URL)
-    try:
-        archive.archive_write(plan)
-    except (OSError, ObstoreError) as err:  # network, permissions, a full disk
-        raise TransientError(f"could not write the raw archive: {err}") from err
-    if after_archive is not None:
-        after_archive()  # fault-injection point for tests: "killed between archive and checkpoint"
-    result: BatchResult = process_batch(records, contract_index_current(), stream=lease.stream, batch_id=batch_id,
-                                        archive_locations=plan.locations, now_micros=clock())
-    try:
-        landed = landing_insert(warehouse, batch_id=batch_id, rows=result.landing_json(),
-                                quarantine_rows=result.quarantine_json(),
-                                meta={"kind": "live", "stream": lease.stream, "shard_id": lease.shard_id,
-                                      "first_sequence": records[0].sequence_number,
-                                      "last_sequence": records[-1].sequence_number})
-    except WarehouseUnavailable as err:
-        # Lag grows, nothing is lost: the checkpoint stays, and the batch is read again later.
-        raise TransientError(f"warehouse unavailable: {err}") from err
-    outcome.read = len(records)
-    outcome.valid = len(result.events)
-    outcome.quarantined = len(result.quarantine)
-    outcome.skipped = result.skipped
-    outcome.in_batch_duplicates = result.in_batch_duplicates
-    outcome.already_landed = bool(getattr(landed, "already_landed", False))
-    outcome.window_duplicates = _dedup_window_hits(result.event_ids, batch_id)
-    _checkpoint(lease, sequence=records[-1].sequence_number, records=len(records), behind=behind,
-                finished=False)
-    return outcome
 
 
-# --- a consumer session and the drain ----------------------------------------------------------------
+# --- pooled warehouse clients, per process -----------------------------------------------------------
+
+_landing_clients: dict[str, LandingClient] = {}
+_landing_lock = threading.Lock()
+
+
+def landing_client() -> LandingClient:
+    """This process's landing client (one pooled warehouse session, or one Snowpipe Streaming client),
+    for the configured database and writer."""
+    writer = getattr(settings, "WAREHOUSE_LANDING_WRITER", "embedded")
+    key = f"{writer}:{settings.SNOWFLAKE.get('database')}:{settings.SNOWFLAKE.get('port')}"
+    with _landing_lock:
+        client = _landing_clients.get(key)
+        if client is None:
+            client = _landing_clients[key] = _landing_client_new(writer)
+        return client
+
+
+def _landing_client_new(writer: str) -> LandingClient:
+    if writer == "snowpipe":
+        from warehouse.snowpipe import snowpipe_client_from_settings
+
+        return snowpipe_client_from_settings()
+    from warehouse.connection import warehouse_connect
+    from warehouse.landing import EmbeddedLandingClient
+
+    def connect():
+        conn = warehouse_connect(workload="ingest")
+        warehouse_ready(conn)
+        return conn
+
+    return EmbeddedLandingClient(connect=connect)
+
+
+def landing_clients_close() -> None:
+    with _landing_lock:
+        for client in _landing_clients.values():
+            client.close()
+        _landing_clients.clear()
+
 
 _ensured_databases: set[str] = set()
 
@@ -297,30 +512,17 @@ def new_owner_token() -> str:
     return uuid.uuid4().hex
 
 
-def shard_consume(*, stream: str, shard_id: str, owner: str, budget_seconds: float = 10.0,
-                  max_records: int = BATCH_MAX_RECORDS) -> tuple[BatchOutcome, bool]:
-    """Consume batches for up to `budget_seconds`. Returns (counts, still_owned) so the task can
-    re-enqueue itself while it holds the lease."""
-    from ingest_workers.aws import kinesis_client
-    from warehouse.connection import warehouse_connect
+def shard_batch_process(*, kinesis, landing: LandingClient | None = None, lease: ShardLease,
+                        max_records: int = BATCH_MAX_RECORDS, **hooks) -> BatchOutcome:
+    """One unit of one shard with a fresh reader (tests and one-off tools; consumers keep readers)."""
+    reader = ShardReader(kinesis=kinesis, landing=landing or landing_client(), lease=lease)
+    try:
+        return reader.process_unit(max_records=max_records, **hooks)
+    finally:
+        reader.close()
 
-    lease = shard_lease_acquire(stream=stream, shard_id=shard_id, owner=owner)
-    total = BatchOutcome()
-    if lease is None:
-        return total, False
-    kinesis = kinesis_client()
-    deadline = time.monotonic() + budget_seconds
-    with warehouse_connect() as warehouse:
-        warehouse_ready(warehouse)
-        while time.monotonic() < deadline:
-            outcome = shard_batch_process(kinesis=kinesis, warehouse=warehouse, lease=lease, max_records=max_records)
-            total.add(outcome)
-            if outcome.finished_shard:
-                return total, False
-            if outcome.read == 0:
-                break
-    return total, True
 
+# --- the drain (one process, every shard, then merge) -------------------------------------------------
 
 @dataclasses.dataclass
 class DrainReport:
@@ -331,82 +533,264 @@ class DrainReport:
     merged: int = 0
     skipped: int = 0
     batches: int = 0
+    retries: int = 0
+    parked: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def pipeline_drain(*, stream: str | None = None, max_records: int = BATCH_MAX_RECORDS,
-                   max_seconds: float = 600.0, progress: Callable[[str], None] | None = None) -> DrainReport:
-    """Consume every shard until the stream is empty, then merge. In-process: no Celery needed."""
+                   max_seconds: float = 600.0, progress: Callable[[str], None] | None = None,
+                   sleep: Callable[[float], None] = time.sleep) -> DrainReport:
+    """Consume every shard until the stream is empty, then merge everything landed. In-process: no
+    Celery needed. A failing unit is retried with backoff (``sleep``) within ``max_seconds``; when the
+    time is up with a shard still failing, the last error is raised (as ``TransientError``)."""
     from ingest_workers.aws import kinesis_client
-    from warehouse.connection import warehouse_connect
-    from warehouse.ddl import warehouse_ensure
-    from warehouse.load import merge_landing
 
     stream = stream or settings.KINESIS_STREAM_NAME
-    kinesis = kinesis_client()
-    owner = f"drain-{new_owner_token()}"
-    report = DrainReport()
-    deadline = time.monotonic() + max_seconds
-    with warehouse_connect() as warehouse:
-        warehouse_ensure(warehouse)
-        while time.monotonic() < deadline:
-            progressed = False
-            for lease in shard_sync(kinesis=kinesis, stream=stream):
-                held = shard_lease_acquire(stream=stream, shard_id=lease.shard_id, owner=owner)
-                if held is None:
-                    continue
+    drain = _Drain(kinesis=kinesis_client(), landing=landing_client(), owner=f"drain-{new_owner_token()}",
+                   deadline=time.monotonic() + max_seconds, max_records=max_records, progress=progress, sleep=sleep)
+    while time.monotonic() < drain.deadline:
+        progressed, failing = False, False
+        for lease in shard_sync(kinesis=drain.kinesis, stream=stream):
+            held = shard_lease_acquire(stream=stream, shard_id=lease.shard_id, owner=drain.owner)
+            if held is not None:
+                shard_progressed, shard_failing = drain.shard(held)
+                progressed, failing = progressed or shard_progressed, failing or shard_failing
+        if not progressed and not failing:
+            break
+    if drain.last_error is not None:
+        raise TransientError(f"the drain stopped with a shard still failing: {drain.last_error}") from drain.last_error
+    merged = merge_until_caught_up(owner=drain.owner, deadline=drain.deadline, sleep=sleep)
+    drain.report.merged = merged["events_inserted"]
+    drain.report.duplicates = merged["duplicates"]
+    return drain.report
+
+
+@dataclasses.dataclass
+class _Drain:
+    kinesis: Any
+    landing: LandingClient
+    owner: str
+    deadline: float
+    max_records: int
+    progress: Callable[[str], None] | None
+    sleep: Callable[[float], None]
+    report: DrainReport = dataclasses.field(default_factory=DrainReport)
+    last_error: BaseException | None = None
+
+    def shard(self, held: ShardLease) -> tuple[bool, bool]:
+        """Read one held shard until it is empty, finished, parked or the time is up: (progressed, failing)."""
+        progressed = failing = False
+        reader = ShardReader(kinesis=self.kinesis, landing=self.landing, lease=held)
+        try:
+            while time.monotonic() < self.deadline:
                 try:
-                    while time.monotonic() < deadline:
-                        outcome = shard_batch_process(kinesis=kinesis, warehouse=warehouse, lease=held,
-                                                      max_records=max_records)
-                        if outcome.read:
-                            progressed = True
-                            report.batches += 1
-                            report.read += outcome.read
-                            report.valid += outcome.valid
-                            report.quarantined += outcome.quarantined
-                            report.skipped += outcome.skipped
-                            if progress:
-                                progress(f"{held.shard_id}: {report.read} read, {report.valid} valid, "
-                                         f"{report.quarantined} quarantined")
-                        if outcome.finished_shard:
-                            progressed = True
-                        if outcome.read == 0 or outcome.finished_shard:
-                            break
-                finally:
-                    shard_lease_release(held)
-            if not progressed:
-                break
-        merged = merge_landing(warehouse)
-    report.merged = merged.events_inserted
-    report.duplicates = merged.duplicates_counted
-    return report
+                    outcome = reader.process_unit(max_records=self.max_records)
+                except LeaseLost:
+                    break
+                except Exception as err:  # noqa: BLE001 - counted, backed off, parked after the budget
+                    self.last_error, failing = err, True
+                    self.report.retries += 1
+                    delay = shard_failure_record(held, error=err, unit=f"{held} after {reader.position}")
+                    if delay is None:
+                        self.report.parked += 1
+                        break
+                    self.sleep(min(delay, max(0.0, self.deadline - time.monotonic())))
+                    reader.close()
+                    reader = ShardReader(kinesis=self.kinesis, landing=self.landing, lease=held)
+                    continue
+                self.last_error, failing = None, False
+                self._count(held, outcome)
+                progressed = progressed or bool(outcome.read) or outcome.finished_shard
+                if outcome.read == 0 or outcome.finished_shard:
+                    break
+        finally:
+            reader.close()
+            shard_lease_release(held)
+        return progressed, failing
+
+    def _count(self, held: ShardLease, outcome: BatchOutcome) -> None:
+        if not outcome.read:
+            return
+        report = self.report
+        report.batches += 1
+        report.read += outcome.read
+        report.valid += outcome.valid
+        report.quarantined += outcome.quarantined
+        report.skipped += outcome.skipped
+        if self.progress:
+            self.progress(f"{held.shard_id}: {report.read} read, {report.valid} valid, "
+                          f"{report.quarantined} quarantined")
 
 
-def ingest_supervise(*, stream: str | None, enqueue: Callable[[str, str], object]) -> int:
-    """Enqueue a consumer for every unfinished shard whose lease is free or expired."""
-    from ingest_workers.aws import kinesis_client
+# --- the merger ---------------------------------------------------------------------------------------
 
-    stream = stream or settings.KINESIS_STREAM_NAME
-    now = timezone.now()
-    started = 0
-    for lease in shard_sync(kinesis=kinesis_client(), stream=stream):
-        if lease.finished_at is not None or not _parents_finished(lease):
-            continue
-        if lease.owner and lease.lease_expires_at and lease.lease_expires_at > now:
-            continue
-        enqueue(stream, lease.shard_id)
-        started += 1
-    return started
+MERGER_LEASE = "merger"
 
 
-def warehouse_merge_run() -> dict:
+def worker_lease_acquire(name: str, owner: str, seconds: int) -> int | None:
+    """Take the named singleton lease (free, expired on the database's clock, or ours); returns the
+    new fencing token, or None when someone else holds it."""
+    WorkerLease.objects.get_or_create(name=name)
+    with transaction.atomic():
+        claimed = WorkerLease.objects.filter(
+            Q(name=name) & (Q(owner="") | Q(owner=owner) | Q(expires_at__isnull=True) | Q(expires_at__lt=Now()))
+        ).update(owner=owner, fence=F("fence") + 1, expires_at=Now() + timedelta(seconds=seconds))
+        if not claimed:
+            return None
+        return WorkerLease.objects.values_list("fence", flat=True).get(name=name)
+
+
+def worker_lease_renew(name: str, owner: str, fence: int, seconds: int) -> bool:
+    return bool(WorkerLease.objects.filter(name=name, owner=owner, fence=fence).update(
+        expires_at=Now() + timedelta(seconds=seconds)))
+
+
+def worker_lease_release(name: str, owner: str, fence: int) -> None:
+    WorkerLease.objects.filter(name=name, owner=owner, fence=fence).update(owner="", expires_at=None)
+
+
+class LeaseHeartbeat:
+    """Renews a lease every third of its length from a thread; ``lost`` is set when renewal fails."""
+
+    def __init__(self, renew: Callable[[], bool], seconds: int):
+        self._renew = renew
+        self._interval = max(0.2, seconds / 3)
+        self._stop = threading.Event()
+        self.lost = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self._interval):
+                try:
+                    if not self._renew():
+                        self.lost.set()
+                        return
+                except Exception:  # noqa: BLE001 - the database is unreachable: the lease will lapse
+                    log.warning("could not renew a lease", exc_info=True)
+        finally:
+            connection.close()
+
+    def __enter__(self) -> LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def merger_lease_seconds() -> int:
+    return int(getattr(settings, "INGEST_MERGER_LEASE_SECONDS", 60))
+
+
+_merge_connections: dict[str, Any] = {}
+
+
+def _merge_connection() -> Any:
+    """This process's pooled merge session (logged in once, reopened after a failure)."""
     from warehouse.connection import warehouse_connect
-    from warehouse.load import merge_landing
 
-    with warehouse_connect() as warehouse:
-        warehouse_ready(warehouse)
-        # Bounded, so one MERGE stays well inside the connector's per-statement network timeout.
-        return dataclasses.asdict(merge_landing(warehouse, max_batches=MERGE_MAX_BATCHES))
+    key = f"{settings.SNOWFLAKE.get('database')}:{settings.SNOWFLAKE.get('port')}"
+    conn = _merge_connections.get(key)
+    if conn is None or conn.is_closed():
+        conn = _merge_connections[key] = warehouse_connect(workload="merge")
+        warehouse_ready(conn)
+    return conn
+
+
+def _merge_connection_drop() -> None:
+    for conn in _merge_connections.values():
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001,S110 - it is broken already
+            pass
+    _merge_connections.clear()
+
+
+def _committed_elsewhere() -> dict[str, str | None]:
+    """Committed tokens of channels the embedded writer does not record (Snowpipe Streaming)."""
+    if getattr(settings, "WAREHOUSE_LANDING_WRITER", "embedded") != "snowpipe":
+        return {}
+    names = [shard_channel_name(s, sid) for s, sid in ShardLease.objects.values_list("stream", "shard_id")]
+    return landing_client().latest_committed_offset_tokens(names)
+
+
+def warehouse_merge_run(*, owner: str | None = None, max_seconds: float = 30.0,
+                        sleep: Callable[[float], None] = time.sleep, count_duplicates: bool = False) -> dict:
+    """Merge what is committed, as THE merger: returns the counts, or ``{"busy": holder}`` when another
+    merger holds the lease. Transient warehouse errors are retried with backoff within ``max_seconds``."""
+    owner = owner or f"merger-{new_owner_token()}"
+    seconds = merger_lease_seconds()
+    fence = worker_lease_acquire(MERGER_LEASE, owner, seconds)
+    if fence is None:
+        holder = WorkerLease.objects.filter(name=MERGER_LEASE).values_list("owner", flat=True).first()
+        return {"busy": holder or "?", "events_inserted": 0, "duplicates": 0}
+    try:
+        with LeaseHeartbeat(lambda: worker_lease_renew(MERGER_LEASE, owner, fence, seconds), seconds) as beat:
+            return _merge_rounds(fence=fence, lost=beat.lost, deadline=time.monotonic() + max_seconds, sleep=sleep,
+                                 count_duplicates=count_duplicates)
+    finally:
+        worker_lease_release(MERGER_LEASE, owner, fence)
+
+
+def merge_until_caught_up(*, owner: str, deadline: float, sleep: Callable[[float], None] = time.sleep) -> dict:
+    """The drain's merge: wait for the merger lease (another merger may be finishing) and merge."""
+    while True:
+        result = warehouse_merge_run(owner=owner, max_seconds=max(1.0, deadline - time.monotonic()), sleep=sleep,
+                                     count_duplicates=True)
+        if "busy" not in result or time.monotonic() >= deadline:
+            return result
+        sleep(0.2)
+
+
+def _duplicates_total(conn: Any) -> int:
+    from warehouse.load import pipeline_counts
+
+    counted = pipeline_counts(conn)
+    return counted["duplicates"] + counted["late_copies"]
+
+
+def _merge_rounds(*, fence: int, lost: threading.Event, deadline: float, sleep: Callable[[float], None],
+                  count_duplicates: bool) -> dict:
+    """Merge until nothing is pending. ``count_duplicates`` adds the copies this call counted
+    (two scans of the event table: for the drain's report, not for the merger's every round)."""
+    from warehouse.connection import WarehouseError
+    from warehouse.landing import merge_channels
+
+    before = _duplicates_total(_merge_connection()) if count_duplicates else 0
+    totals = {"merges": 0, "rows_in": 0, "events_inserted": 0, "events_updated": 0, "late_copies": 0,
+              "quarantined": 0, "retries": 0}
+    failures = 0
+    while not lost.is_set():
+        try:
+            conn = _merge_connection()
+            result = merge_channels(conn, committed=_committed_elsewhere(), window_days=dedup_window_days(),
+                                    fence=fence)
+        except WarehouseError as err:
+            _merge_connection_drop()
+            failures += 1
+            delay = backoff_seconds(failures)
+            if not err.transient or time.monotonic() + delay >= deadline:
+                raise
+            totals["retries"] += 1
+            log.warning("merge attempt %d failed, retrying in %.1fs: %s", failures, delay, err)
+            sleep(delay)
+            continue
+        failures = 0
+        if not result.ranges:
+            break
+        totals["merges"] += 1
+        for key in ("rows_in", "events_inserted", "events_updated", "late_copies", "quarantined"):
+            totals[key] += getattr(result, key)
+        if time.monotonic() >= deadline:
+            break
+    if lost.is_set():
+        log.warning("the merger lease was lost; stopping (fence %s)", fence)
+    totals["duplicates"] = _duplicates_total(_merge_connection()) - before if count_duplicates else 0
+    return totals

@@ -23,7 +23,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -81,6 +87,10 @@ def chunk_records(records: Sequence[tuple[str, bytes]]) -> list[list[int]]:
     return chunks
 
 
+#: a call that failed before reaching Kinesis: nothing was written
+UNREACHABLE_CODES = frozenset({"EndpointConnectionError", "ConnectTimeoutError"})
+
+
 class StreamProducer:
     """Puts (partition_key, data) records on a Kinesis stream; see the module docstring."""
 
@@ -91,9 +101,9 @@ class StreamProducer:
         clock: Callable[[], float] = time.monotonic,
     ):
         if client is None:
-            from ingest_workers.aws import kinesis_client
+            from ingest_workers.aws import kinesis_put_client
 
-            client = kinesis_client()
+            client = kinesis_put_client()
         self.client = client
         self.stream_name = stream_name or settings.KINESIS_STREAM_NAME
         self.max_attempts = max_attempts
@@ -138,10 +148,10 @@ class StreamProducer:
             if not failed:
                 return
             if attempt >= self.max_attempts:
-                raise StreamUnavailable(
-                    f"Kinesis refused {len(failed)} of {len(chunk)} records after {attempt} attempts ({error_code}).",
-                    written=done, failed=len(failed), error_code=error_code,
-                )
+                what = ("Kinesis is unreachable" if error_code in UNREACHABLE_CODES
+                        else f"Kinesis refused {len(failed)} of {len(chunk)} records")
+                raise StreamUnavailable(f"{what} after {attempt} attempts ({error_code}).",
+                                        written=done, failed=len(failed), error_code=error_code)
             delay = self.backoff(attempt)
             if deadline is not None and self.clock() + delay > deadline:
                 raise StreamUnavailable(
@@ -166,6 +176,13 @@ class StreamProducer:
                 return list(pending), code
             raise StreamUnavailable(f"Kinesis put_records failed: {code}: {err}", failed=len(pending),
                                     error_code=code) from err
+        except (ConnectTimeoutError, EndpointConnectionError) as err:
+            # the request never reached Kinesis: nothing was written, so it is safe to send again
+            return list(pending), type(err).__name__
+        except ReadTimeoutError as err:
+            # it may have been written: sending it again could land every record twice
+            raise StreamUnavailable(f"Kinesis did not answer in time, the records may or may not be on the stream: "
+                                    f"{err}", failed=len(pending), error_code="ReadTimeout") from err
         except BotoCoreError as err:
             raise StreamUnavailable(f"Kinesis is unreachable: {err}", failed=len(pending),
                                     error_code=type(err).__name__) from err

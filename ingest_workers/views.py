@@ -57,9 +57,10 @@ STATUS_HELP = {
 @contextlib.contextmanager
 def _warehouse() -> Iterator[Any]:
     from ingest_workers.services import warehouse_ready
-    from warehouse.connection import warehouse_connection
+    from warehouse.connection import pooled_connection
 
-    with warehouse_connection(login_timeout=PAGE_LOGIN_TIMEOUT) as conn:
+    # pooled: a page (and the pipeline page's poll every 5 s) does not log in to the warehouse
+    with pooled_connection(workload="dashboards", login_timeout=PAGE_LOGIN_TIMEOUT) as conn:
         warehouse_ready(conn)
         yield conn
 
@@ -272,7 +273,7 @@ def _pipeline_context() -> dict:
         context["warehouse_error"] = err
     numbers = context["numbers"] or {}
     context["freshness"] = {key: duration_text(numbers.get(f"{key}_age_s"))
-                            for key in ("newest_received", "last_merged", "oldest_unmerged")}
+                            for key in ("newest_received", "last_merged", "last_landed")}
     shards = page_selectors.shard_rows()
     for row in shards:
         lag = row["lease"].millis_behind_latest

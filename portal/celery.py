@@ -31,7 +31,6 @@ app.conf.task_default_queue = Queue.DEFAULT.value
 #: the queue of each task that does not go to the default one (routes, not a per-task ``queue``
 #: attribute, which Celery 6 drops)
 app.conf.task_routes = {
-    "ingest_workers.tasks.shard_consume": {"queue": Queue.INGEST.value},
     "ingest_workers.redrive_tasks.quarantine_redrive_task": {"queue": Queue.REPLAY.value},
     "warehouse.tasks.models_run_scheduled": {"queue": Queue.MODELS.value},
 }
@@ -48,12 +47,57 @@ def _filesystem_broker_folders(sender, **kwargs) -> None:
         if options.get(key):
             Path(options[key]).mkdir(parents=True, exist_ok=True)
 
-# Periodic work (run `celery -A portal beat`; `make run` starts it): start consumers for free shards,
-# and move landed rows into CANONICAL.EVENTS every few seconds.
+# Periodic work (run `celery -A portal beat`; `make run` starts it): move landed rows into
+# CANONICAL.EVENTS every few seconds (one merger at a time: a run that finds the merger lease held
+# returns at once).
 app.conf.beat_schedule = {
-    "ingest-supervise": {"task": "ingest_workers.tasks.ingest_supervise", "schedule": 10.0},
-    "warehouse-merge": {"task": "ingest_workers.tasks.warehouse_merge", "schedule": 5.0},
+    # the merger: every 5 s embedded; every 60 s at production scale (docs/capacity.md)
+    "warehouse-merge": {"task": "ingest_workers.tasks.warehouse_merge",
+                        "schedule": float(os.environ.get("INGEST_MERGE_INTERVAL_SECONDS", "5"))},
     # the curated models (ANALYTICS.*, IDENTITY.*): incremental, so a minute's work is small
     "models-run": {"task": "warehouse.tasks.models_run_scheduled",
                    "schedule": float(os.environ.get("MODELS_RUN_INTERVAL_S", "60"))},
 }
+
+
+# --- the ingest pool's long-lived shard consumers ---------------------------------------------------
+# `celery -A portal worker -Q ingest --shard-consumer` runs one ingest_workers.consumer.ShardConsumer
+# beside the worker for the worker's whole life: it takes its fair share of the shards and consumes
+# them with pooled connections; Celery supervises the process (start, signals, shutdown).
+
+from celery import bootsteps  # noqa: E402
+from click import Option  # noqa: E402
+
+app.user_options["worker"].add(Option(
+    ["--shard-consumer"], is_flag=True, default=False,
+    help="Also run a long-lived Kinesis shard consumer in this worker (the ingest pool)."))
+
+
+class ShardConsumerStep(bootsteps.StartStopStep):
+    """Runs a ShardConsumer in a thread of the worker's main process while the worker runs."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker, shard_consumer: bool = False, **options):
+        super().__init__(worker, **options)
+        self.enabled = bool(shard_consumer)
+        self.consumer = None
+        self.thread = None
+
+    def start(self, worker) -> None:
+        import threading
+
+        from ingest_workers.consumer import ShardConsumer
+
+        self.consumer = ShardConsumer(worker_id=f"{worker.hostname}:{os.getpid()}")
+        self.thread = threading.Thread(target=self.consumer.run, name="shard-consumer", daemon=True)
+        self.thread.start()
+
+    def stop(self, worker) -> None:
+        if self.consumer is not None:
+            self.consumer.stop()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+
+
+app.steps["worker"].add(ShardConsumerStep)

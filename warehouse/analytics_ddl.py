@@ -139,7 +139,7 @@ MODEL_PRICES = Table(
 MODEL_STATE = Table(
     "ANALYTICS", "MODEL_STATE",
     (
-        _c("MERGE_ID", "VARCHAR", "A merge of RAW.LANDED_BATCHES into CANONICAL.EVENTS already modeled.", True),
+        _c("MERGE_ID", "VARCHAR", "A merge into CANONICAL.EVENTS (RAW.MERGE_LOG) already modeled.", True),
         _c("MERGED_AT", _TS, "Its MERGED_AT.", True),
         _c("RUN_ID", "VARCHAR", "The model run that processed it."),
     ),

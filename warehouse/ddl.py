@@ -18,6 +18,7 @@ Pure except ``warehouse_ensure`` (which takes an open connection): no Django imp
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass, field
@@ -30,7 +31,12 @@ __all__ = [
     "Table",
     "EVENT_COLUMNS",
     "LANDING_EVENTS",
-    "LANDED_BATCHES",
+    "CHANNEL_OFFSETS",
+    "MERGE_PROGRESS",
+    "MERGE_LOG",
+    "LATE_COPIES",
+    "COPY_KEY_SQL",
+    "DEDUP_WINDOW_DAYS_DEFAULT",
     "QUARANTINE",
     "CANONICAL_EVENTS",
     "TABLES",
@@ -99,7 +105,7 @@ class Column:
     def select_expr(self, row: str = "v.value") -> str:
         """The SQL that extracts this column from one element of a FLATTENed JSON array."""
         if self.expr is not None:
-            return self.expr
+            return self.expr.replace("{row}", row)
         if self.path is None:
             return "NULL"
         ref = f"{row}:{self.path}"
@@ -118,9 +124,9 @@ class Table:
     comment: str = ""
     primary_key: tuple[str, ...] = ()
     #: emit the key as a PRIMARY KEY constraint. Snowflake never enforces one; the embedded engine
-    #: does, with an index it updates on every write and rewrites at every checkpoint. Tables whose
-    #: writer guarantees the key (the curated models: delete, then insert) leave it out.
-    key_constraint: bool = True
+    #: would (and with an index it rewrites at every checkpoint), so no table declares one: every
+    #: writer guarantees its key itself (DESIGN decision 7), and the tests see Snowflake's semantics.
+    key_constraint: bool = False
     #: real Snowflake clustering key (fakesnow accepts and ignores it)
     cluster_by: str | None = None
     #: TRANSIENT: no Fail-safe (cheaper; the raw archive can rebuild it)
@@ -218,45 +224,116 @@ EVENT_COLUMNS: tuple[Column, ...] = event_columns()
 
 _TS = "TIMESTAMP_NTZ(6)"
 
+#: Days before the merge's date whose events are deduplicated by the MERGE into CANONICAL.EVENTS
+#: (the event-date window; see docs/ingestion.md "Deduplication window").
+DEDUP_WINDOW_DAYS_DEFAULT = 3
+
+#: The copy key of a landed row: which stream record it came from. Two landing rows with one copy key
+#: are the same record landed twice (a retry, a lease takeover, a replay) and count once; two copy
+#: keys with one EVENT_ID are real duplicates from the producer. (A SQL expression over alias {a}.)
+COPY_KEY_SQL = ("COALESCE({a}.STREAM, '') || '/' || COALESCE({a}.SHARD_ID, '') || '/' || "
+                "COALESCE({a}.SEQUENCE_NUMBER, "
+                "COALESCE({a}.BATCH_ID, '') || '#' || COALESCE({a}.RAW_OFFSET::VARCHAR, ''))")
+
+_EVENT_DATE = Column(
+    "EVENT_DATE", "DATE", expr="TO_DATE(TO_TIMESTAMP_NTZ({row}:event_time::NUMBER, 6))",
+    comment="UTC date of EVENT_TIME: with EVENT_ID the dedup key, and the clustering key.")
+
 LANDING_EVENTS = Table(
     "RAW", "LANDING_EVENTS",
     (
-        *EVENT_COLUMNS,
-        Column("BATCH_ID", "VARCHAR", expr="%(batch_id)s", not_null=True,
-               comment="Landing batch this copy arrived in (RAW.LANDED_BATCHES)."),
+        # EVENT_ID is NULL on quarantine rows, which land through the same channel
+        *(dataclasses.replace(c, not_null=False) for c in EVENT_COLUMNS),
+        _EVENT_DATE,
+        Column("ROW_KIND", "VARCHAR", not_null=True,
+               expr="IFF({row}:quarantine IS NULL, 'event', 'quarantine')",
+               comment="event | quarantine (a rejected record, in QUARANTINE_ROW)."),
+        Column("QUARANTINE_ROW", "VARIANT", "quarantine", "variant",
+               comment="The quarantine row (the RAW.QUARANTINE columns, lower case) when ROW_KIND = 'quarantine'."),
+        Column("CHANNEL", "VARCHAR", "_channel", expr="%(channel)s", not_null=True,
+               comment="Landing channel (one per shard, or one per re-drive)."),
+        Column("OFFSET_TOKEN", "VARCHAR", "_offset_token", expr="%(offset_token)s", not_null=True,
+               comment="Offset token of the append that landed the row (the last sequence number of the unit)."),
+        Column("BATCH_ID", "VARCHAR", "_batch_id", expr="%(batch_id)s", not_null=True,
+               comment="Landing unit: <channel>/<first sequence>-<last sequence>."),
         Column("LANDED_AT", _TS, expr="CAST(%(landed_at)s AS TIMESTAMP_NTZ(6))", not_null=True,
-               comment="When the batch landed (UTC)."),
+               comment="When the unit landed (UTC)."),
     ),
-    comment="Every copy of every valid canonical event, append only. MERGEd into CANONICAL.EVENTS.",
+    comment="Every copy of every valid canonical event and every quarantined record, append only "
+            "(INSERTs, never updated). The merger MERGEs it into CANONICAL.EVENTS and RAW.QUARANTINE.",
+    transient=True,
+    cluster_by="EVENT_DATE",
+)
+
+CHANNEL_OFFSETS = Table(
+    "RAW", "CHANNEL_OFFSETS",
+    (
+        Column("CHANNEL", "VARCHAR", not_null=True, comment="Landing channel."),
+        Column("OFFSET_TOKEN", "VARCHAR",
+               comment="Offset token committed with the rows (NULL on the row that records an opening)."),
+        Column("CLIENT_SEQUENCER", "NUMBER(38,0)", comment="Which opening of the channel appended."),
+        Column("ROW_COUNT", "NUMBER(38,0)", not_null=True, comment="Landing rows in the append."),
+        Column("COMMITTED_AT", _TS, not_null=True, comment="When the append committed (UTC)."),
+    ),
+    comment="Channel state of the embedded landing writer (Snowpipe Streaming keeps its own): one row "
+            "per append, INSERTed in the same transaction as the rows. "
+            "The committed token of a channel is its greatest.",
     transient=True,
 )
 
-LANDED_BATCHES = Table(
-    "RAW", "LANDED_BATCHES",
+MERGE_LOG = Table(
+    "RAW", "MERGE_LOG",
     (
-        Column("BATCH_ID", "VARCHAR", not_null=True, comment="Id of the landed batch (idempotency key)."),
-        Column("KIND", "VARCHAR", comment="live | replay | redrive | backfill."),
-        Column("SOURCE", "VARCHAR", comment="Source name when the batch holds one source's records."),
-        Column("STREAM", "VARCHAR", comment="Stream the records were read from."),
-        Column("SHARD_ID", "VARCHAR", comment="Shard the records were read from."),
-        Column("FIRST_SEQUENCE_NUMBER", "VARCHAR", comment="First stream sequence number in the batch."),
-        Column("LAST_SEQUENCE_NUMBER", "VARCHAR", comment="Last stream sequence number in the batch."),
-        Column("ROW_COUNT", "NUMBER(38,0)", not_null=True, comment="Event copies landed."),
-        Column("QUARANTINE_COUNT", "NUMBER(38,0)", not_null=True, comment="Records quarantined."),
-        Column("LANDED_AT", _TS, not_null=True, comment="When the batch landed (UTC)."),
-        Column("MERGE_ID", "VARCHAR", comment="The merge run that merged it."),
-        Column("MERGED_AT", _TS, comment="When it was merged into CANONICAL.EVENTS; NULL until then."),
-        Column("META", "VARIANT", comment="Everything the lander said about the batch."),
+        Column("MERGE_ID", "VARCHAR", not_null=True, comment="Id of the merge."),
+        Column("MERGED_AT", _TS, not_null=True,
+               comment="MERGED_AT written on every CANONICAL.EVENTS row the merge changed (UTC)."),
+        Column("FENCE", "NUMBER(38,0)", comment="Fencing token of the merger lease."),
+        Column("RANGES", "VARIANT", comment="Channel ranges merged: [{channel, after, through}]."),
+        Column("ROWS_IN", "NUMBER(38,0)", comment="Landing rows read."),
+        Column("EVENTS_INSERTED", "NUMBER(38,0)", comment="New rows in CANONICAL.EVENTS."),
+        Column("EVENTS_UPDATED", "NUMBER(38,0)", comment="Existing rows changed (a new copy or an earlier one)."),
+        Column("LATE_COPIES", "NUMBER(38,0)", comment="Copies that arrived after the window (RAW.LATE_COPIES)."),
+        Column("QUARANTINED", "NUMBER(38,0)", comment="New rows in RAW.QUARANTINE."),
     ),
-    comment="Ledger of landed batches: makes landing and merging exactly-once.",
-    primary_key=("BATCH_ID",),
+    comment="One row per merge, written in the merge transaction: what the curated models read to "
+            "find changed events.",
+)
+
+MERGE_PROGRESS = Table(
+    "RAW", "MERGE_PROGRESS",
+    (
+        Column("CHANNEL", "VARCHAR", not_null=True, comment="Landing channel."),
+        Column("MERGED_THROUGH", "VARCHAR", not_null=True,
+               comment="Offset token through which the rows of the channel are merged (never moves back)."),
+        Column("MERGE_ID", "VARCHAR", comment="The merge that moved it last."),
+        Column("MERGED_AT", _TS, comment="When (UTC)."),
+    ),
+    comment="How far each landing channel is merged, written only by the merger, in the merge transaction.",
+    primary_key=("CHANNEL",),
+)
+
+LATE_COPIES = Table(
+    "RAW", "LATE_COPIES",
+    (
+        Column("EVENT_DATE", "DATE", not_null=True, comment="Event date of the copy (before the window)."),
+        Column("EVENT_ID", "VARCHAR", not_null=True, comment="The event it copies."),
+        Column("COPY_KEY", "VARCHAR", not_null=True, comment="Stream record of the copy (stream/shard/sequence)."),
+        Column("SOURCE_ID", "VARCHAR", comment="Source of the copy."),
+        Column("RECEIVED_AT", _TS, comment="Collector receive time of the copy (UTC)."),
+        Column("LANDED_AT", _TS, comment="When the copy landed (UTC)."),
+        Column("MERGE_ID", "VARCHAR", comment="The merge that counted it."),
+    ),
+    comment="Duplicates that arrived after the dedup window: counted here, never merged into old "
+            "partitions of CANONICAL.EVENTS.",
+    primary_key=("EVENT_ID", "COPY_KEY"),
+    cluster_by="EVENT_DATE",
 )
 
 QUARANTINE = Table(
     "RAW", "QUARANTINE",
     (
         Column("QUARANTINE_ID", "VARCHAR", "quarantine_id", not_null=True,
-               expr="COALESCE(v.value:quarantine_id::VARCHAR, UUID_STRING())", comment="Id (uuid)."),
+               expr="COALESCE({row}:quarantine_id::VARCHAR, UUID_STRING())", comment="Id (uuid)."),
         Column("SOURCE", "VARCHAR", "source", comment="Source name from the raw envelope."),
         Column("SOURCE_ID", "VARCHAR", "source_id", comment="Registered source id, when known."),
         Column("CONTRACT_SUBJECT", "VARCHAR", "contract_subject", comment="Contract subject, when known."),
@@ -269,19 +346,18 @@ QUARANTINE = Table(
         Column("STREAM", "VARCHAR", "stream", comment="Stream the record was read from."),
         Column("SHARD_ID", "VARCHAR", "shard_id", comment="Shard."),
         Column("SEQUENCE_NUMBER", "VARCHAR", "sequence_number", comment="Sequence number in the shard."),
-        Column("BATCH_ID", "VARCHAR", "batch_id", not_null=True,
-               expr="COALESCE(v.value:batch_id::VARCHAR, %(batch_id)s)", comment="Landing batch."),
+        Column("BATCH_ID", "VARCHAR", "batch_id", not_null=True, comment="Landing unit."),
         Column("RECEIVED_AT", _TS, "received_at", "timestamp", comment="Collector receive time (UTC)."),
-        Column("QUARANTINED_AT", _TS, not_null=True, expr="CAST(%(landed_at)s AS TIMESTAMP_NTZ(6))",
-               comment="When it was quarantined (landed)."),
+        Column("QUARANTINED_AT", _TS, not_null=True, comment="When it was quarantined (landed)."),
         Column("PAYLOAD", "VARIANT", "payload", "variant",
                comment="The payload as sent (JSON), or its text when it was not JSON."),
-        Column("STATUS", "VARCHAR", not_null=True, expr="COALESCE(v.value:status::VARCHAR, 'new')",
+        Column("STATUS", "VARCHAR", not_null=True, expr="COALESCE({row}:status::VARCHAR, 'new')",
                comment=" | ".join(QUARANTINE_STATUSES)),
         Column("REDRIVEN_AT", _TS, comment="When it was last re-driven."),
         Column("REDRIVE_RESULT", "VARIANT", comment="Outcome of the last re-drive."),
     ),
-    comment="One row per rejected record, with its reason and raw pointer; re-drivable.",
+    comment="One row per rejected record, with its reason and raw pointer; re-drivable. Written only by "
+            "the merger (MERGE on QUARANTINE_ID), so a record landed twice is quarantined once.",
     primary_key=("QUARANTINE_ID",),
 )
 
@@ -289,20 +365,29 @@ CANONICAL_EVENTS = Table(
     "CANONICAL", "EVENTS",
     (
         *EVENT_COLUMNS,
-        Column("BATCH_ID", "VARCHAR", comment="Landing batch of the kept copy."),
+        Column("EVENT_DATE", "DATE", comment="UTC date of EVENT_TIME: with EVENT_ID the key; the clustering key."),
+        Column("BATCH_ID", "VARCHAR", comment="Landing unit of the kept copy."),
+        Column("KEPT_LANDED_AT", _TS, comment="When the kept copy landed (UTC)."),
         Column("DUPLICATE_COUNT", "NUMBER(38,0)", not_null=True,
-               comment="Extra copies seen (0 for an event seen once)."),
+               comment="Extra copies seen within the dedup window (0 for an event seen once)."),
+        Column("COPY_KEYS", "VARCHAR",
+               comment="|stream/shard/sequence|… of every copy counted, when there is more than one "
+                       "(NULL: only the kept copy). What makes a repeated merge count nothing twice."),
         Column("FIRST_SEEN_AT", _TS, comment="Earliest RECEIVED_AT over all copies (UTC)."),
         Column("LAST_SEEN_AT", _TS, comment="Latest RECEIVED_AT over all copies (UTC)."),
         Column("FIRST_LANDED_AT", _TS, comment="When the first copy landed in the warehouse (UTC)."),
         Column("MERGED_AT", _TS, comment="Last merge that changed this row (UTC): the incremental watermark."),
     ),
-    comment="One row per event_id. The kept copy is the earliest by (RECEIVED_AT, SHARD_ID, SEQUENCE_NUMBER).",
-    primary_key=("EVENT_ID",),
-    cluster_by="TO_DATE(EVENT_TIME)",
+    comment="One row per (EVENT_DATE, EVENT_ID). The kept copy is the earliest by (RECEIVED_AT, SHARD_ID, "
+            "SEQUENCE_NUMBER).",
+    primary_key=("EVENT_DATE", "EVENT_ID"),
+    # the dedup MERGE's ON clause is bounded by EVENT_DATE; the id prefix lets a point lookup prune
+    cluster_by="EVENT_DATE, SUBSTR(EVENT_ID, 1, 2)",
 )
 
-TABLES: tuple[Table, ...] = (LANDING_EVENTS, LANDED_BATCHES, QUARANTINE, CANONICAL_EVENTS)
+TABLES: tuple[Table, ...] = (
+    LANDING_EVENTS, CHANNEL_OFFSETS, MERGE_PROGRESS, MERGE_LOG, LATE_COPIES, QUARANTINE, CANONICAL_EVENTS,
+)
 SCHEMAS: tuple[str, ...] = ("RAW", "CANONICAL")
 
 

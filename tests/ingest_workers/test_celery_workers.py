@@ -1,5 +1,7 @@
-"""Real Celery worker processes consume the stream; a worker killed mid-way loses its shards to
-another once the leases expire, and every event still lands exactly once."""
+"""Real Celery worker processes of the ingest pool (``--shard-consumer``) share the shards while records
+flow: one killed with SIGKILL loses its shards to the others once their leases expire, one that joins
+takes its fair share, and one frozen past its lease (two consumers on one shard) cannot land twice.
+Every event still lands exactly once."""
 
 from __future__ import annotations
 
@@ -8,19 +10,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
-import redis
 from django.core.management import call_command
 from django.db import connection
 
 from tests.ingest_workers.test_consumer import counts, expected_outcome, send_traffic
 
 ROOT = Path(__file__).resolve().parents[2]
-BROKER = "redis://127.0.0.1:6379/8"
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -28,18 +30,18 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def worker_env(settings, stream, warehouse_server, tmp_path, moto_server):
     settings.SNOWFLAKE = {**settings.SNOWFLAKE, "database": f"T_{uuid.uuid4().hex[:12].upper()}"}
     settings.RAW_ARCHIVE_URL = f"file://{tmp_path}/archive"
-    settings.REDIS_URL = "redis://127.0.0.1:6379/7"
-    redis.Redis.from_url(BROKER).flushdb()
     call_command("seed_demo", quiet_keys=True, force=True, stdout=io.StringIO())
     db = connection.settings_dict
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_ALLOW")}
     env.update({
         "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/"
                         f"{db['NAME']}",
-        "CELERY_BROKER_URL": BROKER, "REDIS_URL": settings.REDIS_URL, "AWS_ENDPOINT_URL": moto_server,
-        "KINESIS_STREAM_NAME": stream, "SNOWFLAKE_PORT": str(settings.SNOWFLAKE["port"]),
-        "SNOWFLAKE_HOST": "127.0.0.1", "SNOWFLAKE_DATABASE": settings.SNOWFLAKE["database"],
-        "RAW_ARCHIVE_URL": settings.RAW_ARCHIVE_URL, "INGEST_LEASE_SECONDS": "4", "DEBUG": "1",
+        # the broker this run was given (the workers take no task here; they only need to start)
+        "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL") or settings.CELERY_BROKER_URL,
+        "AWS_ENDPOINT_URL": moto_server, "KINESIS_STREAM_NAME": stream,
+        "SNOWFLAKE_PORT": str(settings.SNOWFLAKE["port"]), "SNOWFLAKE_HOST": "127.0.0.1",
+        "SNOWFLAKE_DATABASE": settings.SNOWFLAKE["database"], "RAW_ARCHIVE_URL": settings.RAW_ARCHIVE_URL,
+        "INGEST_LEASE_SECONDS": "4", "DEBUG": "1",
     })
     return env
 
@@ -47,14 +49,10 @@ def worker_env(settings, stream, warehouse_server, tmp_path, moto_server):
 def start_worker(env: dict, name: str, log: Path) -> subprocess.Popen:
     with log.open("w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", "ingest,default", "--pool=solo",
-             "-n", f"{name}@%h", "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "INFO"],
+            [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", f"ingest-{name}", "--pool=solo",
+             "--shard-consumer", "-n", f"{name}@%h", "--without-heartbeat", "--without-gossip", "--without-mingle",
+             "-l", "INFO"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def supervise(env: dict) -> None:
-    subprocess.run([sys.executable, "-m", "celery", "-A", "portal", "call", "ingest_workers.tasks.ingest_supervise"],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
 
 
 def wait_for(predicate, *, timeout: float, what: str, logs=()):
@@ -62,44 +60,110 @@ def wait_for(predicate, *, timeout: float, what: str, logs=()):
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}\n" + "\n".join(p.read_text()[-3000:] for p in logs))
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}: {owners()}\n"
+                         + "\n".join(p.read_text()[-3000:] for p in logs))
 
 
-def landed_records() -> int:
+def owners() -> Counter:
+    """Live lease holders (by worker name prefix) and how many shards each holds."""
+    from django.db.models.functions import Now
+
+    from ingest_workers.models import ShardLease
+
+    held = ShardLease.objects.filter(lease_expires_at__gt=Now(), finished_at__isnull=True).exclude(owner="")
+    return Counter(owner.split("@")[0] for owner in held.values_list("owner", flat=True))
+
+
+def records_read() -> int:
     from ingest_workers.models import ShardLease
 
     return sum(ShardLease.objects.values_list("records_read", flat=True))
 
 
-def test_workers_consume_and_a_dead_workers_shards_are_taken_over(worker_env, tmp_path):
-    records = send_traffic(1200, seed=11)
-    expected = expected_outcome(records)
-    first_log, second_log = tmp_path / "w1.log", tmp_path / "w2.log"
-    first = start_worker(worker_env, "w1", first_log)
-    second = None
+class Producer(threading.Thread):
+    """Sends traffic while the workers come and go (bounded: ``batches`` sends, then it stops)."""
+
+    def __init__(self, batches: int, size: int):
+        super().__init__(daemon=True)
+        self.batches, self.size, self.sent, self.error = batches, size, [], None
+
+    def run(self) -> None:
+        from django.db import connection as thread_connection
+
+        try:
+            for i in range(self.batches):
+                self.sent.extend(send_traffic(self.size, seed=100 + i))
+                time.sleep(0.3)
+        except Exception as err:  # noqa: BLE001 - reported by the test
+            self.error = err
+        finally:
+            thread_connection.close()
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGCONT)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_consumers_share_shards_survive_sigkill_rebalance_and_never_land_twice(worker_env, tmp_path):
+    first_records = send_traffic(400, seed=11)
+    logs = {name: tmp_path / f"{name}.log" for name in ("w1", "w2", "w3")}
+    procs: dict[str, subprocess.Popen] = {}
+    producer = Producer(batches=12, size=50)
     try:
-        supervise(worker_env)
-        wait_for(lambda: landed_records() > 0, timeout=90, what="the first worker to land a batch",
-                 logs=[first_log])
-        os.killpg(first.pid, signal.SIGKILL)          # the worker dies holding its leases
-        first.wait(timeout=10)
-        assert landed_records() < len(records), "the first worker finished before it could be killed"
-        second = start_worker(worker_env, "w2", second_log)
-        time.sleep(4.5)                               # the dead worker's leases expire
-        supervise(worker_env)
-        wait_for(lambda: landed_records() >= len(records), timeout=120, what="the second worker to catch up",
-                 logs=[second_log])
+        procs["w1"] = start_worker(worker_env, "w1", logs["w1"])
+        procs["w2"] = start_worker(worker_env, "w2", logs["w2"])
+        wait_for(lambda: owners() == Counter(w1=2, w2=2), timeout=90, what="two workers to split four shards",
+                 logs=logs.values())
+        producer.start()                                       # records flow from here on
+        wait_for(lambda: records_read() > 0, timeout=60, what="a first unit to land", logs=logs.values())
+
+        os.killpg(procs["w1"].pid, signal.SIGKILL)             # dies holding two leases
+        procs["w1"].wait(timeout=10)
+        wait_for(lambda: owners() == Counter(w2=4), timeout=60, what="w2 to take the dead worker's shards",
+                 logs=logs.values())
+
+        procs["w3"] = start_worker(worker_env, "w3", logs["w3"])  # a new worker joins: it takes its share
+        wait_for(lambda: owners() == Counter(w2=2, w3=2), timeout=90, what="w3 to take its fair share",
+                 logs=logs.values())
+
+        os.killpg(procs["w3"].pid, signal.SIGSTOP)             # frozen past its leases: w2 takes them over
+        wait_for(lambda: owners() == Counter(w2=4), timeout=60, what="w2 to take the frozen worker's shards",
+                 logs=logs.values())
+        os.killpg(procs["w3"].pid, signal.SIGCONT)             # it wakes up on shards that are no longer its own
+        wait_for(lambda: owners() == Counter(w2=2, w3=2), timeout=90, what="the woken worker to rebalance",
+                 logs=logs.values())
+
+        producer.join(timeout=120)
+        assert producer.error is None and not producer.is_alive()
+        expected = expected_outcome(first_records + producer.sent)
+        wait_for(lambda: merged_counts() == expected_counts(expected), timeout=120,
+                 what="every event to be landed and merged", logs=logs.values())
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
+        for proc in procs.values():
+            stop(proc)
+    # the frozen worker could not checkpoint what its successor read: no record is counted twice
+    assert records_read() <= len(first_records) + len(producer.sent)
+    assert "shard consumer" in logs["w3"].read_text()
+
+
+def merged_counts() -> tuple[int, int, int, int]:
     from ingest_workers.services import warehouse_merge_run
 
-    warehouse_merge_run()
+    warehouse_merge_run(max_seconds=10)
     got = counts()
-    assert got["events"] == expected["events"]
-    assert got["duplicates"] == expected["duplicates"]
-    assert got["quarantined"] == expected["quarantined"]
-    assert "w2@" in second_log.read_text() and "shard_consume" in second_log.read_text()
+    from tests.ingest_workers.test_consumer import warehouse_rows
+
+    distinct = warehouse_rows("SELECT COUNT(DISTINCT EVENT_ID) AS N FROM CANONICAL.EVENTS")[0]["N"]
+    return got["events"], distinct, got["duplicates"], got["quarantined"]
+
+
+def expected_counts(expected: dict) -> tuple[int, int, int, int]:
+    return expected["events"], expected["events"], expected["duplicates"], expected["quarantined"]

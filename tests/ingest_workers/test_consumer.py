@@ -1,6 +1,7 @@
 """The consumer end to end on real parts: moto's Kinesis, the fakesnow warehouse server, PostgreSQL
-leases, Redis. After every failure case: each accepted event is in CANONICAL.EVENTS exactly once,
-or in quarantine with a reason; none lost."""
+leases. After every failure case: each accepted event is in CANONICAL.EVENTS exactly once, or in
+quarantine with a reason; none lost. The pipeline review's experiments E1-E4 are here as regression
+tests (E5 is in tests/warehouse/test_landing.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ def ingest_env(settings, stream, warehouse_server, tmp_path):
     """Seeded demo contracts, a fresh stream, this test's own warehouse database and archive folder."""
     settings.SNOWFLAKE = {**settings.SNOWFLAKE, "database": f"T_{uuid.uuid4().hex[:12].upper()}"}
     settings.RAW_ARCHIVE_URL = f"file://{tmp_path}/archive"
-    settings.REDIS_URL = "redis://127.0.0.1:6379/7"
     call_command("seed_demo", quiet_keys=True, force=True, stdout=io.StringIO())
     services.contract_index_current(force=True)
     return settings
@@ -63,18 +63,20 @@ def send_traffic(count: int, *, seed: int, duplicate_fraction=0.1, malformed_fra
 def expected_outcome(records) -> dict:
     """What the warehouse must hold, computed per record through the pure pipeline (no warehouse)."""
     index = services.contract_index_current()
-    ids_by_record, quarantined = [], 0
+    ids_by_record, quarantined, quarantine_ids = [], 0, set()
     for i, record in enumerate(records):
         data = (record.payload if isinstance(record.payload, bytes) else
-                StreamSender.encode(record, received_at=1))
+                StreamSender.encode(record, received_at=1_767_225_600_000_000))
         result = process_batch([RawRecord("s", str(i), data, 1)], index, stream="x", batch_id="b",
                                archive_locations=[("u", 0)], now_micros=2)
         ids_by_record.append(result.event_ids)
         quarantined += len(result.quarantine)
+        quarantine_ids.update(row.quarantine_id for row in result.quarantine)
     unique = {event_id for ids in ids_by_record for event_id in ids}
     copies = sum(len(ids) for ids in ids_by_record)
-    return {"events": len(unique), "duplicates": copies - len(unique), "quarantined": quarantined,
-            "records": len(records)}
+    # copies of one rejected payload are one quarantine row (hostile-input sweep D6)
+    return {"events": len(unique), "duplicates": copies - len(unique), "quarantined": len(quarantine_ids),
+            "quarantined_records": quarantined, "records": len(records)}
 
 
 def assert_exactly_once(expected: dict) -> None:
@@ -93,7 +95,7 @@ def test_drain_lands_every_event_once_with_lineage_and_quarantines_the_bad(inges
 
     report = services.pipeline_drain()
     assert report.read == len(records)
-    assert report.quarantined == expected["quarantined"]
+    assert report.quarantined == expected["quarantined_records"]
     assert report.merged == expected["events"] and report.duplicates == expected["duplicates"]
     assert_exactly_once(expected)
 
@@ -108,22 +110,21 @@ def test_drain_lands_every_event_once_with_lineage_and_quarantines_the_bad(inges
     assert reasons <= {"schema_violation", "undecodable"} and reasons
 
 
-def test_a_worker_killed_between_archive_and_checkpoint_loses_nothing(ingest_env, kinesis):
+class Killed(BaseException):
+    """The process dies here (not an Exception: nothing in the consumer may catch it)."""
+
+
+def _die():
+    raise Killed
+
+
+def test_a_worker_killed_between_archive_and_landing_loses_nothing(ingest_env, kinesis):
     records = send_traffic(200, seed=2)
     expected = expected_outcome(records)
     lease = services.shard_sync(kinesis=kinesis, stream=ingest_env.KINESIS_STREAM_NAME)[0]
     held = services.shard_lease_acquire(stream=lease.stream, shard_id=lease.shard_id, owner="doomed")
-
-    class Killed(Exception):
-        pass
-
-    def die():
-        raise Killed
-
-    from warehouse.connection import warehouse_connect
-
-    with warehouse_connect() as conn, pytest.raises(Killed):
-        services.shard_batch_process(kinesis=kinesis, warehouse=conn, lease=held, after_archive=die)
+    with pytest.raises(Killed):
+        services.shard_batch_process(kinesis=kinesis, lease=held, after_archive=_die)
     held.refresh_from_db()
     assert held.checkpoint == ""                       # nothing was acknowledged
     ShardLease.objects.filter(pk=held.pk).update(lease_expires_at=None, owner="")  # its lease lapses
@@ -131,51 +132,94 @@ def test_a_worker_killed_between_archive_and_checkpoint_loses_nothing(ingest_env
     assert_exactly_once(expected)
 
 
+def _crash_after_landing_once(monkeypatch):
+    """The first unit that lands anything dies before its checkpoint."""
+    real = services.ShardReader.process_unit
+    state = {"crashed": False}
+
+    def process_unit(self, **kwargs):
+        if not state["crashed"]:
+            def die():
+                state["crashed"] = True
+                raise Killed
+            kwargs["before_checkpoint"] = die
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(services.ShardReader, "process_unit", process_unit)
+    return state
+
+
 def test_a_crash_after_landing_before_the_checkpoint_lands_the_batch_once(ingest_env, monkeypatch):
     records = send_traffic(200, seed=3)
     expected = expected_outcome(records)
-    real_checkpoint = services._checkpoint
-    calls = {"n": 0}
-
-    def crash_once(lease, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 1 and kwargs["records"]:
-            raise RuntimeError("worker died after landing")
-        return real_checkpoint(lease, **kwargs)
-
-    monkeypatch.setattr(services, "_checkpoint", crash_once)
-    with pytest.raises(RuntimeError):
+    state = _crash_after_landing_once(monkeypatch)
+    with pytest.raises(Killed):
         services.pipeline_drain()
+    assert state["crashed"]
     ShardLease.objects.update(owner="", lease_expires_at=None)
     services.pipeline_drain()
     assert_exactly_once(expected)
 
 
-def test_the_same_batches_processed_twice_change_nothing(ingest_env):
+def test_E1_a_crash_before_the_checkpoint_with_records_still_arriving_lands_everything_once(ingest_env, monkeypatch):
+    # review E1/E1b: the retry read a LONGER range (new records had arrived), got a new batch id, re-landed
+    # the overlap (22 false duplicates) and stalled for ever on a quarantined record's duplicate key
+    sender = StreamSender()
+    first = send_traffic(150, seed=13, duplicate_fraction=0)
+    sender.producer.put([("poison", b"\xff not json")])     # a quarantined record inside the overlap
+    state = _crash_after_landing_once(monkeypatch)
+    with pytest.raises(Killed):
+        services.pipeline_drain(max_records=10_000)
+    assert state["crashed"]
+    later = send_traffic(150, seed=14, duplicate_fraction=0)  # the producer goes on meanwhile
+    ShardLease.objects.update(owner="", lease_expires_at=None)  # the dead worker's leases lapse
+    services.pipeline_drain()
+    expected = expected_outcome(first + later)
+    assert_exactly_once({**expected, "quarantined": expected["quarantined"] + 1})
+    assert counts()["duplicates"] == 0                        # no copy was sent, none is counted
+    assert counts()["landed_rows"] == expected["events"]      # the landed unit was not landed again
+
+
+def test_the_same_records_landed_again_change_nothing(ingest_env, monkeypatch):
+    # a zombie writer (or a replay) lands the whole stream a second time on another channel
     records = send_traffic(200, seed=4)
     expected = expected_outcome(records)
     services.pipeline_drain()
-    ShardLease.objects.update(checkpoint="", finished_at=None)   # replay the shard from the start
+    before = warehouse_rows("SELECT EVENT_ID, DUPLICATE_COUNT, MERGED_AT FROM CANONICAL.EVENTS ORDER BY EVENT_ID")
+    real_name = services.shard_channel_name
+    monkeypatch.setattr(services, "shard_channel_name", lambda stream, shard: "zombie-" + real_name(stream, shard))
+    ShardLease.objects.update(checkpoint="", finished_at=None)   # read the shards from the start again
     again = services.pipeline_drain()
     assert again.read == len(records) and again.merged == 0
     assert_exactly_once(expected)
+    after = warehouse_rows("SELECT EVENT_ID, DUPLICATE_COUNT, MERGED_AT FROM CANONICAL.EVENTS ORDER BY EVENT_ID")
+    assert after == before                                    # not one row rewritten
 
 
-def test_the_warehouse_unreachable_for_a_while_grows_lag_and_catches_up(ingest_env):
+def test_the_warehouse_unreachable_backs_off_parks_the_shards_and_catches_up_after_unpark(ingest_env):
     records = send_traffic(150, seed=5)
     expected = expected_outcome(records)
     reachable = dict(ingest_env.SNOWFLAKE)
     from warehouse.embedded import free_port
 
     ingest_env.SNOWFLAKE = {**reachable, "port": free_port()}   # nothing listens there
-    with pytest.raises(Exception) as err:
-        services.pipeline_drain(max_seconds=30)
-    assert "unavailable" in str(err.value).lower() or "connect" in str(err.value).lower()
+    ingest_env.INGEST_RETRY_BUDGET = 3
+    waits: list[float] = []
+    with pytest.raises(services.TransientError) as err:
+        services.pipeline_drain(max_seconds=60, sleep=waits.append)
+    assert "warehouse" in str(err.value).lower() or "connect" in str(err.value).lower()
     assert not ShardLease.objects.exclude(checkpoint="").exists()   # lag grows, nothing acknowledged
+    parked = list(ShardLease.objects.filter(parked_at__isnull=False))
+    assert len(parked) == ShardLease.objects.count() == 4              # every shard spent its budget
+    assert all("3 failed attempts" in lease.park_reason for lease in parked)
+    assert len(waits) == 4 * 2 and all(0 < w <= services.RETRY_MAX_SECONDS for w in waits)  # backed off
+    assert max(waits) > min(waits)                                     # exponentially
     ingest_env.SNOWFLAKE = reachable
-    ShardLease.objects.update(owner="", lease_expires_at=None)
-    services.pipeline_drain()
+    assert services.pipeline_drain().read == 0                        # parked shards are not read...
+    assert services.shard_unpark(stream=ingest_env.KINESIS_STREAM_NAME) == 4
+    services.pipeline_drain()                                          # ...until an operator unparks them
     assert_exactly_once(expected)
+    assert not ShardLease.objects.filter(failures__gt=0).exists()
 
 
 def test_kinesis_throttling_is_retried(ingest_env, monkeypatch):
@@ -247,7 +291,8 @@ def test_the_raw_archive_on_s3_keeps_every_record(ingest_env, moto_server):
     assert len(rows) == expected_outcome(records)["events"]
     for row in rows[:20]:
         lineage = row["LINEAGE"]
-        assert lineage["raw_archive_uri"].startswith("s3://raw-archive-test/chatorbit/raw/source=")
+        assert lineage["raw_archive_uri"].startswith("s3://raw-archive-test/chatorbit/raw/dt=")
+        assert "/shard=shardId-" in lineage["raw_archive_uri"]
         line = archive_read_line(lineage["raw_archive_uri"], lineage["raw_offset"])
         assert line["seq"] == lineage["sequence_number"] and line["record"]["source"]
 
@@ -261,10 +306,189 @@ def test_pipeline_drain_command_prints_the_counts(ingest_env):
     call_command("pipeline_drain", "--json", stdout=out)
     printed = json.loads(out.getvalue())
     assert printed["read"] == len(records)
-    assert printed["quarantined"] == expected["quarantined"]
+    assert printed["quarantined"] == expected["quarantined_records"]
     assert printed["merged"] == expected["events"] and printed["duplicates"] == expected["duplicates"]
     text = io.StringIO()
     call_command("pipeline_drain", stdout=text)      # nothing left: zeros, in the readable form
     assert [line.split()[0] for line in text.getvalue().splitlines()] == [
         "read", "valid", "quarantined", "duplicates", "merged"]
     assert all(line.split()[1] == "0" for line in text.getvalue().splitlines())
+
+
+def _direct_write(records: list[tuple[str, bytes]]) -> None:
+    StreamSender().producer.put(records)
+
+
+def test_E2_a_received_at_in_nanoseconds_is_quarantined_and_the_shard_goes_on(ingest_env):
+    # review E2/C4: `ValueError: year 58890 is out of range` in the archive plan, on every attempt
+    import orjson
+
+    good = send_traffic(40, seed=15, duplicate_fraction=0, malformed_fraction=0)
+    payload = orjson.loads(StreamSender.encode(good[0], received_at=1_767_225_600_000_000))["payload"]
+    poison = orjson.dumps({"v": 1, "source": "web-chat", "received_at": time.time_ns(), "channel": "direct",
+                           "payload": payload})
+    _direct_write([(f"k{i}", poison) for i in range(3)])
+    more = send_traffic(40, seed=16, duplicate_fraction=0, malformed_fraction=0)
+    report = services.pipeline_drain()
+    assert report.read == 83 and report.retries == 0 and report.quarantined == 3
+    rows = warehouse_rows("SELECT REASON_CODE, REASON_DETAIL FROM RAW.QUARANTINE")
+    assert len(rows) == 1 and rows[0]["REASON_CODE"] == "invalid_envelope"   # three copies of one record
+    assert "looks like nanoseconds" in rows[0]["REASON_DETAIL"]
+    assert counts()["events"] == expected_outcome(good + more)["events"]
+
+
+class _EmptyPageKinesis:
+    """The real (moto) client, except that the first GetRecords of the chosen shards answers an empty
+    page that is not the end of the shard, as Kinesis may anywhere in a shard (moto never does)."""
+
+    def __init__(self, real, shards: set[str] | None = None):
+        self.real, self.shards, self.empty_pages = real, shards, 0
+        self._iterators: dict[str, str] = {}
+        self._served: set[str] = set()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def get_shard_iterator(self, **kwargs):
+        response = self.real.get_shard_iterator(**kwargs)
+        self._iterators[response["ShardIterator"]] = kwargs["ShardId"]
+        return response
+
+    def get_records(self, **kwargs):
+        shard = self._iterators.get(kwargs["ShardIterator"])
+        if shard is not None and shard not in self._served and (self.shards is None or shard in self.shards):
+            self._served.add(shard)
+            self.empty_pages += 1
+            return {"Records": [], "NextShardIterator": kwargs["ShardIterator"], "MillisBehindLatest": 5000}
+        return self.real.get_records(**kwargs)
+
+
+def test_an_empty_page_in_the_middle_of_a_live_shard_loses_nothing(ingest_env, monkeypatch):
+    from ingest_workers import aws
+
+    records = send_traffic(200, seed=17)
+    wrapper = _EmptyPageKinesis(aws.kinesis_client())
+    monkeypatch.setattr(aws, "kinesis_client", lambda: wrapper)
+    services.pipeline_drain()
+    assert wrapper.empty_pages == 4
+    assert_exactly_once(expected_outcome(records))
+    assert not ShardLease.objects.filter(finished_at__isnull=False).exists()
+
+
+def test_E4_a_closed_shard_is_finished_only_at_its_end_not_on_an_empty_page(ingest_env, kinesis, monkeypatch):
+    # review E4/C3: a parent closed by a split, with unread records, was finished on its first empty page
+    from ingest_workers import aws
+
+    stream = ingest_env.KINESIS_STREAM_NAME
+    first = send_traffic(120, seed=18, duplicate_fraction=0, malformed_fraction=0)   # unread when it splits
+    parent = kinesis.list_shards(StreamName=stream)["Shards"][0]
+    low, high = (int(x) for x in (parent["HashKeyRange"]["StartingHashKey"], parent["HashKeyRange"]["EndingHashKey"]))
+    kinesis.split_shard(StreamName=stream, ShardToSplit=parent["ShardId"], NewStartingHashKey=str((low + high) // 2))
+    second = send_traffic(60, seed=19, duplicate_fraction=0, malformed_fraction=0)
+    wrapper = _EmptyPageKinesis(aws.kinesis_client(), shards={parent["ShardId"]})
+    monkeypatch.setattr(aws, "kinesis_client", lambda: wrapper)
+    services.pipeline_drain()
+    assert wrapper.empty_pages == 1
+    parent_lease = ShardLease.objects.get(stream=stream, shard_id=parent["ShardId"])
+    assert parent_lease.finished_at is not None and parent_lease.records_read > 0
+    assert_exactly_once(expected_outcome(first + second))
+
+
+def test_E3_redis_down_while_records_flow_stops_nothing(ingest_env):
+    # review E3/H2: a Redis error between landing and checkpoint stopped the shard; Redis is no longer
+    # on the ingest path at all
+    from warehouse.embedded import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    ingest_env.REDIS_URL = dead
+    ingest_env.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": dead}}
+    records = send_traffic(120, seed=20)
+    report = services.pipeline_drain()
+    assert report.retries == 0
+    assert_exactly_once(expected_outcome(records))
+
+
+def test_a_unit_that_keeps_failing_is_backed_off_then_parked_not_spun_on(ingest_env, monkeypatch):
+    from ingest_workers import archive
+
+    send_traffic(50, seed=21, duplicate_fraction=0, malformed_fraction=0)
+    attempts = {"n": 0}
+
+    def full_disk(plan, **kwargs):
+        attempts["n"] += 1
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(archive, "archive_write", full_disk)
+    ingest_env.INGEST_RETRY_BUDGET = 4
+    waits: list[float] = []
+    with pytest.raises(services.TransientError, match="No space left"):
+        services.pipeline_drain(sleep=waits.append)
+    shards_with_data = ShardLease.objects.filter(parked_at__isnull=False).count()
+    assert shards_with_data >= 1 and attempts["n"] == 4 * shards_with_data
+    lease = ShardLease.objects.filter(parked_at__isnull=False).first()
+    assert "4 failed attempts" in lease.park_reason and "No space left" in lease.park_reason
+    assert lease.owner == "" and lease.checkpoint == ""
+
+
+def test_every_acquisition_takes_a_new_fencing_token_so_a_redelivered_task_cannot_checkpoint(ingest_env, kinesis):
+    # review M7: the same owner re-acquiring kept its counter, so two copies of one task both checkpointed
+    lease = services.shard_sync(kinesis=kinesis, stream=ingest_env.KINESIS_STREAM_NAME)[0]
+    first = services.shard_lease_acquire(stream=lease.stream, shard_id=lease.shard_id, owner="task-1")
+    second = services.shard_lease_acquire(stream=lease.stream, shard_id=lease.shard_id, owner="task-1")
+    assert second.lease_counter == first.lease_counter + 1
+    with pytest.raises(services.LeaseLost):
+        services._checkpoint(first, sequence="1", records=1, behind=0, finished=False)
+    services._checkpoint(second, sequence="1", records=1, behind=0, finished=False)
+    with pytest.raises(services.LeaseLost):
+        services.shard_lease_renew(first)
+
+
+def test_leases_expire_on_the_databases_clock_not_the_workers(ingest_env, kinesis, monkeypatch):
+    # review M7: a worker whose clock ran fast saw live leases as expired and stole them
+    import datetime as dt
+
+    from django.utils import timezone
+
+    lease = services.shard_sync(kinesis=kinesis, stream=ingest_env.KINESIS_STREAM_NAME)[0]
+    assert services.shard_lease_acquire(stream=lease.stream, shard_id=lease.shard_id, owner="alive") is not None
+    fast = timezone.now() + dt.timedelta(hours=1)
+    monkeypatch.setattr(timezone, "now", lambda: fast)
+    assert services.shard_lease_acquire(stream=lease.stream, shard_id=lease.shard_id, owner="fast-clock") is None
+
+
+def test_one_merger_at_a_time_and_a_dead_mergers_lease_is_taken_over(ingest_env, kinesis):
+    # review M8: beat started a merge every 5 s whether or not the last had finished
+    import datetime as dt
+
+    from django.db.models.functions import Now
+
+    from ingest_workers.models import WorkerLease
+
+    records = send_traffic(80, seed=22)
+    held = services.worker_lease_acquire(services.MERGER_LEASE, "merger-elsewhere", 60)
+    for lease in services.shard_sync(kinesis=kinesis, stream=ingest_env.KINESIS_STREAM_NAME):   # land it all
+        mine = services.shard_lease_acquire(stream=lease.stream, shard_id=lease.shard_id, owner="lander")
+        while services.shard_batch_process(kinesis=kinesis, lease=mine).read:
+            pass
+    assert services.warehouse_merge_run() == {"busy": "merger-elsewhere", "events_inserted": 0, "duplicates": 0}
+    assert counts()["events"] == 0 and counts()["unmerged_rows"] > 0
+    # the other merger died: its lease runs out on the database's clock, and the next run takes over
+    WorkerLease.objects.filter(name=services.MERGER_LEASE).update(expires_at=Now() - dt.timedelta(seconds=1))
+    merged = services.warehouse_merge_run()
+    assert "busy" not in merged and merged["events_inserted"] == expected_outcome(records)["events"]
+    assert WorkerLease.objects.get(name=services.MERGER_LEASE).fence > held
+
+
+@pytest.mark.django_db(transaction=True)   # the heartbeat renews from its own thread and connection
+def test_a_heartbeat_keeps_a_long_runs_lease(ingest_env):
+    from ingest_workers.models import WorkerLease
+
+    fence = services.worker_lease_acquire("long-run", "me", 1)
+    first = WorkerLease.objects.get(name="long-run").expires_at
+    deadline = time.monotonic() + 20
+    with services.LeaseHeartbeat(lambda: services.worker_lease_renew("long-run", "me", fence, 1), 1) as beat:
+        while WorkerLease.objects.get(name="long-run").expires_at <= first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not beat.lost.is_set()
+    assert WorkerLease.objects.get(name="long-run").expires_at > first
+    assert services.worker_lease_acquire("long-run", "someone-else", 1) is None   # still ours

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import hashlib
 import json
 import uuid
 
@@ -145,7 +146,7 @@ def test_lineage_and_envelope_fields_are_filled(index):
         "contract_version": 2,
         "normalizer_version": NORMALIZER_VERSION,
     }
-    assert ev["event_id"] == derive_event_id("src-web-chat", "message.sent", [payload["messageId"]])
+    assert ev["event_id"] == derive_event_id("web-chat", "message.sent", [payload["messageId"]])
     assert result.event_ids == [ev["event_id"]]
     assert ev["source_id"] == "src-web-chat" and ev["platform"] == "web"
     assert ev["product"] == "storefront-assistant"
@@ -403,7 +404,7 @@ def test_multi_contract_source_tool_calls(index, contract):
     assert ev["contract"] == {"name": "llm-gateway.tool_call", "version": 1}
     assert ev["event_type"] == "tool_call.completed"
     assert ev["event_id"] == derive_event_id(
-        "src-llm-gateway", "tool_call.completed", [payload["call_id"], payload["tool_call_id"]]
+        "llm-gateway", "tool_call.completed", [payload["call_id"], payload["tool_call_id"]]
     )
 
 
@@ -445,10 +446,24 @@ def test_quarantine_ids_are_stable_across_reprocessing(index):
     retry = run(index, *datas, batch_id="b-2", now=NOW + 60_000_000)
     assert [r.quarantine_id for r in first.quarantine] == [r.quarantine_id for r in retry.quarantine]
     assert len({r.quarantine_id for r in first.quarantine}) == 3
-    assert first.quarantine[0].quarantine_id == str(uuid.uuid5(QUARANTINE_ID_NAMESPACE, f"{SHARD}/100/undecodable"))
-    assert quarantine_id(SHARD, "100", "undecodable") != quarantine_id(SHARD, "100", "oversize")
-    assert quarantine_id(SHARD, "100", "undecodable") != quarantine_id(SHARD, "101", "undecodable")
+    digest = hashlib.sha256(b"\x00junk").hexdigest()
+    assert first.quarantine[0].quarantine_id == str(uuid.uuid5(QUARANTINE_ID_NAMESPACE, f"undecodable/{digest}"))
+    assert quarantine_id("undecodable", digest) != quarantine_id("oversize", digest)
     assert QUARANTINE_ID_NAMESPACE == uuid.uuid5(uuid.NAMESPACE_URL, "https://chatorbit.io/ns/quarantine-id")
+
+
+def test_copies_of_one_payload_share_one_quarantine_id_and_other_payloads_do_not(index):
+    # hostile-input sweep D6: the same invalid events sent again (a client retry, a put written twice)
+    # made one quarantine row per copy
+    bad = {"type": "message", "role": "robot"}
+    first = envelope("web-chat", bad, received_at=RECEIVED)
+    again = envelope("web-chat", dict(reversed(list(bad.items()))), received_at=RECEIVED + 5_000_000)  # keys reordered
+    other = envelope("web-chat", {**bad, "role": "alien"}, received_at=RECEIVED)
+    elsewhere = envelope("nobody", bad, received_at=RECEIVED)
+    result = run(index, first, again, other, elsewhere)
+    ids = [row.quarantine_id for row in result.quarantine]
+    assert len(ids) == 4 and ids[0] == ids[1]
+    assert len({ids[0], ids[2], ids[3]}) == 3
 
 
 def test_event_ids_are_stable_across_reprocessing(index):

@@ -112,11 +112,13 @@ def quarantine_row(*, source="web-chat", reason="schema_violation", payload=None
 
 def land_quarantine(rows: list[dict]) -> list[str]:
     from warehouse.connection import warehouse_connection
-    from warehouse.load import landing_insert
+    from warehouse.landing import landing_append, landing_rows_json, merge_channels
 
     with warehouse_connection() as conn:
         services.warehouse_ready(conn)
-        landing_insert(conn, batch_id=f"test/{uuid.uuid4().hex}", rows=None, quarantine_rows=orjson.dumps(rows))
+        landing_append(conn, channel=f"test-{uuid.uuid4().hex}", offset_token="1",
+                       rows=landing_rows_json(None, orjson.dumps(rows)))
+        merge_channels(conn)
     return [row["quarantine_id"] for row in rows]
 
 
@@ -319,8 +321,10 @@ def test_a_record_fixed_by_a_new_contract_version_lands_once_and_one_still_faili
     bad = after[bad_row["quarantine_id"]]
     assert bad["status"] == "new" and bad["reason_code"] == "schema_violation" and bad["contract_version"] == 3
     assert len(after) == 3                                     # nothing lost, nothing added
-    ledger = warehouse_rows("SELECT * FROM RAW.LANDED_BATCHES WHERE KIND = 'redrive'")
-    assert len(ledger) == 1 and ledger[0]["merged_at"]
+    landed = warehouse_rows("SELECT DISTINCT CHANNEL FROM RAW.LANDING_EVENTS WHERE CHANNEL LIKE 'redrive-%'")
+    assert len(landed) == 1
+    progress = warehouse_rows("SELECT * FROM RAW.MERGE_PROGRESS WHERE CHANNEL LIKE 'redrive-%'")
+    assert [p["channel"] for p in progress] == [landed[0]["channel"]]   # merged
 
     audit = AuditRecord.objects.get(action="quarantine.redrive")
     assert audit.actor == people["engineer"] and audit.after["landed"] == 1 and audit.after["still_quarantined"] == 2
@@ -387,7 +391,8 @@ def test_a_redrive_that_dies_after_landing_is_finished_by_its_retry_and_lands_on
     result = redrive.quarantine_redrive(actor=people["engineer"], quarantine_ids=[row["quarantine_id"]],
                                         request_id="r-1")
     assert result.landed == 1 and result.merged
-    assert len(warehouse_rows("SELECT * FROM RAW.LANDED_BATCHES WHERE KIND = 'redrive'")) == 1
+    assert len(warehouse_rows("SELECT DISTINCT CHANNEL FROM RAW.LANDING_EVENTS WHERE CHANNEL LIKE 'redrive-%'")) == 1
+    assert warehouse_rows("SELECT DUPLICATE_COUNT FROM CANONICAL.EVENTS") == [{"duplicate_count": 0}]
     counts = warehouse_rows("SELECT COUNT(*) AS n, SUM(DUPLICATE_COUNT) AS d FROM CANONICAL.EVENTS")[0]
     assert counts["n"] == 1 and counts["d"] == 0
     assert quarantine_rows()[row["quarantine_id"]]["status"] == "redriven"

@@ -3,6 +3,7 @@ throttling, outages; the AWS helpers; the partition-key rule; and the local_aws 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -236,6 +237,9 @@ def test_stream_ensure_creates_once_and_waits_for_active(aws_settings, kinesis):
     again = aws.stream_ensure(5, stream_name=name)  # an existing stream is left as it is
     assert first["StreamStatus"] == again["StreamStatus"] == "ACTIVE"
     assert len(kinesis.list_shards(StreamName=name)["Shards"]) == 3
+    # seven days, not Kinesis's 24-hour default: time to unpark a shard before its records expire
+    summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+    assert summary["RetentionPeriodHours"] == first["RetentionPeriodHours"] == 168
     kinesis.delete_stream(StreamName=name)
 
 
@@ -246,6 +250,11 @@ def test_bucket_ensure_is_idempotent(aws_settings):
     s3 = aws.s3_client()
     s3.put_object(Bucket=name, Key="a", Body=b"1")
     assert s3.get_object(Bucket=name, Key="a")["Body"].read() == b"1"
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=name)["Rules"]}
+    tiering = rules["raw-archive-tiering-and-expiry"]
+    assert tiering["Transitions"] == [{"Days": 30, "StorageClass": "GLACIER_IR"}]
+    assert tiering["Expiration"] == {"Days": 180} and tiering["Filter"] == {"Prefix": "raw/"}
+    assert rules["abort-incomplete-uploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
 
 
 # --- the partition-key rule (pure) ------------------------------------------------------------------
@@ -319,3 +328,67 @@ def test_local_aws_refuses_a_port_in_use(moto_server):
                           text=True, timeout=60)
     assert done.returncode != 0
     assert "Cannot listen on" in done.stderr
+
+
+def test_get_records_answers_parse_exactly_as_botocore_parses_them(aws_settings, kinesis, stream):
+    # the consumer's client parses GetRecords with orjson (CPU); the result must be botocore's own
+    StreamProducer().put([(f"k{i}", b'{"n": %d, "text": "h\\u00e9"}' % i) for i in range(30)]
+                         + [("raw", b"\xff\x00 not json")])
+    fast = aws.kinesis_client()
+    assert fast is not kinesis
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        start = {"StreamName": stream, "ShardId": shard["ShardId"], "ShardIteratorType": "TRIM_HORIZON"}
+        ours = fast.get_records(ShardIterator=fast.get_shard_iterator(**start)["ShardIterator"])
+        theirs = kinesis.get_records(ShardIterator=kinesis.get_shard_iterator(**start)["ShardIterator"])
+        assert [r["Data"] for r in ours["Records"]] == [r["Data"] for r in theirs["Records"]]
+        for mine, reference in zip(ours["Records"], theirs["Records"], strict=True):
+            assert mine == {**reference, "ApproximateArrivalTimestamp": mine["ApproximateArrivalTimestamp"]}
+            assert mine["ApproximateArrivalTimestamp"] == reference["ApproximateArrivalTimestamp"]
+            assert mine["ApproximateArrivalTimestamp"].utcoffset() == dt.timedelta(0)
+        assert ours["MillisBehindLatest"] == theirs["MillisBehindLatest"]
+        assert bool(ours.get("NextShardIterator")) == bool(theirs.get("NextShardIterator"))
+    # errors still go through botocore: a bad iterator is a ClientError with its code
+    with pytest.raises(ClientError) as err:
+        fast.get_records(ShardIterator="not-an-iterator")
+    assert err.value.response["Error"]["Code"]
+
+
+def test_a_put_whose_answer_times_out_is_not_sent_again(aws_settings, sleeps):
+    # hostile-input sweep D6: botocore re-sent put_records after its read timeout while the first call
+    # was being written, so one request landed two or three times
+    import socket
+    import threading
+
+    requests: list[bytes] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def accept_and_never_answer():
+        listener.settimeout(0.2)
+        held = []
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+            requests.append(conn.recv(65536))
+        for conn in held:
+            conn.close()
+
+    server = threading.Thread(target=accept_and_never_answer, daemon=True)
+    server.start()
+    try:
+        aws_settings.AWS_ENDPOINT_URL = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        aws_settings.AWS_KINESIS_CLIENT = {"read_timeout": 0.5}
+        with pytest.raises(StreamUnavailable) as caught:
+            StreamProducer(stream_name="raw-events", sleep=sleeps.append).put([("k", b"{}")])
+        assert caught.value.error_code == "ReadTimeout" and "may or may not" in caught.value.message
+        assert len(requests) == 1 and b"PutRecords" in requests[0]
+        assert sleeps == []
+    finally:
+        stop.set()
+        server.join(timeout=5)
+        listener.close()

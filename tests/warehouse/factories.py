@@ -65,3 +65,22 @@ def quarantine_row(reason: str = "schema_violation", **fields) -> dict:
     }
     row.update(fields)
     return row
+
+
+#: a dedup window that reaches back to T0, so tests on fixed 2026-01-01 events merge them in the window
+TEST_WINDOW_DAYS = 36500
+
+
+def land_and_merge(conn, events: list[dict] | bytes, batch_id: str = "test", *, quarantine=None) -> object:
+    """Land ``events`` on a test channel (a fresh offset token each call) and merge them: what the
+    consumer and the merger do, in two calls."""
+    import re
+    import time
+
+    from warehouse.landing import landing_append, landing_rows_json, merge_channels
+
+    rows = events if isinstance(events, bytes) else orjson.dumps(events)
+    channel = "test-" + re.sub(r"[^A-Za-z0-9_-]", "-", batch_id)
+    landing_append(conn, channel=channel, offset_token=str(time.time_ns()), rows=landing_rows_json(rows, quarantine),
+                   batch_id=batch_id)
+    return merge_channels(conn, window_days=TEST_WINDOW_DAYS)

@@ -8,10 +8,10 @@ from contracts.canonical_model import canonical_avro_schema
 from warehouse.ddl import (
     CANONICAL_EVENTS,
     EVENT_COLUMNS,
-    LANDED_BATCHES,
     LANDING_EVENTS,
     QUARANTINE,
     QUARANTINE_REASONS,
+    TABLES,
     check_identifier,
     table_ddl,
     warehouse_ddl,
@@ -58,9 +58,14 @@ def test_column_types_follow_the_model():
 
 
 def test_tables_and_their_keys():
-    assert LANDING_EVENTS.transient and "BATCH_ID" in LANDING_EVENTS.column_names
-    assert LANDED_BATCHES.primary_key == ("BATCH_ID",) and "MERGED_AT" in LANDED_BATCHES.column_names
-    assert CANONICAL_EVENTS.primary_key == ("EVENT_ID",)
+    assert LANDING_EVENTS.transient and {"BATCH_ID", "CHANNEL", "OFFSET_TOKEN", "ROW_KIND"} <= set(
+        LANDING_EVENTS.column_names)
+    assert not LANDING_EVENTS.column_index["EVENT_ID"].not_null  # quarantine rows land there too
+    assert CANONICAL_EVENTS.primary_key == ("EVENT_DATE", "EVENT_ID")
+    assert CANONICAL_EVENTS.cluster_by.startswith("EVENT_DATE")
+    # Snowflake enforces no key: no table may make the embedded engine enforce one
+    assert not any(table.key_constraint for table in TABLES)
+    assert all("PRIMARY KEY" not in table_ddl(table, "X") for table in TABLES)
     assert {"DUPLICATE_COUNT", "FIRST_SEEN_AT", "LAST_SEEN_AT"} <= set(CANONICAL_EVENTS.column_names)
     assert [c.name for c in QUARANTINE.columns][:6] == [
         "QUARANTINE_ID", "SOURCE", "SOURCE_ID", "CONTRACT_SUBJECT", "CONTRACT_VERSION", "REASON_CODE"]
@@ -73,8 +78,8 @@ def test_ddl_is_idempotent_snowflake_sql():
     assert all("IF NOT EXISTS" in s for s in statements)
     events = table_ddl(CANONICAL_EVENTS, "CHATORBIT")
     assert events.startswith("CREATE TABLE IF NOT EXISTS CHATORBIT.CANONICAL.EVENTS (")
-    assert "CLUSTER BY (TO_DATE(EVENT_TIME))" in events
-    assert "PRIMARY KEY (EVENT_ID)" in events
+    assert "CLUSTER BY (EVENT_DATE, SUBSTR(EVENT_ID, 1, 2))" in events
+    assert "PRIMARY KEY" not in events
     assert table_ddl(LANDING_EVENTS, "CHATORBIT").startswith("CREATE TRANSIENT TABLE IF NOT EXISTS")
     # quotes in model docs are escaped
     assert "producer''s" in events

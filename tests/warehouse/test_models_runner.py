@@ -9,12 +9,11 @@ import importlib
 import io
 from decimal import Decimal
 
-import orjson
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.warehouse.factories import HOUR, SECOND, T0, canonical_event
-from warehouse.load import landing_insert, merge_landing, warehouse_query
+from tests.warehouse.factories import HOUR, SECOND, T0, canonical_event, land_and_merge
+from warehouse.load import warehouse_query
 from warehouse.modeling import runner as runner_module
 from warehouse.modeling import sql as model_sql
 from warehouse.modeling.runner import models_run, price_intervals
@@ -67,8 +66,7 @@ def conversation_events() -> list[dict]:
 
 
 def land(conn, batch_id: str, events: list[dict]) -> None:
-    landing_insert(conn, batch_id=batch_id, rows=orjson.dumps(events))
-    merge_landing(conn)
+    land_and_merge(conn, events, batch_id)
 
 
 def table(conn, name: str, order: str) -> list[dict]:
@@ -306,9 +304,7 @@ def test_the_scheduled_task_runs_the_models_and_beat_runs_it_every_minute(wareho
 
 @pytest.mark.parametrize(("task", "queue"), [
     ("warehouse.tasks.models_run_scheduled", "models"),
-    ("ingest_workers.tasks.shard_consume", "ingest"),
     ("ingest_workers.redrive_tasks.quarantine_redrive_task", "replay"),
-    ("ingest_workers.tasks.ingest_supervise", "default"),
     ("ingest_workers.tasks.warehouse_merge", "default"),
 ])
 def test_each_task_is_routed_to_the_queue_its_workers_serve(task, queue):

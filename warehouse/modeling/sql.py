@@ -52,9 +52,8 @@ def t(db: str, name: str) -> str:
 def new_merges_sql(db: str) -> str:
     return (
         f"INSERT OVERWRITE INTO {db}.ANALYTICS.WORK_MERGES (MERGE_ID, MERGED_AT) "
-        f"SELECT DISTINCT b.MERGE_ID, b.MERGED_AT FROM {db}.RAW.LANDED_BATCHES b "
-        f"WHERE b.MERGED_AT IS NOT NULL AND b.MERGE_ID IS NOT NULL "
-        f"AND b.MERGE_ID NOT IN (SELECT s.MERGE_ID FROM {db}.ANALYTICS.MODEL_STATE s)"
+        f"SELECT DISTINCT b.MERGE_ID, b.MERGED_AT FROM {db}.RAW.MERGE_LOG b "
+        f"WHERE b.MERGE_ID NOT IN (SELECT s.MERGE_ID FROM {db}.ANALYTICS.MODEL_STATE s)"
     )
 
 

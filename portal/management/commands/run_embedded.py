@@ -1,7 +1,8 @@
 """`make run`: the whole platform on its embedded default, on this machine, with nothing to install.
 
 Starts, each as a child process: the local AWS emulator (Kinesis + S3, `local_aws`), the embedded
-warehouse (fakesnow's server, `warehouse_server`), a Celery worker and Celery beat (filesystem broker
+warehouse (fakesnow's server, `warehouse_server`), the ingest pool (a Celery worker running a
+long-lived shard consumer), a Celery worker for the other queues and Celery beat (filesystem broker
 unless CELERY_BROKER_URL names Redis), and a traffic generator imitating the six demo sources
 through the collectors. Migrates and seeds the demo, then serves the portal in the foreground.
 Ctrl-C stops everything.
@@ -110,10 +111,14 @@ class Command(BaseCommand):
         self.stdout.write(f"Local AWS on {settings.AWS_ENDPOINT_URL}; warehouse on "
                           f"{settings.SNOWFLAKE['host']}:{settings.SNOWFLAKE['port']}.")
         celery = [sys.executable, "-m", "celery", "-A", "portal"]
-        self._spawn("worker", [*celery, "worker", "-Q", "ingest,default,models,replay,quality,deletion",
-                               "--concurrency", "2", "-l", "INFO"], var)
+        # the ingest pool: a worker whose long-lived shard consumer reads the stream (see
+        # ingest_workers.consumer); the other queues have a worker of their own
+        self._spawn("ingest", [*celery, "worker", "-Q", "ingest", "--pool", "solo", "--shard-consumer",
+                               "-n", "ingest@%h", "-l", "INFO"], var)
+        self._spawn("worker", [*celery, "worker", "-Q", "default,models,replay,quality,deletion",
+                               "--concurrency", "2", "-n", "worker@%h", "-l", "INFO"], var)
         self._spawn("beat", [*celery, "beat", "-l", "INFO", "-s", str(var / "celerybeat-schedule")], var)
-        self.stdout.write("Celery worker and beat started.")
+        self.stdout.write("Celery workers (ingest pool with a shard consumer; the other queues) and beat started.")
         if not no_traffic:
             self._spawn("traffic", [*manage, "generate_traffic", "--via", "http", "--url", f"http://{addrport}",
                                     "--count", "100000000", "--rate", str(traffic_rate), "--batch", "20",

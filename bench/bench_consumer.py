@@ -1,0 +1,155 @@
+"""One consumer process on the embedded stack: records from the local stream through the raw archive and
+landing, and the consumer process's own CPU per event, against the pure hot path's on the same records.
+
+    .venv/bin/python bench/bench_consumer.py [--records 100000] [--shards 2] [--json]
+
+Starts the local AWS emulator and the embedded warehouse as their own processes (their CPU is not
+the consumer's), puts ``--records`` demo records on a fresh stream, then runs ``manage.py ingest_consume
+--until-idle --json`` (one ``ShardConsumer``: reads, archives, validates and normalizes, lands through
+its channel, checkpoints) and reads its wall time and ``time.process_time()`` (every thread of that
+process, in steady state: from the end of its first unit to the end of its last; start-up is
+reported apart). The hot path (``process_batch``) runs here on the same records for the ratio the
+capacity plan needs: ``consumer_cpu_vs_hot_path`` (goal ≤ 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"a child exited early with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listened on {port} within {timeout}s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    var = Path(tempfile.mkdtemp(prefix="bench-consumer-"))
+    aws_port, wh_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL"}}
+    env.update(CHATORBIT_VAR_DIR=str(var), DATABASE_URL=f"sqlite:///{var / 'portal.sqlite3'}",
+               AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}", SNOWFLAKE_PORT=str(wh_port),
+               KINESIS_STREAM_NAME="bench-consumer", KINESIS_SHARD_COUNT=str(args.shards),
+               RAW_ARCHIVE_URL=f"file://{var / 'archive'}", DEBUG="1", LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    os.environ.update(env)
+    manage = [sys.executable, "manage.py"]
+    children = [
+        subprocess.Popen([*manage, "local_aws"], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-m", "warehouse.embedded", "--path", str(var / "warehouse"), "--port",
+                          str(wh_port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+    try:
+        wait_port(aws_port, children[0])
+        wait_port(wh_port, children[1])
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        call_command("seed_demo", quiet_keys=True, force=True, stdout=open(os.devnull, "w"))  # noqa: SIM115
+        from contracts import presets
+        from ingest_workers import services
+        from ingest_workers.aws import stream_ensure
+        from ingest_workers.management.commands.generate_traffic import StreamSender
+        from ingest_workers.pipeline import RawRecord, process_batch
+        from ingest_workers.traffic import TrafficGenerator, templates_from_preset
+
+        stream_ensure(args.shards, stream_name="bench-consumer")
+        templates = [t for p in presets.demo_presets() for t in templates_from_preset(p)]
+        generator = TrafficGenerator(templates, seed=5, duplicate_fraction=0.02, malformed_fraction=0.005,
+                                     out_of_order_fraction=0.1, late_fraction=0.0)
+        now = time.time_ns() // 1000
+        records = list(generator.records(args.records, now_micros=now))
+        sender = StreamSender()
+        t0 = time.monotonic()
+        for start in range(0, len(records), 500):
+            sender.send(records[start:start + 500])
+        put_s = time.monotonic() - t0
+
+        profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+        out = subprocess.run([sys.executable, *profile, "manage.py", "ingest_consume", "--until-idle", "--json",
+                              "--stream", "bench-consumer"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=3600)
+        if out.returncode != 0:
+            raise SystemExit(out.stderr[-3000:])
+        consumer = json.loads(out.stdout.strip().splitlines()[-1])
+
+        # the hot path alone on the same records, in batches of the consumer's unit size
+        index = services.contract_index_current(force=True)
+        encoded = [StreamSender.encode(r, received_at=now) if not isinstance(r.payload, bytes) else r.payload
+                   for r in records]
+        cpu0 = time.process_time()
+        events = 0
+        for start in range(0, len(encoded), services.BATCH_MAX_RECORDS):
+            chunk = encoded[start:start + services.BATCH_MAX_RECORDS]
+            raw = [RawRecord("shardId-000000000000", str(start + i), data, now) for i, data in enumerate(chunk)]
+            result = process_batch(raw, index, stream="bench", batch_id="b",
+                                   archive_locations=[("file:///bench", i) for i in range(len(raw))], now_micros=now)
+            result.landing_json()
+            events += len(result.events)
+        hot_cpu = time.process_time() - cpu0
+    finally:
+        for child in children:
+            child.terminate()
+            child.wait(timeout=20)
+    read = consumer["read"]
+    # steady state: from the end of the consumer's first unit to the end of its last (start-up, paid
+    # once by a long-lived process, is reported apart)
+    consumer_us = consumer["steady_cpu_seconds"] / max(1, consumer["steady_records"]) * 1e6
+    hot_us = hot_cpu / len(encoded) * 1e6
+    result = {
+        "consumer_records": read, "consumer_events_landed": events, "consumer_seconds": round(consumer["seconds"], 1),
+        "consumer_events_per_s": round(read / consumer["seconds"]),
+        "consumer_cpu_us_per_event": round(consumer_us, 1),
+        "consumer_cpu_us_per_event_with_startup": round(consumer["cpu_seconds"] / max(1, read) * 1e6, 1),
+        "consumer_hot_path_cpu_us_per_event": round(hot_us, 1),
+        "consumer_cpu_vs_hot_path": round(consumer_us / hot_us, 2),
+        # the consuming thread's CPU per record, by step of a unit (the rest of the process: the
+        # heartbeat thread, the connector's threads, the interpreter)
+        "consumer_cpu_us_per_event_by_step": {step: round(seconds / max(1, read) * 1e6, 1)
+                                              for step, seconds in consumer["cpu_by_step"].items()},
+        "consumer_units": consumer["units"], "consumer_shards": args.shards, "consumer_put_s": round(put_s, 1),
+        "consumer_path": "moto Kinesis → ShardConsumer (archive zstd files, pipeline, channel INSERT) → fakesnow",
+    }
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0 if read == len(records) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

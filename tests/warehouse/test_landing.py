@@ -1,0 +1,215 @@
+"""Append-only landing through channels and the idempotent, windowed merge (warehouse.landing).
+
+These follow Snowflake's semantics, not DuckDB's: no table has a key constraint and nothing relies
+on a conflict. Regression tests for the pipeline review's E1b, E5 and M3 are marked in their names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import orjson
+import pytest
+
+from tests.warehouse.factories import SECOND, T0, canonical_event, quarantine_row
+from warehouse.landing import (
+    ChannelRange,
+    EmbeddedLandingClient,
+    channel_committed_tokens,
+    landing_append,
+    landing_rows_json,
+    merge_channels,
+    merge_progress,
+)
+from warehouse.load import pipeline_counts, warehouse_query
+
+NOW = dt.datetime(2026, 1, 1, 12, 0, 0)  # the merge's clock: T0 events are on its day
+DAY = 24 * 3600 * SECOND
+
+
+def land(conn, channel: str, token: str, events: list[dict], quarantine: list[dict] | None = None):
+    return landing_append(conn, channel=channel, offset_token=token,
+                          rows=landing_rows_json(orjson.dumps(events), quarantine))
+
+
+def merge(conn, **kwargs):
+    kwargs.setdefault("now", NOW)
+    return merge_channels(conn, **kwargs)
+
+
+def stored(conn) -> dict[str, dict]:
+    rows = warehouse_query(conn, "SELECT * FROM CANONICAL.EVENTS ORDER BY EVENT_ID")
+    return {r["EVENT_ID"]: r for r in rows}
+
+
+def test_landing_is_append_only_and_records_the_channel_token(warehouse_conn):
+    events = [canonical_event(f"e{i}", sequence_number=str(100 + i)) for i in range(5)]
+    result = land(warehouse_conn, "raw-events-shard-0", "104", events, [quarantine_row(sequence_number="105")])
+    assert (result.rows, result.offset_token) == (6, "104")
+    assert channel_committed_tokens(warehouse_conn) == {"raw-events-shard-0": "104"}
+    kinds = warehouse_query(warehouse_conn,
+                            "SELECT ROW_KIND, COUNT(*) AS N FROM RAW.LANDING_EVENTS GROUP BY 1 ORDER BY 1")
+    assert [(k["ROW_KIND"], k["N"]) for k in kinds] == [("event", 5), ("quarantine", 1)]
+    assert stored(warehouse_conn) == {}  # nothing merged yet
+
+
+def test_copies_with_different_event_dates_are_different_events(warehouse_conn):
+    # the dedup key is (EVENT_DATE, EVENT_ID): a producer that reuses an id on another day made two events
+    land(warehouse_conn, "ch-0", "2", [canonical_event("x", sequence_number="1", event_time=T0),
+                                       canonical_event("x", sequence_number="2", event_time=T0 + DAY)])
+    assert merge(warehouse_conn).events_inserted == 2
+
+
+def test_no_table_declares_a_key_the_embedded_engine_would_enforce(warehouse_conn):
+    # Snowflake enforces no primary key: the same event row twice must be accepted, as Snowflake would
+    row = canonical_event("dup")
+    land(warehouse_conn, "c", "1", [row])
+    land(warehouse_conn, "c", "1", [row])  # a zombie writer landing the same unit again
+    constraints = warehouse_query(
+        warehouse_conn, "SELECT COUNT(*) AS N FROM INFORMATION_SCHEMA.TABLE_CONSTRAINTS "
+                        "WHERE CONSTRAINT_TYPE IN ('PRIMARY KEY', 'UNIQUE') AND TABLE_CATALOG = CURRENT_DATABASE()")
+    assert constraints[0]["N"] == 0
+    merge(warehouse_conn)
+    assert stored(warehouse_conn)["dup"]["DUPLICATE_COUNT"] == 0  # one stream record, landed twice
+
+
+def test_merge_keeps_one_row_per_event_and_counts_real_copies(warehouse_conn):
+    # copies of one event carry its event time; they arrive at different times
+    a1 = canonical_event("a", sequence_number="1", received_at=T0 + 5 * SECOND, event_time=T0)
+    a2 = canonical_event("a", sequence_number="7", received_at=T0 + 1 * SECOND, event_time=T0, raw_offset=3)
+    b = canonical_event("b", sequence_number="2")
+    land(warehouse_conn, "ch-0", "2", [a1, b])
+    land(warehouse_conn, "ch-1", "7", [a2])
+    result = merge(warehouse_conn)
+    assert (result.ranges, result.events_inserted) == (2, 2)
+    rows = stored(warehouse_conn)
+    assert rows["a"]["DUPLICATE_COUNT"] == 1 and rows["b"]["DUPLICATE_COUNT"] == 0
+    assert rows["a"]["SEQUENCE_NUMBER"] == "7"  # the earliest copy by RECEIVED_AT is kept
+    assert rows["a"]["FIRST_SEEN_AT"] < rows["a"]["LAST_SEEN_AT"]
+    assert merge_progress(warehouse_conn) == {"ch-0": "2", "ch-1": "7"}
+
+
+def test_E5_merging_the_same_landed_rows_twice_changes_nothing(warehouse_conn):
+    # review E5 / M3: re-merging added the copies again (DUPLICATE_COUNT 3 for one real duplicate)
+    land(warehouse_conn, "ch-0", "2", [canonical_event("a", sequence_number="1", event_time=T0),
+                                       canonical_event("a", sequence_number="2", received_at=T0 + SECOND,
+                                                       event_time=T0)])
+    ranges = [ChannelRange("ch-0", None, "2")]
+    merge(warehouse_conn, ranges=ranges)
+    before = stored(warehouse_conn)
+    assert before["a"]["DUPLICATE_COUNT"] == 1
+    again = merge(warehouse_conn, ranges=ranges, now=NOW + dt.timedelta(seconds=30))
+    assert (again.events_inserted, again.events_updated) == (0, 0)
+    assert stored(warehouse_conn) == before  # not even MERGED_AT moved
+
+
+def test_a_copy_in_a_later_merge_is_counted_once_however_often_merged(warehouse_conn):
+    land(warehouse_conn, "ch-0", "1", [canonical_event("a", sequence_number="1", event_time=T0)])
+    merge(warehouse_conn)
+    land(warehouse_conn, "ch-0", "5", [canonical_event("a", sequence_number="5", received_at=T0 + 9 * SECOND,
+                                                       event_time=T0)])
+    second = [ChannelRange("ch-0", "1", "5")]
+    merge(warehouse_conn, ranges=second)
+    merge(warehouse_conn, ranges=second)  # a lost merger's retry of the same claim
+    merge(warehouse_conn, ranges=[ChannelRange("ch-0", None, "5")])  # and a wider one
+    row = stored(warehouse_conn)["a"]
+    assert row["DUPLICATE_COUNT"] == 1
+    assert sorted(filter(None, row["COPY_KEYS"].split("|"))) == [
+        "raw-events/shardId-000000000000/1", "raw-events/shardId-000000000000/5"]
+
+
+def test_E1b_a_range_landed_again_by_a_retry_counts_no_duplicates(warehouse_conn):
+    # review E1b: a retry after a crash re-read a longer range and re-landed the overlap: 22
+    # "duplicates" with none sent. Whatever range a retry lands, a stream record counts once.
+    first = [canonical_event(f"e{i}", sequence_number=str(i)) for i in range(1, 21)]
+    land(warehouse_conn, "ch-0", "20", first)
+    retry = [canonical_event(f"e{i}", sequence_number=str(i)) for i in range(1, 31)]
+    land(warehouse_conn, "ch-0", "30", retry)
+    merge(warehouse_conn)
+    rows = stored(warehouse_conn)
+    assert len(rows) == 30
+    assert sum(r["DUPLICATE_COUNT"] for r in rows.values()) == 0
+    assert pipeline_counts(warehouse_conn)["duplicates"] == 0
+
+
+def test_quarantine_rows_land_once_however_often_landed_or_merged(warehouse_conn):
+    q = quarantine_row(quarantine_id="q-1", sequence_number="3", shard_id="shardId-000000000000")
+    land(warehouse_conn, "ch-0", "3", [], [q])
+    merge(warehouse_conn)
+    land(warehouse_conn, "ch-0", "4", [], [q])  # the same record quarantined again by a retry
+    merge(warehouse_conn)
+    merge(warehouse_conn, ranges=[ChannelRange("ch-0", None, "4")])
+    rows = warehouse_query(warehouse_conn, "SELECT QUARANTINE_ID, STATUS FROM RAW.QUARANTINE")
+    assert rows == [{"QUARANTINE_ID": "q-1", "STATUS": "new"}]
+
+
+def test_a_later_landing_of_the_same_record_replaces_the_row_once(warehouse_conn):
+    # a replay after a mapping fix lands the same stream record again: its content wins, counted once
+    land(warehouse_conn, "ch-0", "1", [canonical_event("a", sequence_number="1", product="old")])
+    merge(warehouse_conn)
+    land(warehouse_conn, "replay-1", "1", [canonical_event("a", sequence_number="1", product="fixed")])
+    merge(warehouse_conn, now=NOW + dt.timedelta(minutes=1))
+    row = stored(warehouse_conn)["a"]
+    assert (row["PRODUCT"], row["DUPLICATE_COUNT"]) == ("fixed", 0)
+
+
+def test_the_merge_is_bounded_by_the_event_date_window_and_late_copies_go_aside(warehouse_conn):
+    old = T0 - 10 * DAY  # ten days before the merge's day, outside a 3-day window
+    land(warehouse_conn, "ch-0", "1", [canonical_event("late", sequence_number="1", received_at=old, event_time=old)])
+    first = merge(warehouse_conn, window_days=3)
+    assert first.events_inserted == 1  # a late first arrival is stored
+    land(warehouse_conn, "ch-0", "2", [canonical_event("late", sequence_number="2", received_at=old + SECOND,
+                                                       event_time=old)])
+    second = merge(warehouse_conn, window_days=3, now=NOW + dt.timedelta(minutes=1))
+    assert (second.events_inserted, second.events_updated, second.late_copies) == (0, 0, 1)
+    row = stored(warehouse_conn)["late"]
+    assert row["DUPLICATE_COUNT"] == 0 and row["SEQUENCE_NUMBER"] == "1"  # the old partition is untouched
+    late = warehouse_query(warehouse_conn, "SELECT EVENT_ID, COPY_KEY FROM RAW.LATE_COPIES")
+    assert late == [{"EVENT_ID": "late", "COPY_KEY": "raw-events/shardId-000000000000/2"}]
+    merge(warehouse_conn, window_days=3, ranges=[ChannelRange("ch-0", None, "2")])  # idempotent too
+    assert len(warehouse_query(warehouse_conn, "SELECT * FROM RAW.LATE_COPIES")) == 1
+
+
+def test_the_merge_log_names_each_merge_for_the_models(warehouse_conn):
+    land(warehouse_conn, "ch-0", "1", [canonical_event("a", sequence_number="1")])
+    result = merge(warehouse_conn, fence=7)
+    (log,) = warehouse_query(warehouse_conn, "SELECT * FROM RAW.MERGE_LOG")
+    assert (log["MERGE_ID"], log["FENCE"], log["EVENTS_INSERTED"]) == (result.merge_id, 7, 1)
+    assert stored(warehouse_conn)["a"]["MERGED_AT"] == log["MERGED_AT"]
+
+
+def test_nothing_to_merge_writes_nothing(warehouse_conn):
+    assert merge(warehouse_conn).ranges == 0
+    assert warehouse_query(warehouse_conn, "SELECT * FROM RAW.MERGE_LOG") == []
+
+
+def test_a_large_append_goes_out_in_several_statements_of_one_transaction(warehouse_conn):
+    events = [canonical_event(f"e{i}", sequence_number=str(i)) for i in range(60)]
+    result = landing_append(warehouse_conn, channel="ch-0", offset_token="59", rows=orjson.dumps(events),
+                            max_statement_bytes=20_000)
+    assert result.rows == 60
+    assert merge(warehouse_conn).events_inserted == 60
+
+
+def test_the_embedded_client_fences_a_reopened_channel(warehouse_conn, warehouse_database):
+    from warehouse.channels import ChannelInvalidated
+    from warehouse.connection import warehouse_connect
+
+    client = EmbeddedLandingClient(connect=lambda: warehouse_connect(database=warehouse_database))
+    try:
+        old = client.open_channel("ch-0")
+        old.append(landing_rows_json(orjson.dumps([canonical_event("a", sequence_number="1")])), offset_token="1")
+        new = client.open_channel("ch-0")  # a lease takeover reopens the channel
+        assert new.latest_committed_offset_token() == "1"
+        with pytest.raises(ChannelInvalidated):
+            old.append(landing_rows_json(orjson.dumps([canonical_event("b", sequence_number="2")])), offset_token="2")
+        new.append(landing_rows_json(orjson.dumps([canonical_event("b", sequence_number="2")])), offset_token="2")
+        assert client.latest_committed_offset_tokens(["ch-0", "other"]) == {"ch-0": "2", "other": None}
+    finally:
+        client.close()
+
+
+def test_text_beyond_ascii_lands_unchanged(warehouse_conn):
+    land(warehouse_conn, "ch-0", "1", [canonical_event("u", product="café ☕ 𝄞 \"quoted\" \\ back")])
+    merge(warehouse_conn)
+    assert stored(warehouse_conn)["u"]["PRODUCT"] == "café ☕ 𝄞 \"quoted\" \\ back"

@@ -1,0 +1,754 @@
+"""Landing (append only) and the merge into ``CANONICAL.EVENTS``: exactly once by construction.
+
+Snowflake enforces no primary key, and UPDATE/DELETE/MERGE statements on one table wait for each
+other's locks. So nothing here relies on a key or a conflict (DESIGN decision 7):
+
+* **Landing is append only.** A consumer lands a unit of a shard (events and quarantine rows
+  together) through its *channel* with one ``INSERT`` into ``RAW.LANDING_EVENTS`` and, in the same
+  transaction, one ``INSERT`` into ``RAW.CHANNEL_OFFSETS`` recording the unit's offset token (the
+  last sequence number). A consumer resumes after its channel's committed token, so a crash between
+  landing and its checkpoint lands nothing twice; and when a zombie writer does land a range twice,
+  the copies carry the same *copy key* (stream/shard/sequence) and count once.
+* **One merger** (leased, see ``ingest_workers.services``) claims, per channel, the rows between its
+  ``RAW.MERGE_PROGRESS`` and the channel's committed token, and in ONE transaction MERGEs them into
+  ``CANONICAL.EVENTS``, MERGEs quarantine rows into ``RAW.QUARANTINE`` (on QUARANTINE_ID), moves the
+  progress (never backwards) and appends a ``RAW.MERGE_LOG`` row the curated models read.
+* **The merge is idempotent.** Each event row remembers which copies it counted (its kept copy, and
+  ``COPY_KEYS`` when there are more), so merging the same landing rows again counts nothing twice and
+  changes nothing; a copy landed again only replaces the stored row when it landed later (a replay
+  after a mapping fix).
+* **The MERGE is bounded by an event-date window**: ``ON tgt.EVENT_DATE >= :lo AND tgt.EVENT_DATE =
+  src.EVENT_DATE AND tgt.EVENT_ID = src.EVENT_ID``, ``lo`` = the merge's date minus
+  ``window_days``. Rows whose event date is older (late events, late copies) never rewrite old
+  partitions: a new event is inserted by an insert-only MERGE (a read of its date's partitions), and a
+  copy of a stored event is counted in ``RAW.LATE_COPIES`` instead.
+
+Which copy an event keeps: the earliest by (RECEIVED_AT, SHARD_ID, SEQUENCE_NUMBER as a number), NULLs
+last; on an exact tie (the same stream record landed again) the later landing wins.
+
+SQL text is assembled only from checked identifiers and generated column lists; values are bound.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from warehouse.channels import (
+    AppendResult,
+    ChannelError,
+    ChannelInvalidated,
+    ChannelUnavailable,
+    offset_after,
+)
+from warehouse.connection import WarehouseError, warehouse_error_from, warehouse_errors
+from warehouse.ddl import (
+    CANONICAL_EVENTS,
+    CHANNEL_OFFSETS,
+    COPY_KEY_SQL,
+    DEDUP_WINDOW_DAYS_DEFAULT,
+    EVENT_COLUMNS,
+    LANDING_EVENTS,
+    LATE_COPIES,
+    MERGE_LOG,
+    MERGE_PROGRESS,
+    QUARANTINE,
+    check_identifier,
+    qualified,
+)
+
+__all__ = [
+    "MergeResult",
+    "ChannelRange",
+    "landing_append",
+    "landing_rows_json",
+    "channel_committed_tokens",
+    "merge_progress",
+    "merge_ranges_pending",
+    "merge_channels",
+    "EmbeddedLandingClient",
+    "EmbeddedLandingChannel",
+    "offset_key",
+    "STATEMENT_MAX_BYTES",
+]
+
+#: Snowflake advises at most 1 MB of (compressed) statement text per statement, bound values
+#: included; canonical event JSON compresses 4-6x, so an append goes out in statements of at most
+#: this many uncompressed bytes (all in one transaction).
+STATEMENT_MAX_BYTES = 4 * 1024 * 1024
+#: Offset tokens are decimal strings up to 129 digits (Kinesis sequence numbers); compared as text
+#: after left-padding to this width.
+OFFSET_WIDTH = 130
+
+
+def offset_key(token: str) -> str:
+    return token.rjust(OFFSET_WIDTH, "0")
+
+
+def _offset_sql(expr: str) -> str:
+    return f"LPAD({expr}, {OFFSET_WIDTH}, '0')"
+
+
+def _database(conn: Any) -> str:
+    name = getattr(conn, "database", None)
+    if not name:
+        raise WarehouseError("The warehouse connection has no current database (settings.SNOWFLAKE['database']).")
+    return check_identifier(name)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _ts(value: dt.datetime) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat(sep=" ", timespec="microseconds")
+
+
+def _rollback(cur: Any) -> None:
+    try:
+        cur.execute("ROLLBACK")
+    except Exception:  # noqa: BLE001,S110 - the connection may be gone; the server rolls back then
+        pass
+
+
+def _execute_bound(cur: Any, sql: str, params: Mapping[str, Any]) -> Any:
+    """Execute with server-side binding (a batch's JSON travels as one bind value, not as SQL text)."""
+    from warehouse.load import _execute_bound as execute
+
+    return execute(cur, sql, params)
+
+
+# --------------------------------------------------------------------------------------------
+# landing rows
+# --------------------------------------------------------------------------------------------
+
+
+def _array_items(array: bytes | None) -> bytes:
+    """The inside of a JSON array's text (b'' when empty)."""
+    if not array:
+        return b""
+    inner = array.strip()
+    if not (inner.startswith(b"[") and inner.endswith(b"]")):
+        raise ValueError("rows must be a JSON array")
+    return inner[1:-1].strip()
+
+
+def landing_rows_json(events: bytes | None, quarantine_rows: bytes | list[dict] | None = None) -> bytes:
+    """ONE JSON array of landing rows: the canonical events as they are (``orjson.dumps(list)``, not
+    re-parsed) followed by each quarantine row wrapped as ``{"quarantine": row}``."""
+    parts = [p for p in (_array_items(events),) if p]
+    if quarantine_rows:
+        rows = orjson.loads(quarantine_rows) if isinstance(quarantine_rows, (bytes, str)) else quarantine_rows
+        if rows:
+            parts.append(orjson.dumps([{"quarantine": r} for r in rows])[1:-1])
+    return b"[" + b",".join(parts) + b"]"
+
+
+def _json_array_chunks(text: bytes, max_bytes: int) -> list[bytes]:
+    """Split a JSON array into arrays of at most ``max_bytes`` each (an oversized element alone)."""
+    if len(text) <= max_bytes:
+        return [text]
+    items = orjson.loads(text)
+    chunks: list[bytes] = []
+    current: list[bytes] = []
+    size = 2
+    for item in items:
+        encoded = orjson.dumps(item)
+        if current and size + len(encoded) + 1 > max_bytes:
+            chunks.append(b"[" + b",".join(current) + b"]")
+            current, size = [], 2
+        current.append(encoded)
+        size += len(encoded) + 1
+    if current:
+        chunks.append(b"[" + b",".join(current) + b"]")
+    return chunks
+
+
+def _landing_insert_sql(db: str) -> str:
+    cols = LANDING_EVENTS.columns
+    return (
+        f"INSERT INTO {qualified(db, LANDING_EVENTS)} ({', '.join(c.name for c in cols)})\n"  # noqa: S608
+        f"SELECT {', '.join(c.select_expr('v.value') for c in cols)}\n"
+        "FROM TABLE(FLATTEN(INPUT => PARSE_JSON(BASE64_DECODE_STRING(%(rows)s)))) v"
+    )
+
+
+def landing_append(
+    conn: Any, *, channel: str, offset_token: str, rows: bytes, batch_id: str | None = None,
+    client_sequencer: int | None = None, max_statement_bytes: int = STATEMENT_MAX_BYTES,
+) -> AppendResult:
+    """Land one unit on ``channel`` in one INSERT-only transaction, with its offset token.
+
+    ``rows`` is ONE JSON array from ``landing_rows_json``. With ``client_sequencer`` the append is
+    refused (``ChannelInvalidated``) when the channel was reopened by a later writer. Raises
+    ``WarehouseUnavailable`` (transient) or ``WarehouseQueryError``; nothing is committed then.
+    """
+    started = time.perf_counter()
+    if not channel or not offset_token or not offset_token.isdigit():
+        raise ValueError("an append needs a channel and a decimal offset token")
+    db = _database(conn)
+    params = {"channel": channel, "offset_token": offset_token, "batch_id": batch_id or f"{channel}/{offset_token}",
+              "landed_at": _ts(_utcnow())}
+    body = bytes(rows) if rows else b"[]"
+    count = 0
+    with warehouse_errors():
+        cur = conn.cursor()
+    try:
+        with warehouse_errors():
+            cur.execute("BEGIN")
+            try:
+                if _array_items(body):
+                    for chunk in _json_array_chunks(body, max_statement_bytes):
+                        # base64: the connector writes its request body with json.dumps, and escaping a
+                        # megabyte of JSON text (quotes, non-ASCII) cost more CPU than encoding it
+                        _execute_bound(cur, _landing_insert_sql(db),
+                                       {**params, "rows": base64.b64encode(chunk).decode("ascii")})
+                        count += int(cur.rowcount or 0)
+                # the token, in the same transaction; refused (nothing commits) when a later writer
+                # has opened the channel: one statement, no extra round trip for the fence
+                cur.execute(
+                    f"INSERT INTO {qualified(db, CHANNEL_OFFSETS)} (CHANNEL, OFFSET_TOKEN, CLIENT_SEQUENCER, "  # noqa: S608
+                    "ROW_COUNT, COMMITTED_AT) SELECT %(channel)s, %(offset_token)s, %(sequencer)s, %(rows)s, "
+                    "CAST(%(landed_at)s AS TIMESTAMP_NTZ(6)) WHERE NOT EXISTS (SELECT 1 FROM "
+                    f"{qualified(db, CHANNEL_OFFSETS)} WHERE CHANNEL = %(channel)s AND CLIENT_SEQUENCER > %(fence)s)",
+                    {**params, "sequencer": client_sequencer, "rows": count,
+                     "fence": client_sequencer if client_sequencer is not None else 2**62})
+                if not cur.rowcount:
+                    _rollback(cur)
+                    raise ChannelInvalidated(f"channel {channel} was reopened by another writer "
+                                             f"(this one opened it as {client_sequencer})")
+                cur.execute("COMMIT")
+            except ChannelError:
+                raise
+            except Exception:
+                _rollback(cur)
+                raise
+    finally:
+        cur.close()
+    return AppendResult(channel, offset_token, count, time.perf_counter() - started)
+
+
+def _latest_sequencer(cur: Any, db: str, channel: str) -> int | None:
+    cur.execute(f"SELECT MAX(CLIENT_SEQUENCER) FROM {qualified(db, CHANNEL_OFFSETS)} WHERE CHANNEL = %(c)s",  # noqa: S608
+                {"c": channel})
+    row = cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def channel_committed_tokens(conn: Any, channels: list[str] | None = None) -> dict[str, str]:
+    """The committed offset token of every channel the embedded writer has landed on (or of
+    ``channels``): the greatest token recorded for it."""
+    db = _database(conn)
+    where, params = "", {}
+    if channels is not None:
+        if not channels:
+            return {}
+        where = " WHERE CHANNEL IN (SELECT value::VARCHAR FROM TABLE(FLATTEN(INPUT => PARSE_JSON(%(names)s))))"
+        params["names"] = orjson.dumps(list(channels)).decode()
+    with warehouse_errors():
+        cur = conn.cursor()
+        try:
+            cur.execute(f"SELECT CHANNEL, MAX({_offset_sql('OFFSET_TOKEN')}) FROM {qualified(db, CHANNEL_OFFSETS)}"  # noqa: S608
+                        f"{where} GROUP BY CHANNEL", params)
+            return {name: (token.lstrip("0") or "0") for name, token in cur.fetchall() if token is not None}
+        finally:
+            cur.close()
+
+
+def merge_progress(conn: Any) -> dict[str, str]:
+    """How far each channel is merged (channel → offset token)."""
+    db = _database(conn)
+    with warehouse_errors():
+        cur = conn.cursor()
+        try:
+            cur.execute(f"SELECT CHANNEL, MERGED_THROUGH FROM {qualified(db, MERGE_PROGRESS)}")  # noqa: S608
+            return dict(cur.fetchall())
+        finally:
+            cur.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the embedded channel client
+# --------------------------------------------------------------------------------------------
+
+
+class EmbeddedLandingChannel:
+    """A channel over the connector: each append commits before it returns."""
+
+    def __init__(self, client: EmbeddedLandingClient, name: str, sequencer: int):
+        self.name = name
+        self._client = client
+        self._sequencer = sequencer
+        self._closed = False
+        self._appended: str | None = None  # the last token this channel committed
+
+    def latest_committed_offset_token(self) -> str | None:
+        return self._client.latest_committed_offset_tokens([self.name]).get(self.name)
+
+    def append(self, rows: bytes, *, offset_token: str) -> AppendResult:
+        if self._closed:
+            raise ChannelError(f"channel {self.name} is closed")
+        try:
+            result = self._client.with_connection(lambda conn: landing_append(
+                conn, channel=self.name, offset_token=offset_token, rows=rows,
+                batch_id=f"{self.name}/{offset_token}", client_sequencer=self._sequencer))
+            self._appended = offset_token
+            return result
+        except WarehouseError as err:
+            if err.transient:
+                raise ChannelUnavailable(f"channel {self.name}: {err}") from err
+            raise ChannelError(f"channel {self.name}: {err}") from err
+
+    def wait_for_commit(self, offset_token: str, *, timeout_seconds: float) -> None:
+        # appends commit before they return: what this channel appended is committed; anything
+        # else is asked of the warehouse
+        if self._appended is not None and not offset_after(offset_token, self._appended):
+            return
+        committed = self.latest_committed_offset_token()
+        if offset_after(offset_token, committed):
+            raise ChannelUnavailable(f"channel {self.name}: {offset_token} is not committed (at {committed})")
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class _FastGzip:
+    """``gzip`` for the connector's request bodies without compression (``gzip.compress`` defaults to
+    level 9): the same format, for a body that only crosses the loopback."""
+
+    _chatorbit_level = 0
+
+    def __getattr__(self, name: str) -> Any:
+        import gzip
+
+        return getattr(gzip, name)
+
+    def compress(self, data: bytes, compresslevel: int = 0, **kwargs: Any) -> bytes:
+        import gzip
+
+        return gzip.compress(data, compresslevel=min(compresslevel, self._chatorbit_level), **kwargs)
+
+
+def _connector_request_compression_fast() -> None:
+    """The connector gzips every request body at level 9. A landing unit's rows travel as one bind
+    value, so on the embedded writer that compression was the largest part of the consumer's CPU per
+    event (measured: bench/bench_consumer.py), for a body that crosses only the loopback to the
+    embedded server. Only the embedded landing client applies this (production lands through
+    Snowpipe Streaming, not these requests). Skipped if the connector no longer has the hook."""
+    import snowflake.connector.network as network
+
+    if not isinstance(getattr(network, "gzip", None), _FastGzip) and hasattr(network, "gzip"):
+        network.gzip = _FastGzip()  # type: ignore[assignment]
+
+
+class EmbeddedLandingClient:
+    """The embedded default's ``LandingClient``: one pooled connector connection per client (per
+    process), reopened when it breaks. Thread-safe: appends from several threads take turns."""
+
+    def __init__(self, connect: Any = None):
+        from warehouse.connection import warehouse_connect
+
+        _connector_request_compression_fast()
+        self._connect = connect or (lambda: warehouse_connect(workload="ingest"))
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._sequencers: dict[str, int] = {}
+
+    def with_connection(self, work: Any) -> Any:
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._connect()
+            try:
+                return work(self._conn)
+            except WarehouseError as err:
+                if err.transient:  # the next call logs in again
+                    self._drop()
+                raise
+            except Exception as exc:
+                error = warehouse_error_from(exc) if not isinstance(exc, ChannelError) else exc
+                if isinstance(error, WarehouseError) and error.transient:
+                    self._drop()
+                raise
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001,S110 - it is broken already
+                pass
+
+    def open_channel(self, name: str) -> EmbeddedLandingChannel:
+        # a new sequencer fences the previous writer of the channel (as reopening a Snowpipe
+        # Streaming channel does): recorded as an empty offsets row carrying the current token
+        def reopen(conn: Any) -> int:
+            db = _database(conn)
+            with warehouse_errors():
+                cur = conn.cursor()
+                try:
+                    latest = _latest_sequencer(cur, db, name) or 0
+                    sequencer = max(latest, int(time.time_ns())) + 1
+                    cur.execute(
+                        f"INSERT INTO {qualified(db, CHANNEL_OFFSETS)} (CHANNEL, OFFSET_TOKEN, CLIENT_SEQUENCER, "  # noqa: S608
+                        "ROW_COUNT, COMMITTED_AT) VALUES (%(c)s, NULL, %(s)s, 0, CAST(%(t)s AS TIMESTAMP_NTZ(6)))",
+                        {"c": name, "s": sequencer, "t": _ts(_utcnow())})
+                    return sequencer
+                finally:
+                    cur.close()
+
+        try:
+            sequencer = self.with_connection(reopen)
+        except WarehouseError as err:
+            raise (ChannelUnavailable if err.transient else ChannelError)(f"channel {name}: {err}") from err
+        self._sequencers[name] = sequencer
+        return EmbeddedLandingChannel(self, name, sequencer)
+
+    def latest_committed_offset_tokens(self, names: list[str]) -> dict[str, str | None]:
+        try:
+            found = self.with_connection(lambda conn: channel_committed_tokens(conn, names))
+        except WarehouseError as err:
+            raise (ChannelUnavailable if err.transient else ChannelError)(str(err)) from err
+        return {name: found.get(name) for name in names}
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+# --------------------------------------------------------------------------------------------
+# merging
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChannelRange:
+    channel: str
+    after: str | None  # merged through this token already (None: nothing merged yet)
+    through: str  # merge rows up to and including this token
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    ranges: int  # channel ranges merged by this call
+    rows_in: int  # landing rows (event copies and quarantine rows) in those ranges
+    events_inserted: int  # new rows in CANONICAL.EVENTS
+    events_updated: int  # stored rows changed (new copies counted, or an earlier copy kept)
+    late_copies: int = 0  # copies that arrived after the window, counted in RAW.LATE_COPIES
+    quarantined: int = 0  # new RAW.QUARANTINE rows
+    merge_id: str | None = None
+    seconds: float = 0.0
+
+
+def merge_ranges_pending(conn: Any, committed: Mapping[str, str | None] | None = None) -> list[ChannelRange]:
+    """Every channel whose committed token is past its merge progress. ``committed`` defaults to the
+    embedded writer's channel state; pass the Snowpipe Streaming channels' tokens in production."""
+    tokens = dict(channel_committed_tokens(conn))
+    if committed:
+        tokens.update({k: v for k, v in committed.items() if v})
+    progress = merge_progress(conn)
+    return [ChannelRange(name, progress.get(name), token) for name, token in sorted(tokens.items())
+            if token and offset_after(token, progress.get(name))]
+
+
+_ORDER_KEYS = (
+    # (expression over alias, sentinel that sorts NULL last)
+    ("{a}.RECEIVED_AT", "'9999-12-31'::TIMESTAMP_NTZ(6)"),
+    ("{a}.SHARD_ID", "'~'"),
+    ("LPAD({a}.SEQUENCE_NUMBER, 130, '0')", "'~'"),
+)
+
+
+def _order_key(alias: str) -> list[str]:
+    return [f"COALESCE({expr.format(a=alias)}, {null_last})" for expr, null_last in _ORDER_KEYS]
+
+
+def _before(src: str, tgt: str) -> str:
+    """SQL: the copy in ``src`` sorts strictly before the copy in ``tgt``."""
+    s, t = _order_key(src), _order_key(tgt)
+    cond = f"{s[-1]} < {t[-1]}"
+    for i in range(len(s) - 2, -1, -1):
+        cond = f"{s[i]} < {t[i]} OR ({s[i]} = {t[i]} AND ({cond}))"
+    return f"({cond})"
+
+
+def _same_copy_order(src: str, tgt: str) -> str:
+    s, t = _order_key(src), _order_key(tgt)
+    return "(" + " AND ".join(f"{a} = {b}" for a, b in zip(s, t, strict=True)) + ")"
+
+
+def _copy_key(alias: str) -> str:
+    return COPY_KEY_SQL.format(a=alias)
+
+
+def _known(copy_key: str, tgt: str) -> str:
+    """SQL: the copy is one the stored row counted already (its kept copy or one in COPY_KEYS)."""
+    return (f"({copy_key} = {_copy_key(tgt)} OR "
+            f"CONTAINS(COALESCE({tgt}.COPY_KEYS, ''), '|' || {copy_key} || '|'))")
+
+
+_CONTENT = [c.name for c in EVENT_COLUMNS] + ["EVENT_DATE", "BATCH_ID"]
+#: columns that differ between two landings of one stream record without the event differing
+_SAME_RECORD_VOLATILE = frozenset({"INGESTED_AT", "LINEAGE", "RAW_ARCHIVE_URI", "RAW_OFFSET", "BATCH_ID", "PERSON_ID"})
+
+
+def _ranges_sql(count: int) -> str:
+    """The claimed ranges as a relation (bound as ``range_<i>_channel/after/through``); a UNION ALL
+    of one-row SELECTs, which every engine runs anywhere in a statement."""
+    return " UNION ALL ".join(
+        f"SELECT CAST(%(range_{i}_channel)s AS VARCHAR) AS CHANNEL, CAST(%(range_{i}_after)s AS VARCHAR) AS AFTER_KEY, "
+        f"CAST(%(range_{i}_through)s AS VARCHAR) AS THROUGH_KEY, CAST(%(range_{i}_token)s AS VARCHAR) AS TOKEN"
+        for i in range(count))
+
+
+def _claim_sql(db: str, ranges: int, *, kind: str, late: bool | None) -> str:
+    """Landing rows of the claimed channel ranges (bound as ``%(ranges)s``)."""
+    landing = qualified(db, LANDING_EVENTS)
+    cols = [*_CONTENT, "LANDED_AT", "QUARANTINE_ROW", "CHANNEL", "OFFSET_TOKEN"]
+    date_cond = ""
+    if late is True:
+        date_cond = " AND l.EVENT_DATE < CAST(%(lo)s AS DATE)"
+    elif late is False:
+        date_cond = " AND l.EVENT_DATE >= CAST(%(lo)s AS DATE)"
+    return (
+        f"SELECT {', '.join('l.' + c for c in cols)}, {_copy_key('l')} AS COPY_KEY FROM {landing} l "  # noqa: S608
+        f"JOIN ({_ranges_sql(ranges)}) r "
+        f"ON l.CHANNEL = r.CHANNEL AND {_offset_sql('l.OFFSET_TOKEN')} > r.AFTER_KEY "
+        f"AND {_offset_sql('l.OFFSET_TOKEN')} <= r.THROUGH_KEY "
+        f"WHERE l.ROW_KIND = '{kind}'{date_cond}"
+    )
+
+
+def _source_sql(db: str, ranges: int, *, late: bool) -> str:
+    """Per event of the claim: its kept copy, how many of its copies are new to the stored row
+    (NEW_COPIES, and their keys NEW_KEYS as 'k|k|'), and the span of the copies' times."""
+    events = qualified(db, CANONICAL_EVENTS)
+    claim = _claim_sql(db, ranges, kind="event", late=late)
+    order = ", ".join(_order_key("c")) + ", c.LANDED_AT DESC, c.BATCH_ID DESC"
+    window = "t.EVENT_DATE < CAST(%(lo)s AS DATE)" if late else "t.EVENT_DATE >= CAST(%(lo)s AS DATE)"
+    return f"""SELECT {', '.join('k.' + c for c in _CONTENT)}, k.LANDED_AT AS KEPT_LANDED_AT,
+       a.NEW_COPIES, a.NEW_KEYS, a.COPIES_FIRST_SEEN_AT, a.COPIES_LAST_SEEN_AT, a.COPIES_FIRST_LANDED_AT
+FROM (
+  SELECT c.* FROM ({claim}) c
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY c.EVENT_DATE, c.EVENT_ID ORDER BY {order}) = 1
+) k
+JOIN (
+  SELECT EVENT_DATE, EVENT_ID, SUM(1 - KNOWN) AS NEW_COPIES,
+         LISTAGG(CASE WHEN KNOWN = 0 THEN COPY_KEY || '|' END, '') AS NEW_KEYS,
+         MIN(RECEIVED_AT) AS COPIES_FIRST_SEEN_AT, MAX(RECEIVED_AT) AS COPIES_LAST_SEEN_AT,
+         MIN(LANDED_AT) AS COPIES_FIRST_LANDED_AT
+  FROM (
+    SELECT c.EVENT_DATE, c.EVENT_ID, c.COPY_KEY, MIN(c.RECEIVED_AT) AS RECEIVED_AT, MIN(c.LANDED_AT) AS LANDED_AT,
+           MAX(CASE WHEN t.EVENT_ID IS NOT NULL AND {_known('c.COPY_KEY', 't')} THEN 1 ELSE 0 END) AS KNOWN
+    FROM ({claim}) c
+    LEFT JOIN {events} t ON {window} AND t.EVENT_DATE = c.EVENT_DATE AND t.EVENT_ID = c.EVENT_ID
+    GROUP BY c.EVENT_DATE, c.EVENT_ID, c.COPY_KEY
+  ) g
+  GROUP BY EVENT_DATE, EVENT_ID
+) a ON a.EVENT_DATE = k.EVENT_DATE AND a.EVENT_ID = k.EVENT_ID"""  # noqa: S608
+
+
+def _replace(column: str) -> str:
+    # identity stitching fills PERSON_ID on stored rows later: an earlier copy must not erase it
+    if column == "PERSON_ID":
+        return "PERSON_ID = COALESCE(src.PERSON_ID, tgt.PERSON_ID)"
+    return f"{column} = src.{column}"
+
+
+_SEEN = (
+    "DUPLICATE_COUNT = tgt.DUPLICATE_COUNT + src.NEW_COPIES,\n"
+    "    COPY_KEYS = CASE WHEN src.NEW_COPIES = 0 THEN tgt.COPY_KEYS\n"
+    "        ELSE COALESCE(tgt.COPY_KEYS, '|' || " + COPY_KEY_SQL.format(a="tgt") + " || '|') || src.NEW_KEYS END,\n"
+    "    FIRST_SEEN_AT = LEAST(COALESCE(tgt.FIRST_SEEN_AT, src.COPIES_FIRST_SEEN_AT),"
+    " COALESCE(src.COPIES_FIRST_SEEN_AT, tgt.FIRST_SEEN_AT)),\n"
+    "    LAST_SEEN_AT = GREATEST(COALESCE(tgt.LAST_SEEN_AT, src.COPIES_LAST_SEEN_AT),"
+    " COALESCE(src.COPIES_LAST_SEEN_AT, tgt.LAST_SEEN_AT)),\n"
+    "    FIRST_LANDED_AT = LEAST(COALESCE(tgt.FIRST_LANDED_AT, src.COPIES_FIRST_LANDED_AT),"
+    " COALESCE(src.COPIES_FIRST_LANDED_AT, tgt.FIRST_LANDED_AT)),\n"
+    "    MERGED_AT = CAST(%(now)s AS TIMESTAMP_NTZ(6))"
+)
+
+
+def _insert_clause() -> str:
+    inserted = [*_CONTENT, "KEPT_LANDED_AT", "DUPLICATE_COUNT", "COPY_KEYS", "FIRST_SEEN_AT", "LAST_SEEN_AT",
+                "FIRST_LANDED_AT", "MERGED_AT"]
+    values = [*(f"src.{c}" for c in _CONTENT), "src.KEPT_LANDED_AT", "src.NEW_COPIES - 1",
+              "CASE WHEN src.NEW_COPIES > 1 THEN '|' || src.NEW_KEYS END", "src.COPIES_FIRST_SEEN_AT",
+              "src.COPIES_LAST_SEEN_AT", "src.COPIES_FIRST_LANDED_AT", "CAST(%(now)s AS TIMESTAMP_NTZ(6))"]
+    return f"WHEN NOT MATCHED THEN INSERT ({', '.join(inserted)})\nVALUES ({', '.join(values)})"
+
+
+def _window_merge_sql(db: str, ranges: int) -> str:
+    events = qualified(db, CANONICAL_EVENTS)
+    changed = " OR ".join(f"src.{c} IS DISTINCT FROM tgt.{c}" for c in _CONTENT if c not in _SAME_RECORD_VOLATILE)
+    # an exact tie is the same stream record landed again: it replaces the row only when it landed
+    # later AND says something else (a replay after a mapping fix), not when a retry re-landed it
+    replace_when = (f"{_before('src', 'tgt')} OR ({_same_copy_order('src', 'tgt')} "
+                    "AND src.KEPT_LANDED_AT > COALESCE(tgt.KEPT_LANDED_AT, '1970-01-01'::TIMESTAMP_NTZ(6)) "
+                    f"AND ({changed}))")
+    return f"""MERGE INTO {events} tgt USING (
+{_source_sql(db, ranges, late=False)}
+) src ON tgt.EVENT_DATE >= CAST(%(lo)s AS DATE) AND tgt.EVENT_DATE = src.EVENT_DATE AND tgt.EVENT_ID = src.EVENT_ID
+WHEN MATCHED AND ({replace_when}) THEN UPDATE SET
+    {', '.join(_replace(c) for c in _CONTENT if c not in ('EVENT_ID', 'EVENT_DATE'))},
+    KEPT_LANDED_AT = src.KEPT_LANDED_AT,
+    {_SEEN}
+WHEN MATCHED AND src.NEW_COPIES > 0 THEN UPDATE SET
+    {_SEEN}
+{_insert_clause()}"""  # noqa: S608
+
+
+def _late_events_merge_sql(db: str, ranges: int) -> str:
+    events = qualified(db, CANONICAL_EVENTS)
+    return f"""MERGE INTO {events} tgt USING (
+{_source_sql(db, ranges, late=True)}
+) src ON tgt.EVENT_DATE < CAST(%(lo)s AS DATE) AND tgt.EVENT_DATE = src.EVENT_DATE AND tgt.EVENT_ID = src.EVENT_ID
+{_insert_clause()}"""  # noqa: S608
+
+
+def _late_copies_merge_sql(db: str, ranges: int) -> str:
+    events, late = qualified(db, CANONICAL_EVENTS), qualified(db, LATE_COPIES)
+    return f"""MERGE INTO {late} tgt USING (
+  SELECT c.EVENT_DATE, c.EVENT_ID, c.COPY_KEY, MIN(c.SOURCE_ID) AS SOURCE_ID,
+         MIN(c.RECEIVED_AT) AS RECEIVED_AT, MIN(c.LANDED_AT) AS LANDED_AT
+  FROM ({_claim_sql(db, ranges, kind='event', late=True)}) c
+  JOIN {events} t ON t.EVENT_DATE < CAST(%(lo)s AS DATE) AND t.EVENT_DATE = c.EVENT_DATE AND t.EVENT_ID = c.EVENT_ID
+  WHERE NOT {_known('c.COPY_KEY', 't')}
+  GROUP BY c.EVENT_DATE, c.EVENT_ID, c.COPY_KEY
+) src ON tgt.EVENT_DATE = src.EVENT_DATE AND tgt.EVENT_ID = src.EVENT_ID AND tgt.COPY_KEY = src.COPY_KEY
+WHEN NOT MATCHED THEN INSERT (EVENT_DATE, EVENT_ID, COPY_KEY, SOURCE_ID, RECEIVED_AT, LANDED_AT, MERGE_ID)
+VALUES (src.EVENT_DATE, src.EVENT_ID, src.COPY_KEY, src.SOURCE_ID, src.RECEIVED_AT, src.LANDED_AT, %(merge_id)s)"""  # noqa: S608
+
+
+def _quarantine_merge_sql(db: str, ranges: int) -> str:
+    quarantine = qualified(db, QUARANTINE)
+    overrides = {
+        # deterministic even for a row that came without an id, so a second merge finds it
+        "QUARANTINE_ID": "COALESCE(l.QUARANTINE_ROW:quarantine_id::VARCHAR, MD5(l.COPY_KEY || '/' || "
+                         "COALESCE(l.QUARANTINE_ROW:reason_code::VARCHAR, '')))",
+        "BATCH_ID": "COALESCE(l.QUARANTINE_ROW:batch_id::VARCHAR, l.BATCH_ID)",
+        "QUARANTINED_AT": "l.LANDED_AT",
+        "STATUS": "COALESCE(l.QUARANTINE_ROW:status::VARCHAR, 'new')",
+        "REDRIVEN_AT": "NULL::TIMESTAMP_NTZ(6)",
+        "REDRIVE_RESULT": "NULL::VARIANT",
+    }
+    cols = [c.name for c in QUARANTINE.columns]
+    select = [f"{overrides.get(c.name) or c.select_expr('l.QUARANTINE_ROW')} AS {c.name}" for c in QUARANTINE.columns]
+    claim = (_claim_sql(db, ranges, kind="quarantine", late=None)
+             .replace(f"{_copy_key('l')} AS COPY_KEY", "l.QUARANTINE_ROW:stream::VARCHAR || '/' || "
+                      "COALESCE(l.QUARANTINE_ROW:shard_id::VARCHAR, '') || '/' || "
+                      "COALESCE(l.QUARANTINE_ROW:sequence_number::VARCHAR, l.BATCH_ID) AS COPY_KEY"))
+    return f"""MERGE INTO {quarantine} tgt USING (
+  SELECT * FROM (SELECT {', '.join(select)} FROM ({claim}) l) q
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY q.QUARANTINE_ID ORDER BY q.QUARANTINED_AT, q.BATCH_ID) = 1
+) src ON tgt.QUARANTINE_ID = src.QUARANTINE_ID AND tgt.QUARANTINED_AT >= CAST(%(lo)s AS TIMESTAMP_NTZ(6))
+WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('src.' + c for c in cols)})"""  # noqa: S608
+
+
+def _progress_merge_sql(db: str, ranges: int) -> str:
+    progress = qualified(db, MERGE_PROGRESS)
+    return f"""MERGE INTO {progress} tgt USING (
+  SELECT r.CHANNEL, r.TOKEN FROM ({_ranges_sql(ranges)}) r
+) src ON tgt.CHANNEL = src.CHANNEL
+WHEN MATCHED AND {_offset_sql('src.TOKEN')} > {_offset_sql('tgt.MERGED_THROUGH')} THEN UPDATE SET
+    MERGED_THROUGH = src.TOKEN, MERGE_ID = %(merge_id)s, MERGED_AT = CAST(%(now)s AS TIMESTAMP_NTZ(6))
+WHEN NOT MATCHED THEN INSERT (CHANNEL, MERGED_THROUGH, MERGE_ID, MERGED_AT)
+VALUES (src.CHANNEL, src.TOKEN, %(merge_id)s, CAST(%(now)s AS TIMESTAMP_NTZ(6)))"""  # noqa: S608
+
+
+def _counts(cur: Any) -> dict[str, int]:
+    row = cur.fetchone() or ()
+    return {d.name.lower(): int(v or 0) for d, v in zip(cur.description or (), row, strict=False)}
+
+
+# The merge statements bind client side (pyformat): their values are a few short strings, and
+# fakesnow rewrites a MERGE into several statements, which positional server-side binds cannot follow.
+def merge_channels(
+    conn: Any, *, ranges: list[ChannelRange] | None = None, committed: Mapping[str, str | None] | None = None,
+    window_days: int = DEDUP_WINDOW_DAYS_DEFAULT, now: dt.datetime | None = None, fence: int | None = None,
+    merge_id: str | None = None,
+) -> MergeResult:
+    """Merge the landed rows of ``ranges`` (default: every channel's unmerged rows) in ONE
+    transaction. Idempotent: merging the same ranges again counts and changes nothing.
+
+    Raises ``WarehouseUnavailable`` (transient: retry; the transaction rolled back) or
+    ``WarehouseQueryError``.
+    """
+    started = time.perf_counter()
+    db = _database(conn)
+    if window_days < 1:
+        raise ValueError("the dedup window is at least one day")
+    if ranges is None:
+        ranges = merge_ranges_pending(conn, committed)
+    merge_id = merge_id or uuid.uuid4().hex
+    if not ranges:
+        return MergeResult(0, 0, 0, 0, merge_id=merge_id, seconds=time.perf_counter() - started)
+    now = now or _utcnow()
+    lo = (now - dt.timedelta(days=window_days)).date()
+    params: dict[str, Any] = {
+        "merge_id": merge_id, "now": _ts(now), "lo": lo.isoformat(),
+        "ranges": orjson.dumps([{"channel": r.channel, "after": r.after, "through": r.through}
+                                for r in ranges]).decode(),
+    }
+    for i, r in enumerate(ranges):
+        params.update({f"range_{i}_channel": r.channel, f"range_{i}_after": offset_key(r.after or ""),
+                       f"range_{i}_through": offset_key(r.through), f"range_{i}_token": r.through})
+    with warehouse_errors():
+        cur = conn.cursor()
+    try:
+        cur.execute("BEGIN")
+        cur.execute(f"SELECT COUNT(*) FROM ({_claim_sql(db, len(ranges), kind='event', late=None)}) c", params)  # noqa: S608
+        rows_in = int(cur.fetchone()[0])
+        late_counts = {"number of rows inserted": 0}
+        late_inserted = 0
+        cur.execute(f"SELECT COUNT(*) FROM ({_claim_sql(db, len(ranges), kind='event', late=True)}) c", params)  # noqa: S608
+        if int(cur.fetchone()[0]):
+            cur.execute(_late_copies_merge_sql(db, len(ranges)), params)
+            late_counts = _counts(cur)
+            cur.execute(_late_events_merge_sql(db, len(ranges)), params)
+            late_inserted = _counts(cur).get("number of rows inserted", 0)
+        inserted = updated = 0
+        if rows_in:
+            cur.execute(_window_merge_sql(db, len(ranges)), params)
+            counts = _counts(cur)
+            inserted, updated = counts.get("number of rows inserted", 0), counts.get("number of rows updated", 0)
+        cur.execute(f"SELECT COUNT(*) FROM ({_claim_sql(db, len(ranges), kind='quarantine', late=None)}) c", params)  # noqa: S608
+        q_in = int(cur.fetchone()[0])
+        quarantined = 0
+        if q_in:
+            cur.execute(_quarantine_merge_sql(db, len(ranges)), params)
+            quarantined = _counts(cur).get("number of rows inserted", 0)
+        cur.execute(_progress_merge_sql(db, len(ranges)), params)
+        late_copies = late_counts.get("number of rows inserted", 0)
+        cur.execute((
+            f"INSERT INTO {qualified(db, MERGE_LOG)} (MERGE_ID, MERGED_AT, FENCE, RANGES, ROWS_IN, "  # noqa: S608
+            "EVENTS_INSERTED, EVENTS_UPDATED, LATE_COPIES, QUARANTINED) SELECT %(merge_id)s, "
+            "CAST(%(now)s AS TIMESTAMP_NTZ(6)), %(fence)s, PARSE_JSON(%(ranges)s), %(rows_in)s, %(inserted)s, "
+            "%(updated)s, "
+            "%(late)s, %(quarantined)s"),
+            {**params, "fence": fence, "rows_in": rows_in + q_in, "inserted": inserted + late_inserted,
+             "updated": updated, "late": late_copies, "quarantined": quarantined})
+        cur.execute("COMMIT")
+    except Exception as exc:
+        _rollback(cur)
+        error = warehouse_error_from(exc) if not isinstance(exc, WarehouseError) else exc
+        if error is exc or not isinstance(error, WarehouseError):
+            raise
+        raise error from exc
+    finally:
+        cur.close()
+    return MergeResult(
+        ranges=len(ranges), rows_in=rows_in + q_in, events_inserted=inserted + late_inserted,
+        events_updated=updated, late_copies=late_copies, quarantined=quarantined, merge_id=merge_id,
+        seconds=time.perf_counter() - started,
+    )
+
