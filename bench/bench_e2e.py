@@ -3,7 +3,7 @@ the event being queryable in CANONICAL.EVENTS, under a sustained load.
 
     .venv/bin/python bench/bench_e2e.py [--rate 300] [--seconds 60] [--json]
 
-Starts `manage.py run_embedded --no-traffic` (local AWS, warehouse server, Celery worker and beat,
+Starts `manage.py run_embedded --no-traffic` (local AWS, warehouse server, the ingest pool, a Celery worker and beat,
 portal) on free ports in a temporary folder, sends `--rate` events/s for `--seconds` through the
 collectors, and polls CANONICAL.EVENTS once a second; an event's latency is the poll time at which
 it first appears minus its send time (so the resolution is about one second).
@@ -119,7 +119,8 @@ def main() -> int:
             "e2e_rate_events_per_s": round(sent / args.seconds, 1), "e2e_rate_requested": args.rate,
             "e2e_load_seconds": args.seconds, "e2e_wall_seconds": round(load_seconds, 1),
             "e2e_records_sent": sent, "e2e_events_seen": len(seen_at),
-            "e2e_path": "generator → HTTP collectors → Kinesis (moto) → Celery workers → landing → MERGE",
+            "e2e_path": "generator → HTTP collectors → Kinesis (moto) → ingest pool consumer → landing channel "
+                        "→ merger",
         }
         print(json.dumps(result, indent=None if args.json else 2))
         return 0

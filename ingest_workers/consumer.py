@@ -90,6 +90,7 @@ class ShardConsumer:
         self._stop = threading.Event()
         self._sleep = sleep or self._stop.wait
         self._heartbeat: threading.Thread | None = None
+        self._next_balance = 0.0
 
     # --- membership and leases -------------------------------------------------------------------
 
@@ -186,8 +187,11 @@ class ShardConsumer:
     # --- consuming ---------------------------------------------------------------------------------
 
     def step(self) -> int:
-        """One pass: rebalance, then one unit of each owned shard that is due. Returns records read."""
-        self.balance()
+        """One pass: rebalance (every third of a lease: ListShards and the lease table are not read
+        on every pass), then one unit of each owned shard that is due. Returns records read."""
+        if time.monotonic() >= self._next_balance:
+            self._next_balance = time.monotonic() + max(0.2, self.lease_seconds / 3)
+            self.balance()
         read = 0
         now = time.monotonic()
         with self._lock:

@@ -704,6 +704,11 @@ def _merge_connection() -> Any:
     return conn
 
 
+def merge_connections_close() -> None:
+    """Log this process's merge sessions out (at shutdown)."""
+    _merge_connection_drop()
+
+
 def _merge_connection_drop() -> None:
     for conn in _merge_connections.values():
         try:

@@ -156,5 +156,12 @@ def warehouse_server(tmp_path_factory):
     try:
         yield WarehouseServer("127.0.0.1", port, str(path / "data"), proc)
     finally:
+        # log the pooled sessions out while the server still answers (not at exit, into closed logs)
+        from ingest_workers import services
+        from warehouse.connection import pool_close
+
+        pool_close()
+        services.landing_clients_close()
+        services.merge_connections_close()
         settings.SNOWFLAKE = saved
         embedded_server_stop(proc)

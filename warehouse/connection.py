@@ -33,6 +33,7 @@ __all__ = [
     "warehouse_connect",
     "warehouse_connection",
     "pooled_connection",
+    "pool_close",
     "warehouse_errors",
     "warehouse_error_from",
     "CONFLICT_ERRNOS",
@@ -207,6 +208,15 @@ def pooled_connection(*, workload: str | None = None,
         for stale in [conn, *evicted]:
             if stale is not None:
                 _close_quietly(stale)
+
+
+def pool_close() -> None:
+    """Close every idle pooled connection (at shutdown, while the warehouse still answers)."""
+    with _pool_lock:
+        idle = [conn for entries in _pool.values() for _, conn in entries]
+        _pool.clear()
+    for conn in idle:
+        _close_quietly(conn)
 
 
 def _close_quietly(conn: Any) -> None:
