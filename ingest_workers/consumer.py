@@ -115,6 +115,8 @@ class ShardConsumer:
                 entry.lost = True
 
     def _heartbeat_loop(self) -> None:
+        from django.db import connection
+
         interval = max(0.2, self.lease_seconds / 3)
         try:
             while not self._stop.wait(interval):
@@ -122,6 +124,8 @@ class ShardConsumer:
                     self._renew_all()
                 except Exception:  # noqa: BLE001 - the database is away: the leases will lapse, others take over
                     log.warning("consumer %s could not renew its leases", self.worker_id, exc_info=True)
+                    # a connection the server dropped never recovers by itself: the next beat reconnects
+                    connection.close()
         finally:
             close_old_connections()
 

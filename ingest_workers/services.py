@@ -579,11 +579,20 @@ class _Drain:
     sleep: Callable[[float], None]
     report: DrainReport = dataclasses.field(default_factory=DrainReport)
     last_error: BaseException | None = None
+    #: one reader per shard for the whole drain: its GetRecords iterator goes on past a run of empty
+    #: pages from one pass to the next instead of starting again at the checkpoint
+    readers: dict[str, ShardReader] = dataclasses.field(default_factory=dict)
 
     def shard(self, held: ShardLease) -> tuple[bool, bool]:
-        """Read one held shard until it is empty, finished, parked or the time is up: (progressed, failing)."""
+        """Read one held shard until it is empty, finished, parked or the time is up: (progressed, failing).
+        A shard that is still behind its tip (empty pages in its middle) counts as progressing."""
         progressed = failing = False
-        reader = ShardReader(kinesis=self.kinesis, landing=self.landing, lease=held)
+        reader = self.readers.get(held.shard_id)
+        if reader is None or reader.lease.lease_counter != held.lease_counter - 1:
+            reader = ShardReader(kinesis=self.kinesis, landing=self.landing, lease=held)
+        else:
+            reader.lease = held  # the same reader, under this pass's lease (a new fencing token)
+        self.readers[held.shard_id] = reader
         try:
             while time.monotonic() < self.deadline:
                 try:
@@ -599,15 +608,16 @@ class _Drain:
                         break
                     self.sleep(min(delay, max(0.0, self.deadline - time.monotonic())))
                     reader.close()
-                    reader = ShardReader(kinesis=self.kinesis, landing=self.landing, lease=held)
+                    reader = self.readers[held.shard_id] = ShardReader(kinesis=self.kinesis, landing=self.landing,
+                                                                       lease=held)
                     continue
                 self.last_error, failing = None, False
                 self._count(held, outcome)
-                progressed = progressed or bool(outcome.read) or outcome.finished_shard
+                behind = bool(outcome.millis_behind_latest) and not outcome.finished_shard
+                progressed = progressed or bool(outcome.read) or outcome.finished_shard or behind
                 if outcome.read == 0 or outcome.finished_shard:
                     break
         finally:
-            reader.close()
             shard_lease_release(held)
         return progressed, failing
 
@@ -653,10 +663,14 @@ def worker_lease_release(name: str, owner: str, fence: int) -> None:
 
 
 class LeaseHeartbeat:
-    """Renews a lease every third of its length from a thread; ``lost`` is set when renewal fails."""
+    """Renews a lease every third of its length from a thread. ``lost`` is set when a renewal finds
+    the lease taken, or when no renewal has succeeded for two thirds of the lease (the database is
+    away: the lease may lapse before it returns). A failed renewal closes the thread's database
+    connection, so the next one reconnects."""
 
     def __init__(self, renew: Callable[[], bool], seconds: int):
         self._renew = renew
+        self._seconds = seconds
         self._interval = max(0.2, seconds / 3)
         self._stop = threading.Event()
         self.lost = threading.Event()
@@ -665,14 +679,20 @@ class LeaseHeartbeat:
     def _run(self) -> None:
         from django.db import connection
 
+        renewed = time.monotonic()
         try:
             while not self._stop.wait(self._interval):
                 try:
                     if not self._renew():
                         self.lost.set()
                         return
-                except Exception:  # noqa: BLE001 - the database is unreachable: the lease will lapse
+                    renewed = time.monotonic()
+                except Exception:  # noqa: BLE001 - the database is unreachable: reconnect next time
                     log.warning("could not renew a lease", exc_info=True)
+                    connection.close()
+                    if time.monotonic() - renewed > self._seconds * 2 / 3:
+                        self.lost.set()
+                        return
         finally:
             connection.close()
 
@@ -690,6 +710,8 @@ def merger_lease_seconds() -> int:
 
 
 _merge_connections: dict[str, Any] = {}
+#: seconds a merge statement may run (the connector's network_timeout for the merge session)
+MERGE_STATEMENT_TIMEOUT = 3600
 
 
 def _merge_connection() -> Any:
@@ -699,7 +721,9 @@ def _merge_connection() -> Any:
     key = f"{settings.SNOWFLAKE.get('database')}:{settings.SNOWFLAKE.get('port')}"
     conn = _merge_connections.get(key)
     if conn is None or conn.is_closed():
-        conn = _merge_connections[key] = warehouse_connect(workload="merge")
+        # a merge after a backlog may run long: the connector would cancel it at its default
+        # statement timeout and every later merge would claim the same rows again
+        conn = _merge_connections[key] = warehouse_connect(workload="merge", network_timeout=MERGE_STATEMENT_TIMEOUT)
         warehouse_ready(conn)
     return conn
 
@@ -766,7 +790,7 @@ def _merge_rounds(*, fence: int, lost: threading.Event, deadline: float, sleep: 
     """Merge until nothing is pending. ``count_duplicates`` adds the copies this call counted
     (two scans of the event table: for the drain's report, not for the merger's every round)."""
     from warehouse.connection import WarehouseError
-    from warehouse.landing import merge_channels
+    from warehouse.landing import MergerFenced, merge_channels
 
     before = _duplicates_total(_merge_connection()) if count_duplicates else 0
     totals = {"merges": 0, "rows_in": 0, "events_inserted": 0, "events_updated": 0, "late_copies": 0,
@@ -777,6 +801,9 @@ def _merge_rounds(*, fence: int, lost: threading.Event, deadline: float, sleep: 
             conn = _merge_connection()
             result = merge_channels(conn, committed=_committed_elsewhere(), window_days=dedup_window_days(),
                                     fence=fence)
+        except MergerFenced:
+            log.warning("a newer merger has merged; this one (fence %s) stops", fence)
+            break
         except WarehouseError as err:
             _merge_connection_drop()
             failures += 1

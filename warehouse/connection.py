@@ -195,6 +195,9 @@ def pooled_connection(*, workload: str | None = None,
         healthy = True
     except WarehouseError as err:
         healthy = not err.transient
+        if healthy:  # a refused statement may have left a transaction open: not for the next user
+            with contextlib.suppress(Exception):
+                conn.cursor().execute("ROLLBACK")
         raise
     finally:
         evicted: list[Any] = []

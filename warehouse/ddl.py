@@ -34,6 +34,7 @@ __all__ = [
     "CHANNEL_OFFSETS",
     "MERGE_PROGRESS",
     "MERGE_LOG",
+    "MERGER_FENCE",
     "LATE_COPIES",
     "COPY_KEY_SQL",
     "DEDUP_WINDOW_DAYS_DEFAULT",
@@ -262,7 +263,8 @@ LANDING_EVENTS = Table(
     comment="Every copy of every valid canonical event and every quarantined record, append only "
             "(INSERTs, never updated). The merger MERGEs it into CANONICAL.EVENTS and RAW.QUARANTINE.",
     transient=True,
-    cluster_by="EVENT_DATE",
+    # no clustering key: rows stay in landing order, which is what the merger's claims prune on
+    # (LANDED_AT); a key on another column would make automatic clustering reorder them
 )
 
 CHANNEL_OFFSETS = Table(
@@ -310,6 +312,19 @@ MERGE_PROGRESS = Table(
     ),
     comment="How far each landing channel is merged, written only by the merger, in the merge transaction.",
     primary_key=("CHANNEL",),
+)
+
+MERGER_FENCE = Table(
+    "RAW", "MERGER_FENCE",
+    (
+        Column("NAME", "VARCHAR", not_null=True, comment="The merger role (one row: merger)."),
+        Column("FENCE", "NUMBER(38,0)", not_null=True,
+               comment="Highest fencing token that merged; a merge with a lower one is refused."),
+        Column("UPDATED_AT", _TS, comment="When (UTC)."),
+    ),
+    comment="The merge transaction first raises FENCE to its own token: the row lock serialises two "
+            "mergers, and one whose lease was taken over finds a higher token and rolls back.",
+    primary_key=("NAME",),
 )
 
 LATE_COPIES = Table(
@@ -386,7 +401,8 @@ CANONICAL_EVENTS = Table(
 )
 
 TABLES: tuple[Table, ...] = (
-    LANDING_EVENTS, CHANNEL_OFFSETS, MERGE_PROGRESS, MERGE_LOG, LATE_COPIES, QUARANTINE, CANONICAL_EVENTS,
+    LANDING_EVENTS, CHANNEL_OFFSETS, MERGE_PROGRESS, MERGE_LOG, MERGER_FENCE, LATE_COPIES, QUARANTINE,
+    CANONICAL_EVENTS,
 )
 SCHEMAS: tuple[str, ...] = ("RAW", "CANONICAL")
 

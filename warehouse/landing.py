@@ -60,6 +60,7 @@ from warehouse.ddl import (
     LATE_COPIES,
     MERGE_LOG,
     MERGE_PROGRESS,
+    MERGER_FENCE,
     QUARANTINE,
     check_identifier,
     qualified,
@@ -68,6 +69,7 @@ from warehouse.ddl import (
 __all__ = [
     "MergeResult",
     "ChannelRange",
+    "MergerFenced",
     "landing_append",
     "landing_rows_json",
     "channel_committed_tokens",
@@ -267,12 +269,16 @@ def channel_committed_tokens(conn: Any, channels: list[str] | None = None) -> di
 
 def merge_progress(conn: Any) -> dict[str, str]:
     """How far each channel is merged (channel → offset token)."""
+    return {channel: token for channel, (token, _at) in _merge_progress_rows(conn).items()}
+
+
+def _merge_progress_rows(conn: Any) -> dict[str, tuple[str, dt.datetime | None]]:
     db = _database(conn)
     with warehouse_errors():
         cur = conn.cursor()
         try:
-            cur.execute(f"SELECT CHANNEL, MERGED_THROUGH FROM {qualified(db, MERGE_PROGRESS)}")  # noqa: S608
-            return dict(cur.fetchall())
+            cur.execute(f"SELECT CHANNEL, MERGED_THROUGH, MERGED_AT FROM {qualified(db, MERGE_PROGRESS)}")  # noqa: S608
+            return {channel: (token, merged_at) for channel, token, merged_at in cur.fetchall()}
         finally:
             cur.close()
 
@@ -430,11 +436,18 @@ class EmbeddedLandingClient:
 # --------------------------------------------------------------------------------------------
 
 
+class MergerFenced(WarehouseError):
+    """A merger with a newer fencing token has merged: this one's lease was taken over. Stop."""
+
+
 @dataclass(frozen=True)
 class ChannelRange:
     channel: str
     after: str | None  # merged through this token already (None: nothing merged yet)
     through: str  # merge rows up to and including this token
+    #: when the channel was last merged (None: never): its unmerged rows landed after this, less
+    #: the longest a landing can take to commit (CLAIM_MARGIN)
+    merged_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -455,9 +468,28 @@ def merge_ranges_pending(conn: Any, committed: Mapping[str, str | None] | None =
     tokens = dict(channel_committed_tokens(conn))
     if committed:
         tokens.update({k: v for k, v in committed.items() if v})
-    progress = merge_progress(conn)
-    return [ChannelRange(name, progress.get(name), token) for name, token in sorted(tokens.items())
-            if token and offset_after(token, progress.get(name))]
+    progress = _merge_progress_rows(conn)
+    ranges = []
+    for name, token in sorted(tokens.items()):
+        after, merged_at = progress.get(name, (None, None))
+        if token and offset_after(token, after):
+            ranges.append(ChannelRange(name, after, token, merged_at))
+    return ranges
+
+
+#: the longest a landing may take between stamping LANDED_AT and committing: a claim reads rows
+#: landed after its channels' last merge less this (so it never reads the whole landing table)
+CLAIM_MARGIN = dt.timedelta(hours=1)
+#: how far back a channel never merged before may have landed: the stream's retention and a day
+NEW_CHANNEL_LOOKBACK = dt.timedelta(days=8)
+
+
+def _claim_from(ranges: list[ChannelRange], now: dt.datetime) -> dt.datetime:
+    """The earliest LANDED_AT any claimed row can have: Snowflake prunes the landing table (in
+    landing order) to what came since, instead of reading every copy ever landed."""
+    starts = [(r.merged_at.replace(tzinfo=None) if r.merged_at is not None else now - NEW_CHANNEL_LOOKBACK)
+              for r in ranges]
+    return min(starts) - CLAIM_MARGIN
 
 
 _ORDER_KEYS = (
@@ -524,7 +556,7 @@ def _claim_sql(db: str, ranges: int, *, kind: str, late: bool | None) -> str:
         f"JOIN ({_ranges_sql(ranges)}) r "
         f"ON l.CHANNEL = r.CHANNEL AND {_offset_sql('l.OFFSET_TOKEN')} > r.AFTER_KEY "
         f"AND {_offset_sql('l.OFFSET_TOKEN')} <= r.THROUGH_KEY "
-        f"WHERE l.ROW_KIND = '{kind}'{date_cond}"
+        f"WHERE l.ROW_KIND = '{kind}' AND l.LANDED_AT >= CAST(%(claim_from)s AS TIMESTAMP_NTZ(6)){date_cond}"
     )
 
 
@@ -670,6 +702,24 @@ def _counts(cur: Any) -> dict[str, int]:
     return {d.name.lower(): int(v or 0) for d, v in zip(cur.description or (), row, strict=False)}
 
 
+def _fence_claim(cur: Any, db: str, fence: int | None, params: Mapping[str, Any]) -> None:
+    """BEGIN the merge transaction; with a fencing token, raise RAW.MERGER_FENCE to it first, so the
+    row lock orders two mergers and a stale one stops before it writes anything."""
+    fence_table = qualified(db, MERGER_FENCE)
+    if fence is not None:
+        cur.execute(f"MERGE INTO {fence_table} t USING (SELECT 'merger' AS NAME) s ON t.NAME = s.NAME "  # noqa: S608
+                    "WHEN NOT MATCHED THEN INSERT (NAME, FENCE) VALUES ('merger', 0)")
+    cur.execute("BEGIN")
+    if fence is not None:
+        cur.execute(f"UPDATE {fence_table} SET FENCE = %(fence)s, "  # noqa: S608
+                    "UPDATED_AT = CAST(%(now)s AS TIMESTAMP_NTZ(6)) WHERE NAME = 'merger' AND FENCE <= %(fence)s",
+                    {**params, "fence": fence})
+        if not cur.rowcount:
+            _rollback(cur)
+            raise MergerFenced(f"merge {params['merge_id']} refused: a merger with a fencing token above {fence} "
+                               "has merged (this one's lease was taken over)")
+
+
 # The merge statements bind client side (pyformat): their values are a few short strings, and
 # fakesnow rewrites a MERGE into several statements, which positional server-side binds cannot follow.
 def merge_channels(
@@ -695,7 +745,7 @@ def merge_channels(
     now = now or _utcnow()
     lo = (now - dt.timedelta(days=window_days)).date()
     params: dict[str, Any] = {
-        "merge_id": merge_id, "now": _ts(now), "lo": lo.isoformat(),
+        "merge_id": merge_id, "now": _ts(now), "lo": lo.isoformat(), "claim_from": _ts(_claim_from(ranges, now)),
         "ranges": orjson.dumps([{"channel": r.channel, "after": r.after, "through": r.through}
                                 for r in ranges]).decode(),
     }
@@ -705,7 +755,7 @@ def merge_channels(
     with warehouse_errors():
         cur = conn.cursor()
     try:
-        cur.execute("BEGIN")
+        _fence_claim(cur, db, fence, params)
         cur.execute(f"SELECT COUNT(*) FROM ({_claim_sql(db, len(ranges), kind='event', late=None)}) c", params)  # noqa: S608
         rows_in = int(cur.fetchone()[0])
         late_counts = {"number of rows inserted": 0}

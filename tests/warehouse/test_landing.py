@@ -20,6 +20,7 @@ from warehouse.landing import (
     landing_rows_json,
     merge_channels,
     merge_progress,
+    merge_ranges_pending,
 )
 from warehouse.load import pipeline_counts, warehouse_query
 
@@ -213,3 +214,33 @@ def test_text_beyond_ascii_lands_unchanged(warehouse_conn):
     land(warehouse_conn, "ch-0", "1", [canonical_event("u", product="café ☕ 𝄞 \"quoted\" \\ back")])
     merge(warehouse_conn)
     assert stored(warehouse_conn)["u"]["PRODUCT"] == "café ☕ 𝄞 \"quoted\" \\ back"
+
+
+def test_a_merger_whose_lease_was_taken_over_is_refused_before_it_writes(warehouse_conn):
+    # review follow-up: mergers are fenced inside the warehouse, not only by their PostgreSQL lease
+    from warehouse.landing import MergerFenced
+
+    land(warehouse_conn, "ch-0", "1", [canonical_event("a", sequence_number="1")])
+    assert merge(warehouse_conn, fence=7).events_inserted == 1
+    land(warehouse_conn, "ch-0", "2", [canonical_event("b", sequence_number="2")])
+    with pytest.raises(MergerFenced):
+        merge(warehouse_conn, fence=6)                  # the older holder wakes up
+    assert set(stored(warehouse_conn)) == {"a"} and merge_progress(warehouse_conn) == {"ch-0": "1"}
+    assert merge(warehouse_conn, fence=7).events_inserted == 1   # the holder itself goes on
+
+
+def test_a_claim_reads_only_rows_landed_since_the_channels_last_merge(warehouse_conn):
+    # review follow-up: the claim's filter on channel and token alone read every row ever landed
+    from warehouse.landing import CLAIM_MARGIN, _claim_from
+
+    land(warehouse_conn, "ch-0", "1", [canonical_event("a", sequence_number="1")])
+    merge(warehouse_conn)
+    land(warehouse_conn, "ch-0", "2", [canonical_event("b", sequence_number="2")])
+    (pending,) = merge_ranges_pending(warehouse_conn)
+    assert pending.merged_at == NOW                      # progress remembers when the channel merged
+    assert _claim_from([pending], NOW) == NOW - CLAIM_MARGIN
+    new_channel = ChannelRange("ch-new", None, "5")
+    assert _claim_from([pending, new_channel], NOW) < NOW - dt.timedelta(days=7)   # bounded all the same
+    # a row that landed before the bound is not claimed (a zombie's re-land of merged rows)
+    warehouse_query(warehouse_conn, "UPDATE RAW.LANDING_EVENTS SET LANDED_AT = '2020-01-01' WHERE EVENT_ID = 'b'")
+    assert merge(warehouse_conn, now=NOW + dt.timedelta(minutes=1)).events_inserted == 0

@@ -279,7 +279,7 @@ def test_ensure_is_idempotent_and_adds_missing_columns(warehouse_conn):
     before = warehouse_query(warehouse_conn, tables)
     assert [(r["TABLE_SCHEMA"], r["TABLE_NAME"]) for r in before] == [
         ("CANONICAL", "EVENTS"), ("RAW", "CHANNEL_OFFSETS"), ("RAW", "LANDING_EVENTS"), ("RAW", "LATE_COPIES"),
-        ("RAW", "MERGE_LOG"), ("RAW", "MERGE_PROGRESS"), ("RAW", "QUARANTINE")]
+        ("RAW", "MERGER_FENCE"), ("RAW", "MERGE_LOG"), ("RAW", "MERGE_PROGRESS"), ("RAW", "QUARANTINE")]
     land(warehouse_conn, "b-1", [canonical_event("e1")])
     again = warehouse_ensure(warehouse_conn)
     assert again.columns_added == ()
