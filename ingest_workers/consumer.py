@@ -37,10 +37,14 @@ from django.db.models.functions import Now
 
 from ingest_workers import services
 from ingest_workers.models import IngestWorker, ShardLease
+from warehouse.channels import ChannelError
 
 log = logging.getLogger(__name__)
 
 IDLE_SLEEP_SECONDS = 0.5
+#: units a shard may have appended and not yet seen committed before it waits (bounds what a lost
+#: lease makes the next owner read again)
+MAX_PENDING_UNITS = 20
 
 
 def worker_id_new() -> str:
@@ -210,12 +214,37 @@ class ShardConsumer:
             if entry.retry_after > now:
                 continue
             read += self._unit(shard_id, entry)
+        self._settle()
         self.stats.shards = sorted(self.owned)
         return read
 
-    def _unit(self, shard_id: str, entry: _Owned) -> int:
+    def _settle(self) -> None:
+        """Checkpoint what the channels committed: one status call for every shard with units in
+        flight (Snowpipe Streaming commits seconds after an append; the embedded writer never
+        leaves any)."""
+        with self._lock:
+            waiting = {entry.reader.channel.name: (shard_id, entry) for shard_id, entry in self.owned.items()
+                       if entry.reader.pending and entry.reader.channel is not None}
+        if not waiting:
+            return
         try:
-            outcome = entry.reader.process_unit(max_records=self.max_records)
+            committed = self.landing.latest_committed_offset_tokens(list(waiting))
+        except ChannelError:
+            log.warning("consumer %s could not read its channels' committed tokens", self.worker_id, exc_info=True)
+            return
+        for name, (shard_id, entry) in waiting.items():
+            try:
+                if entry.reader.settle(committed.get(name)):
+                    self._drop(shard_id, release=True)
+            except services.LeaseLost:
+                self.stats.lost += 1
+                self._drop(shard_id, release=False)
+
+    def _unit(self, shard_id: str, entry: _Owned) -> int:
+        if len(entry.reader.pending) >= MAX_PENDING_UNITS:
+            return 0  # the channel is behind committing this shard's units: let it catch up first
+        try:
+            outcome = entry.reader.process_unit(max_records=self.max_records, defer_commit=True)
         except services.LeaseLost:
             self.stats.lost += 1
             self._drop(shard_id, release=False)
@@ -266,7 +295,8 @@ class ShardConsumer:
                 try:
                     if self.step() == 0:
                         idle_passes += 1
-                        if until_idle and idle_passes >= 3 and self.owned:
+                        if until_idle and idle_passes >= 3 and self.owned and not any(
+                                entry.reader.pending for entry in self.owned.values()):
                             break
                         self._sleep(IDLE_SLEEP_SECONDS)
                     else:

@@ -305,6 +305,14 @@ class _CpuTicks:
         self._last = now
 
 
+@dataclasses.dataclass(frozen=True)
+class _PendingUnit:
+    token: str  # the unit's last sequence number, its offset token
+    records: int
+    rows: int  # landing rows appended (0: nothing for the channel to commit)
+    behind: int | None
+
+
 class ShardReader:
     """One owned shard: its lease, its landing channel and where reading goes on.
 
@@ -321,6 +329,9 @@ class ShardReader:
         self.position: str | None = None  # resume after this sequence number
         self._iterator: str | None = None
         self._iterator_after: str | None = None  # the position the kept iterator continues from
+        #: units appended but not yet seen committed (``defer_commit``), oldest first
+        self.pending: list[_PendingUnit] = []
+        self._finish_when_settled = False
 
     def open(self) -> None:
         """Open the channel (fencing its previous writer) and find the resume point."""
@@ -330,6 +341,25 @@ class ShardReader:
         if committed and committed != (self.lease.checkpoint or None):
             log.info("shard %s resumes after %s (channel committed %s, checkpoint %s)", self.lease,
                      self.position, committed, self.lease.checkpoint or "none")
+
+    def settle(self, committed: str | None) -> bool:
+        """Checkpoint the pending units the channel has committed (``committed``: its latest token).
+        A unit that landed no rows has nothing to commit: it settles with the units before it.
+        Returns True when the shard is now finished."""
+        from warehouse.channels import offset_after
+
+        settled: list[_PendingUnit] = []
+        for unit in self.pending:
+            if unit.rows and offset_after(unit.token, committed):
+                break
+            settled.append(unit)
+        if not settled:
+            return False
+        self.pending = self.pending[len(settled):]
+        finished = not self.pending and self._finish_when_settled
+        _checkpoint(self.lease, sequence=settled[-1].token, records=sum(u.records for u in settled),
+                    behind=settled[-1].behind, finished=finished)
+        return finished
 
     def close(self) -> None:
         if self.channel is not None:
@@ -387,8 +417,13 @@ class ShardReader:
 
     def process_unit(self, *, max_records: int = BATCH_MAX_RECORDS, now_micros: Callable[[], int] | None = None,
                      after_archive: Callable[[], None] | None = None,
-                     before_checkpoint: Callable[[], None] | None = None) -> BatchOutcome:
-        """Read one unit and carry it through archive → pipeline → channel → checkpoint."""
+                     before_checkpoint: Callable[[], None] | None = None,
+                     defer_commit: bool = False) -> BatchOutcome:
+        """Read one unit and carry it through archive → pipeline → channel → checkpoint.
+
+        With ``defer_commit`` and a channel that commits after the append returns (Snowpipe
+        Streaming), the unit is not waited for: it is remembered as pending, the next unit may be
+        read at once, and ``settle`` checkpoints it when the channel's committed token reaches it."""
         from warehouse.landing import landing_rows_json
 
         if self.channel is None:
@@ -401,6 +436,9 @@ class ShardReader:
         outcome = BatchOutcome(millis_behind_latest=behind, cpu=tick.cpu)
         if not raw:
             finished = ended or self.at_shard_end
+            if self.pending:  # nothing new, but earlier units are not committed yet: settle decides
+                self._finish_when_settled = self._finish_when_settled or finished
+                return outcome
             _checkpoint(lease, sequence=self.position or "", records=0, behind=behind, finished=finished)
             outcome.finished_shard = finished
             return outcome
@@ -428,9 +466,11 @@ class ShardReader:
         if after_archive is not None:
             after_archive()  # fault-injection point for tests: "killed between archive and landing"
         tick("archive")
+        deferred = defer_commit and not getattr(self.channel, "commits_on_append", False)
         try:
             appended = self.channel.append(rows, offset_token=last)
-            self.channel.wait_for_commit(last, timeout_seconds=COMMIT_TIMEOUT_SECONDS)
+            if not deferred:
+                self.channel.wait_for_commit(last, timeout_seconds=COMMIT_TIMEOUT_SECONDS)
         except ChannelInvalidated as err:
             raise LeaseLost(f"{lease}: {err}") from err
         except ChannelError as err:
@@ -439,10 +479,15 @@ class ShardReader:
             raise
         self.position = last
         tick("land")
-        if before_checkpoint is not None:
-            before_checkpoint()  # fault-injection point for tests: "killed between landing and checkpoint"
         finished = ended or self.at_shard_end
-        _checkpoint(lease, sequence=last, records=len(records), behind=behind, finished=finished)
+        if deferred:
+            self.pending.append(_PendingUnit(last, len(records), appended.rows, behind))
+            self._finish_when_settled = self._finish_when_settled or finished
+            finished = False
+        else:
+            if before_checkpoint is not None:
+                before_checkpoint()  # fault-injection point for tests: "killed between landing and checkpoint"
+            _checkpoint(lease, sequence=last, records=len(records), behind=behind, finished=finished)
         tick("checkpoint")
         outcome.read = len(records)
         outcome.valid = len(result.events)

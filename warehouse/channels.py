@@ -64,6 +64,10 @@ class LandingChannel(Protocol):
     """One open channel (per shard)."""
 
     name: str
+    #: True when ``append`` returns only once the rows are committed (the embedded writer); False
+    #: when the service commits later (Snowpipe Streaming), so a consumer checkpoints a unit when the
+    #: channel's committed token reaches it instead of waiting after each append
+    commits_on_append: bool
 
     def latest_committed_offset_token(self) -> str | None:
         """The last offset token whose rows are committed (None: nothing landed on this channel yet)."""

@@ -291,6 +291,8 @@ def _merge_progress_rows(conn: Any) -> dict[str, tuple[str, dt.datetime | None]]
 class EmbeddedLandingChannel:
     """A channel over the connector: each append commits before it returns."""
 
+    commits_on_append = True
+
     def __init__(self, client: EmbeddedLandingClient, name: str, sequencer: int):
         self.name = name
         self._client = client

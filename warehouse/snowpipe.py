@@ -475,6 +475,9 @@ class SnowpipeLandingChannel:
     """``LandingChannel`` over one SDK channel. Appends are buffered by the SDK; ``wait_for_commit`` is
     the durability point."""
 
+    #: appends are buffered: a consumer does not wait for each (``ShardReader.settle``)
+    commits_on_append = False
+
     def __init__(self, client: SnowpipeLandingClient, name: str, sdk_channel: Any):
         self.name = name
         self._client = client

@@ -529,3 +529,63 @@ def test_the_drain_walks_through_a_long_run_of_empty_pages(ingest_env, kinesis, 
     services.pipeline_drain()
     assert served["empty"] == length                    # walked through once, not met again each pass
     assert_exactly_once(expected_outcome(records))
+
+
+class _LaterCommits:
+    """The embedded landing client, told to behave as Snowpipe Streaming does: an append returns at
+    once and the channel reports it committed only some status calls later."""
+
+    def __init__(self, real, lag: int):
+        self.real, self.lag, self.polls, self.appended, self.max_in_flight = real, lag, 0, [], 0
+        self._seen: dict[str, list[tuple[int, str]]] = {}
+
+    def open_channel(self, name):
+        client, channel = self, self.real.open_channel(name)
+
+        class Channel:
+            commits_on_append = False
+
+            def __getattr__(self, attr):
+                return getattr(channel, attr)
+
+            def append(self, rows, *, offset_token):
+                result = channel.append(rows, offset_token=offset_token)
+                client._seen.setdefault(name, []).append((client.polls, offset_token))
+                in_flight = sum(1 for at, _ in client._seen[name] if at + client.lag > client.polls)
+                client.max_in_flight = max(client.max_in_flight, in_flight)
+                return result
+
+            def wait_for_commit(self, offset_token, *, timeout_seconds):
+                while client.latest_committed_offset_tokens([name])[name] != offset_token:
+                    pass  # each status call is a tick of the clock: a waiting consumer waits `lag` ticks
+
+        return Channel()
+
+    def latest_committed_offset_tokens(self, names):
+        self.polls += 1
+        visible = {}
+        for name in names:
+            done = [token for at, token in self._seen.get(name, []) if at + self.lag <= self.polls]
+            visible[name] = done[-1] if done else None
+        return visible
+
+    def close(self):
+        self.real.close()
+
+
+@pytest.mark.django_db(transaction=True)   # the consumer's heartbeat thread uses its own connection
+def test_a_consumer_does_not_wait_for_each_commit_of_a_channel_that_commits_later(ingest_env):
+    # review follow-up (H-C): with Snowpipe Streaming each unit waited seconds for its commit before
+    # the next unit of any shard was read; now units are appended back to back and checkpointed as
+    # the channel reports them committed
+    from ingest_workers.consumer import ShardConsumer
+
+    records = send_traffic(1200, seed=24, duplicate_fraction=0, malformed_fraction=0)
+    landing = _LaterCommits(services.landing_client(), lag=3)
+    consumer = ShardConsumer(landing=landing, max_records=100)
+    consumer.run(max_seconds=120, until_idle=True)
+    assert landing.max_in_flight > 1                          # appended without waiting for the commit
+    assert ShardLease.objects.filter(records_read__gt=0).count() == 4
+    assert sum(ShardLease.objects.values_list("records_read", flat=True)) == len(records)   # all settled
+    services.warehouse_merge_run()
+    assert_exactly_once(expected_outcome(records))
