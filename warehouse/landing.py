@@ -65,6 +65,7 @@ from warehouse.ddl import (
     check_identifier,
     qualified,
 )
+from warehouse.load import execute_bound
 
 __all__ = [
     "MergeResult",
@@ -121,13 +122,6 @@ def _rollback(cur: Any) -> None:
         cur.execute("ROLLBACK")
     except Exception:  # noqa: BLE001,S110 - the connection may be gone; the server rolls back then
         pass
-
-
-def _execute_bound(cur: Any, sql: str, params: Mapping[str, Any]) -> Any:
-    """Execute with server-side binding (a batch's JSON travels as one bind value, not as SQL text)."""
-    from warehouse.load import _execute_bound as execute
-
-    return execute(cur, sql, params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +207,7 @@ def landing_append(
                     for chunk in _json_array_chunks(body, max_statement_bytes):
                         # base64: the connector writes its request body with json.dumps, and escaping a
                         # megabyte of JSON text (quotes, non-ASCII) cost more CPU than encoding it
-                        _execute_bound(cur, _landing_insert_sql(db),
+                        execute_bound(cur, _landing_insert_sql(db),
                                        {**params, "rows": base64.b64encode(chunk).decode("ascii")})
                         count += int(cur.rowcount or 0)
                 # the token, in the same transaction; refused (nothing commits) when a later writer
@@ -544,22 +538,33 @@ def _ranges_sql(count: int) -> str:
         for i in range(count))
 
 
-def _claim_sql(db: str, ranges: int, *, kind: str, late: bool | None) -> str:
-    """Landing rows of the claimed channel ranges (bound as ``%(ranges)s``)."""
+def _claim_sql(db: str, ranges: int, *, kind: str | None, late: bool | None, copy_key: str | None = None) -> str:
+    """Landing rows of the claimed channel ranges (bound as ``range_<i>_*``): of one ``kind`` (any
+    when None), in the window or before it (``late``), with ``copy_key`` (SQL over ``l``) as COPY_KEY."""
     landing = qualified(db, LANDING_EVENTS)
-    cols = [*_CONTENT, "LANDED_AT", "QUARANTINE_ROW", "CHANNEL", "OFFSET_TOKEN"]
+    cols = [*_CONTENT, "LANDED_AT", "QUARANTINE_ROW", "CHANNEL", "OFFSET_TOKEN", "ROW_KIND"]
     date_cond = ""
     if late is True:
         date_cond = " AND l.EVENT_DATE < CAST(%(lo)s AS DATE)"
     elif late is False:
         date_cond = " AND l.EVENT_DATE >= CAST(%(lo)s AS DATE)"
+    kind_cond = f"l.ROW_KIND = '{kind}' AND " if kind else ""
     return (
-        f"SELECT {', '.join('l.' + c for c in cols)}, {_copy_key('l')} AS COPY_KEY FROM {landing} l "  # noqa: S608
-        f"JOIN ({_ranges_sql(ranges)}) r "
+        f"SELECT {', '.join('l.' + c for c in cols)}, {copy_key or _copy_key('l')} AS COPY_KEY "  # noqa: S608
+        f"FROM {landing} l JOIN ({_ranges_sql(ranges)}) r "
         f"ON l.CHANNEL = r.CHANNEL AND {_offset_sql('l.OFFSET_TOKEN')} > r.AFTER_KEY "
         f"AND {_offset_sql('l.OFFSET_TOKEN')} <= r.THROUGH_KEY "
-        f"WHERE l.ROW_KIND = '{kind}' AND l.LANDED_AT >= CAST(%(claim_from)s AS TIMESTAMP_NTZ(6)){date_cond}"
+        f"WHERE {kind_cond}l.LANDED_AT >= CAST(%(claim_from)s AS TIMESTAMP_NTZ(6)){date_cond}"
     )
+
+
+def _claim_counts_sql(db: str, ranges: int) -> str:
+    """One read of the claim: its events in the window, its late events, its quarantine rows."""
+    event, late = "c.ROW_KIND = 'event'", "c.EVENT_DATE < CAST(%(lo)s AS DATE)"
+    return (f"SELECT COALESCE(SUM(CASE WHEN {event} AND NOT {late} THEN 1 ELSE 0 END), 0), "  # noqa: S608
+            f"COALESCE(SUM(CASE WHEN {event} AND {late} THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN c.ROW_KIND = 'quarantine' THEN 1 ELSE 0 END), 0) "
+            f"FROM ({_claim_sql(db, ranges, kind=None, late=None)}) c")
 
 
 def _source_sql(db: str, ranges: int, *, late: bool) -> str:
@@ -677,10 +682,11 @@ def _quarantine_merge_sql(db: str, ranges: int) -> str:
     }
     cols = [c.name for c in QUARANTINE.columns]
     select = [f"{overrides.get(c.name) or c.select_expr('l.QUARANTINE_ROW')} AS {c.name}" for c in QUARANTINE.columns]
-    claim = (_claim_sql(db, ranges, kind="quarantine", late=None)
-             .replace(f"{_copy_key('l')} AS COPY_KEY", "l.QUARANTINE_ROW:stream::VARCHAR || '/' || "
-                      "COALESCE(l.QUARANTINE_ROW:shard_id::VARCHAR, '') || '/' || "
-                      "COALESCE(l.QUARANTINE_ROW:sequence_number::VARCHAR, l.BATCH_ID) AS COPY_KEY"))
+    # a quarantine row's copy key is the record's own stream position, kept in its QUARANTINE_ROW
+    claim = _claim_sql(db, ranges, kind="quarantine", late=None,
+                       copy_key="COALESCE(l.QUARANTINE_ROW:stream::VARCHAR, '') || '/' || "
+                                "COALESCE(l.QUARANTINE_ROW:shard_id::VARCHAR, '') || '/' || "
+                                "COALESCE(l.QUARANTINE_ROW:sequence_number::VARCHAR, l.BATCH_ID)")
     return f"""MERGE INTO {quarantine} tgt USING (
   SELECT * FROM (SELECT {', '.join(select)} FROM ({claim}) l) q
   QUALIFY ROW_NUMBER() OVER (PARTITION BY q.QUARANTINE_ID ORDER BY q.QUARANTINED_AT, q.BATCH_ID) = 1
@@ -758,23 +764,21 @@ def merge_channels(
         cur = conn.cursor()
     try:
         _fence_claim(cur, db, fence, params)
-        cur.execute(f"SELECT COUNT(*) FROM ({_claim_sql(db, len(ranges), kind='event', late=None)}) c", params)  # noqa: S608
-        rows_in = int(cur.fetchone()[0])
+        cur.execute(_claim_counts_sql(db, len(ranges)), params)
+        in_window, late_in, q_in = (int(n) for n in cur.fetchone())
         late_counts = {"number of rows inserted": 0}
         late_inserted = 0
-        cur.execute(f"SELECT COUNT(*) FROM ({_claim_sql(db, len(ranges), kind='event', late=True)}) c", params)  # noqa: S608
-        if int(cur.fetchone()[0]):
+        if late_in:
             cur.execute(_late_copies_merge_sql(db, len(ranges)), params)
             late_counts = _counts(cur)
             cur.execute(_late_events_merge_sql(db, len(ranges)), params)
             late_inserted = _counts(cur).get("number of rows inserted", 0)
         inserted = updated = 0
-        if rows_in:
+        if in_window:
             cur.execute(_window_merge_sql(db, len(ranges)), params)
             counts = _counts(cur)
             inserted, updated = counts.get("number of rows inserted", 0), counts.get("number of rows updated", 0)
-        cur.execute(f"SELECT COUNT(*) FROM ({_claim_sql(db, len(ranges), kind='quarantine', late=None)}) c", params)  # noqa: S608
-        q_in = int(cur.fetchone()[0])
+        rows_in = in_window + late_in
         quarantined = 0
         if q_in:
             cur.execute(_quarantine_merge_sql(db, len(ranges)), params)

@@ -36,6 +36,7 @@ from warehouse.ddl import (
 )
 
 __all__ = [
+    "execute_bound",
     "quarantine_list",
     "quarantine_get",
     "quarantine_mark",
@@ -85,7 +86,7 @@ def _timestamp_param(value: dt.datetime | str) -> str:
 _NAMED = re.compile(r"%\((\w+)\)s")
 
 
-def _execute_bound(cur: Any, sql: str, params: Mapping[str, Any]) -> Any:
+def execute_bound(cur: Any, sql: str, params: Mapping[str, Any]) -> Any:
     """Execute with server-side binding (``?``), whatever the connection's paramstyle: a batch's
     JSON travels as a bind value, not inside the SQL text (the server doesn't re-parse megabytes of
     SQL). ``sql`` names its parameters ``%(name)s``."""

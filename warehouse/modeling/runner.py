@@ -148,11 +148,11 @@ class _Run:
     # -- plumbing ---------------------------------------------------------------------------
 
     def execute(self, statement: str, params: dict | None = None) -> int:
-        from warehouse.load import _execute_bound
+        from warehouse.load import execute_bound
 
         started = time.perf_counter()
         if params:
-            _execute_bound(self.cur, statement, params)
+            execute_bound(self.cur, statement, params)
         else:
             self.cur.execute(statement)
         if log.isEnabledFor(logging.DEBUG):
