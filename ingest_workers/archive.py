@@ -1,19 +1,33 @@
-"""The raw archive: every stream record, as received, before it is landed.
+"""The raw archive: every stream record, as received, in objects per shard rolled by size or age.
 
-One object per landing unit of a shard (zstd-compressed JSON lines), partitioned by the unit's
-first arrival:
+A shard's records go into one open object at a time (zstd-compressed JSON lines), named by its first
+record and partitioned by that record's arrival:
 
-    raw/dt=2026-11-27/hour=04/shard=shardId-000000000001/<first_seq>-<last_seq>.jsonl.zst
+    raw/dt=2026-11-27/hour=04/shard=shardId-000000000001/<first_seq>.jsonl.zst
 
-The key is derived from the shard and the unit's sequence range, so a retried unit overwrites its
-object instead of duplicating it, and every location (object, line) is known before any record is
-parsed: the pipeline fills lineage with it, and the archive lines are then assembled from the raw
-bytes without parsing them again (the pipeline already knows which records are not JSON). Line N
-(0-based) is the record at lineage ``raw_offset`` N: ``{"seq", "shard", "arrival", "record"}`` (the
-envelope as it was sent), or ``"record_b64"`` for bytes that were not JSON. Room is left for the
-erasure work: a line may later carry its record encrypted under its subject's key instead.
-``RAW_ARCHIVE_URL`` is ``file:///dir`` (embedded) or ``s3://bucket/prefix``; both go through obstore.
-Objects written by the first version (one per source and hour, ``raw/source=…``) read the same way.
+An object is rolled (sealed and written) where the records themselves say so, so that a reader
+that re-reads a shard from the same checkpoint after a crash rebuilds the same objects with the same
+lines: a record whose arrival falls in a later ``roll_seconds`` window than the object's first
+record's, or one that would take the object past ``roll_bytes`` of records. Two more roll points
+depend on the clock or on the reader: a shard read to its tip whose window has ended (plus a grace),
+and a reader that stops (shard end, lease given up, shutdown). Objects are written with
+create-only semantics (S3 ``If-None-Match: *``) and a reader checks, before it opens an object,
+whether one already starts at that record (its predecessor wrote it and died before its
+checkpoint): the existing object is adopted, never overwritten. ``roll_seconds = 0`` rolls at the
+end of every unit (one object per unit: the test suite's default).
+
+The checkpoint passes a record only once its object is written (``ShardReader``): a consumer that
+dies with an object open loses nothing but time, the next owner re-reads the shard from the
+checkpoint and rebuilds the object (landing again only what the channel had not committed).
+
+Every location (object, line) is known before any record is parsed: the pipeline fills lineage with
+it, and the archive lines are then assembled from the raw bytes without parsing them again (the
+pipeline already knows which records are not JSON). Line N (0-based) of an object is the record at
+lineage ``raw_offset`` N: ``{"seq", "shard", "arrival", "record"}`` (the envelope as it was sent), or
+``"record_b64"`` for bytes that were not JSON. Room is left for the erasure work: a line may later
+carry its record encrypted under its subject's key instead. ``RAW_ARCHIVE_URL`` is ``file:///dir``
+(embedded) or ``s3://bucket/prefix``; both go through obstore. Objects written by earlier versions
+(one per unit, ``<first>-<last>.jsonl.zst``; one per source and hour, ``raw/source=…``) read the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +37,7 @@ import dataclasses
 import datetime as dt
 import re
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache
 from urllib.parse import urlparse
 
@@ -36,12 +50,9 @@ from ingest_workers.pipeline import RawRecord
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 ZSTD_LEVEL = 3
-
-
-@dataclasses.dataclass
-class ArchivePlan:
-    objects: dict[str, list[bytes]]          # object key -> lines (one object per unit)
-    locations: list[tuple[str, int]]         # per record: (archive URI, line offset)
+#: what a line adds to its record's bytes, for the size rule (a constant: the rule must not depend
+#: on whether the pipeline found the record to be JSON)
+LINE_OVERHEAD = 96
 
 
 def _day_hour(micros: int) -> str:
@@ -49,43 +60,25 @@ def _day_hour(micros: int) -> str:
     return f"dt={stamp:%Y-%m-%d}/hour={stamp:%H}"
 
 
-def archive_unit_key(records: Sequence[RawRecord]) -> str:
-    """The object key of a unit (pure; no record is parsed)."""
-    first, last = records[0], records[-1]
+def archive_object_key(first: RawRecord) -> str:
+    """The key of the object that starts with ``first`` (pure)."""
     return (f"raw/{_day_hour(first.arrival_micros)}/shard={_SAFE.sub('_', first.shard_id)}/"
-            f"{first.sequence_number}-{last.sequence_number}.jsonl.zst")
+            f"{first.sequence_number}.jsonl.zst")
 
 
-def archive_locations(records: Sequence[RawRecord], *, base_uri: str) -> list[tuple[str, int]]:
-    """(object URI, line) of every record of the unit, in order: what lineage points to."""
-    if not records:
-        return []
-    uri = f"{base_uri.rstrip('/')}/{archive_unit_key(records)}"
-    return [(uri, i) for i in range(len(records))]
-
-
-def archive_plan(records: Sequence[RawRecord], *, base_uri: str,
-                 not_json: Collection[str] | None = None) -> ArchivePlan:
-    """The unit's object (pure). ``not_json``: sequence numbers of records that are not JSON (the
-    pipeline's ``undecodable`` ones); the others are embedded as they are, without being parsed.
-    Without it each record is checked here (for callers that did not run the pipeline)."""
-    if not records:
-        return ArchivePlan({}, [])
-    lines: list[bytes] = []
-    for record in records:
-        data = bytes(record.data)
-        head = b'{"seq":%s,"shard":%s,"arrival":%d,' % (
-            orjson.dumps(record.sequence_number), orjson.dumps(record.shard_id), int(record.arrival_micros))
-        if _is_json(data, record.sequence_number, not_json):
-            lines.append(head + b'"record":' + data.strip() + b"}")
-        else:
-            lines.append(head + b'"record_b64":"' + base64.b64encode(data) + b'"}')
-    return ArchivePlan({archive_unit_key(records): lines}, archive_locations(records, base_uri=base_uri))
+def archive_line(record: RawRecord, *, is_json: bool) -> bytes:
+    """One archive line, assembled from the raw bytes (a JSON record is embedded as it was sent)."""
+    data = bytes(record.data)
+    head = b'{"seq":%s,"shard":%s,"arrival":%d,' % (
+        orjson.dumps(record.sequence_number), orjson.dumps(record.shard_id), int(record.arrival_micros))
+    if is_json:
+        return head + b'"record":' + data.strip() + b"}"
+    return head + b'"record_b64":"' + base64.b64encode(data) + b'"}'
 
 
 def _is_json(data: bytes, sequence: str, not_json: Collection[str] | None) -> bool:
     if not_json is not None:
-        return sequence not in not_json and bool(data.strip())
+        return sequence not in not_json and bool(bytes(data).strip())
     try:
         orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -100,6 +93,146 @@ def archive_compress(lines: list[bytes]) -> bytes:
 def archive_decompress(blob: bytes) -> list[bytes]:
     data = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
     return [line for line in data.split(b"\n") if line]
+
+
+@dataclasses.dataclass
+class SealedObject:
+    """An object ready to be written (``blob``), or one adopted from the store (``blob`` None)."""
+    key: str
+    last_seq: str
+    records: int
+    blob: bytes | None
+
+
+@dataclasses.dataclass
+class _Object:
+    key: str
+    uri: str
+    window: int
+    size: int = 0          # records' bytes + LINE_OVERHEAD each (the size rule)
+    placed: int = 0        # records given a line
+    written: int = 0       # lines appended
+    last_seq: str = ""
+    closed: bool = False   # a later record went to the next object
+    adopted_through: str | None = None  # an object already in the store: its last record
+    chunks: list[bytes] = dataclasses.field(default_factory=list)
+    compressor: object | None = None
+
+    def add(self, lines: list[bytes]) -> None:
+        if self.compressor is None:
+            self.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+        out = self.compressor.compress(b"\n".join(lines) + b"\n")  # type: ignore[attr-defined]
+        if out:
+            self.chunks.append(out)
+        self.written += len(lines)
+
+    def seal(self) -> SealedObject:
+        if self.adopted_through is not None:
+            return SealedObject(self.key, self.adopted_through, 0, None)
+        tail = self.compressor.flush() if self.compressor is not None else b""  # type: ignore[attr-defined]
+        return SealedObject(self.key, self.last_seq, self.written, b"".join([*self.chunks, tail]))
+
+
+class ShardArchive:
+    """A shard's open archive object and the rules that roll it (no I/O: ``existing`` is asked, before an
+    object is opened, for the last sequence number of an object already stored under its key).
+
+    Per unit: ``place(records)`` gives every record its (object URI, line) before the pipeline runs;
+    ``append(records, not_json)`` adds their lines; ``take_sealed()`` hands over the objects that are
+    complete, oldest first, for the caller to write before its checkpoint passes them.
+    """
+
+    def __init__(self, *, base_uri: str, roll_seconds: float, roll_bytes: int,
+                 existing: Callable[[str], str | None]):
+        self.base_uri = base_uri.rstrip("/")
+        self.roll_micros = int(roll_seconds * 1_000_000)
+        self.roll_bytes = roll_bytes
+        self.existing = existing
+        self._objects: list[_Object] = []   # placed, not yet handed over; the last one may be open
+        self._pending: list[tuple[_Object, RawRecord]] = []  # placed, line not yet appended
+
+    @property
+    def open_object(self) -> _Object | None:
+        last = self._objects[-1] if self._objects else None
+        return last if last is not None and not last.closed else None
+
+    def _window(self, record: RawRecord) -> int:
+        return record.arrival_micros // self.roll_micros if self.roll_micros > 0 else 0
+
+    def _open(self, record: RawRecord) -> _Object:
+        key = archive_object_key(record)
+        obj = _Object(key=key, uri=f"{self.base_uri}/{key}", window=self._window(record))
+        stored = self.existing(key)
+        if stored is not None:
+            obj.adopted_through = stored
+        self._objects.append(obj)
+        return obj
+
+    def place(self, records: Sequence[RawRecord]) -> list[tuple[str, int]]:
+        """(object URI, line) of every record, in order: what lineage points to."""
+        from warehouse.channels import offset_after
+
+        locations: list[tuple[str, int]] = []
+        for record in records:
+            obj = self.open_object
+            size = len(record.data) + LINE_OVERHEAD
+            if obj is not None:
+                if obj.adopted_through is not None:
+                    if offset_after(record.sequence_number, obj.adopted_through):
+                        obj.closed = True  # past the adopted object: the next one starts here
+                        obj = None
+                elif obj.placed and (self._window(record) > obj.window or obj.size + size > self.roll_bytes):
+                    obj.closed = True
+                    obj = None
+            if obj is None:
+                obj = self._open(record)
+            locations.append((obj.uri, obj.placed))
+            obj.placed += 1
+            obj.size += size
+            obj.last_seq = record.sequence_number
+            self._pending.append((obj, record))
+        return locations
+
+    def append(self, not_json: Collection[str] | None = None) -> None:
+        """Add the lines of every placed record (``not_json``: sequence numbers the pipeline found not
+        to be JSON; None: checked here)."""
+        lines: dict[int, tuple[_Object, list[bytes]]] = {}
+        for obj, record in self._pending:
+            if obj.adopted_through is None:
+                lines.setdefault(id(obj), (obj, []))[1].append(
+                    archive_line(record, is_json=_is_json(record.data, record.sequence_number, not_json)))
+            else:
+                obj.written += 1
+        for obj, object_lines in lines.values():  # one compress call per object and unit
+            obj.add(object_lines)
+        self._pending.clear()
+
+    def roll_due(self, now_micros: int, grace_seconds: float) -> bool:
+        """The open object's window ended more than ``grace_seconds`` ago (for a shard read to its tip)."""
+        obj = self.open_object
+        if obj is None or self.roll_micros <= 0:
+            return obj is not None
+        return now_micros >= (obj.window + 1) * self.roll_micros + int(grace_seconds * 1_000_000)
+
+    def roll(self) -> None:
+        """Close the open object (the shard ended, the reader stops, its window ended, or per unit)."""
+        obj = self.open_object
+        if obj is not None:
+            obj.closed = True
+
+    def take_sealed(self) -> list[SealedObject]:
+        """The closed objects, oldest first, each with its last record; they leave the archive's care."""
+        if self._pending:
+            raise RuntimeError("append() the placed records before taking sealed objects")
+        sealed: list[SealedObject] = []
+        while self._objects and self._objects[0].closed:
+            sealed.append(self._objects.pop(0).seal())
+        return sealed
+
+    @property
+    def holds_records(self) -> bool:
+        """Records are placed in an object that is not written yet."""
+        return any(obj.placed and obj.adopted_through is None for obj in self._objects)
 
 
 @lru_cache(maxsize=8)
@@ -130,15 +263,33 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}/{key}" if prefix else key
 
 
-def archive_write(plan: ArchivePlan, *, url: str | None = None) -> int:
-    """Write every object of the plan (overwriting a retried batch's objects). Returns bytes written."""
+class ArchiveObjectExists(Exception):
+    """Another reader wrote an object under this key after this reader checked for it."""
+
+
+def archive_put_new(key: str, blob: bytes, *, url: str | None = None) -> int:
+    """Write a new object; never overwrites (``ArchiveObjectExists``). Returns bytes written."""
+    from obstore.exceptions import AlreadyExistsError, PreconditionError
+
     store, prefix = archive_store(url)
-    written = 0
-    for key, lines in plan.objects.items():
-        blob = archive_compress(lines)
-        obstore.put(store, _join(prefix, key), blob)
-        written += len(blob)
-    return written
+    try:
+        obstore.put(store, _join(prefix, key), blob, mode="create")
+    except (AlreadyExistsError, PreconditionError) as err:
+        raise ArchiveObjectExists(key) from err
+    return len(blob)
+
+
+def archive_object_last_seq(key: str, *, url: str | None = None) -> str | None:
+    """The last record's sequence number of a stored object, or None when there is no such object."""
+    from obstore.exceptions import NotFoundError
+
+    store, prefix = archive_store(url)
+    try:
+        blob = bytes(obstore.get(store, _join(prefix, key)).bytes())
+    except (FileNotFoundError, NotFoundError):
+        return None
+    lines = archive_decompress(blob)
+    return str(orjson.loads(lines[-1])["seq"]) if lines else None
 
 
 class ArchiveReader:

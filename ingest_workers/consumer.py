@@ -136,8 +136,9 @@ class ShardConsumer:
     def balance(self) -> None:
         """Take this worker's fair share: free and expired leases first, else steal one."""
         leases = {lease.shard_id: lease for lease in services.shard_sync(kinesis=self.kinesis, stream=self.stream)}
+        parked = self._parked_now()
         readable = [lease for lease in leases.values() if lease.finished_at is None
-                    and services._parents_finished(lease, leases) and not self._parked(lease)]
+                    and services._parents_finished(lease, leases) and lease.shard_id not in parked]
         target = math.ceil(len(readable) / self._live_workers()) if readable else 0
         need = target - len(self.owned)
         if need <= 0:
@@ -150,11 +151,12 @@ class ShardConsumer:
         if need > 0:
             self._steal_one(target)
 
-    def _parked(self, lease: ShardLease) -> bool:
-        from django.utils import timezone
-
-        return lease.parked_at is not None and (
-            timezone.now() - lease.parked_at).total_seconds() < services.parked_retry_seconds()
+    def _parked_now(self) -> set[str]:
+        """Shards parked less than ``INGEST_PARKED_RETRY_SECONDS`` ago, on the database's clock (as
+        ``shard_lease_acquire`` judges them), not this process's."""
+        since = Now() - timedelta(seconds=services.parked_retry_seconds())
+        return set(ShardLease.objects.filter(stream=self.stream, parked_at__gte=since)
+                   .values_list("shard_id", flat=True))
 
     @staticmethod
     def _takeable(lease: ShardLease) -> bool:
@@ -184,13 +186,25 @@ class ShardConsumer:
         return True
 
     def _drop(self, shard_id: str, *, release: bool) -> None:
+        """Stop reading a shard. ``release``: the lease is still ours, so the open archive object is
+        written and checkpointed first (its records are not read again by the next owner)."""
         with self._lock:
             entry = self.owned.pop(shard_id, None)
         if entry is None:
             return
-        entry.reader.close()
-        if release:
-            services.shard_lease_release(entry.reader.lease)
+        try:
+            if release:
+                try:
+                    entry.reader.flush()
+                except services.LeaseLost:
+                    return
+                except services.TransientError:
+                    log.warning("could not write %s's open archive object; the next owner rebuilds it",
+                                shard_id, exc_info=True)
+            if release:
+                services.shard_lease_release(entry.reader.lease)
+        finally:
+            entry.reader.close()
 
     # --- consuming ---------------------------------------------------------------------------------
 

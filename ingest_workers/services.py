@@ -2,16 +2,21 @@
 retries and parking, and the merger.
 
 One *unit* of a shard (``ShardReader.process_unit``), effects in this order:
-  1. read records after the resume point: the later of the PostgreSQL checkpoint and the landing
-     channel's committed offset token (so a crash between landing and checkpoint re-lands nothing);
-     empty pages are followed, and a shard is finished only on Kinesis's own end-of-shard signals
-     (``NextShardIterator`` null, or the checkpoint at the shard's ``EndingSequenceNumber``);
-  2. write the records to the raw archive (object keys derived from shard + sequence range: a retry
-     overwrites);
-  3. run the pure pipeline; every per-record step is guarded (a bad record is quarantined);
-  4. append the landing rows (events and quarantine rows) to the shard's channel with the unit's
-     last sequence number as the offset token, and wait for the commit;
-  5. move the checkpoint, fenced by the lease's token (``lease_counter``), on the database's clock.
+  1. read records after the position: on opening, the PostgreSQL checkpoint (everything up to it is
+     archived and landed); empty pages are followed, and a shard is finished only on Kinesis's own
+     end-of-shard signals (``NextShardIterator`` null, or the checkpoint at the shard's
+     ``EndingSequenceNumber``);
+  2. place the records in the shard's open raw-archive object (``archive.ShardArchive``: rolled by
+     size or age; every record's object and line is known before it is parsed);
+  3. run the pure pipeline on the records the landing channel has not committed yet (a new owner
+     re-reads from the checkpoint to rebuild the archive object its predecessor had open, and skips
+     the landing of what the channel's committed offset token says is landed); every per-record step
+     is guarded (a bad record is quarantined);
+  4. add the lines to the object; write the objects that rolled (create-only);
+  5. append the landing rows (events and quarantine rows) to the shard's channel with the unit's
+     last sequence number as the offset token, and wait for the commit (or settle it later);
+  6. move the checkpoint to the last record both archived and landed, fenced by the lease's token
+     (``lease_counter``), on the database's clock.
 A unit that fails is retried with exponential backoff and jitter; after ``INGEST_RETRY_BUDGET``
 failures the shard is parked (shown on the pipeline page, retried after
 ``INGEST_PARKED_RETRY_SECONDS`` or at once with ``manage.py shard_unpark``), never spun on.
@@ -313,8 +318,38 @@ class _PendingUnit:
     behind: int | None
 
 
+def offset_min(*tokens: str | None) -> str | None:
+    """The earliest of the positions (None/"": before everything)."""
+    from warehouse.channels import offset_after
+
+    best: str | None = None
+    for index, token in enumerate(tokens):
+        if not token:
+            return None
+        if index == 0 or offset_after(best, token):
+            best = token
+    return best
+
+
+def archive_roll_seconds() -> float:
+    return float(getattr(settings, "RAW_ARCHIVE_ROLL_SECONDS", 0))
+
+
+def archive_roll_bytes() -> int:
+    return int(float(getattr(settings, "RAW_ARCHIVE_ROLL_MB", 16)) * 1024 * 1024)
+
+
+#: a shard read to its tip rolls its object this long after the object's window ended (records
+#: stamped just before the window's end may still be on their way)
+ROLL_GRACE_SECONDS = 2.0
+
+
 class ShardReader:
-    """One owned shard: its lease, its landing channel and where reading goes on.
+    """One owned shard: its lease, its landing channel, its open archive object and where reading goes on.
+
+    Three positions: ``position`` (read up to here), ``landed_through`` (the channel committed up to
+    here) and ``archived_through`` (written archive objects hold up to here). The checkpoint is the
+    earliest of the last two, so a record is never passed before it is both archived and landed.
 
     The GetRecords iterator is kept between units, so a run of empty pages in the middle of a shard
     is walked through instead of restarting at the checkpoint each time (Kinesis returns empty pages
@@ -327,20 +362,37 @@ class ShardReader:
         self.lease = lease
         self.channel: LandingChannel | None = None
         self.position: str | None = None  # resume after this sequence number
+        self.landed_through: str | None = None
+        self.archived_through: str | None = None
+        self.archive: archive.ShardArchive | None = None
         self._iterator: str | None = None
         self._iterator_after: str | None = None  # the position the kept iterator continues from
         #: units appended but not yet seen committed (``defer_commit``), oldest first
         self.pending: list[_PendingUnit] = []
         self._finish_when_settled = False
+        #: (last sequence number, records) of units read but not yet passed by the checkpoint: the
+        #: lease's ``records_read`` counts a unit once the checkpoint passes it (a record re-read by
+        #: the next owner after a crash is counted once)
+        self._uncounted: list[tuple[str, int]] = []
 
     def open(self) -> None:
-        """Open the channel (fencing its previous writer) and find the resume point."""
+        """Open the channel (fencing its previous writer) and find the resume points."""
         self.channel = self.landing.open_channel(shard_channel_name(self.lease.stream, self.lease.shard_id))
         committed = self.channel.latest_committed_offset_token()
-        self.position = offset_max(self.lease.checkpoint or None, committed)
-        if committed and committed != (self.lease.checkpoint or None):
-            log.info("shard %s resumes after %s (channel committed %s, checkpoint %s)", self.lease,
-                     self.position, committed, self.lease.checkpoint or "none")
+        self.position = self.archived_through = self.lease.checkpoint or None
+        self.landed_through = offset_max(self.position, committed)
+        self.archive = archive.ShardArchive(
+            base_uri=settings.RAW_ARCHIVE_URL, roll_seconds=archive_roll_seconds(), roll_bytes=archive_roll_bytes(),
+            existing=archive.archive_object_last_seq)
+        if self.landed_through != self.position:
+            log.info("shard %s resumes after its checkpoint %s; the channel committed up to %s: records up to "
+                     "there are archived again, not landed again", self.lease, self.position or "none",
+                     self.landed_through)
+
+    @property
+    def checkpoint_position(self) -> str | None:
+        """The last record both archived and landed."""
+        return offset_min(self.archived_through, self.landed_through)
 
     def settle(self, committed: str | None) -> bool:
         """Checkpoint the pending units the channel has committed (``committed``: its latest token).
@@ -356,10 +408,44 @@ class ShardReader:
         if not settled:
             return False
         self.pending = self.pending[len(settled):]
-        finished = not self.pending and self._finish_when_settled
-        _checkpoint(self.lease, sequence=settled[-1].token, records=sum(u.records for u in settled),
-                    behind=settled[-1].behind, finished=finished)
+        self.landed_through = offset_max(self.landed_through, settled[-1].token)
+        finished = (not self.pending and self._finish_when_settled
+                    and self.checkpoint_position == self.position)
+        self._checkpoint(behind=settled[-1].behind, finished=finished)
         return finished
+
+    def _checkpoint(self, *, behind: int | None, finished: bool) -> None:
+        from warehouse.channels import offset_after
+
+        position = self.checkpoint_position
+        passed = 0
+        while self._uncounted and not offset_after(self._uncounted[0][0], position):
+            passed += self._uncounted.pop(0)[1]
+        _checkpoint(self.lease, sequence=position or "", records=passed, behind=behind, finished=finished)
+
+    def flush(self) -> None:
+        """Roll and write the open archive object and checkpoint (a reader that stops while it still
+        holds its lease: shard given up, shutdown, the end of a drain pass). ``LeaseLost`` if it does not."""
+        if self.archive is None or not self.archive.holds_records:
+            return
+        self.archive.roll()
+        self._archive_write()
+        self._checkpoint(behind=self.lease.millis_behind_latest, finished=False)
+
+    def _archive_write(self) -> None:
+        """Write the objects that rolled, oldest first; ``archived_through`` follows each."""
+        assert self.archive is not None
+        for sealed in self.archive.take_sealed():
+            if sealed.blob is not None:
+                try:
+                    archive.archive_put_new(sealed.key, sealed.blob)
+                except archive.ArchiveObjectExists as err:
+                    # another reader of this shard wrote it after we looked (a lease taken over
+                    # under us): start again from the checkpoint, adopting what it wrote
+                    raise TransientError(f"archive object {sealed.key} was written by another reader") from err
+                except (OSError, ObstoreError) as err:  # network, permissions, a full disk
+                    raise TransientError(f"could not write the raw archive object {sealed.key}: {err}") from err
+            self.archived_through = offset_max(self.archived_through, sealed.last_seq)
 
     def close(self) -> None:
         if self.channel is not None:
@@ -419,28 +505,25 @@ class ShardReader:
                      after_archive: Callable[[], None] | None = None,
                      before_checkpoint: Callable[[], None] | None = None,
                      defer_commit: bool = False) -> BatchOutcome:
-        """Read one unit and carry it through archive → pipeline → channel → checkpoint.
+        """Read one unit and carry it through archive placement → pipeline → archive → channel → checkpoint.
 
         With ``defer_commit`` and a channel that commits after the append returns (Snowpipe
         Streaming), the unit is not waited for: it is remembered as pending, the next unit may be
         read at once, and ``settle`` checkpoints it when the channel's committed token reaches it."""
+        from warehouse.channels import offset_after
         from warehouse.landing import landing_rows_json
 
         if self.channel is None:
             self.open()
-        assert self.channel is not None
+        assert self.channel is not None and self.archive is not None
         clock = now_micros or (lambda: time.time_ns() // 1000)
         lease = self.lease
         tick = _CpuTicks()
         raw, behind, ended = self.read(max_records)
         outcome = BatchOutcome(millis_behind_latest=behind, cpu=tick.cpu)
         if not raw:
-            finished = ended or self.at_shard_end
-            if self.pending:  # nothing new, but earlier units are not committed yet: settle decides
-                self._finish_when_settled = self._finish_when_settled or finished
-                return outcome
-            _checkpoint(lease, sequence=self.position or "", records=0, behind=behind, finished=finished)
-            outcome.finished_shard = finished
+            self._idle(outcome, ended=ended, now_micros=clock())
+            tick("archive")
             return outcome
         records = [
             RawRecord(shard_id=lease.shard_id, sequence_number=r["SequenceNumber"], data=r["Data"],
@@ -450,53 +533,89 @@ class ShardReader:
         first, last = records[0].sequence_number, records[-1].sequence_number
         unit = f"{shard_channel_name(lease.stream, lease.shard_id)}/{first}-{last}"
         tick("read")
-        # the pipeline is pure: it runs first, with the archive locations known from the unit alone,
-        # and tells which records are not JSON; the archive object is then written before landing
-        locations = archive.archive_locations(records, base_uri=settings.RAW_ARCHIVE_URL)
-        result: BatchResult = process_batch(records, contract_index_current(), stream=lease.stream, batch_id=unit,
-                                            archive_locations=locations, now_micros=clock())
+        # every record's archive line is known before the pipeline runs (lineage points to it)
+        locations = self.archive.place(records)
+        # records the channel committed before this reader opened are archived again, not landed again
+        fresh = 0
+        if offset_after(self.landed_through, self.position):
+            while fresh < len(records) and not offset_after(records[fresh].sequence_number, self.landed_through):
+                fresh += 1
+        result: BatchResult = process_batch(records[fresh:], contract_index_current(), stream=lease.stream,
+                                            batch_id=unit, archive_locations=locations[fresh:], now_micros=clock())
         not_json = {q.sequence_number for q in result.quarantine if q.reason_code == "undecodable"}
         rows = landing_rows_json(result.landing_json(), result.quarantine_json())
         tick("pipeline")
-        plan = archive.archive_plan(records, base_uri=settings.RAW_ARCHIVE_URL, not_json=not_json)
-        try:
-            archive.archive_write(plan)
-        except (OSError, ObstoreError) as err:  # network, permissions, a full disk
-            raise TransientError(f"could not write the raw archive for {unit}: {err}") from err
+        # records before ``fresh`` did not go through the pipeline: the archive checks them itself
+        self.archive.append(not_json if fresh == 0 else _not_json_beyond(records, fresh, not_json))
+        finished = ended or (bool(lease.ending_sequence_number) and last == lease.ending_sequence_number)
+        if finished or archive_roll_seconds() <= 0:
+            self.archive.roll()
+        self._archive_write()
         if after_archive is not None:
             after_archive()  # fault-injection point for tests: "killed between archive and landing"
         tick("archive")
         deferred = defer_commit and not getattr(self.channel, "commits_on_append", False)
-        try:
-            appended = self.channel.append(rows, offset_token=last)
-            if not deferred:
-                self.channel.wait_for_commit(last, timeout_seconds=COMMIT_TIMEOUT_SECONDS)
-        except ChannelInvalidated as err:
-            raise LeaseLost(f"{lease}: {err}") from err
-        except ChannelError as err:
-            if err.transient:
-                raise TransientError(f"could not land {unit}: {err}") from err
-            raise
+        appended_rows = self._land(rows, last=last, unit=unit, wait=not deferred) if fresh < len(records) else 0
         self.position = last
+        self._uncounted.append((last, len(records)))
         tick("land")
-        finished = ended or self.at_shard_end
         if deferred:
-            self.pending.append(_PendingUnit(last, len(records), appended.rows, behind))
+            self.pending.append(_PendingUnit(last, len(records), appended_rows, behind))
             self._finish_when_settled = self._finish_when_settled or finished
             finished = False
         else:
+            self.landed_through = offset_max(self.landed_through, last)
             if before_checkpoint is not None:
                 before_checkpoint()  # fault-injection point for tests: "killed between landing and checkpoint"
-            _checkpoint(lease, sequence=last, records=len(records), behind=behind, finished=finished)
+            finished = finished and self.checkpoint_position == last
+            self._checkpoint(behind=behind, finished=finished)
         tick("checkpoint")
         outcome.read = len(records)
         outcome.valid = len(result.events)
         outcome.quarantined = len(result.quarantine)
         outcome.skipped = result.skipped
         outcome.in_batch_duplicates = result.in_batch_duplicates
-        outcome.landed_rows = appended.rows
+        outcome.landed_rows = appended_rows
         outcome.finished_shard = finished
         return outcome
+
+
+    def _idle(self, outcome: BatchOutcome, *, ended: bool, now_micros: int) -> None:
+        """A read that found nothing new: at the tip (or the end) the open object may roll now."""
+        assert self.archive is not None
+        finished = ended or self.at_shard_end
+        if finished or self.archive.roll_due(now_micros, ROLL_GRACE_SECONDS):
+            self.archive.roll()
+        self._archive_write()
+        if self.pending:  # earlier units are not committed yet: settle checkpoints and finishes
+            self._finish_when_settled = self._finish_when_settled or finished
+            return
+        finished = finished and self.checkpoint_position == self.position
+        self._checkpoint(behind=outcome.millis_behind_latest, finished=finished)
+        outcome.finished_shard = finished
+
+    def _land(self, rows: bytes, *, last: str, unit: str, wait: bool) -> int:
+        """Append the unit's landing rows under its offset token (and wait for the commit). Returns rows."""
+        assert self.channel is not None
+        try:
+            appended = self.channel.append(rows, offset_token=last)
+            if wait:
+                self.channel.wait_for_commit(last, timeout_seconds=COMMIT_TIMEOUT_SECONDS)
+        except ChannelInvalidated as err:
+            raise LeaseLost(f"{self.lease}: {err}") from err
+        except ChannelError as err:
+            if err.transient:
+                raise TransientError(f"could not land {unit}: {err}") from err
+            raise
+        return appended.rows
+
+def _not_json_beyond(records: list[RawRecord], fresh: int, not_json: set[str]) -> set[str]:
+    """``not_json`` for a unit whose first ``fresh`` records skipped the pipeline: checked here."""
+    checked = set(not_json)
+    for record in records[:fresh]:
+        if not archive._is_json(record.data, record.sequence_number, None):
+            checked.add(record.sequence_number)
+    return checked
 
 
 # --- pooled warehouse clients, per process -----------------------------------------------------------
@@ -559,10 +678,13 @@ def new_owner_token() -> str:
 
 def shard_batch_process(*, kinesis, landing: LandingClient | None = None, lease: ShardLease,
                         max_records: int = BATCH_MAX_RECORDS, **hooks) -> BatchOutcome:
-    """One unit of one shard with a fresh reader (tests and one-off tools; consumers keep readers)."""
+    """One unit of one shard with a fresh reader, its archive object written before it returns (tests
+    and one-off tools; consumers keep readers)."""
     reader = ShardReader(kinesis=kinesis, landing=landing or landing_client(), lease=lease)
     try:
-        return reader.process_unit(max_records=max_records, **hooks)
+        outcome = reader.process_unit(max_records=max_records, **hooks)
+        reader.flush()
+        return outcome
     finally:
         reader.close()
 
@@ -661,7 +783,11 @@ class _Drain:
                 behind = bool(outcome.millis_behind_latest) and not outcome.finished_shard
                 progressed = progressed or bool(outcome.read) or outcome.finished_shard or behind
                 if outcome.read == 0 or outcome.finished_shard:
+                    # the drain reads the shard to its tip: write the archive object it holds
+                    reader.flush()
                     break
+        except LeaseLost:
+            pass
         finally:
             shard_lease_release(held)
         return progressed, failing

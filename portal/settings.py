@@ -287,6 +287,12 @@ elif not DEBUG and not RAW_ARCHIVE_URL.startswith("s3://"):
     where = "the container's own disk, lost with it" if RAW_ARCHIVE_URL.startswith("file://") else "not S3"
     _problems.append(f"RAW_ARCHIVE_URL must be s3://bucket/prefix in production; it is {where}.")
 RAW_ARCHIVE_BUCKET = os.environ.get("RAW_ARCHIVE_BUCKET", "chatorbit-raw-archive")
+# Archive objects per shard roll when a record arrives in a later window of this many seconds, or
+# when their records reach this many MB (before zstd, which keeps about a fifth of this JSON):
+# production rolls every 5 minutes or ~64-128 MB written; the embedded default every minute.
+# 0 seconds rolls at the end of every unit (one object per unit: what the test suite uses).
+RAW_ARCHIVE_ROLL_SECONDS = float(os.environ.get("RAW_ARCHIVE_ROLL_SECONDS", "60" if DEBUG else "300"))
+RAW_ARCHIVE_ROLL_MB = float(os.environ.get("RAW_ARCHIVE_ROLL_MB", "32" if DEBUG else "512"))
 
 # --- Snowflake (fakesnow's server in the embedded default) ----------------------------------------
 # The embedded values (account `fakesnow`, 127.0.0.1:8765 over http, fake/snow) apply only with

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 
 import pytest
 
 from portal.roles import Role
 
 PASSWORD = "test-password-123"
+
+# One archive object per landing unit unless a test asks for rolling (tests/ingest_workers/test_archive.py):
+# most tests look at the checkpoint right after a unit. Worker processes the tests start inherit it.
+os.environ.setdefault("RAW_ARCHIVE_ROLL_SECONDS", "0")
+
+
+def pytest_configure(config):
+    from django.conf import settings
+
+    settings.RAW_ARCHIVE_ROLL_SECONDS = float(os.environ["RAW_ARCHIVE_ROLL_SECONDS"])
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -42,6 +43,8 @@ def worker_env(settings, stream, warehouse_server, tmp_path, moto_server):
         "SNOWFLAKE_PORT": str(settings.SNOWFLAKE["port"]), "SNOWFLAKE_HOST": "127.0.0.1",
         "SNOWFLAKE_DATABASE": settings.SNOWFLAKE["database"], "RAW_ARCHIVE_URL": settings.RAW_ARCHIVE_URL,
         "INGEST_LEASE_SECONDS": "4", "DEBUG": "1",
+        # archive objects roll every 3 s: a killed worker dies with objects open, and its heir rebuilds them
+        "RAW_ARCHIVE_ROLL_SECONDS": "3",
     })
     return env
 
@@ -112,7 +115,7 @@ def stop(proc: subprocess.Popen | None) -> None:
             proc.wait(timeout=10)
 
 
-def test_consumers_share_shards_survive_sigkill_rebalance_and_never_land_twice(worker_env, tmp_path):
+def test_consumers_share_shards_survive_sigkill_rebalance_and_never_land_twice(worker_env, tmp_path, kinesis, stream):
     first_records = send_traffic(400, seed=11)
     logs = {name: tmp_path / f"{name}.log" for name in ("w1", "w2", "w3")}
     procs: dict[str, subprocess.Popen] = {}
@@ -152,6 +155,16 @@ def test_consumers_share_shards_survive_sigkill_rebalance_and_never_land_twice(w
     # the frozen worker could not checkpoint what its successor read: no record is counted twice
     assert records_read() <= len(first_records) + len(producer.sent)
     assert "shard consumer" in logs["w3"].read_text()
+    # every record of the stream is in the raw archive, the killed worker's open objects included
+    from ingest_workers.archive import archive_decompress
+    from tests.ingest_workers.conftest import read_stream
+
+    archived = Counter()
+    for path in (tmp_path / "archive").rglob("*.jsonl.zst"):
+        archived.update((line["shard"], line["seq"])
+                        for line in map(orjson.loads, archive_decompress(path.read_bytes())))
+    sent = {(r["shard"], r["sequence"]) for r in read_stream(kinesis, stream)}
+    assert sent and set(archived) == sent
 
 
 def merged_counts() -> tuple[int, int, int, int]:

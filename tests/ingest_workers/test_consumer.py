@@ -9,6 +9,7 @@ import io
 import time
 import uuid
 
+import orjson
 import pytest
 from botocore.exceptions import ClientError
 from django.core.management import call_command
@@ -19,6 +20,7 @@ from ingest_workers.management.commands.generate_traffic import StreamSender
 from ingest_workers.models import ShardLease
 from ingest_workers.pipeline import RawRecord, process_batch
 from ingest_workers.traffic import TrafficGenerator, templates_from_preset
+from tests.ingest_workers.conftest import read_stream
 
 pytestmark = pytest.mark.django_db
 
@@ -414,11 +416,11 @@ def test_a_unit_that_keeps_failing_is_backed_off_then_parked_not_spun_on(ingest_
     send_traffic(50, seed=21, duplicate_fraction=0, malformed_fraction=0)
     attempts = {"n": 0}
 
-    def full_disk(plan, **kwargs):
+    def full_disk(key, blob, **kwargs):
         attempts["n"] += 1
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(archive, "archive_write", full_disk)
+    monkeypatch.setattr(archive, "archive_put_new", full_disk)
     ingest_env.INGEST_RETRY_BUDGET = 4
     waits: list[float] = []
     with pytest.raises(services.TransientError, match="No space left"):
@@ -454,6 +456,31 @@ def test_leases_expire_on_the_databases_clock_not_the_workers(ingest_env, kinesi
     fast = timezone.now() + dt.timedelta(hours=1)
     monkeypatch.setattr(timezone, "now", lambda: fast)
     assert services.shard_lease_acquire(stream=lease.stream, shard_id=lease.shard_id, owner="fast-clock") is None
+
+
+def test_a_consumer_judges_parked_shards_on_the_databases_clock(ingest_env, kinesis, monkeypatch):
+    # review follow-up: a consumer whose clock ran slow still saw a shard as parked after its park
+    # time had passed on the database's clock, and never took it back
+    import datetime as dt
+
+    from django.db.models.functions import Now
+    from django.utils import timezone
+
+    from ingest_workers.consumer import ShardConsumer
+
+    leases = services.shard_sync(kinesis=kinesis, stream=ingest_env.KINESIS_STREAM_NAME)
+    done, still = leases[0], leases[1]
+    ShardLease.objects.filter(pk=done.pk).update(
+        parked_at=Now() - dt.timedelta(seconds=services.parked_retry_seconds() + 60), park_reason="x")
+    ShardLease.objects.filter(pk=still.pk).update(parked_at=Now(), park_reason="y")
+    slow = timezone.now() - dt.timedelta(hours=1)
+    monkeypatch.setattr(timezone, "now", lambda: slow)
+    consumer = ShardConsumer(landing=services.landing_client())
+    consumer.balance()
+    assert done.shard_id in consumer.owned and still.shard_id not in consumer.owned
+    assert len(consumer.owned) == len(leases) - 1
+    for shard_id in list(consumer.owned):
+        consumer._drop(shard_id, release=True)
 
 
 def test_one_merger_at_a_time_and_a_dead_mergers_lease_is_taken_over(ingest_env, kinesis):
@@ -589,3 +616,97 @@ def test_a_consumer_does_not_wait_for_each_commit_of_a_channel_that_commits_late
     assert sum(ShardLease.objects.values_list("records_read", flat=True)) == len(records)   # all settled
     services.warehouse_merge_run()
     assert_exactly_once(expected_outcome(records))
+
+
+# --- rolled archive objects (RAW_ARCHIVE_ROLL_SECONDS > 0) --------------------------------------------
+
+def _busiest_lease(kinesis, stream: str) -> ShardLease:
+    leases = services.shard_sync(kinesis=kinesis, stream=stream)
+    sizes = {lease.shard_id: 0 for lease in leases}
+    for record in read_stream(kinesis, stream):
+        sizes[record["shard"]] += 1
+    return max(leases, key=lambda lease: sizes[lease.shard_id])
+
+
+def _read_to_tip(reader: services.ShardReader) -> int:
+    read = 0
+    while (outcome := reader.process_unit(max_records=25)).read:
+        read += outcome.read
+    return read
+
+
+def _archived_seqs(root) -> list[str]:
+    from ingest_workers.archive import archive_decompress
+
+    seqs = []
+    for path in sorted(root.rglob("*.jsonl.zst"), key=lambda p: int(p.name.split(".")[0])):
+        seqs += [orjson.loads(line)["seq"] for line in archive_decompress(path.read_bytes())]
+    return seqs
+
+
+def test_a_consumer_killed_with_an_archive_object_open_loses_nothing_and_lands_nothing_twice(
+        ingest_env, kinesis, tmp_path):
+    ingest_env.RAW_ARCHIVE_ROLL_SECONDS = 3600   # the object stays open for the whole test
+    records = send_traffic(240, seed=31)
+    expected = expected_outcome(records)
+    lease = _busiest_lease(kinesis, ingest_env.KINESIS_STREAM_NAME)
+    doomed = services.ShardReader(kinesis=kinesis, landing=services.landing_client(),
+                                  lease=services.shard_lease_acquire(stream=lease.stream, shard_id=lease.shard_id,
+                                                                     owner="doomed"))
+    read = _read_to_tip(doomed)
+    landed = counts()["landed_rows"]
+    assert read > 25 and landed > 0                    # several units landed ...
+    lease.refresh_from_db()
+    assert lease.checkpoint == "" and not list((tmp_path / "archive").rglob("*.zst"))  # ... none archived
+    # the worker dies (no flush); its lease lapses and another consumer takes the shard
+    ShardLease.objects.filter(pk=lease.pk).update(owner="", lease_expires_at=None)
+    heir = services.ShardReader(kinesis=kinesis, landing=services.landing_client(),
+                                lease=services.shard_lease_acquire(stream=lease.stream, shard_id=lease.shard_id,
+                                                                   owner="heir"))
+    assert _read_to_tip(heir) == read                  # re-read from the checkpoint to rebuild the object
+    assert counts()["landed_rows"] == landed           # landed once: the channel's token was honoured
+    heir.flush()                                       # the heir gives the shard up: the object is written
+    heir.close()
+    lease.refresh_from_db()
+    seqs = [r["sequence"] for r in read_stream(kinesis, ingest_env.KINESIS_STREAM_NAME) if r["shard"] == lease.shard_id]
+    assert lease.checkpoint == seqs[-1]
+    assert _archived_seqs(tmp_path / "archive") == seqs  # every record of the shard, once, in order
+    ShardLease.objects.filter(pk=lease.pk).update(owner="", lease_expires_at=None)
+    services.pipeline_drain()                          # the other shards, and the merge
+    assert_exactly_once(expected)
+    from ingest_workers.archive import ArchiveReader
+
+    reader = ArchiveReader()
+    for row in warehouse_rows("SELECT LINEAGE FROM CANONICAL.EVENTS"):
+        lineage = row["LINEAGE"]
+        line = reader.read_line(lineage["raw_archive_uri"], lineage["raw_offset"])
+        assert (line["seq"], line["shard"]) == (lineage["sequence_number"], lineage["shard_id"])
+
+
+def test_an_archive_object_written_before_a_crash_is_adopted_not_rewritten(ingest_env, kinesis, tmp_path, monkeypatch):
+    ingest_env.RAW_ARCHIVE_ROLL_SECONDS = 3600
+    send_traffic(120, seed=32, duplicate_fraction=0, malformed_fraction=0)
+    lease = _busiest_lease(kinesis, ingest_env.KINESIS_STREAM_NAME)
+    first = services.ShardReader(kinesis=kinesis, landing=services.landing_client(),
+                                 lease=services.shard_lease_acquire(stream=lease.stream, shard_id=lease.shard_id,
+                                                                    owner="first"))
+    _read_to_tip(first)
+    real_checkpoint = services._checkpoint
+    monkeypatch.setattr(services, "_checkpoint", lambda *a, **k: _die())
+    with pytest.raises(Killed):
+        first.flush()                                  # written, then killed before the checkpoint
+    monkeypatch.setattr(services, "_checkpoint", real_checkpoint)
+    (written,) = list((tmp_path / "archive").rglob("*.zst"))
+    before = (written.read_bytes(), written.stat().st_mtime_ns)
+    send_traffic(40, seed=33, duplicate_fraction=0, malformed_fraction=0)   # the producer goes on
+    ShardLease.objects.filter(pk=lease.pk).update(owner="", lease_expires_at=None)
+    heir = services.ShardReader(kinesis=kinesis, landing=services.landing_client(),
+                                lease=services.shard_lease_acquire(stream=lease.stream, shard_id=lease.shard_id,
+                                                                   owner="heir"))
+    _read_to_tip(heir)
+    heir.flush()
+    assert (written.read_bytes(), written.stat().st_mtime_ns) == before   # adopted, not overwritten
+    seqs = [r["sequence"] for r in read_stream(kinesis, ingest_env.KINESIS_STREAM_NAME) if r["shard"] == lease.shard_id]
+    assert _archived_seqs(tmp_path / "archive") == seqs
+    lease.refresh_from_db()
+    assert lease.checkpoint == seqs[-1]
