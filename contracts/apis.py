@@ -133,8 +133,10 @@ class SourceListApi(ServiceErrorsMixin, APIView):
     @extend_schema(
         request=SourceCreateIn,
         responses={201: inline_serializer("SourceCreated",
-                                          {"source": SourceOut(), "write_key": serializers.CharField()})},
-        summary="Register a source (returns its write key once)",
+                                          {"source": SourceOut(),
+                                           "write_key": serializers.CharField(allow_null=True)})},
+        summary="Register a source (returns its write key once; null for a webhook source, whose events "
+                "are signed by the provider)",
     )
     def post(self, request):
         data = validated_body(SourceCreateIn, request.data)
@@ -142,7 +144,7 @@ class SourceListApi(ServiceErrorsMixin, APIView):
             actor=request.user, team=services.team_get(data["team"]), name=data["name"],
             platform=data["platform"], kind=data["kind"], product=data["product"], description=data["description"],
         )
-        return Response({"source": SourceOut(source).data, "write_key": key}, status=status.HTTP_201_CREATED)
+        return Response({"source": SourceOut(source).data, "write_key": key or None}, status=status.HTTP_201_CREATED)
 
 
 class SourceUpdateIn(serializers.Serializer):

@@ -63,7 +63,8 @@ def _new_write_key() -> tuple[str, str, str]:
 def source_create(
     *, actor: Any, team: Team, name: str, platform: str, kind: str, product: str = "", description: str = "",
 ) -> tuple[Source, str]:
-    """Register a source; returns it and its write key (shown once, stored only as a hash)."""
+    """Register a source; returns it and its write key (shown once, stored only as a hash). A webhook
+    source gets no write key (""): its events are always signed by the provider."""
     _require_team_member(actor, team.pk, "create sources for this team")
     if not SOURCE_NAME_RE.match(name or "") or name in RESERVED_SOURCE_NAMES:
         raise ContractError(
@@ -75,12 +76,12 @@ def source_create(
         raise ContractError("invalid_platform", f"Platform must be one of {', '.join(Platform.values)}.")
     if kind not in SourceKind.values:
         raise ContractError("invalid_kind", f"Kind must be one of {', '.join(SourceKind.values)}.")
-    key, prefix, digest = _new_write_key()
+    key, prefix, digest = ("", "", "") if kind == SourceKind.WEBHOOK else _new_write_key()
     try:
         with transaction.atomic():
             source = Source.objects.create(
                 team=team, name=name, platform=platform, kind=kind, product=product, description=description,
-                write_key_prefix=prefix, write_key_hash=digest, write_key_rotated_at=timezone.now(),
+                write_key_prefix=prefix, write_key_hash=digest, write_key_rotated_at=timezone.now() if key else None,
                 created_by=actor if getattr(actor, "is_authenticated", False) else None,
             )
             audit_record_write(actor=actor, action="source.create", obj=source, after=_source_state(source))
@@ -114,6 +115,10 @@ def source_update(
 def source_write_key_rotate(*, actor: Any, source: Source) -> str:
     """Issue a new write key; the old one stops working at once."""
     _require_team_member(actor, source.team_id, "rotate this source's write key")
+    if source.kind == SourceKind.WEBHOOK:
+        raise ContractError("no_write_key_for_webhooks",
+                            f"{source.name} is a webhook source: its events are signed by the provider with its "
+                            "signing secret, so it has no write key to rotate.")
     key, prefix, digest = _new_write_key()
     with transaction.atomic():
         source = Source.objects.select_for_update(of=("self",)).select_related("team").get(pk=source.pk)

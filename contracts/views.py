@@ -114,6 +114,10 @@ def source_create(request: HttpRequest) -> HttpResponse:
         except ContractError as err:
             _form_error_from(form, err, fields=SOURCE_ERROR_FIELDS)
         else:
+            if not write_key:  # a webhook source: signed by its provider, no key to show
+                messages.success(request, f"Source {source.name} created. Set the provider's signing secret "
+                                          "below: its webhook requests are refused until then.")
+                return redirect("source_detail", name=source.name)
             # Rendered straight from the POST (no redirect) so the key never sits in a session.
             return _no_store(render(request, "contracts/source_write_key.html",
                                     {"source": source, "write_key": write_key, "created": True}))

@@ -319,6 +319,13 @@ def _source_for_write_key(request: HttpRequest) -> Source:
     # The prefix narrows the lookup; the SHA-256 of the whole key decides.
     for source in Source.objects.select_related("team").filter(write_key_prefix=prefix):
         if source_write_key_matches(source, key):
+            if source.kind == "webhook":
+                # a webhook source's events are always provider-signed (a key issued before webhook
+                # sources stopped getting one must not open a second, unsigned way in)
+                path = "slack" if source.platform == "slack" else "voice"
+                raise CollectorError(403, "webhook_source",
+                                     f"{source.name} is a webhook source: its events arrive signed by the provider "
+                                     f"at /collect/v1/webhooks/{path}/{source.name}, not through the batch endpoint.")
             return source
     raise CollectorError(401, "invalid_write_key", "The write key is not valid (rotated or mistyped?).",
                          headers={"WWW-Authenticate": "Bearer"})

@@ -129,6 +129,16 @@ def test_rotating_a_write_key_replaces_it(api_client_for, platform_user, other_p
     assert AuditRecord.objects.filter(action="source.rotate_write_key").count() == 2
 
 
+def test_a_webhook_source_is_created_without_a_write_key_and_has_none_to_rotate(api_client_for, platform_user,
+                                                                                 team):
+    client = api_client_for(platform_user)
+    response = client.post("/api/v1/sources/", {"team": "chat-platform", "name": "slack-bot", "platform": "slack",
+                                                "kind": "webhook"}, format="json")
+    assert response.status_code == 201 and response.json()["write_key"] is None
+    response = client.post("/api/v1/sources/slack-bot/rotate-key")
+    assert response.status_code == 400 and response.json()["error"] == "no_write_key_for_webhooks"
+
+
 def test_disable_and_signing_secret(api_client_for, platform_user, web_chat_source):
     client = api_client_for(platform_user)
     response = client.patch("/api/v1/sources/web-chat/", {"is_active": False}, format="json")

@@ -207,7 +207,6 @@ def test_another_team_cannot_rotate_the_key_or_change_the_source(other_platform_
 
 def test_owner_disables_and_enables_a_source_and_sets_a_signing_secret(platform_user, web_chat_source):
     client = client_for(platform_user)
-    url = reverse("source_detail", args=["web-chat"])
     response = client.post(reverse("source_set_active", args=["web-chat"]), {"is_active": "0"}, follow=True)
     assert "is now disabled" in text_of(response)
     web_chat_source.refresh_from_db()
@@ -215,11 +214,29 @@ def test_owner_disables_and_enables_a_source_and_sets_a_signing_secret(platform_
     client.post(reverse("source_set_active", args=["web-chat"]), {"is_active": "1"})
     web_chat_source.refresh_from_db()
     assert web_chat_source.is_active
-    assert "Signing secret not set" in text_of(client.get(url))
-    response = client.post(reverse("source_signing_secret", args=["web-chat"]), {"signing_secret": "abc123"},
+    slack, key = services.source_create(actor=platform_user, team=web_chat_source.team, name="slack-bot",
+                                        platform="slack", kind="webhook")
+    detail = reverse("source_detail", args=["slack-bot"])
+    assert key == "" and "Signing secret not set" in text_of(client.get(detail))
+    response = client.post(reverse("source_signing_secret", args=["slack-bot"]), {"signing_secret": "abc123"},
                            follow=True)
     assert "Signing secret set" in text_of(response)
     assert "abc123" not in response.content.decode()
+
+
+def test_source_pages_show_only_the_credentials_their_kind_uses(platform_user, web_chat_source):
+    # walkthrough F24: webhook sources showed a write key and its rotate button; SDK sources a signing-secret form
+    client = client_for(platform_user)
+    sdk = client.get(reverse("source_detail", args=["web-chat"])).content.decode()
+    assert "Rotate write key" in sdk and "signing_secret" not in sdk
+    response = client.post(reverse("source_create"), {"team": web_chat_source.team.pk, "name": "slack-bot",
+                                                      "platform": "slack", "kind": "webhook"}, follow=True)
+    page = response.content.decode()
+    assert "Set the provider&#x27;s signing secret" in page or "Set the provider's signing secret" in page
+    assert "Rotate write key" not in page and "signing_secret" in page and "wk_" not in page
+    assert "/collect/v1/webhooks/slack/slack-bot" in page
+    refused = client.post(reverse("source_rotate_key", args=["slack-bot"]))
+    assert refused.status_code == 400 and "has no write key" in text_of(refused)
 
 
 def test_source_list_shows_team_platform_kind_and_contract_count(platform_user, chat_contract):

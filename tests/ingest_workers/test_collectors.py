@@ -655,10 +655,10 @@ def run_command(*args, stdin: str = "") -> str:
 
 def test_source_credentials_shows_prefix_rotation_and_secret_state(collector_sources):
     out = run_command("slack-bot")
-    assert f"wk_{collector_sources['slack'].write_key_prefix}_" in out
-    assert "signing secret:    set" in out and "key rotated at:" in out
-    assert collector_sources["slack"].signing_secret not in out
-    assert "signing secret:    not set" in run_command(str(collector_sources["web"].pk))
+    assert "write key prefix:  (none: a webhook source's events are signed by the provider)" in out
+    assert "signing secret:    set" in out and collector_sources["slack"].signing_secret not in out
+    web = run_command(str(collector_sources["web"].pk))
+    assert f"wk_{collector_sources['web'].write_key_prefix}_" in web and "key rotated at:" in web
 
 
 def test_source_credentials_rotates_the_write_key(post_batch, collector_sources, platform_user):
@@ -689,3 +689,24 @@ def test_source_credentials_explains_refusals(collector_sources, other_platform_
         run_command("web-chat", "--rotate-write-key", "--actor", "ghost")
     with pytest.raises(CommandError, match="--actor"):
         run_command("web-chat", "--rotate-write-key", "--actor", other_platform_user.username)
+
+
+def test_webhook_sources_have_no_write_key_and_the_batch_endpoint_refuses_them(post_batch, collector_sources,
+                                                                               stream_records):
+    # issue 10: a webhook source's events are always provider-signed; a write key was a second way in
+    from contracts.services import _new_write_key
+
+    slack = collector_sources["slack"]
+    assert slack.write_key_prefix == "" and slack.write_key_hash == ""
+    # a key issued before webhook sources stopped getting one (the migration withdraws them too)
+    key, prefix, digest = _new_write_key()
+    type(slack).objects.filter(pk=slack.pk).update(write_key_prefix=prefix, write_key_hash=digest)
+    response = post_batch([web_event(1)], key=key)
+    assert_error(response, 403, "webhook_source")
+    assert "/collect/v1/webhooks/slack/slack-bot" in response.json()["message"]
+    assert stream_records() == []
+
+
+def test_source_credentials_will_not_rotate_a_webhook_sources_key(collector_sources, admin_user):
+    with pytest.raises(CommandError, match="webhook source"):
+        run_command("slack-bot", "--rotate-write-key", "--actor", admin_user.username)

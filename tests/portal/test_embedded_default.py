@@ -53,6 +53,8 @@ def test_run_embedded_serves_the_seeded_portal_on_sqlite(tmp_path):
             raise AssertionError("portal did not come up:\n" + log.read_text())
         printed = log.read_text()
         assert (tmp_path / "portal.sqlite3").exists()
+        keys = dict(re.findall(r"^\s+(web-chat|ios-app|android-app|llm-gateway)\s+(wk_\S+)$", printed, re.MULTILINE))
+        assert set(keys) == {"web-chat", "ios-app", "android-app", "llm-gateway"}, printed
         match = re.search(r"^\s+engineer\s+(\S+)", printed, re.MULTILINE)
         assert match, printed
 
@@ -82,6 +84,11 @@ def test_run_embedded_serves_the_seeded_portal_on_sqlite(tmp_path):
         while count("CANONICAL.EVENTS") == 0:
             assert time.monotonic() < deadline, "no events reached CANONICAL.EVENTS:\n" + logs()
             time.sleep(2)
+        # walkthrough F1: the printed write keys still work once the traffic generator is sending
+        for source, key in keys.items():
+            sent = requests.post(f"{base}/collect/v1/batch", json=[{"hello": source}], timeout=30,
+                                 headers={"Authorization": f"Bearer {key}"})
+            assert sent.status_code == 202, (source, sent.text)
         # The beat's model runs (every 5 s here) turn them into the curated tables the dashboard reads.
         deadline = time.monotonic() + 120
         while count("ANALYTICS.CONVERSATION_SESSIONS") == 0:
@@ -94,3 +101,27 @@ def test_run_embedded_serves_the_seeded_portal_on_sqlite(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_demo_write_keys_are_kept_not_rotated_and_a_persons_rotation_stands(db, settings, tmp_path):
+    from django.core.management import call_command
+
+    from contracts.management.commands.seed_demo import demo_write_keys_ensure, demo_write_keys_path
+    from contracts.models import Source
+    from contracts.services import source_write_key_matches, source_write_key_rotate
+    from portal.models import AuditRecord
+
+    settings.VAR_DIR = tmp_path
+    call_command("seed_demo", quiet_keys=True, force=True, stdout=open(os.devnull, "w"))  # noqa: SIM115
+    first = demo_write_keys_ensure()
+    assert set(first) == {"web-chat", "ios-app", "android-app", "llm-gateway"}   # webhook sources have none
+    assert oct(demo_write_keys_path().stat().st_mode & 0o777) == "0o600"
+    rotations = AuditRecord.objects.filter(action="source.rotate_write_key").count()
+    assert demo_write_keys_ensure() == first                      # kept: nothing rotated to get them
+    assert AuditRecord.objects.filter(action="source.rotate_write_key").count() == rotations
+    web = Source.objects.get(name="web-chat")
+    mine = source_write_key_rotate(actor=web.team.members.first(), source=web)   # a person rotates one
+    again = demo_write_keys_ensure()
+    assert again["web-chat"] is None and again["ios-app"] == first["ios-app"]
+    web.refresh_from_db()
+    assert source_write_key_matches(web, mine)                    # the person's key still works

@@ -2,6 +2,8 @@
 and the model price catalog for the models the demo sources request."""
 
 import datetime as dt
+import json
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -40,6 +42,39 @@ def demo_signing_secret(source_name: str) -> str:
     return f"demo-signing-secret-{source_name}"
 
 
+def demo_write_keys_path() -> Path:
+    return Path(settings.VAR_DIR) / "demo-write-keys.json"
+
+
+def demo_write_keys_ensure(new_keys: dict[str, str] | None = None) -> dict[str, str | None]:
+    """The write keys of the demo's SDK and backend sources, kept in ``var/demo-write-keys.json``
+    (development only, owner-readable) so that what ``make run`` prints and what the traffic generator
+    sends are the same keys, across restarts. A source the file knows nothing of gets a new key (the
+    file was lost); one whose kept key no longer works was rotated by a person, whose key stands: it is
+    left out (None), and the generator sends nothing for it. ``new_keys``: keys just issued (seed_demo)."""
+    from portal.roles import SYSTEM
+
+    path = demo_write_keys_path()
+    try:
+        kept = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        kept = {}
+    kept = {name: key for name, key in kept.items() if isinstance(name, str) and isinstance(key, str)}
+    kept.update(new_keys or {})
+    keys: dict[str, str | None] = {}
+    for source in Source.objects.filter(name__in=presets.DEMO_SOURCES).exclude(kind="webhook").order_by("name"):
+        key = kept.get(source.name)
+        if key is None:
+            keys[source.name] = services.source_write_key_rotate(actor=SYSTEM, source=source)
+        else:
+            keys[source.name] = key if services.source_write_key_matches(source, key) else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(json.dumps({**kept, **{k: v for k, v in keys.items() if v}}, indent=2) + "\n")
+    return keys
+
+
 class Command(BaseCommand):
     help = "Create the demo team, users, canonical model and six sources with approved contracts (idempotent)."
 
@@ -56,6 +91,8 @@ class Command(BaseCommand):
         self.stdout.write("Sign in to the portal with (development passwords):")
         for username, role, password in DEMO_USERS:
             self.stdout.write(f"  {username:<9} {password:<20} {role.value}")
+        if settings.DEBUG and new_keys:
+            demo_write_keys_ensure(dict(new_keys))  # kept for make run and the traffic generator
         for name, key in new_keys:
             if not quiet_keys:
                 self.stdout.write(f"  write key for {name}: {key}  (shown once; rotate with the portal)")
@@ -86,7 +123,8 @@ class Command(BaseCommand):
                     actor=users["platform"], team=team, name=preset["source"], platform=preset["platform"],
                     kind=preset["kind"], product=preset.get("product", ""), description=preset.get("description", ""),
                 )
-                new_keys.append((source.name, key))
+                if key:  # webhook sources have none: their events are signed by the provider
+                    new_keys.append((source.name, key))
             if source.kind == "webhook" and not source.signing_secret:
                 # Development secrets, so the traffic generator can sign Slack/voice requests.
                 services.source_signing_secret_set(actor=users["platform"], source=source,

@@ -61,7 +61,10 @@ class Command(BaseCommand):
         rotated = found.write_key_rotated_at.isoformat() if found.write_key_rotated_at else "never"
         self.stdout.write(f"source:            {found.name} (id {found.pk}, {found.platform} {found.kind}, "
                           f"{'active' if found.is_active else 'DISABLED'})")
+        if found.kind == "webhook":
+            self.stdout.write("write key prefix:  (none: a webhook source's events are signed by the provider)")
+            self.stdout.write(f"signing secret:    {'set' if found.signing_secret else 'not set'}")
+            return
         self.stdout.write(f"write key prefix:  wk_{found.write_key_prefix}_…" if found.write_key_prefix
                           else "write key prefix:  (none)")
         self.stdout.write(f"key rotated at:    {rotated}")
-        self.stdout.write(f"signing secret:    {'set' if found.signing_secret else 'not set'}")

@@ -51,7 +51,8 @@ class Command(BaseCommand):
         try:
             call_command("migrate", interactive=False, verbosity=0)
             self.stdout.write("Database ready.")
-            call_command("seed_demo", stdout=self.stdout)
+            call_command("seed_demo", quiet_keys=True, stdout=self.stdout)
+            self._print_write_keys()
             if not portal_only:
                 self._start_pipeline(var, addrport, no_traffic, traffic_rate)
             self.stdout.write(self.style.SUCCESS(
@@ -124,6 +125,16 @@ class Command(BaseCommand):
                                     "--count", "100000000", "--rate", str(traffic_rate), "--batch", "20",
                                     "--wait-for-portal"], var)
             self.stdout.write(f"Traffic generator: {traffic_rate:g} events/s through the collectors.")
+
+    def _print_write_keys(self) -> None:
+        """The demo sources' write keys: the same ones the traffic generator sends with, kept across
+        restarts in var/demo-write-keys.json."""
+        from contracts.management.commands.seed_demo import demo_write_keys_ensure, demo_write_keys_path
+
+        keys = demo_write_keys_ensure()
+        self.stdout.write(f"Write keys for POST /collect/v1/batch (kept in {demo_write_keys_path()}):")
+        for name, key in keys.items():
+            self.stdout.write(f"  {name:<14} {key or '(rotated in the portal: use your key; no demo traffic for it)'}")
 
     def _stop_children(self) -> None:
         for _name, proc in reversed(self.children):
