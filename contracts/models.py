@@ -52,6 +52,9 @@ class Source(models.Model):
     write_key_prefix = models.CharField(max_length=16, blank=True)
     write_key_hash = models.CharField(max_length=64, blank=True)
     write_key_rotated_at = models.DateTimeField(null=True, blank=True)
+    # The prefix of the key before the last rotation: requests still sending it are counted against
+    # this source ("rotated_write_key") instead of as an unknown key.
+    previous_write_key_prefix = models.CharField(max_length=16, blank=True)
     # A webhook provider's signing secret must be kept readable: it verifies each request's HMAC.
     signing_secret = models.CharField(max_length=255, blank=True)
     is_active = models.BooleanField(default=True)

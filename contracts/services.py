@@ -123,6 +123,7 @@ def source_write_key_rotate(*, actor: Any, source: Source) -> str:
     with transaction.atomic():
         source = Source.objects.select_for_update(of=("self",)).select_related("team").get(pk=source.pk)
         before = _source_state(source)
+        source.previous_write_key_prefix = source.write_key_prefix
         source.write_key_prefix, source.write_key_hash = prefix, digest
         source.write_key_rotated_at = timezone.now()
         source.save()

@@ -129,9 +129,12 @@ def source_create(request: HttpRequest) -> HttpResponse:
 def source_detail(request: HttpRequest, name: str) -> HttpResponse:
     source = selectors.source_by_name_or_id(name)
     contracts = page_selectors.with_version_summary(selectors.contract_list(source=source.name))
+    from ingest_workers.page_selectors import collector_answers_last_hour
+
     return render(request, "contracts/source_detail.html", {
         "source": source, "contracts": contracts, "signing_form": SigningSecretForm(),
         "can_edit": can_edit_team_objects(request.user, source.team_id),
+        "collector_answers": collector_answers_last_hour(source=source.name),
     })
 
 

@@ -30,7 +30,7 @@ from contracts.errors import NotFound
 from contracts.models import Platform, Source
 from contracts.selectors import source_by_name_or_id
 from contracts.services import source_write_key_matches
-from ingest_workers import collector_auth
+from ingest_workers import collector_auth, collector_stats
 from ingest_workers.envelope import envelope_encode
 from ingest_workers.partition import partition_key
 from ingest_workers.rate_limit import rate_limit_take
@@ -118,11 +118,30 @@ def collector_view(*, methods: tuple[str, ...] = ("POST",), cors: bool = False) 
                                      {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
             for name, value in extra_headers.items():
                 response[name] = value
+            _answer_count(request, response)
             return response
 
         return wrapper
 
     return decorate
+
+
+def _answer_count(request: HttpRequest, response: HttpResponse) -> None:
+    """Count the answer against its source (the source and pipeline pages show the last hour)."""
+    if request.method == "OPTIONS":
+        return
+    status = response.status_code
+    if status < 300:
+        code = collector_stats.ACCEPTED
+    else:
+        code = getattr(request, "collector_code", None)
+        if code is None:
+            try:
+                code = str(orjson.loads(response.content).get("error") or status)
+            except (orjson.JSONDecodeError, AttributeError):
+                code = str(status)
+    collector_stats.collector_answer_record(source=getattr(request, "collector_source", ""), status=status,
+                                            code=code[:64], events=getattr(request, "collector_events", 0))
 
 
 # --- request parsing and limits ---------------------------------------------------------------------
@@ -318,6 +337,7 @@ def _source_for_write_key(request: HttpRequest) -> Source:
         raise CollectorError(401, err.code, err.message, headers={"WWW-Authenticate": "Bearer"}) from None
     # The prefix narrows the lookup; the SHA-256 of the whole key decides.
     for source in Source.objects.select_related("team").filter(write_key_prefix=prefix):
+        request.collector_source = source.name  # type: ignore[attr-defined]
         if source_write_key_matches(source, key):
             if source.kind == "webhook":
                 # a webhook source's events are always provider-signed (a key issued before webhook
@@ -327,6 +347,12 @@ def _source_for_write_key(request: HttpRequest) -> Source:
                                      f"{source.name} is a webhook source: its events arrive signed by the provider "
                                      f"at /collect/v1/webhooks/{path}/{source.name}, not through the batch endpoint.")
             return source
+    request.collector_source = ""  # type: ignore[attr-defined]  # a prefix match alone names nobody
+    rotated = Source.objects.filter(previous_write_key_prefix=prefix).values_list("name", flat=True).first()
+    if rotated:
+        # a sender still using the key before the last rotation: counted against its source, so the
+        # source page shows who is being turned away (the answer itself says no more than before)
+        request.collector_source, request.collector_code = rotated, "rotated_write_key"  # type: ignore[attr-defined]
     raise CollectorError(401, "invalid_write_key", "The write key is not valid (rotated or mistyped?).",
                          headers={"WWW-Authenticate": "Bearer"})
 
@@ -367,18 +393,21 @@ def batch(request: HttpRequest, *, request_id: str) -> HttpResponse:
         raise CollectorError(400, "no_valid_events", "Every event in the batch was refused.", rejected=rejected)
     _rate_limit(source, len(records))
     _put(records, deadline=BATCH_PUT_DEADLINE_SECONDS)
+    request.collector_events = len(records)  # type: ignore[attr-defined]
     return _json(202, {"accepted": len(records), "rejected": rejected, "request_id": request_id})
 
 
 # --- webhooks -----------------------------------------------------------------------------------------
 
-def _webhook_source(source_id: str, platform: str, label: str) -> Source:
+def _webhook_source(request: HttpRequest, source_id: str, platform: str, label: str) -> Source:
     if source_id.isdigit() and int(source_id) > 2**63 - 1:  # no such id, and the database would overflow
         raise CollectorError(404, "source_not_found", f"No source '{source_id}'.")
     try:
         source = source_by_name_or_id(source_id)
     except NotFound:
         raise CollectorError(404, "source_not_found", f"No source '{source_id}'.") from None
+    if source.platform == platform:
+        request.collector_source = source.name  # type: ignore[attr-defined]
     if source.platform != platform:
         raise CollectorError(404, "source_not_found",
                              f"Source '{source.name}' is not a {label} source (its platform is {source.platform}).")
@@ -421,7 +450,7 @@ def _cache_set(key: str, value: Any, timeout: int) -> None:
 @collector_view(methods=("POST",))
 def slack_webhook(request: HttpRequest, source_id: str, *, request_id: str) -> HttpResponse:
     """The Slack Events API, as Slack sends it (signed with the app's signing secret)."""
-    source = _webhook_source(source_id, Platform.SLACK, "Slack")
+    source = _webhook_source(request, source_id, Platform.SLACK, "Slack")
     body = _body_read(request, settings.COLLECTOR_MAX_EVENT_BYTES)
     _verify(collector_auth.slack_request_verify, request, source, body, "X-Slack-Request-Timestamp",
             "X-Slack-Signature")
@@ -448,6 +477,7 @@ def slack_webhook(request: HttpRequest, source_id: str, *, request_id: str) -> H
         raise CollectorError(400, rejected[0]["error"], rejected[0]["message"])
     _rate_limit(source, 1)
     _put(records, deadline=SLACK_PUT_DEADLINE_SECONDS)
+    request.collector_events = 1  # type: ignore[attr-defined]
     if event_id:
         _cache_set(_slack_seen_key(source, event_id), request_id, SLACK_SEEN_TTL_SECONDS)
     return _json(200, {"ok": True, "accepted": 1, "request_id": request_id})
@@ -456,7 +486,7 @@ def slack_webhook(request: HttpRequest, source_id: str, *, request_id: str) -> H
 @collector_view(methods=("POST",))
 def voice_webhook(request: HttpRequest, source_id: str, *, request_id: str) -> HttpResponse:
     """A voice-assistant turn in the Alexa Skills Kit request format, signed with the source's secret."""
-    source = _webhook_source(source_id, Platform.VOICE, "voice")
+    source = _webhook_source(request, source_id, Platform.VOICE, "voice")
     body = _body_read(request, settings.COLLECTOR_MAX_EVENT_BYTES)
     _verify(collector_auth.voice_request_verify, request, source, body, "X-ChatOrbit-Timestamp",
             "X-ChatOrbit-Signature")
@@ -474,6 +504,7 @@ def voice_webhook(request: HttpRequest, source_id: str, *, request_id: str) -> H
         raise CollectorError(400, rejected[0]["error"], rejected[0]["message"])
     _rate_limit(source, 1)
     _put(records, deadline=VOICE_PUT_DEADLINE_SECONDS)
+    request.collector_events = 1  # type: ignore[attr-defined]
     return _json(202, {"accepted": 1, "request_id": request_id})
 
 

@@ -75,3 +75,25 @@ class WorkerLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.owner or 'nobody'}"
+
+
+class CollectorAnswer(models.Model):
+    """What the collectors answered, per source, minute and answer code ("accepted", or the error code
+    of a refusal: invalid_write_key, rotated_write_key, payload_too_large …): the source and pipeline
+    pages show the last hour, so a sender being turned away (a rotated key, a bad payload) is seen at
+    once. ``source`` is "" when the request named no source we know (an unknown key)."""
+
+    source = models.CharField(max_length=64, blank=True)
+    minute = models.DateTimeField()
+    code = models.CharField(max_length=64)
+    status = models.PositiveSmallIntegerField()
+    requests = models.PositiveIntegerField(default=0)
+    events = models.PositiveIntegerField(default=0)
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "minute", "code"], name="collector_answer_unique")]
+        indexes = [models.Index(fields=["minute"])]
+
+    def __str__(self) -> str:
+        return f"{self.source or '?'} {self.minute:%H:%M} {self.code}: {self.requests}"

@@ -291,3 +291,68 @@ def shard_rows(*, stream: str | None = None) -> list[dict]:
         rows.append({"lease": lease, "state": state,
                      "last_batch_age_s": (now - lease.last_batch_at).total_seconds() if lease.last_batch_at else None})
     return rows
+
+
+# --- what the collectors answered ------------------------------------------------------------------
+
+#: what a refusal means to the person who reads the page (codes without an entry are shown as they are)
+COLLECTOR_CODE_HINTS = {
+    "rotated_write_key": "sent with the key this source had before its last rotation: give the sender the new key",
+    "invalid_write_key": "a key no source has",
+    "missing_write_key": "no write key sent",
+    "source_disabled": "the source is disabled",
+    "webhook_source": "a webhook source's old write key used on the batch endpoint",
+    "invalid_signature": "the provider's signature does not match the signing secret",
+    "missing_signature": "no provider signature",
+    "invalid_timestamp": "a stale or malformed provider timestamp",
+    "signing_secret_not_set": "the source has no signing secret yet",
+    "rate_limited": "over the source's rate limit",
+    "body_too_large": "the body is over the size limit",
+    "event_too_large": "an event is over the size limit",
+    "too_many_events": "too many events in one request",
+    "invalid_json": "the body is not JSON",
+    "unsupported_media_type": "a content type the collector does not read",
+    "stream_unavailable": "the stream could not take the events (the sender retries)",
+    "database_unavailable": "the portal database was down (the sender retries)",
+}
+
+
+@dataclasses.dataclass
+class CollectorAnswers:
+    source: str
+    accepted_requests: int = 0
+    accepted_events: int = 0
+    refused: list[dict] = dataclasses.field(default_factory=list)   # code, status, requests, last_at, hint
+
+    @property
+    def refused_requests(self) -> int:
+        return sum(r["requests"] for r in self.refused)
+
+
+def collector_answers_last_hour(*, source: str | None = None, now: dt.datetime | None = None) -> list[CollectorAnswers]:
+    """Per source (one, or every source that was answered; "" for requests that named none), the
+    accepted requests and events and the refusals by code over the last hour, most refused first."""
+    from django.db.models import Max, Sum
+
+    from ingest_workers import collector_stats
+    from ingest_workers.models import CollectorAnswer
+
+    collector_stats.collector_answers_flush()  # this process's latest counts too
+    since = (now or timezone.now()) - dt.timedelta(hours=1)
+    rows = CollectorAnswer.objects.filter(minute__gte=since.replace(second=0, microsecond=0))
+    if source is not None:
+        rows = rows.filter(source=source)
+    grouped = (rows.values("source", "code").annotate(requests=Sum("requests"), events=Sum("events"),
+                                                      last_at=Max("last_at"), status=Max("status")))
+    by_source: dict[str, CollectorAnswers] = {}
+    for row in grouped:
+        answers = by_source.setdefault(row["source"], CollectorAnswers(row["source"]))
+        if row["code"] == collector_stats.ACCEPTED:
+            answers.accepted_requests += row["requests"]
+            answers.accepted_events += row["events"]
+        else:
+            answers.refused.append({"code": row["code"], "status": row["status"], "requests": row["requests"],
+                                    "last_at": row["last_at"], "hint": COLLECTOR_CODE_HINTS.get(row["code"], "")})
+    for answers in by_source.values():
+        answers.refused.sort(key=lambda r: (-r["requests"], r["code"]))
+    return sorted(by_source.values(), key=lambda a: (-a.refused_requests, a.source))

@@ -283,6 +283,7 @@ def _pipeline_context() -> dict:
     context["records_read"] = sum(s["lease"].records_read for s in shards)
     lags = [s["lease"].millis_behind_latest for s in shards if s["lease"].millis_behind_latest is not None]
     context["max_lag_text"] = duration_text(max(lags) / 1000) if lags else ""
+    context["collector_answers"] = page_selectors.collector_answers_last_hour()
     return context
 
 

@@ -125,3 +125,13 @@ def collector_sources(platform_user, team):
     voice = source_signing_secret_set(actor=platform_user, source=voice, secret="voice-signing-secret-0123456789")
     return {"web": web, "web_key": web_key, "api": api, "api_key": api_key, "slack": slack, "voice": voice}
 
+
+
+@pytest.fixture(autouse=True)
+def collector_answers_fresh():
+    """The collectors count their answers in memory until a flush: start each test with none pending."""
+    from ingest_workers import collector_stats
+
+    collector_stats._pending.clear()
+    yield
+    collector_stats._pending.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import time
 from collections import defaultdict
 
@@ -710,3 +711,46 @@ def test_webhook_sources_have_no_write_key_and_the_batch_endpoint_refuses_them(p
 def test_source_credentials_will_not_rotate_a_webhook_sources_key(collector_sources, admin_user):
     with pytest.raises(CommandError, match="webhook source"):
         run_command("slack-bot", "--rotate-write-key", "--actor", admin_user.username)
+
+
+def test_a_sender_turned_away_shows_on_the_source_and_pipeline_pages(client, post_batch, collector_sources,
+                                                                     platform_user):
+    # walkthrough F2: after a key rotation the old sender got 401s that nothing in the portal showed
+    from contracts.services import source_write_key_rotate
+
+    old_key = collector_sources["web_key"]
+    assert post_batch([web_event(1), web_event(2)]).status_code == 202
+    source_write_key_rotate(actor=platform_user, source=collector_sources["web"])
+    for _ in range(3):
+        assert_error(post_batch([web_event(3)], key=old_key), 401, "invalid_write_key")
+    assert_error(post_batch([web_event(4)], key="wk_deadbeef_" + "A" * 43), 401, "invalid_write_key")
+    client.force_login(platform_user)
+    page = client.get("/sources/web-chat/").content.decode()
+    section = page[page.index("Collector, last hour"):]
+    assert "2 events in 1 request" in section
+    assert re.search(r"<code>rotated_write_key</code> \(401\) × 3", section)
+    assert "give the sender the new key" in section
+    pipeline = client.get("/pipeline/").content.decode()
+    rows = re.findall(r'data-testid="collector-answers-row">(.*?)</tr>', pipeline, re.S)
+    web = next(row for row in rows if ">web-chat<" in row)
+    assert "rotated_write_key" in web and "× 3" in web
+    unknown = next(row for row in rows if "no known source" in row)
+    assert "<code>invalid_write_key</code> (401) × 1" in unknown
+
+
+def test_collector_answers_from_several_processes_add_up(db):
+    from ingest_workers import collector_stats
+    from ingest_workers.page_selectors import collector_answers_last_hour
+
+    now = time.time()
+    for _ in range(2):   # two processes count the same minute and each flushes its own counts
+        collector_stats.collector_answer_record(source="web-chat", status=202, code="accepted", events=5, now=now)
+        collector_stats.collector_answer_record(source="web-chat", status=429, code="rate_limited", now=now)
+        collector_stats.collector_answers_flush()
+    (web,) = collector_answers_last_hour(source="web-chat")
+    assert (web.accepted_requests, web.accepted_events) == (2, 10)
+    assert [(r["code"], r["requests"]) for r in web.refused] == [("rate_limited", 2)]
+    collector_stats.collector_answer_record(source="old", status=401, code="invalid_write_key",
+                                            now=now - 2 * 3600)   # older than the hour: not shown
+    collector_stats.collector_answers_flush()
+    assert collector_answers_last_hour(source="old") == []
