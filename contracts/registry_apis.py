@@ -5,7 +5,11 @@ Wire format, paths and error codes follow Confluent Schema Registry's REST API
 How review states map onto registry notions (see docs/decisions.md):
 - `register` creates a version *in review* (never approved) and returns the schema's global id;
   the same schema registered again returns the existing id.
-- a subject's version list and `latest` skip rejected versions; `GET versions/N` returns any version.
+- a subject's version list and `latest` skip rejected versions, so `latest` may be a version still in
+  review; `?approved=true` on the version reads asks for approved versions only. `GET versions/N`
+  returns any version.
+- "the same schema" (lookup, registration) means the same normalized form: attribute order and a
+  primitive written as an object do not matter (compatibility.normalized_schema).
 - checks against `latest`/N compare with that one version whatever its review state; a check against
   the subject (no version) uses the subject's mode over its approved versions, as registration does.
 """
@@ -25,15 +29,21 @@ from contracts import selectors, services
 from contracts.errors import ContractError
 from contracts.models import CompatibilityLevel, Contract, ContractVersion, VersionStatus
 from portal.authentication import ApiTokenAuthentication, TokenBasicAuthentication
-from portal.parsers import RegistryGenericJSONParser, RegistryJSONParser, SafeJSONParser
+from portal.parsers import (
+    RegistryGenericJSONParser,
+    RegistryJSONParser,
+    RegistryOctetStreamParser,
+    SafeJSONParser,
+)
 
 REGISTRY_MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
+REGISTRY_GENERIC_MEDIA_TYPE = "application/vnd.schemaregistry+json"
 DEFAULT_LEVEL = CompatibilityLevel.BACKWARD_TRANSITIVE
 
 # Our domain error codes → the registry's numeric codes.
 REGISTRY_CODES = {
     "subject_not_found": 40401, "source_not_found": 40401, "version_not_found": 40402,
-    "schema_not_found": 40403, "incompatible": 40901, "invalid_schema": 42201, "schema_too_large": 42201,
+    "schema_not_found": 40403, "incompatible": 409, "invalid_schema": 42201, "schema_too_large": 42201,
     "invalid_version": 42202, "invalid_compatibility_level": 42203, "invalid_subject": 42201,
     "forbidden": 40301, "own_change": 40301,
 }
@@ -49,13 +59,23 @@ class RegistryJSONRenderer(renderers.JSONRenderer):
     media_type = REGISTRY_MEDIA_TYPE
 
 
+class RegistryGenericJSONRenderer(renderers.JSONRenderer):
+    media_type = REGISTRY_GENERIC_MEDIA_TYPE
+
+
+# What Confluent's registry answers in, preferred first; `*/*`, `application/*` and no Accept header get
+# the first. A request body may be any of these, or `application/octet-stream`, and is read as JSON.
+REGISTRY_RENDERERS = [RegistryJSONRenderer, RegistryGenericJSONRenderer, renderers.JSONRenderer]
+REGISTRY_PARSERS = [RegistryJSONParser, RegistryGenericJSONParser, SafeJSONParser, RegistryOctetStreamParser]
+
+
 class RegistryApi(APIView):
     # Documented by Confluent's API reference, not in our OpenAPI document (see docs/decisions.md).
     schema = None
     authentication_classes = [TokenBasicAuthentication, ApiTokenAuthentication]
     permission_classes = [IsAuthenticated]
-    parser_classes = [RegistryJSONParser, RegistryGenericJSONParser, SafeJSONParser]
-    renderer_classes = [RegistryJSONRenderer, renderers.JSONRenderer]
+    parser_classes = REGISTRY_PARSERS
+    renderer_classes = REGISTRY_RENDERERS
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, ContractError):
@@ -98,15 +118,29 @@ def _schema_from_body(data: Any) -> Any:
     return raw
 
 
-def _visible_versions(contract: Contract) -> list[ContractVersion]:
-    return list(contract.versions.exclude(status=VersionStatus.REJECTED).select_related("schema").order_by("version"))
+def _approved_only(request) -> bool:
+    """`?approved=true`: the client wants only versions a data engineer approved (see the README)."""
+    value = request.query_params.get("approved")
+    if value is None or value.lower() == "false":
+        return False
+    if value.lower() == "true":
+        return True
+    raise RegistryError(400, 400, f"'approved' must be true or false, not '{value}'.")
 
 
-def _version_lookup(contract: Contract, version: str) -> ContractVersion:
+def _visible_versions(contract: Contract, *, approved_only: bool = False) -> list[ContractVersion]:
+    versions = contract.versions.select_related("schema").order_by("version")
+    if approved_only:
+        return list(versions.filter(status=VersionStatus.APPROVED))
+    return list(versions.exclude(status=VersionStatus.REJECTED))
+
+
+def _version_lookup(contract: Contract, version: str, *, approved_only: bool = False) -> ContractVersion:
     if version == "latest" or version == "-1":
-        visible = _visible_versions(contract)
+        visible = _visible_versions(contract, approved_only=approved_only)
         if not visible:
-            raise RegistryError(404, 40402, f"Subject '{contract.subject}' has no versions.")
+            which = "approved versions" if approved_only else "versions"
+            raise RegistryError(404, 40402, f"Subject '{contract.subject}' has no {which}.")
         return visible[-1]
     if not (version.isascii() and version.isdigit()) or len(version) > 10:
         raise RegistryError(422, 42202, f"'{version}' is not a valid version: use a positive number or 'latest'.")
@@ -116,16 +150,29 @@ def _version_lookup(contract: Contract, version: str) -> ContractVersion:
     found = contract.versions.select_related("schema").filter(version=number).first()
     if found is None:
         raise RegistryError(404, 40402, f"Version {number} not found for subject '{contract.subject}'.")
+    if approved_only and found.status != VersionStatus.APPROVED:
+        raise RegistryError(404, 40402, f"Version {number} of subject '{contract.subject}' is "
+                                        f"{found.get_status_display().lower()}, not approved.")
     return found
 
 
 def _version_body(version: ContractVersion) -> dict:
+    # No schemaType: Confluent leaves it out for Avro, and Avro is all this registry holds.
     return {"subject": version.contract.subject, "version": version.version, "id": version.schema_id,
-            "schemaType": "AVRO", "schema": version.schema.schema}
+            "schema": version.schema.schema}
 
 
 def _is_true(value: str | None) -> bool:
     return (value or "").lower() == "true"
+
+
+class RegistryRootApi(RegistryApi):
+    """GET /registry/: `{}`, as Confluent's root answers (clients and health checks probe it)."""
+
+    permission_classes: list = []
+
+    def get(self, request):
+        return Response({})
 
 
 class SubjectListApi(RegistryApi):
@@ -139,7 +186,7 @@ class SubjectListApi(RegistryApi):
 class SubjectVersionsApi(RegistryApi):
     def get(self, request, subject: str):
         contract = selectors.contract_by_subject(subject)
-        return Response([v.version for v in _visible_versions(contract)])
+        return Response([v.version for v in _visible_versions(contract, approved_only=_approved_only(request))])
 
     def post(self, request, subject: str):
         """Register: create a version in review (or return the id of the same schema already there)."""
@@ -162,7 +209,7 @@ class SubjectLookupApi(RegistryApi):
         contract = selectors.contract_by_subject(subject)
         parsed = selectors.schema_parse(raw)
         found = (
-            contract.versions.filter(schema__fingerprint=services.schema_fingerprint(parsed))
+            contract.versions.filter(schema__normalized_fingerprint=services.schema_normalized_fingerprint(parsed))
             .select_related("schema").order_by("-version").first()
         )
         if found is None:
@@ -173,17 +220,18 @@ class SubjectLookupApi(RegistryApi):
 class SubjectVersionApi(RegistryApi):
     def get(self, request, subject: str, version: str):
         contract = selectors.contract_by_subject(subject)
-        return Response(_version_body(_version_lookup(contract, version)))
+        return Response(_version_body(_version_lookup(contract, version, approved_only=_approved_only(request))))
 
 
 class SubjectVersionSchemaApi(RegistryApi):
     """GET /subjects/{s}/versions/{v}/schema: the bare schema."""
 
-    renderer_classes = [renderers.JSONRenderer, RegistryJSONRenderer]
+    renderer_classes = [renderers.JSONRenderer, RegistryJSONRenderer, RegistryGenericJSONRenderer]
 
     def get(self, request, subject: str, version: str):
         contract = selectors.contract_by_subject(subject)
-        return Response(orjson.loads(_version_lookup(contract, version).schema.schema))
+        found = _version_lookup(contract, version, approved_only=_approved_only(request))
+        return Response(orjson.loads(found.schema.schema))
 
 
 class SchemaByIdApi(RegistryApi):
@@ -194,7 +242,7 @@ class SchemaByIdApi(RegistryApi):
             schema = selectors.schema_by_id(schema_id)
         except ContractError as err:
             raise RegistryError(404, 40403, f"Schema {schema_id} not found.") from err
-        return Response({"schema": schema.schema, "schemaType": "AVRO"})
+        return Response({"schema": schema.schema})
 
 
 class SchemaSubjectsApi(RegistryApi):
@@ -247,8 +295,12 @@ class SubjectConfigApi(RegistryApi):
     def put(self, request, subject: str):
         data = request.data if isinstance(request.data, dict) else {}
         level = data.get("compatibility", data.get("compatibilityLevel"))
-        contract = selectors.contract_by_subject(subject)
-        services.contract_compatibility_set(actor=request.user, contract=contract, level=level)
+        services.compatibility_level_parse(level)  # a bad level must not create the subject first
+        # As in Confluent's registry, a subject's level may be set before its first version: that creates
+        # the subject, under the same team rules as a registration.
+        with transaction.atomic():
+            contract = services.contract_for_subject_or_create(actor=request.user, subject=subject)
+            services.contract_compatibility_set(actor=request.user, contract=contract, level=level)
         return Response({"compatibility": contract.compatibility})
 
 
