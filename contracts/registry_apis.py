@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 from django.db import transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, renderers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -69,9 +71,24 @@ REGISTRY_RENDERERS = [RegistryJSONRenderer, RegistryGenericJSONRenderer, rendere
 REGISTRY_PARSERS = [RegistryJSONParser, RegistryGenericJSONParser, SafeJSONParser, RegistryOctetStreamParser]
 
 
+APPROVED_PARAMETER = OpenApiParameter(
+    "approved", bool, description="`true`: only versions a data engineer approved (`latest` is then the latest "
+                                  "approved one). Without it, as in Confluent's API, `latest` may be in review.")
+
+
+def registry_doc(operation_id: str, summary: str, *, body: bool = False, approved: bool = False,
+                 description: str = ""):
+    """The OpenAPI entry of a registry endpoint: its wire format is Confluent's API reference, so it is brief."""
+    return extend_schema(
+        operation_id=f"registry_{operation_id}", tags=["registry (Confluent Schema Registry subset)"],
+        summary=summary, description=description,
+        request=OpenApiTypes.OBJECT if body else None, responses={200: OpenApiTypes.ANY},
+        parameters=[APPROVED_PARAMETER] if approved else [],
+    )
+
+
 class RegistryApi(APIView):
-    # Documented by Confluent's API reference, not in our OpenAPI document (see docs/decisions.md).
-    schema = None
+    # In the OpenAPI document briefly (registry_doc); the wire format is Confluent's API reference.
     authentication_classes = [TokenBasicAuthentication, ApiTokenAuthentication]
     permission_classes = [IsAuthenticated]
     parser_classes = REGISTRY_PARSERS
@@ -171,11 +188,13 @@ class RegistryRootApi(RegistryApi):
 
     permission_classes: list = []
 
+    @registry_doc("root", "Root: `{}`, as Confluent's registry answers")
     def get(self, request):
         return Response({})
 
 
 class SubjectListApi(RegistryApi):
+    @registry_doc("subjects_list", "List subjects (`subjectPrefix` filters)")
     def get(self, request):
         prefix = request.query_params.get("subjectPrefix") or ""
         subjects = Contract.objects.filter(subject__startswith=prefix).order_by("subject").values_list("subject",
@@ -184,10 +203,14 @@ class SubjectListApi(RegistryApi):
 
 
 class SubjectVersionsApi(RegistryApi):
+    @registry_doc("versions_list", "List a subject's versions (rejected ones left out)", approved=True)
     def get(self, request, subject: str):
         contract = selectors.contract_by_subject(subject)
         return Response([v.version for v in _visible_versions(contract, approved_only=_approved_only(request))])
 
+    @registry_doc("register", "Register a schema: creates a version in review", body=True, description=(
+        "Returns the schema's global id. The version waits for a data engineer's approval; the same schema "
+        "registered again (however it is written) returns the same id."))
     def post(self, request, subject: str):
         """Register: create a version in review (or return the id of the same schema already there)."""
         raw = _schema_from_body(request.data)
@@ -204,6 +227,7 @@ class SubjectVersionsApi(RegistryApi):
 class SubjectLookupApi(RegistryApi):
     """POST /subjects/{s}: is this schema registered under the subject?"""
 
+    @registry_doc("lookup", "Is this schema registered under the subject?", body=True)
     def post(self, request, subject: str):
         raw = _schema_from_body(request.data)
         contract = selectors.contract_by_subject(subject)
@@ -218,6 +242,7 @@ class SubjectLookupApi(RegistryApi):
 
 
 class SubjectVersionApi(RegistryApi):
+    @registry_doc("version_get", "Get a version (a number, `latest` or -1)", approved=True)
     def get(self, request, subject: str, version: str):
         contract = selectors.contract_by_subject(subject)
         return Response(_version_body(_version_lookup(contract, version, approved_only=_approved_only(request))))
@@ -228,6 +253,7 @@ class SubjectVersionSchemaApi(RegistryApi):
 
     renderer_classes = [renderers.JSONRenderer, RegistryJSONRenderer, RegistryGenericJSONRenderer]
 
+    @registry_doc("version_schema_get", "Get a version's bare schema", approved=True)
     def get(self, request, subject: str, version: str):
         contract = selectors.contract_by_subject(subject)
         found = _version_lookup(contract, version, approved_only=_approved_only(request))
@@ -235,6 +261,7 @@ class SubjectVersionSchemaApi(RegistryApi):
 
 
 class SchemaByIdApi(RegistryApi):
+    @registry_doc("schema_get", "Get a schema by its global id")
     def get(self, request, schema_id: int):
         if schema_id > 2**63 - 1:
             raise RegistryError(404, 40403, f"Schema {schema_id} not found.")
@@ -246,6 +273,7 @@ class SchemaByIdApi(RegistryApi):
 
 
 class SchemaSubjectsApi(RegistryApi):
+    @registry_doc("schema_subjects_list", "List the subjects that use a schema id")
     def get(self, request, schema_id: int):
         if schema_id > 2**63 - 1:
             raise RegistryError(404, 40403, f"Schema {schema_id} not found.")
@@ -269,6 +297,7 @@ def _check_response(check: selectors.ContractCheck, verbose: bool) -> Response:
 
 
 class CompatibilityVersionApi(RegistryApi):
+    @registry_doc("compatibility_version_check", "Check a schema against one version", body=True)
     def post(self, request, subject: str, version: str):
         raw = _schema_from_body(request.data)
         contract = selectors.contract_by_subject(subject)
@@ -280,6 +309,7 @@ class CompatibilityVersionApi(RegistryApi):
 
 
 class CompatibilitySubjectApi(RegistryApi):
+    @registry_doc("compatibility_subject_check", "Check a schema against the subject's mode", body=True)
     def post(self, request, subject: str):
         raw = _schema_from_body(request.data)
         contract = selectors.contract_by_subject(subject)
@@ -288,10 +318,12 @@ class CompatibilitySubjectApi(RegistryApi):
 
 
 class SubjectConfigApi(RegistryApi):
+    @registry_doc("subject_config_get", "Get a subject's compatibility level")
     def get(self, request, subject: str):
         contract = selectors.contract_by_subject(subject)
         return Response({"compatibilityLevel": contract.compatibility})
 
+    @registry_doc("subject_config_set", "Set a subject's compatibility level (creates the subject if new)", body=True)
     def put(self, request, subject: str):
         data = request.data if isinstance(request.data, dict) else {}
         level = data.get("compatibility", data.get("compatibilityLevel"))
@@ -305,14 +337,17 @@ class SubjectConfigApi(RegistryApi):
 
 
 class GlobalConfigApi(RegistryApi):
+    @registry_doc("global_config_get", "Get the global level (BACKWARD_TRANSITIVE)")
     def get(self, request):
         return Response({"compatibilityLevel": DEFAULT_LEVEL})
 
+    @registry_doc("global_config_set", "Set the global level: refused, it is fixed", body=True)
     def put(self, request):
         raise RegistryError(403, 40301, "The global default (BACKWARD_TRANSITIVE) is fixed; set levels per subject.")
 
 
 class SchemaTypesApi(RegistryApi):
+    @registry_doc("schema_types_list", "List schema types (AVRO only)")
     def get(self, request):
         return Response(["AVRO"])
 
@@ -320,6 +355,7 @@ class SchemaTypesApi(RegistryApi):
 class UnknownRegistryPathApi(RegistryApi):
     """Anything else under /registry/: a registry-style 404, so clients show a real message."""
 
+    schema = None  # a catch-all, not an endpoint
     permission_classes: list = []
 
     def _not_found(self, request, *args, **kwargs):
