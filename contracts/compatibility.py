@@ -887,6 +887,75 @@ def parse_record_schema(schema: SchemaInput) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# Normalized form (the registry's identity of a schema)
+# --------------------------------------------------------------------------------------------
+
+# Attributes the Avro specification reserves for schemas. On a primitive written as an object they
+# mean nothing (Java's parser drops them), so {"type": "int", "name": "n"} is the schema "int".
+_SCHEMA_RESERVED: Final = frozenset(
+    {"type", "name", "namespace", "doc", "aliases", "fields", "items", "values", "symbols", "size"}
+)
+
+
+def normalized_schema(schema: JsonSchema) -> JsonSchema:
+    """The same schema, written one way: what the Schema Registry compares to say "the same schema".
+
+    ``schema`` must be a decoded, valid schema (the result of :func:`parse_schema`). Two ways of
+    writing one schema give equal results: a primitive written as an object with nothing of its
+    own (``{"type": "int"}``, ``{"type": "int", "name": "n"}``) becomes its name, names, references
+    and aliases become full names (no ``namespace`` attribute), a field's ``"order": "ascending"``
+    (the default) and empty ``aliases`` are dropped. Serialise with sorted keys to compare, so
+    attribute order does not matter either.
+
+    This is what Confluent's registry compares (the schema as Java's Avro parser prints it), not
+    Avro's Parsing Canonical Form: docs, defaults, aliases, logical types and custom properties
+    still make two schemas different, because a reader sees them (docs/decisions.md).
+    """
+    return _normalized(schema, "")
+
+
+def _normalized(schema: Any, namespace: str) -> Any:
+    if isinstance(schema, str):
+        return schema if schema in _PRIMITIVES else _qualify(schema, namespace)
+    if isinstance(schema, list):
+        return [_normalized(branch, namespace) for branch in schema]
+    kind = schema["type"]
+    if kind in _PRIMITIVES:
+        own = {key: value for key, value in schema.items() if key not in _SCHEMA_RESERVED}
+        return {"type": kind, **own} if own else kind
+    result = {key: value for key, value in schema.items() if key != "namespace"}
+    if kind in ("array", "map"):
+        inner = "items" if kind == "array" else "values"
+        result[inner] = _normalized(schema[inner], namespace)
+        return result
+    space = schema.get("namespace")
+    fullname = _qualify(schema["name"], namespace if space is None else space)
+    space_of_name = fullname.rpartition(".")[0]
+    result["name"] = fullname
+    _normalize_aliases(result, space_of_name)
+    if kind == "record":
+        result["fields"] = [_normalized_field(spec, space_of_name) for spec in schema["fields"]]
+    return result
+
+
+def _normalized_field(spec: dict[str, Any], namespace: str) -> dict[str, Any]:
+    result = {**spec, "type": _normalized(spec["type"], namespace)}
+    if result.get("order") == "ascending":
+        del result["order"]
+    if not result.get("aliases", True):
+        del result["aliases"]
+    return result
+
+
+def _normalize_aliases(result: dict[str, Any], namespace: str) -> None:
+    if "aliases" in result:
+        if result["aliases"]:
+            result["aliases"] = [_qualify(alias, namespace) for alias in result["aliases"]]
+        else:
+            del result["aliases"]
+
+
+# --------------------------------------------------------------------------------------------
 # Resolution (reader against writer)
 # --------------------------------------------------------------------------------------------
 

@@ -97,6 +97,9 @@ class SchemaText(models.Model):
     """A distinct schema, registry-wide. Its id is the Schema Registry's global schema id."""
 
     fingerprint = models.CharField(max_length=64, unique=True)
+    # SHA-256 of the normalized form: the registry's "same schema" (attribute order, named primitives).
+    # Not unique: texts stored before it existed may share one.
+    normalized_fingerprint = models.CharField(max_length=64, db_index=True, default="")
     schema = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -5,7 +5,11 @@ Wire format, paths and error codes follow Confluent Schema Registry's REST API
 How review states map onto registry notions (see docs/decisions.md):
 - `register` creates a version *in review* (never approved) and returns the schema's global id;
   the same schema registered again returns the existing id.
-- a subject's version list and `latest` skip rejected versions; `GET versions/N` returns any version.
+- a subject's version list and `latest` skip rejected versions, so `latest` may be a version still in
+  review; `?approved=true` on the version reads asks for approved versions only. `GET versions/N`
+  returns any version.
+- "the same schema" (lookup, registration) means the same normalized form: attribute order and a
+  primitive written as an object do not matter (compatibility.normalized_schema).
 - checks against `latest`/N compare with that one version whatever its review state; a check against
   the subject (no version) uses the subject's mode over its approved versions, as registration does.
 """
@@ -16,6 +20,8 @@ from typing import Any
 
 import orjson
 from django.db import transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, renderers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -25,15 +31,21 @@ from contracts import selectors, services
 from contracts.errors import ContractError
 from contracts.models import CompatibilityLevel, Contract, ContractVersion, VersionStatus
 from portal.authentication import ApiTokenAuthentication, TokenBasicAuthentication
-from portal.parsers import RegistryGenericJSONParser, RegistryJSONParser, SafeJSONParser
+from portal.parsers import (
+    RegistryGenericJSONParser,
+    RegistryJSONParser,
+    RegistryOctetStreamParser,
+    SafeJSONParser,
+)
 
 REGISTRY_MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
+REGISTRY_GENERIC_MEDIA_TYPE = "application/vnd.schemaregistry+json"
 DEFAULT_LEVEL = CompatibilityLevel.BACKWARD_TRANSITIVE
 
 # Our domain error codes → the registry's numeric codes.
 REGISTRY_CODES = {
     "subject_not_found": 40401, "source_not_found": 40401, "version_not_found": 40402,
-    "schema_not_found": 40403, "incompatible": 40901, "invalid_schema": 42201, "schema_too_large": 42201,
+    "schema_not_found": 40403, "incompatible": 409, "invalid_schema": 42201, "schema_too_large": 42201,
     "invalid_version": 42202, "invalid_compatibility_level": 42203, "invalid_subject": 42201,
     "forbidden": 40301, "own_change": 40301,
 }
@@ -49,13 +61,38 @@ class RegistryJSONRenderer(renderers.JSONRenderer):
     media_type = REGISTRY_MEDIA_TYPE
 
 
+class RegistryGenericJSONRenderer(renderers.JSONRenderer):
+    media_type = REGISTRY_GENERIC_MEDIA_TYPE
+
+
+# What Confluent's registry answers in, preferred first; `*/*`, `application/*` and no Accept header get
+# the first. A request body may be any of these, or `application/octet-stream`, and is read as JSON.
+REGISTRY_RENDERERS = [RegistryJSONRenderer, RegistryGenericJSONRenderer, renderers.JSONRenderer]
+REGISTRY_PARSERS = [RegistryJSONParser, RegistryGenericJSONParser, SafeJSONParser, RegistryOctetStreamParser]
+
+
+APPROVED_PARAMETER = OpenApiParameter(
+    "approved", bool, description="`true`: only versions a data engineer approved (`latest` is then the latest "
+                                  "approved one). Without it, as in Confluent's API, `latest` may be in review.")
+
+
+def registry_doc(operation_id: str, summary: str, *, body: bool = False, approved: bool = False,
+                 description: str = ""):
+    """The OpenAPI entry of a registry endpoint: its wire format is Confluent's API reference, so it is brief."""
+    return extend_schema(
+        operation_id=f"registry_{operation_id}", tags=["registry (Confluent Schema Registry subset)"],
+        summary=summary, description=description,
+        request=OpenApiTypes.OBJECT if body else None, responses={200: OpenApiTypes.ANY},
+        parameters=[APPROVED_PARAMETER] if approved else [],
+    )
+
+
 class RegistryApi(APIView):
-    # Documented by Confluent's API reference, not in our OpenAPI document (see docs/decisions.md).
-    schema = None
+    # In the OpenAPI document briefly (registry_doc); the wire format is Confluent's API reference.
     authentication_classes = [TokenBasicAuthentication, ApiTokenAuthentication]
     permission_classes = [IsAuthenticated]
-    parser_classes = [RegistryJSONParser, RegistryGenericJSONParser, SafeJSONParser]
-    renderer_classes = [RegistryJSONRenderer, renderers.JSONRenderer]
+    parser_classes = REGISTRY_PARSERS
+    renderer_classes = REGISTRY_RENDERERS
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, ContractError):
@@ -98,15 +135,29 @@ def _schema_from_body(data: Any) -> Any:
     return raw
 
 
-def _visible_versions(contract: Contract) -> list[ContractVersion]:
-    return list(contract.versions.exclude(status=VersionStatus.REJECTED).select_related("schema").order_by("version"))
+def _approved_only(request) -> bool:
+    """`?approved=true`: the client wants only versions a data engineer approved (see the README)."""
+    value = request.query_params.get("approved")
+    if value is None or value.lower() == "false":
+        return False
+    if value.lower() == "true":
+        return True
+    raise RegistryError(400, 400, f"'approved' must be true or false, not '{value}'.")
 
 
-def _version_lookup(contract: Contract, version: str) -> ContractVersion:
+def _visible_versions(contract: Contract, *, approved_only: bool = False) -> list[ContractVersion]:
+    versions = contract.versions.select_related("schema").order_by("version")
+    if approved_only:
+        return list(versions.filter(status=VersionStatus.APPROVED))
+    return list(versions.exclude(status=VersionStatus.REJECTED))
+
+
+def _version_lookup(contract: Contract, version: str, *, approved_only: bool = False) -> ContractVersion:
     if version == "latest" or version == "-1":
-        visible = _visible_versions(contract)
+        visible = _visible_versions(contract, approved_only=approved_only)
         if not visible:
-            raise RegistryError(404, 40402, f"Subject '{contract.subject}' has no versions.")
+            which = "approved versions" if approved_only else "versions"
+            raise RegistryError(404, 40402, f"Subject '{contract.subject}' has no {which}.")
         return visible[-1]
     if not (version.isascii() and version.isdigit()) or len(version) > 10:
         raise RegistryError(422, 42202, f"'{version}' is not a valid version: use a positive number or 'latest'.")
@@ -116,19 +167,34 @@ def _version_lookup(contract: Contract, version: str) -> ContractVersion:
     found = contract.versions.select_related("schema").filter(version=number).first()
     if found is None:
         raise RegistryError(404, 40402, f"Version {number} not found for subject '{contract.subject}'.")
+    if approved_only and found.status != VersionStatus.APPROVED:
+        raise RegistryError(404, 40402, f"Version {number} of subject '{contract.subject}' is "
+                                        f"{found.get_status_display().lower()}, not approved.")
     return found
 
 
 def _version_body(version: ContractVersion) -> dict:
+    # No schemaType: Confluent leaves it out for Avro, and Avro is all this registry holds.
     return {"subject": version.contract.subject, "version": version.version, "id": version.schema_id,
-            "schemaType": "AVRO", "schema": version.schema.schema}
+            "schema": version.schema.schema}
 
 
 def _is_true(value: str | None) -> bool:
     return (value or "").lower() == "true"
 
 
+class RegistryRootApi(RegistryApi):
+    """GET /registry/: `{}`, as Confluent's root answers (clients and health checks probe it)."""
+
+    permission_classes: list = []
+
+    @registry_doc("root", "Root: `{}`, as Confluent's registry answers")
+    def get(self, request):
+        return Response({})
+
+
 class SubjectListApi(RegistryApi):
+    @registry_doc("subjects_list", "List subjects (`subjectPrefix` filters)")
     def get(self, request):
         prefix = request.query_params.get("subjectPrefix") or ""
         subjects = Contract.objects.filter(subject__startswith=prefix).order_by("subject").values_list("subject",
@@ -137,10 +203,14 @@ class SubjectListApi(RegistryApi):
 
 
 class SubjectVersionsApi(RegistryApi):
+    @registry_doc("versions_list", "List a subject's versions (rejected ones left out)", approved=True)
     def get(self, request, subject: str):
         contract = selectors.contract_by_subject(subject)
-        return Response([v.version for v in _visible_versions(contract)])
+        return Response([v.version for v in _visible_versions(contract, approved_only=_approved_only(request))])
 
+    @registry_doc("register", "Register a schema: creates a version in review", body=True, description=(
+        "Returns the schema's global id. The version waits for a data engineer's approval; the same schema "
+        "registered again (however it is written) returns the same id."))
     def post(self, request, subject: str):
         """Register: create a version in review (or return the id of the same schema already there)."""
         raw = _schema_from_body(request.data)
@@ -157,12 +227,13 @@ class SubjectVersionsApi(RegistryApi):
 class SubjectLookupApi(RegistryApi):
     """POST /subjects/{s}: is this schema registered under the subject?"""
 
+    @registry_doc("lookup", "Is this schema registered under the subject?", body=True)
     def post(self, request, subject: str):
         raw = _schema_from_body(request.data)
         contract = selectors.contract_by_subject(subject)
         parsed = selectors.schema_parse(raw)
         found = (
-            contract.versions.filter(schema__fingerprint=services.schema_fingerprint(parsed))
+            contract.versions.filter(schema__normalized_fingerprint=services.schema_normalized_fingerprint(parsed))
             .select_related("schema").order_by("-version").first()
         )
         if found is None:
@@ -171,22 +242,26 @@ class SubjectLookupApi(RegistryApi):
 
 
 class SubjectVersionApi(RegistryApi):
+    @registry_doc("version_get", "Get a version (a number, `latest` or -1)", approved=True)
     def get(self, request, subject: str, version: str):
         contract = selectors.contract_by_subject(subject)
-        return Response(_version_body(_version_lookup(contract, version)))
+        return Response(_version_body(_version_lookup(contract, version, approved_only=_approved_only(request))))
 
 
 class SubjectVersionSchemaApi(RegistryApi):
     """GET /subjects/{s}/versions/{v}/schema: the bare schema."""
 
-    renderer_classes = [renderers.JSONRenderer, RegistryJSONRenderer]
+    renderer_classes = [renderers.JSONRenderer, RegistryJSONRenderer, RegistryGenericJSONRenderer]
 
+    @registry_doc("version_schema_get", "Get a version's bare schema", approved=True)
     def get(self, request, subject: str, version: str):
         contract = selectors.contract_by_subject(subject)
-        return Response(orjson.loads(_version_lookup(contract, version).schema.schema))
+        found = _version_lookup(contract, version, approved_only=_approved_only(request))
+        return Response(orjson.loads(found.schema.schema))
 
 
 class SchemaByIdApi(RegistryApi):
+    @registry_doc("schema_get", "Get a schema by its global id")
     def get(self, request, schema_id: int):
         if schema_id > 2**63 - 1:
             raise RegistryError(404, 40403, f"Schema {schema_id} not found.")
@@ -194,10 +269,11 @@ class SchemaByIdApi(RegistryApi):
             schema = selectors.schema_by_id(schema_id)
         except ContractError as err:
             raise RegistryError(404, 40403, f"Schema {schema_id} not found.") from err
-        return Response({"schema": schema.schema, "schemaType": "AVRO"})
+        return Response({"schema": schema.schema})
 
 
 class SchemaSubjectsApi(RegistryApi):
+    @registry_doc("schema_subjects_list", "List the subjects that use a schema id")
     def get(self, request, schema_id: int):
         if schema_id > 2**63 - 1:
             raise RegistryError(404, 40403, f"Schema {schema_id} not found.")
@@ -221,6 +297,7 @@ def _check_response(check: selectors.ContractCheck, verbose: bool) -> Response:
 
 
 class CompatibilityVersionApi(RegistryApi):
+    @registry_doc("compatibility_version_check", "Check a schema against one version", body=True)
     def post(self, request, subject: str, version: str):
         raw = _schema_from_body(request.data)
         contract = selectors.contract_by_subject(subject)
@@ -232,6 +309,7 @@ class CompatibilityVersionApi(RegistryApi):
 
 
 class CompatibilitySubjectApi(RegistryApi):
+    @registry_doc("compatibility_subject_check", "Check a schema against the subject's mode", body=True)
     def post(self, request, subject: str):
         raw = _schema_from_body(request.data)
         contract = selectors.contract_by_subject(subject)
@@ -240,27 +318,36 @@ class CompatibilitySubjectApi(RegistryApi):
 
 
 class SubjectConfigApi(RegistryApi):
+    @registry_doc("subject_config_get", "Get a subject's compatibility level")
     def get(self, request, subject: str):
         contract = selectors.contract_by_subject(subject)
         return Response({"compatibilityLevel": contract.compatibility})
 
+    @registry_doc("subject_config_set", "Set a subject's compatibility level (creates the subject if new)", body=True)
     def put(self, request, subject: str):
         data = request.data if isinstance(request.data, dict) else {}
         level = data.get("compatibility", data.get("compatibilityLevel"))
-        contract = selectors.contract_by_subject(subject)
-        services.contract_compatibility_set(actor=request.user, contract=contract, level=level)
+        services.compatibility_level_parse(level)  # a bad level must not create the subject first
+        # As in Confluent's registry, a subject's level may be set before its first version: that creates
+        # the subject, under the same team rules as a registration.
+        with transaction.atomic():
+            contract = services.contract_for_subject_or_create(actor=request.user, subject=subject)
+            services.contract_compatibility_set(actor=request.user, contract=contract, level=level)
         return Response({"compatibility": contract.compatibility})
 
 
 class GlobalConfigApi(RegistryApi):
+    @registry_doc("global_config_get", "Get the global level (BACKWARD_TRANSITIVE)")
     def get(self, request):
         return Response({"compatibilityLevel": DEFAULT_LEVEL})
 
+    @registry_doc("global_config_set", "Set the global level: refused, it is fixed", body=True)
     def put(self, request):
         raise RegistryError(403, 40301, "The global default (BACKWARD_TRANSITIVE) is fixed; set levels per subject.")
 
 
 class SchemaTypesApi(RegistryApi):
+    @registry_doc("schema_types_list", "List schema types (AVRO only)")
     def get(self, request):
         return Response(["AVRO"])
 
@@ -268,6 +355,7 @@ class SchemaTypesApi(RegistryApi):
 class UnknownRegistryPathApi(RegistryApi):
     """Anything else under /registry/: a registry-style 404, so clients show a real message."""
 
+    schema = None  # a catch-all, not an endpoint
     permission_classes: list = []
 
     def _not_found(self, request, *args, **kwargs):

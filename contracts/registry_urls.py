@@ -4,6 +4,7 @@ from contracts import registry_apis as r
 
 # Subjects contain dots; `str` matches anything but '/'. Trailing slashes are optional for clients.
 urlpatterns = [
+    path("", r.RegistryRootApi.as_view()),
     path("subjects", r.SubjectListApi.as_view()),
     path("subjects/<str:subject>", r.SubjectLookupApi.as_view()),
     path("subjects/<str:subject>/versions", r.SubjectVersionsApi.as_view()),

@@ -275,15 +275,25 @@ def schema_fingerprint(schema: dict) -> str:
     return hashlib.sha256(_canonical_json(schema).encode()).hexdigest()
 
 
+def schema_normalized_fingerprint(schema: dict) -> str:
+    """Equal for the same schema written differently: what registry lookup and registration compare."""
+    return hashlib.sha256(_canonical_json(compatibility.normalized_schema(schema)).encode()).hexdigest()
+
+
 def schema_text_ensure(schema: dict) -> SchemaText:
+    """The stored schema with this text, else one written differently but the same: one id per schema."""
     text = _canonical_json(schema)
     fingerprint = schema_fingerprint(schema)
-    found = SchemaText.objects.filter(fingerprint=fingerprint).first()
+    normalized = schema_normalized_fingerprint(schema)
+    found = (
+        SchemaText.objects.filter(fingerprint=fingerprint).first()
+        or SchemaText.objects.filter(normalized_fingerprint=normalized).order_by("pk").first()
+    )
     if found:
         return found
     try:
         with transaction.atomic():
-            return SchemaText.objects.create(fingerprint=fingerprint, schema=text)
+            return SchemaText.objects.create(fingerprint=fingerprint, normalized_fingerprint=normalized, schema=text)
     except IntegrityError:  # created by a concurrent request
         return SchemaText.objects.get(fingerprint=fingerprint)
 
@@ -343,9 +353,11 @@ def contract_version_submit(
         live = contract.versions.exclude(status=VersionStatus.REJECTED)
         existing = live.filter(content_fingerprint=fingerprint).order_by("-version").first()
         if existing is None and inherit_mapping:
-            # Registry semantics: the same schema registered again is the same version, whatever mapping.
+            # Registry semantics: the same schema registered again (however it is written) is the same
+            # version, whatever mapping.
             existing = (
-                live.filter(schema__fingerprint=schema_fingerprint(parsed)).order_by("-version").first()
+                live.filter(schema__normalized_fingerprint=schema_normalized_fingerprint(parsed))
+                .order_by("-version").first()
             )
         if existing is not None:
             if submit_for_review and existing.status == VersionStatus.DRAFT:

@@ -71,3 +71,15 @@ class ApiTokenAuthenticationScheme(OpenApiAuthenticationExtension):
     def get_security_definition(self, auto_schema):
         return {"type": "apiKey", "in": "header", "name": "Authorization",
                 "description": "`Token <token>`; create one with `manage.py create_api_token <username>`."}
+
+
+class TokenBasicAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes the registry's basic auth in the OpenAPI document."""
+
+    target_class = "portal.authentication.TokenBasicAuthentication"
+    name = "registryBasic"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "basic",
+                "description": "Username and API token, as Schema Registry clients send "
+                               "`basic.auth.user.info = <username>:<token>`."}

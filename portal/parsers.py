@@ -20,3 +20,9 @@ class RegistryJSONParser(SafeJSONParser):
 
 class RegistryGenericJSONParser(SafeJSONParser):
     media_type = "application/vnd.schemaregistry+json"
+
+
+class RegistryOctetStreamParser(SafeJSONParser):
+    """Confluent's registry reads an `application/octet-stream` body as JSON; some tools send that."""
+
+    media_type = "application/octet-stream"

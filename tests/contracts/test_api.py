@@ -372,6 +372,15 @@ def test_openapi_document_and_docs_are_served_without_a_cdn(api_client_for, engi
     assert "swagger" in page.lower() and "cdn" not in page.lower()
 
 
+def test_the_api_docs_cover_the_registry_subset(api_client_for, engineer):
+    document = api_client_for(engineer).get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
+    register = document["paths"]["/registry/subjects/{subject}/versions"]["post"]
+    assert "in review" in register["summary"]
+    latest = document["paths"]["/registry/subjects/{subject}/versions/{version}"]["get"]
+    assert "approved" in {parameter["name"] for parameter in latest["parameters"]}
+    assert document["components"]["securitySchemes"]["registryBasic"]["scheme"] == "basic"
+
+
 def test_deeply_nested_bodies_are_400_not_500(api_client_for, platform_user, chat_v1):
     client = api_client_for(platform_user)
     response = client.post(f"/api/v1/contracts/{chat_v1.contract.subject}/check", data="[" * 5000 + "]" * 5000,

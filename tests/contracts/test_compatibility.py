@@ -34,6 +34,7 @@ from contracts.compatibility import (
     SchemaError,
     check_compatibility,
     diff_changes,
+    normalized_schema,
     parse_compatibility_mode,
     parse_record_schema,
     parse_schema,
@@ -2038,3 +2039,41 @@ def test_deeply_nested_schema_is_a_schema_error() -> None:
     assert "nested more than 64 levels" in error.message
     with pytest.raises(SchemaError, match="nested"):
         parse_schema("[" * 100_000 + "]" * 100_000)
+
+
+# --- normalized form (the registry's "same schema") -------------------------------------------
+
+
+def normalized_text(schema: Any) -> str:
+    return json.dumps(normalized_schema(parse_schema(schema)), sort_keys=True)
+
+
+def test_one_schema_written_differently_has_one_normalized_form() -> None:
+    plain = {"type": "record", "name": "Chat", "namespace": "com.acme", "fields": [
+        {"name": "n", "type": "int"},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["A", "B"]}},
+        {"name": "again", "type": ["null", "Kind"], "default": None},
+    ]}
+    written_otherwise = {"fields": [
+        {"type": {"type": "int", "name": "n"}, "name": "n", "order": "ascending"},
+        {"type": {"items": {"type": "string"}, "type": "array"}, "name": "tags", "aliases": []},
+        {"name": "kind", "type": {"symbols": ["A", "B"], "name": "com.acme.Kind", "type": "enum"}},
+        {"default": None, "name": "again", "type": ["null", "com.acme.Kind"]},
+    ], "name": "com.acme.Chat", "type": "record"}
+    assert normalized_text(plain) == normalized_text(written_otherwise)
+
+
+def test_what_a_reader_sees_still_makes_schemas_different() -> None:
+    base = {"type": "record", "name": "Chat", "fields": [{"name": "n", "type": ["null", "int"], "default": None}]}
+    variants = [
+        {**base, "doc": "A chat."},
+        {**base, "fields": [{"name": "n", "type": ["null", "int"]}]},  # no default
+        {**base, "fields": [{"name": "n", "type": ["null", "int"], "default": None, "aliases": ["m"]}]},
+        {**base, "fields": [{"name": "n", "type": ["null", "int"], "default": None, "order": "descending"}]},
+        {**base, "fields": [{"name": "n", "type": ["null", {"type": "int", "logicalType": "date"}],
+                             "default": None}]},
+        {**base, "namespace": "com.acme"},
+    ]
+    forms = {normalized_text(base), *(normalized_text(v) for v in variants)}
+    assert len(forms) == len(variants) + 1

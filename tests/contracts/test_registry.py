@@ -38,6 +38,38 @@ def v1_schema(version: ContractVersion) -> dict:
     return orjson.loads(version.schema.schema)
 
 
+@pytest.fixture
+def http(registry_url):
+    """Plain HTTP as `user` (for what the Python client does not show: headers, bodies, content types)."""
+    def make(user):
+        _, token = api_token_create(user=user, name="http")
+        session = requests.Session()
+        session.auth = (user.username, token)
+        session.base = registry_url
+        return session
+
+    return make
+
+
+NAMEABLE_PRIMITIVES = ("boolean", "int", "long", "float", "double", "bytes", "string")
+
+
+def written_otherwise(schema):
+    """The same schema written differently: attributes in reverse order, primitives as named objects."""
+    if isinstance(schema, list):
+        return [written_otherwise(branch) for branch in schema]
+    if isinstance(schema, str):
+        return {"type": schema, "name": "n"} if schema in NAMEABLE_PRIMITIVES else schema
+    rewritten = {key: schema[key] for key in reversed(list(schema))}
+    for key in ("items", "values"):
+        if key in rewritten:
+            rewritten[key] = written_otherwise(rewritten[key])
+    if "fields" in rewritten:
+        rewritten["fields"] = [{**{key: field[key] for key in reversed(list(field))},
+                                "type": written_otherwise(field["type"])} for field in rewritten["fields"]]
+    return rewritten
+
+
 def evolved(schema: dict, *, optional: str | None = None, required: str | None = None) -> dict:
     new = copy.deepcopy(schema)
     if optional:
@@ -75,11 +107,11 @@ def test_register_creates_a_version_in_review_and_is_idempotent(client_for, plat
     assert fresh.lookup_schema(subject, avro(schema)).version == 2
 
 
-def test_incompatible_registration_is_409_40901(client_for, platform_user, chat_v1):
+def test_incompatible_registration_is_409_with_error_code_409(client_for, platform_user, chat_v1):
     sr = client_for(platform_user)
     with pytest.raises(SchemaRegistryError) as err:
         sr.register_schema(chat_v1.contract.subject, avro(evolved(v1_schema(chat_v1), required="seats")))
-    assert err.value.http_status_code == 409 and err.value.error_code == 40901
+    assert err.value.http_status_code == 409 and err.value.error_code == 409  # Confluent's code, not 40901
     assert "seats" in err.value.error_message
     assert ContractVersion.objects.filter(contract=chat_v1.contract).count() == 1
 
@@ -189,7 +221,7 @@ def test_registration_is_checked_against_versions_still_in_review(client_for, pl
     assert sr.test_compatibility_all_versions(subject, avro(clash)) is False
     with pytest.raises(SchemaRegistryError) as err:
         sr.register_schema(subject, avro(clash))
-    assert err.value.error_code == 40901
+    assert err.value.error_code == 409
 
 
 def test_a_rejected_schema_can_be_proposed_again_as_a_new_version(client_for, platform_user, engineer, chat_v1):
@@ -222,3 +254,109 @@ def test_unknown_registry_paths_and_deep_bodies_get_registry_errors(registry_url
                          data="[" * 5000 + "]" * 5000, timeout=10,
                          headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
     assert deep.status_code == 400 and "nested too deeply" in deep.json()["message"]
+
+
+def test_avro_answers_carry_no_schema_type(http, engineer, chat_v1):
+    session = http(engineer)
+    subject = chat_v1.contract.subject
+    bodies = [
+        session.get(f"{session.base}/subjects/{subject}/versions/1", timeout=10).json(),
+        session.get(f"{session.base}/subjects/{subject}/versions/latest", timeout=10).json(),
+        session.get(f"{session.base}/schemas/ids/{chat_v1.schema_id}", timeout=10).json(),
+        session.post(f"{session.base}/subjects/{subject}", timeout=10,
+                     json={"schema": chat_v1.schema.schema}).json(),
+    ]
+    assert all("schema" in body and "schemaType" not in body for body in bodies), bodies
+
+
+def test_the_same_schema_written_differently_is_found_and_not_registered_again(client_for, platform_user,
+                                                                               chat_v1):
+    schema = v1_schema(chat_v1)
+    rewritten = written_otherwise(schema)
+    assert orjson.dumps(rewritten, option=orjson.OPT_SORT_KEYS) != orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    assert '"name":"n"' in orjson.dumps(rewritten).decode()  # it does contain a named primitive
+    subject = chat_v1.contract.subject
+    found = client_for(platform_user).lookup_schema(subject, avro(rewritten))
+    assert (found.version, found.schema_id) == (1, chat_v1.schema_id)
+    assert client_for(platform_user).register_schema(subject, avro(rewritten)) == chat_v1.schema_id
+    assert ContractVersion.objects.filter(contract=chat_v1.contract).count() == 1
+    # Under another subject it is still the same schema, so it gets the same global id.
+    assert client_for(platform_user).register_schema("web-chat.copy", avro(rewritten)) == chat_v1.schema_id
+    # What a reader sees still counts (this is not Avro's Parsing Canonical Form): a different default
+    # is a different schema.
+    other_default = copy.deepcopy(rewritten)
+    other_default["fields"].append({"name": "campaign", "type": ["string", "null"], "default": "none"})
+    client_for(platform_user).register_schema(subject, avro(other_default))
+    other_default["fields"][-1]["default"] = "unknown"
+    with pytest.raises(SchemaRegistryError) as err:
+        client_for(platform_user).lookup_schema(subject, avro(other_default))
+    assert err.value.error_code == 40403
+
+
+def test_the_level_can_be_set_before_the_first_version(client_for, platform_user, other_platform_user, chat_v1):
+    sr = client_for(platform_user)
+    assert sr.set_compatibility("web-chat.page_view", "FULL_TRANSITIVE") == {"compatibility": "FULL_TRANSITIVE"}
+    assert Contract.objects.get(subject="web-chat.page_view").compatibility == "FULL_TRANSITIVE"
+    assert client_for(platform_user).get_compatibility("web-chat.page_view") == "FULL_TRANSITIVE"
+    # The team rules still hold, and a refused change leaves no subject behind.
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.set_compatibility("web-chat.loose", "NONE")
+    assert err.value.http_status_code == 403
+    with pytest.raises(SchemaRegistryError) as err:
+        client_for(other_platform_user).set_compatibility("web-chat.not_yours", "FULL")
+    assert err.value.http_status_code == 403
+    with pytest.raises(SchemaRegistryError) as err:
+        sr.set_compatibility("web-chat.typo", "SIDEWAYS")
+    assert err.value.error_code == 42203
+    assert not Contract.objects.filter(subject__in=["web-chat.loose", "web-chat.not_yours", "web-chat.typo"]).exists()
+
+
+def test_answers_in_every_media_type_confluent_accepts(http, engineer, chat_v1):
+    session = http(engineer)
+    answered = {}
+    for accept in ["application/vnd.schemaregistry.v1+json", "application/vnd.schemaregistry+json",
+                   "application/json", "*/*", "application/*", None]:  # None: no Accept header at all
+        response = session.get(f"{session.base}/subjects/{chat_v1.contract.subject}/versions",
+                               headers={"Accept": accept}, timeout=10)
+        assert response.status_code == 200 and response.json() == [1], (accept, response.text)
+        answered[accept] = response.headers["Content-Type"].split(";")[0]
+    assert answered == {
+        "application/vnd.schemaregistry.v1+json": "application/vnd.schemaregistry.v1+json",
+        "application/vnd.schemaregistry+json": "application/vnd.schemaregistry+json",
+        "application/json": "application/json",
+        "*/*": "application/vnd.schemaregistry.v1+json",
+        "application/*": "application/vnd.schemaregistry.v1+json",
+        None: "application/vnd.schemaregistry.v1+json",
+    }
+
+
+def test_an_octet_stream_body_is_read_as_json(http, platform_user, chat_v1):
+    session = http(platform_user)
+    body = orjson.dumps({"schema": chat_v1.schema.schema})
+    response = session.post(f"{session.base}/subjects/{chat_v1.contract.subject}", data=body, timeout=10,
+                            headers={"Content-Type": "application/octet-stream"})
+    assert response.status_code == 200 and response.json()["version"] == 1
+
+
+def test_the_root_answers_as_confluents_does(registry_url):
+    response = requests.get(f"{registry_url}/", timeout=10)
+    assert response.status_code == 200 and response.json() == {}
+
+
+def test_clients_can_ask_for_approved_versions_only(client_for, http, platform_user, chat_v1):
+    subject = chat_v1.contract.subject
+    client_for(platform_user).register_schema(subject, avro(evolved(v1_schema(chat_v1), optional="campaign")))
+    session = http(platform_user)
+    versions = f"{session.base}/subjects/{subject}/versions"
+    assert session.get(versions, timeout=10).json() == [1, 2]  # the default keeps Confluent's shape
+    assert session.get(f"{versions}/latest", timeout=10).json()["version"] == 2  # in review
+    assert session.get(versions, params={"approved": "true"}, timeout=10).json() == [1]
+    latest = session.get(f"{versions}/latest", params={"approved": "true"}, timeout=10).json()
+    assert (latest["version"], latest["id"]) == (1, chat_v1.schema_id)
+    bare = session.get(f"{versions}/latest/schema", params={"approved": "true"}, timeout=10).json()
+    assert bare == v1_schema(chat_v1)
+    in_review = session.get(f"{versions}/2", params={"approved": "true"}, timeout=10)
+    assert in_review.status_code == 404 and in_review.json()["error_code"] == 40402
+    assert "in review, not approved" in in_review.json()["message"]
+    typo = session.get(versions, params={"approved": "yes"}, timeout=10)
+    assert typo.status_code == 400 and "'approved' must be true or false" in typo.json()["message"]
