@@ -17,7 +17,7 @@ def fill_normalized_fingerprints(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("contracts", "0002_version_submitted_by"),
+        ("contracts", "0004_source_previous_write_key_prefix"),
     ]
 
     operations = [
