@@ -72,7 +72,10 @@ def archive_line(record: RawRecord, *, is_json: bool) -> bytes:
     head = b'{"seq":%s,"shard":%s,"arrival":%d,' % (
         orjson.dumps(record.sequence_number), orjson.dumps(record.shard_id), int(record.arrival_micros))
     if is_json:
-        return head + b'"record":' + data.strip() + b"}"
+        body = data.strip()
+        if b"\n" in body or b"\r" in body:  # JSON with line breaks between tokens: one line per record
+            body = orjson.dumps(orjson.loads(body))
+        return head + b'"record":' + body + b"}"
     return head + b'"record_b64":"' + base64.b64encode(data) + b'"}'
 
 
@@ -97,7 +100,8 @@ def archive_decompress(blob: bytes) -> list[bytes]:
 
 @dataclasses.dataclass
 class SealedObject:
-    """An object ready to be written (``blob``), or one adopted from the store (``blob`` None)."""
+    """An object ready to be written (``blob``), or one adopted from the store (``blob`` None), with
+    its last record and how many records this reader placed in it."""
     key: str
     last_seq: str
     records: int
@@ -117,6 +121,7 @@ class _Object:
     adopted_through: str | None = None  # an object already in the store: its last record
     chunks: list[bytes] = dataclasses.field(default_factory=list)
     compressor: object | None = None
+    sealed: SealedObject | None = None
 
     def add(self, lines: list[bytes]) -> None:
         if self.compressor is None:
@@ -127,10 +132,14 @@ class _Object:
         self.written += len(lines)
 
     def seal(self) -> SealedObject:
-        if self.adopted_through is not None:
-            return SealedObject(self.key, self.adopted_through, 0, None)
-        tail = self.compressor.flush() if self.compressor is not None else b""  # type: ignore[attr-defined]
-        return SealedObject(self.key, self.last_seq, self.written, b"".join([*self.chunks, tail]))
+        if self.sealed is None:  # once: the compressor's frame is finished here
+            if self.adopted_through is not None:
+                self.sealed = SealedObject(self.key, self.adopted_through, self.placed, None)
+            else:
+                tail = self.compressor.flush() if self.compressor is not None else b""  # type: ignore[attr-defined]
+                self.sealed = SealedObject(self.key, self.last_seq, self.placed, b"".join([*self.chunks, tail]))
+                self.chunks = []
+        return self.sealed
 
 
 class ShardArchive:
@@ -215,18 +224,31 @@ class ShardArchive:
         return now_micros >= (obj.window + 1) * self.roll_micros + int(grace_seconds * 1_000_000)
 
     def roll(self) -> None:
-        """Close the open object (the shard ended, the reader stops, its window ended, or per unit)."""
+        """Close the open object (the shard ended, the reader stops, its window ended, or per unit). An
+        object adopted from the store stays open until its last stored record is placed: closing it
+        early would put the rest of its records, and their lineage, in a new object."""
         obj = self.open_object
-        if obj is not None:
+        if obj is not None and (obj.adopted_through is None or obj.last_seq == obj.adopted_through):
             obj.closed = True
 
-    def take_sealed(self) -> list[SealedObject]:
-        """The closed objects, oldest first, each with its last record; they leave the archive's care."""
+    def sealed(self) -> list[SealedObject]:
+        """The closed objects, oldest first, each with its last record. They stay in the archive's care
+        until ``written()`` says the oldest is stored (a failed write loses nothing)."""
         if self._pending:
             raise RuntimeError("append() the placed records before taking sealed objects")
-        sealed: list[SealedObject] = []
-        while self._objects and self._objects[0].closed:
-            sealed.append(self._objects.pop(0).seal())
+        return [obj.seal() for obj in self._objects if obj.closed]
+
+    def written(self) -> None:
+        """The oldest closed object is stored: forget it."""
+        if not self._objects or not self._objects[0].closed:
+            raise RuntimeError("no closed object to forget")
+        self._objects.pop(0)
+
+    def take_sealed(self) -> list[SealedObject]:
+        """The closed objects, oldest first, forgotten at once (for callers that store them all or fail)."""
+        sealed = self.sealed()
+        for _ in sealed:
+            self.written()
         return sealed
 
     @property

@@ -318,19 +318,6 @@ class _PendingUnit:
     behind: int | None
 
 
-def offset_min(*tokens: str | None) -> str | None:
-    """The earliest of the positions (None/"": before everything)."""
-    from warehouse.channels import offset_after
-
-    best: str | None = None
-    for index, token in enumerate(tokens):
-        if not token:
-            return None
-        if index == 0 or offset_after(best, token):
-            best = token
-    return best
-
-
 def archive_roll_seconds() -> float:
     return float(getattr(settings, "RAW_ARCHIVE_ROLL_SECONDS", 0))
 
@@ -347,9 +334,13 @@ ROLL_GRACE_SECONDS = 2.0
 class ShardReader:
     """One owned shard: its lease, its landing channel, its open archive object and where reading goes on.
 
-    Three positions: ``position`` (read up to here), ``landed_through`` (the channel committed up to
-    here) and ``archived_through`` (written archive objects hold up to here). The checkpoint is the
-    earliest of the last two, so a record is never passed before it is both archived and landed.
+    Positions: ``position`` (read up to here), ``landed_through`` (the channel committed up to here)
+    and ``checkpointed`` (the PostgreSQL checkpoint). The checkpoint only ever moves to the end of a
+    written archive object whose records are all landed, so the next owner always starts at an
+    object's first record: it finds that object stored (and adopts it) or rebuilds it from the same
+    first record by the same rules. While it re-reads what its predecessor landed (``replay_until``)
+    a reader rolls objects only where the records say so (windows, size), never on the clock or when
+    it stops, so the lineage its predecessor landed stays true.
 
     The GetRecords iterator is kept between units, so a run of empty pages in the middle of a shard
     is walked through instead of restarting at the checkpoint each time (Kinesis returns empty pages
@@ -363,36 +354,42 @@ class ShardReader:
         self.channel: LandingChannel | None = None
         self.position: str | None = None  # resume after this sequence number
         self.landed_through: str | None = None
-        self.archived_through: str | None = None
+        self.checkpointed: str | None = None
+        self.replay_until: str | None = None
         self.archive: archive.ShardArchive | None = None
         self._iterator: str | None = None
         self._iterator_after: str | None = None  # the position the kept iterator continues from
         #: units appended but not yet seen committed (``defer_commit``), oldest first
         self.pending: list[_PendingUnit] = []
         self._finish_when_settled = False
-        #: (last sequence number, records) of units read but not yet passed by the checkpoint: the
-        #: lease's ``records_read`` counts a unit once the checkpoint passes it (a record re-read by
-        #: the next owner after a crash is counted once)
-        self._uncounted: list[tuple[str, int]] = []
+        #: written objects the checkpoint has not passed yet: (last sequence number, records placed).
+        #: The lease's ``records_read`` counts an object's records when the checkpoint passes it, so a
+        #: record re-read by the next owner after a crash is counted once.
+        self._written: list[tuple[str, int]] = []
 
     def open(self) -> None:
         """Open the channel (fencing its previous writer) and find the resume points."""
+        from warehouse.channels import offset_after
+
         self.channel = self.landing.open_channel(shard_channel_name(self.lease.stream, self.lease.shard_id))
         committed = self.channel.latest_committed_offset_token()
-        self.position = self.archived_through = self.lease.checkpoint or None
+        self.position = self.checkpointed = self.lease.checkpoint or None
         self.landed_through = offset_max(self.position, committed)
+        self.replay_until = committed if offset_after(committed, self.position) else None
         self.archive = archive.ShardArchive(
             base_uri=settings.RAW_ARCHIVE_URL, roll_seconds=archive_roll_seconds(), roll_bytes=archive_roll_bytes(),
             existing=archive.archive_object_last_seq)
-        if self.landed_through != self.position:
+        if self.replay_until:
             log.info("shard %s resumes after its checkpoint %s; the channel committed up to %s: records up to "
                      "there are archived again, not landed again", self.lease, self.position or "none",
-                     self.landed_through)
+                     self.replay_until)
 
     @property
-    def checkpoint_position(self) -> str | None:
-        """The last record both archived and landed."""
-        return offset_min(self.archived_through, self.landed_through)
+    def replaying(self) -> bool:
+        """Re-reading records the previous owner landed (their lineage names objects it had open)."""
+        from warehouse.channels import offset_after
+
+        return self.replay_until is not None and offset_after(self.replay_until, self.position)
 
     def settle(self, committed: str | None) -> bool:
         """Checkpoint the pending units the channel has committed (``committed``: its latest token).
@@ -409,33 +406,43 @@ class ShardReader:
             return False
         self.pending = self.pending[len(settled):]
         self.landed_through = offset_max(self.landed_through, settled[-1].token)
-        finished = (not self.pending and self._finish_when_settled
-                    and self.checkpoint_position == self.position)
-        self._checkpoint(behind=settled[-1].behind, finished=finished)
-        return finished
+        return self._checkpoint(behind=settled[-1].behind, finished=not self.pending and self._finish_when_settled)
 
-    def _checkpoint(self, *, behind: int | None, finished: bool) -> None:
+    def _checkpoint(self, *, behind: int | None, finished: bool) -> bool:
+        """Move the checkpoint to the last written object whose records are all landed (counting them);
+        renews the lease either way. Returns True when the shard is finished."""
         from warehouse.channels import offset_after
 
-        position = self.checkpoint_position
-        passed = 0
-        while self._uncounted and not offset_after(self._uncounted[0][0], position):
-            passed += self._uncounted.pop(0)[1]
-        _checkpoint(self.lease, sequence=position or "", records=passed, behind=behind, finished=finished)
+        passed, records = 0, 0
+        for last_seq, placed in self._written:
+            if offset_after(last_seq, self.landed_through):
+                break
+            passed += 1
+            records += placed
+        position = self._written[passed - 1][0] if passed else self.checkpointed
+        finished = finished and position == self.position
+        _checkpoint(self.lease, sequence=position or "", records=records, behind=behind, finished=finished)
+        del self._written[:passed]
+        self.checkpointed = position
+        return finished
 
     def flush(self) -> None:
         """Roll and write the open archive object and checkpoint (a reader that stops while it still
-        holds its lease: shard given up, shutdown, the end of a drain pass). ``LeaseLost`` if it does not."""
-        if self.archive is None or not self.archive.holds_records:
+        holds its lease: shard given up, shutdown, the end of a drain pass). While replaying its
+        predecessor's records it rolls nothing (the next owner replays them again). ``LeaseLost`` if
+        the lease is no longer its own."""
+        if self.archive is None:
             return
-        self.archive.roll()
+        if not self.replaying:
+            self.archive.roll()
         self._archive_write()
         self._checkpoint(behind=self.lease.millis_behind_latest, finished=False)
 
     def _archive_write(self) -> None:
-        """Write the objects that rolled, oldest first; ``archived_through`` follows each."""
+        """Write the objects that rolled, oldest first. An object leaves the reader's care only once
+        it is stored, so a reader whose write failed still holds it."""
         assert self.archive is not None
-        for sealed in self.archive.take_sealed():
+        for sealed in self.archive.sealed():
             if sealed.blob is not None:
                 try:
                     archive.archive_put_new(sealed.key, sealed.blob)
@@ -445,7 +452,8 @@ class ShardReader:
                     raise TransientError(f"archive object {sealed.key} was written by another reader") from err
                 except (OSError, ObstoreError) as err:  # network, permissions, a full disk
                     raise TransientError(f"could not write the raw archive object {sealed.key}: {err}") from err
-            self.archived_through = offset_max(self.archived_through, sealed.last_seq)
+            self.archive.written()
+            self._written.append((sealed.last_seq, sealed.records))
 
     def close(self) -> None:
         if self.channel is not None:
@@ -557,7 +565,6 @@ class ShardReader:
         deferred = defer_commit and not getattr(self.channel, "commits_on_append", False)
         appended_rows = self._land(rows, last=last, unit=unit, wait=not deferred) if fresh < len(records) else 0
         self.position = last
-        self._uncounted.append((last, len(records)))
         tick("land")
         if deferred:
             self.pending.append(_PendingUnit(last, len(records), appended_rows, behind))
@@ -567,8 +574,7 @@ class ShardReader:
             self.landed_through = offset_max(self.landed_through, last)
             if before_checkpoint is not None:
                 before_checkpoint()  # fault-injection point for tests: "killed between landing and checkpoint"
-            finished = finished and self.checkpoint_position == last
-            self._checkpoint(behind=behind, finished=finished)
+            finished = self._checkpoint(behind=behind, finished=finished)
         tick("checkpoint")
         outcome.read = len(records)
         outcome.valid = len(result.events)
@@ -581,18 +587,19 @@ class ShardReader:
 
 
     def _idle(self, outcome: BatchOutcome, *, ended: bool, now_micros: int) -> None:
-        """A read that found nothing new: at the tip (or the end) the open object may roll now."""
+        """A read that found nothing new. At the shard's end the open object rolls; at its tip
+        (``MillisBehindLatest`` 0, not on empty pages behind it) once the object's window has ended,
+        unless this reader is still replaying its predecessor's records."""
         assert self.archive is not None
         finished = ended or self.at_shard_end
-        if finished or self.archive.roll_due(now_micros, ROLL_GRACE_SECONDS):
+        at_tip = outcome.millis_behind_latest == 0
+        if finished or (at_tip and not self.replaying and self.archive.roll_due(now_micros, ROLL_GRACE_SECONDS)):
             self.archive.roll()
         self._archive_write()
         if self.pending:  # earlier units are not committed yet: settle checkpoints and finishes
             self._finish_when_settled = self._finish_when_settled or finished
             return
-        finished = finished and self.checkpoint_position == self.position
-        self._checkpoint(behind=outcome.millis_behind_latest, finished=finished)
-        outcome.finished_shard = finished
+        outcome.finished_shard = self._checkpoint(behind=outcome.millis_behind_latest, finished=finished)
 
     def _land(self, rows: bytes, *, last: str, unit: str, wait: bool) -> int:
         """Append the unit's landing rows under its offset token (and wait for the commit). Returns rows."""
@@ -772,6 +779,8 @@ class _Drain:
                     delay = shard_failure_record(held, error=err, unit=f"{held} after {reader.position}")
                     if delay is None:
                         self.report.parked += 1
+                        reader.close()
+                        self.readers.pop(held.shard_id, None)  # a failed reader is never reused
                         break
                     self.sleep(min(delay, max(0.0, self.deadline - time.monotonic())))
                     reader.close()
@@ -784,7 +793,12 @@ class _Drain:
                 progressed = progressed or bool(outcome.read) or outcome.finished_shard or behind
                 if outcome.read == 0 or outcome.finished_shard:
                     # the drain reads the shard to its tip: write the archive object it holds
-                    reader.flush()
+                    try:
+                        reader.flush()
+                    except TransientError as err:  # the object stays with the reader; the next pass retries
+                        self.last_error, failing = err, True
+                        self.report.retries += 1
+                        shard_failure_record(held, error=err, unit=f"{held} archive object before {reader.position}")
                     break
         except LeaseLost:
             pass

@@ -288,9 +288,11 @@ elif not DEBUG and not RAW_ARCHIVE_URL.startswith("s3://"):
     _problems.append(f"RAW_ARCHIVE_URL must be s3://bucket/prefix in production; it is {where}.")
 RAW_ARCHIVE_BUCKET = os.environ.get("RAW_ARCHIVE_BUCKET", "chatorbit-raw-archive")
 # Archive objects per shard roll when a record arrives in a later window of this many seconds, or
-# when their records reach this many MB (before zstd, which keeps about a fifth of this JSON):
-# production rolls every 5 minutes or ~64-128 MB written; the embedded default every minute.
-# 0 seconds rolls at the end of every unit (one object per unit: what the test suite uses).
+# when their records reach this many MB (before zstd, which keeps about a fifth of this JSON). A
+# shard takes at most 1 MB/s, so in production the 5-minute window rolls first (objects of up to
+# ~60 MB compressed); the size cap (~100 MB compressed) binds only if the window is made longer.
+# The embedded default rolls every minute. 0 seconds rolls at the end of every unit (one object per
+# unit: what the test suite uses).
 RAW_ARCHIVE_ROLL_SECONDS = float(os.environ.get("RAW_ARCHIVE_ROLL_SECONDS", "60" if DEBUG else "300"))
 RAW_ARCHIVE_ROLL_MB = float(os.environ.get("RAW_ARCHIVE_ROLL_MB", "32" if DEBUG else "512"))
 

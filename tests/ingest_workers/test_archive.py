@@ -179,3 +179,42 @@ def test_a_reader_fetches_each_object_once(tmp_path, settings):
     lines = [reader.read_line(uri, offset) for uri, offset in locations * 3]
     assert [line["seq"] for line in lines[:4]] == ["100", "101", "102", "103"]
     assert reader.fetched == 1
+
+
+def test_an_adopted_object_stays_open_until_its_last_stored_record_is_placed():
+    # review S3: closing it early put the rest of its records (and their lineage) in a new object
+    recs = stream_of(8, seconds_apart=1)
+    key = archive.archive_object_key(recs[0])
+    arch = shard_archive(stored={key: "1004"})
+    arch.place(recs[:3])
+    arch.append()
+    arch.roll()                                   # a reader stopping, or at its tip: not yet
+    assert arch.take_sealed() == []
+    locations = arch.place(recs[3:])
+    arch.append()
+    assert locations[:2] == [(f"s3://bucket/prefix/{key}", 3), (f"s3://bucket/prefix/{key}", 4)]
+    assert [(s.key, s.last_seq, s.records) for s in arch.take_sealed()] == [(key, "1004", 5)]
+
+
+def test_a_sealed_object_stays_with_the_archive_until_it_is_written():
+    # review S6: objects were handed over before the write, so a failed write lost them from the reader
+    arch = shard_archive(roll_seconds=60)
+    arch.place(stream_of(5, seconds_apart=30))    # windows: 0-1 | 2-3 | 4
+    arch.append()
+    first = arch.sealed()
+    assert [s.last_seq for s in first] == ["1001", "1003"]
+    assert [s.blob for s in arch.sealed()] == [s.blob for s in first]   # the write failed: still there, same bytes
+    arch.written()
+    assert [s.last_seq for s in arch.sealed()] == ["1003"]
+
+
+def test_json_with_line_breaks_between_tokens_stays_one_line():
+    # review S7: a record with raw newlines between JSON tokens split into two lines, shifting every offset
+    recs = [RawRecord(SHARD, "1", b'{"a":\n 1}', ARRIVAL), RawRecord(SHARD, "2", b'{"b":2}', ARRIVAL)]
+    arch = shard_archive()
+    arch.place(recs)
+    arch.append()
+    arch.roll()
+    lines = archive.archive_decompress(arch.take_sealed()[0].blob)
+    assert [orjson.loads(line)["seq"] for line in lines] == ["1", "2"]
+    assert orjson.loads(lines[0])["record"] == {"a": 1}

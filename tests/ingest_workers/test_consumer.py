@@ -635,6 +635,12 @@ def _read_to_tip(reader: services.ShardReader) -> int:
     return read
 
 
+def _archived_seqs_of(path) -> list[str]:
+    from ingest_workers.archive import archive_decompress
+
+    return [orjson.loads(line)["seq"] for line in archive_decompress(path.read_bytes())]
+
+
 def _archived_seqs(root) -> list[str]:
     from ingest_workers.archive import archive_decompress
 
@@ -674,13 +680,107 @@ def test_a_consumer_killed_with_an_archive_object_open_loses_nothing_and_lands_n
     ShardLease.objects.filter(pk=lease.pk).update(owner="", lease_expires_at=None)
     services.pipeline_drain()                          # the other shards, and the merge
     assert_exactly_once(expected)
+    assert_lineage_true()
+
+
+def assert_lineage_true() -> None:
+    """Every merged event's lineage names the archive line that holds its stream record."""
     from ingest_workers.archive import ArchiveReader
 
+    services.warehouse_merge_run()
     reader = ArchiveReader()
-    for row in warehouse_rows("SELECT LINEAGE FROM CANONICAL.EVENTS"):
+    rows = warehouse_rows("SELECT LINEAGE FROM CANONICAL.EVENTS")
+    assert rows
+    for row in rows:
         lineage = row["LINEAGE"]
         line = reader.read_line(lineage["raw_archive_uri"], lineage["raw_offset"])
         assert (line["seq"], line["shard"]) == (lineage["sequence_number"], lineage["shard_id"])
+
+
+def _reader(kinesis, lease, owner, landing=None) -> services.ShardReader:
+    ShardLease.objects.filter(pk=lease.pk).update(owner="", lease_expires_at=None)   # the last owner's lapses
+    held = services.shard_lease_acquire(stream=lease.stream, shard_id=lease.shard_id, owner=owner)
+    return services.ShardReader(kinesis=kinesis, landing=landing or services.landing_client(), lease=held)
+
+
+def _shard_seqs(kinesis, stream, lease) -> list[str]:
+    return [r["sequence"] for r in read_stream(kinesis, stream) if r["shard"] == lease.shard_id]
+
+
+def test_an_heir_stopped_while_replaying_rolls_nothing_and_the_lineage_stays_true(ingest_env, kinesis, tmp_path):
+    # review of the rolled archive, S1b: an heir stopped (or meeting empty pages) while re-reading what its
+    # predecessor landed wrote a shorter object than the one the landed lineage points into
+    ingest_env.RAW_ARCHIVE_ROLL_SECONDS = 3600
+    send_traffic(160, seed=34, duplicate_fraction=0, malformed_fraction=0)
+    lease = _busiest_lease(kinesis, ingest_env.KINESIS_STREAM_NAME)
+    _read_to_tip(_reader(kinesis, lease, "first"))                  # lands everything, archives nothing, dies
+    heir = _reader(kinesis, lease, "heir")
+    assert heir.process_unit(max_records=10).read == 10              # re-reading ...
+    heir.flush()                                                      # ... and stopped (a deploy)
+    heir.close()
+    assert not list((tmp_path / "archive").rglob("*.zst"))            # nothing rolled while replaying
+    last = _reader(kinesis, lease, "last")
+    _read_to_tip(last)
+    last.flush()
+    seqs = _shard_seqs(kinesis, ingest_env.KINESIS_STREAM_NAME, lease)
+    lease.refresh_from_db()
+    assert lease.checkpoint == seqs[-1] and lease.records_read == len(seqs)   # each record counted once
+    assert _archived_seqs(tmp_path / "archive") == seqs
+    assert_lineage_true()
+
+
+def test_with_deferred_commits_the_checkpoint_stays_on_object_boundaries(ingest_env, kinesis, tmp_path):
+    # review of the rolled archive, S2: a checkpoint inside an object made the heir's size rolls fall
+    # elsewhere, and the objects its predecessor's lineage named were never written
+    ingest_env.RAW_ARCHIVE_ROLL_SECONDS = 3600
+    ingest_env.RAW_ARCHIVE_ROLL_MB = 0.01     # ~10 KB of records: objects of a few records
+    send_traffic(160, seed=35, duplicate_fraction=0, malformed_fraction=0)
+    lease = _busiest_lease(kinesis, ingest_env.KINESIS_STREAM_NAME)
+    later = _LaterCommits(services.landing_client(), lag=10_000)   # reports nothing committed by itself
+    first = _reader(kinesis, lease, "first", landing=later)
+    tokens = []
+    while first.process_unit(max_records=7, defer_commit=True).read:
+        tokens.append(first.position)
+    first.settle(tokens[1])                   # the channel says two units are committed: 14 records
+    lease.refresh_from_db()
+    objects = sorted((tmp_path / "archive").rglob("*.zst"), key=lambda p: int(p.name.split(".")[0]))
+    assert len(objects) > 3
+    ends = {_archived_seqs_of(path)[-1] for path in objects}
+    assert lease.checkpoint in ends           # the end of a written object, not the 14th record
+    heir = _reader(kinesis, lease, "heir")    # the first consumer dies; the heir sees every append committed
+    _read_to_tip(heir)
+    heir.flush()
+    seqs = _shard_seqs(kinesis, ingest_env.KINESIS_STREAM_NAME, lease)
+    lease.refresh_from_db()
+    assert lease.checkpoint == seqs[-1]
+    assert set(_archived_seqs(tmp_path / "archive")) == set(seqs)
+    assert_lineage_true()
+
+
+def test_a_drain_whose_archive_write_fails_retries_it_and_loses_nothing(ingest_env, kinesis, tmp_path, monkeypatch):
+    # review of the rolled archive, S5: the drain's end-of-pass flush let a transient archive error escape
+    from ingest_workers import archive
+
+    ingest_env.RAW_ARCHIVE_ROLL_SECONDS = 3600
+    records = send_traffic(120, seed=36, duplicate_fraction=0, malformed_fraction=0)
+    real, failures = archive.archive_put_new, {"left": 2}
+
+    def flaky(key, blob, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError(5, "Input/output error")
+        return real(key, blob, **kwargs)
+
+    monkeypatch.setattr(archive, "archive_put_new", flaky)
+    report = services.pipeline_drain(sleep=lambda seconds: None)
+    assert failures["left"] == 0 and report.retries == 2 and report.read == len(records)
+    sent = {(r["shard"], r["sequence"]) for r in read_stream(kinesis, ingest_env.KINESIS_STREAM_NAME)}
+    from ingest_workers.archive import archive_decompress
+
+    archived = {(line["shard"], line["seq"]) for path in (tmp_path / "archive").rglob("*.zst")
+                for line in map(orjson.loads, archive_decompress(path.read_bytes()))}
+    assert archived == sent
+    assert_exactly_once(expected_outcome(records))
 
 
 def test_an_archive_object_written_before_a_crash_is_adopted_not_rewritten(ingest_env, kinesis, tmp_path, monkeypatch):
