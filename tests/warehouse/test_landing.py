@@ -247,8 +247,8 @@ def test_a_claim_reads_only_rows_landed_since_the_channels_last_merge(warehouse_
 
 
 def test_the_embedded_client_lands_text_beyond_ascii_through_its_faster_requests(warehouse_conn, warehouse_database):
-    # the embedded client sends the rows' JSON text itself as the bind value (no base64), in request
-    # bodies written by orjson and gzipped at level 0, without reading proxies from the environment
+    # the embedded client's requests: bodies written by orjson and gzipped at level 0, without reading
+    # proxies from the environment; the rows' text (quotes, backslashes, beyond ASCII) lands unchanged
     import snowflake.connector.network as network
 
     from warehouse.connection import warehouse_connect
@@ -291,3 +291,13 @@ def test_the_fast_request_body_helpers_write_what_the_standard_library_reads():
     data = written.encode()
     assert gzip.decompress(_FastGzip().compress(data)) == data
     assert gzip.decompress(_FastGzip().compress(data, 9)) == data
+
+
+def test_landing_rows_join_events_and_quarantine_rows_without_reparsing_the_events():
+    events = b' [ {"event_id": "a"} , {"event_id": "b"} ] '
+    assert orjson.loads(landing_rows_json(events, [{"reason_code": "x"}])) == [
+        {"event_id": "a"}, {"event_id": "b"}, {"quarantine": {"reason_code": "x"}}]
+    assert landing_rows_json(b"[ ]", b'[{"reason_code": "x"}]') == b'[{"quarantine":{"reason_code":"x"}}]'
+    assert landing_rows_json(b"[]") == landing_rows_json(None, []) == b"[]"
+    with pytest.raises(ValueError):
+        landing_rows_json(b'{"event_id": "a"}')
