@@ -129,25 +129,41 @@ def _rollback(cur: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _array_items(array: bytes | None) -> bytes:
-    """The inside of a JSON array's text (b'' when empty)."""
+_JSON_WHITESPACE = b" \t\r\n"
+
+
+def _array_items(array: bytes | None) -> memoryview:
+    """The inside of a JSON array's text (empty when the array is), as a view: a unit's rows are
+    megabytes, and each copy of them cost the consumer CPU (bench/bench_consumer.py)."""
     if not array:
-        return b""
-    inner = array.strip()
+        return memoryview(b"")
+    inner = array.strip()  # the same object when there is nothing to strip
     if not (inner.startswith(b"[") and inner.endswith(b"]")):
         raise ValueError("rows must be a JSON array")
-    return inner[1:-1].strip()
+    start, end = 1, len(inner) - 1
+    while start < end and inner[start] in _JSON_WHITESPACE:
+        start += 1
+    while end > start and inner[end - 1] in _JSON_WHITESPACE:
+        end -= 1
+    return memoryview(inner)[start:end]
 
 
 def landing_rows_json(events: bytes | None, quarantine_rows: bytes | list[dict] | None = None) -> bytes:
     """ONE JSON array of landing rows: the canonical events as they are (``orjson.dumps(list)``, not
-    re-parsed) followed by each quarantine row wrapped as ``{"quarantine": row}``."""
-    parts = [p for p in (_array_items(events),) if p]
+    re-parsed) followed by each quarantine row wrapped as ``{"quarantine": row}``; the events' text
+    is copied once."""
+    parts: list[Any] = [p for p in (_array_items(events),) if p]
     if quarantine_rows:
         rows = orjson.loads(quarantine_rows) if isinstance(quarantine_rows, (bytes, str)) else quarantine_rows
         if rows:
-            parts.append(orjson.dumps([{"quarantine": r} for r in rows])[1:-1])
-    return b"[" + b",".join(parts) + b"]"
+            parts.append(memoryview(orjson.dumps([{"quarantine": r} for r in rows]))[1:-1])
+    pieces: list[Any] = [b"["]
+    for i, part in enumerate(parts):
+        if i:
+            pieces.append(b",")
+        pieces.append(part)
+    pieces.append(b"]")
+    return b"".join(pieces)
 
 
 def _json_array_chunks(text: bytes, max_bytes: int) -> list[bytes]:
@@ -205,10 +221,11 @@ def landing_append(
             try:
                 if _array_items(body):
                     for chunk in _json_array_chunks(body, max_statement_bytes):
-                        # base64: the connector writes its request body with json.dumps, and escaping a
-                        # megabyte of JSON text (quotes, non-ASCII) cost more CPU than encoding it
+                        # base64: ASCII without a character to escape, so the request body (JSON,
+                        # written by orjson in the embedded client: ``_FastJson``) is copied, never
+                        # transcoded; the JSON text itself (non-ASCII, quotes) measured slower
                         execute_bound(cur, _landing_insert_sql(db),
-                                       {**params, "rows": base64.b64encode(chunk).decode("ascii")})
+                                      {**params, "rows": base64.b64encode(chunk).decode("ascii")})
                         count += int(cur.rowcount or 0)
                 # the token, in the same transaction; refused (nothing commits) when a later writer
                 # has opened the channel: one statement, no extra round trip for the fence
@@ -326,7 +343,8 @@ class EmbeddedLandingChannel:
 
 class _FastGzip:
     """``gzip`` for the connector's request bodies without compression (``gzip.compress`` defaults to
-    level 9): the same format, for a body that only crosses the loopback."""
+    level 9): the same format, for a body that only crosses the loopback. At level 0 zlib writes the
+    gzip member itself (header, stored blocks, CRC-32 trailer) into one buffer."""
 
     _chatorbit_level = 0
 
@@ -337,20 +355,79 @@ class _FastGzip:
 
     def compress(self, data: bytes, compresslevel: int = 0, **kwargs: Any) -> bytes:
         import gzip
+        import zlib
 
-        return gzip.compress(data, compresslevel=min(compresslevel, self._chatorbit_level), **kwargs)
+        level = min(compresslevel, self._chatorbit_level)
+        if level == 0 and not kwargs:
+            return zlib.compress(data, 0, 31)  # wbits 31: a gzip member
+        return gzip.compress(data, compresslevel=level, **kwargs)
 
 
-def _connector_request_compression_fast() -> None:
-    """The connector gzips every request body at level 9. A landing unit's rows travel as one bind
-    value, so on the embedded writer that compression was the largest part of the consumer's CPU per
-    event (measured: bench/bench_consumer.py), for a body that crosses only the loopback to the
-    embedded server. Only the embedded landing client applies this (production lands through
-    Snowpipe Streaming, not these requests). Skipped if the connector no longer has the hook."""
+class _FastJson:
+    """``json`` for the connector's request bodies, written by orjson: a landing unit's rows travel
+    as one bind value of megabytes, which ``json.dumps`` (the connector's) escaped several times
+    slower. Same JSON (non-ASCII text as UTF-8 instead of ``\\u`` escapes, both valid); anything
+    orjson refuses (an unknown type, an integer over 64 bits) goes to ``json.dumps`` as before."""
+
+    def __getattr__(self, name: str) -> Any:
+        import json
+
+        return getattr(json, name)
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        try:
+            return orjson.dumps(obj).decode()
+        except orjson.JSONEncodeError:
+            import json
+
+            return json.dumps(obj, **kwargs)
+
+
+def _connector_requests_fast() -> None:
+    """Make the connector's requests cheaper in CPU for the embedded writer, whose landing sends a
+    unit's rows as one bind value of megabytes to a server on the loopback (each was measured with
+    bench/bench_consumer.py):
+
+    * the connector gzips every request body at level 9: level 0 instead (``_FastGzip``);
+    * it writes the request body with ``json.dumps``: orjson instead (``_FastJson``);
+    * it tries to import OpenTelemetry for every request, to add trace headers: without the package
+      the failed import searched every ``sys.path`` entry each time; it is now remembered as missing.
+
+    Only the embedded landing client applies this (production lands through Snowpipe Streaming,
+    not these requests). Each is skipped if the connector no longer has the hook."""
+    import importlib.util
+    import sys
+
     import snowflake.connector.network as network
 
     if not isinstance(getattr(network, "gzip", None), _FastGzip) and hasattr(network, "gzip"):
         network.gzip = _FastGzip()  # type: ignore[assignment]
+    if not isinstance(getattr(network, "json", None), _FastJson) and hasattr(network, "json"):
+        network.json = _FastJson()  # type: ignore[assignment]
+    if "opentelemetry" not in sys.modules and importlib.util.find_spec("opentelemetry") is None:
+        sys.modules["opentelemetry"] = None  # type: ignore[assignment]  # import fails at once, as it would
+
+
+def _no_environment_proxies(conn: Any) -> None:
+    """The connector's HTTP sessions of ``conn`` stop reading proxy settings from the environment for
+    every request (requests' ``trust_env``: two walks over ``os.environ`` per statement, about a third
+    of a statement's CPU in the connector): the embedded server is on the loopback. Proxies given to
+    the connector itself (``proxy_host``) still apply."""
+    manager = getattr(conn, "_session_manager", None)
+    make = getattr(manager, "make_session", None)
+    if manager is None or make is None or getattr(make, "_chatorbit_no_env", False):
+        return
+
+    def make_session(*args: Any, **kwargs: Any) -> Any:
+        session = make(*args, **kwargs)
+        session.trust_env = False
+        return session
+
+    make_session._chatorbit_no_env = True  # type: ignore[attr-defined]
+    manager.make_session = make_session
+    for pool in list(getattr(manager, "sessions_map", {}).values()):
+        for session in [*getattr(pool, "_idle_sessions", ()), *getattr(pool, "_active_sessions", ())]:
+            session.trust_env = False
 
 
 class EmbeddedLandingClient:
@@ -360,7 +437,7 @@ class EmbeddedLandingClient:
     def __init__(self, connect: Any = None):
         from warehouse.connection import warehouse_connect
 
-        _connector_request_compression_fast()
+        _connector_requests_fast()
         self._connect = connect or (lambda: warehouse_connect(workload="ingest"))
         self._conn: Any = None
         self._lock = threading.Lock()
@@ -370,6 +447,7 @@ class EmbeddedLandingClient:
         with self._lock:
             if self._conn is None:
                 self._conn = self._connect()
+                _no_environment_proxies(self._conn)
             try:
                 return work(self._conn)
             except WarehouseError as err:

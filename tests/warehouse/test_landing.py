@@ -244,3 +244,60 @@ def test_a_claim_reads_only_rows_landed_since_the_channels_last_merge(warehouse_
     # a row that landed before the bound is not claimed (a zombie's re-land of merged rows)
     warehouse_query(warehouse_conn, "UPDATE RAW.LANDING_EVENTS SET LANDED_AT = '2020-01-01' WHERE EVENT_ID = 'b'")
     assert merge(warehouse_conn, now=NOW + dt.timedelta(minutes=1)).events_inserted == 0
+
+
+def test_the_embedded_client_lands_text_beyond_ascii_through_its_faster_requests(warehouse_conn, warehouse_database):
+    # the embedded client's requests: bodies written by orjson and gzipped at level 0, without reading
+    # proxies from the environment; the rows' text (quotes, backslashes, beyond ASCII) lands unchanged
+    import snowflake.connector.network as network
+
+    from warehouse.connection import warehouse_connect
+    from warehouse.landing import _FastGzip, _FastJson
+
+    text = "café ☕ 𝄞 \"quoted\" \\ back \u2028 tab\t nul-free"
+    client = EmbeddedLandingClient(connect=lambda: warehouse_connect(database=warehouse_database))
+    try:
+        channel = client.open_channel("ch-0")
+        channel.append(landing_rows_json(orjson.dumps([canonical_event("u", product=text)]),
+                                         [quarantine_row(sequence_number="2", payload={"t": text})]), offset_token="2")
+        assert isinstance(network.json, _FastJson) and isinstance(network.gzip, _FastGzip)
+        manager = client._conn._session_manager
+        sessions = [s for pool in manager.sessions_map.values() for s in [*pool._idle_sessions, *pool._active_sessions]]
+        assert sessions and not any(s.trust_env for s in sessions)
+    finally:
+        client.close()
+    merge(warehouse_conn)
+    assert stored(warehouse_conn)["u"]["PRODUCT"] == text
+    assert warehouse_query(warehouse_conn, "SELECT PAYLOAD FROM RAW.QUARANTINE")[0]["PAYLOAD"] == {"t": text}
+
+
+def test_the_fast_request_body_helpers_write_what_the_standard_library_reads():
+    import gzip
+    import json
+    import uuid
+
+    from snowflake.connector.network import SnowflakeRestfulJsonEncoder
+
+    from warehouse.landing import _FastGzip, _FastJson
+
+    body = {"sqlText": "INSERT …", "bindings": {"1": {"type": "TEXT", "value": '[{"a": "é \\" ☕"}]'}},
+            "requestId": uuid.UUID(int=7)}
+    written = _FastJson().dumps(body, cls=SnowflakeRestfulJsonEncoder)
+    assert json.loads(written) == {**body, "requestId": str(uuid.UUID(int=7))}
+    # what orjson refuses (an integer over 64 bits) is written by json.dumps, with the connector's encoder
+    refused = {**body, "n": 2**70}
+    encoder = SnowflakeRestfulJsonEncoder
+    assert _FastJson().dumps(refused, cls=encoder) == json.dumps(refused, cls=encoder)
+    data = written.encode()
+    assert gzip.decompress(_FastGzip().compress(data)) == data
+    assert gzip.decompress(_FastGzip().compress(data, 9)) == data
+
+
+def test_landing_rows_join_events_and_quarantine_rows_without_reparsing_the_events():
+    events = b' [ {"event_id": "a"} , {"event_id": "b"} ] '
+    assert orjson.loads(landing_rows_json(events, [{"reason_code": "x"}])) == [
+        {"event_id": "a"}, {"event_id": "b"}, {"quarantine": {"reason_code": "x"}}]
+    assert landing_rows_json(b"[ ]", b'[{"reason_code": "x"}]') == b'[{"quarantine":{"reason_code":"x"}}]'
+    assert landing_rows_json(b"[]") == landing_rows_json(None, []) == b"[]"
+    with pytest.raises(ValueError):
+        landing_rows_json(b'{"event_id": "a"}')
