@@ -224,6 +224,8 @@ elif not DEBUG and CELERY_BROKER_URL.startswith(("filesystem://", "memory://")):
                      "workers on the same machine: production needs Redis (redis://… or rediss://…).")
 CELERY_BROKER_DIR = VAR_DIR / "celery-broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's folders and file names, written whole and claimed until acknowledged (portal.embedded_broker)
+    CELERY_BROKER_TRANSPORT = "portal.embedded_broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "queue"),
         "data_folder_out": str(CELERY_BROKER_DIR / "queue"),
