@@ -61,8 +61,7 @@ class Command(BaseCommand):
             if not portal_only and not no_traffic:
                 # One access-log line per collector request would bury everything else. Set it in
                 # LOGGING too: Celery's Django fixup may run django.setup() again and reapply it.
-                settings.LOGGING.setdefault("loggers", {})["django.server"] = {
-                    "handlers": ["console"], "level": "WARNING", "propagate": False}
+                settings.LOGGING["loggers"]["django.server"]["level"] = "WARNING"
                 logging.getLogger("django.server").setLevel(logging.WARNING)
             call_command("runserver", addrport, use_reloader=False)
         except KeyboardInterrupt:
