@@ -33,12 +33,12 @@ def a_queue(name: str) -> Queue:
     return Queue(name, Exchange(name), name)
 
 
-def test_settings_select_the_embedded_broker_for_filesystem_urls(settings):
-    from portal.celery import app
-
-    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        pytest.skip("tests run on Redis; the embedded default is checked by test_embedded_default")
-    assert app.connection_for_write().transport_cls == TRANSPORT
+def test_the_embedded_default_uses_this_broker():
+    env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_URL", "DEBUG"}}
+    probe = "from portal.celery import app; print(app.connection_for_write().transport_cls)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[2], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == TRANSPORT, out.stderr
 
 
 def test_a_message_file_found_empty_is_set_aside_and_the_next_one_delivered(tmp_path):
