@@ -22,8 +22,9 @@ install: $(STAMP)
 browser:
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 
+# RUN_ARGS: options of run_embedded, e.g. make run RUN_ARGS="--no-traffic --addrport 127.0.0.1:8001"
 run: install
-	$(PY) manage.py run_embedded
+	$(PY) manage.py run_embedded $(RUN_ARGS)
 
 test: install browser
 	@scripts/services_up.sh

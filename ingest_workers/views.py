@@ -284,6 +284,10 @@ def _pipeline_context() -> dict:
     lags = [s["lease"].millis_behind_latest for s in shards if s["lease"].millis_behind_latest is not None]
     context["max_lag_text"] = duration_text(max(lags) / 1000) if lags else ""
     context["collector_answers"] = page_selectors.collector_answers_last_hour()
+    # `make run` only: its supervised processes (restarts, exits); None on a deployed portal
+    from portal.supervision import processes_for_page
+
+    context["processes"] = processes_for_page(settings.VAR_DIR)
     return context
 
 

@@ -224,6 +224,8 @@ elif not DEBUG and CELERY_BROKER_URL.startswith(("filesystem://", "memory://")):
                      "workers on the same machine: production needs Redis (redis://… or rediss://…).")
 CELERY_BROKER_DIR = VAR_DIR / "celery-broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's folders and file names, written whole and claimed until acknowledged (portal.embedded_broker)
+    CELERY_BROKER_TRANSPORT = "portal.embedded_broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "queue"),
         "data_folder_out": str(CELERY_BROKER_DIR / "queue"),
@@ -425,11 +427,27 @@ if _problems:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+                   "access": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}",
+                              "style": "{"}},
+    "filters": {"client_errors_without_traceback": {"()": "portal.logs.ClientErrorsWithoutTraceback"},
+                "already_reported": {"()": "portal.logs.AlreadyReportedByDjangoRequest"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"},
+                 "access": {"class": "logging.StreamHandler", "formatter": "access"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # The Snowflake connector logs every login at INFO.
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "snowflake.connector": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own console handler (DEBUG) would print every django.* record a second time beside
+        # the root's; no ADMINS are configured, so its mail_admins handler has nothing to send either.
+        "django": {"handlers": [], "propagate": True},
+        # one line per refusal, no traceback (portal.logs)
+        "django.request": {"filters": ["client_errors_without_traceback"]},
+        # the dev server's access log, minus the 4xx/5xx lines django.request reports already
+        "django.server": {"handlers": ["access"], "filters": ["already_reported"], "level": "INFO",
+                          "propagate": False},
+        "django.db.backends": {"level": "WARNING"},
+        # The Snowflake connector logs every login at INFO.
+        "snowflake.connector": {"level": "WARNING"},
+    },
 }
 
 # --- Snowpipe Streaming (production landing writer) ---------------------------------------------------

@@ -99,8 +99,105 @@ def test_run_embedded_serves_the_seeded_portal_on_sqlite(tmp_path):
         runs = session.get(f"{base}/analytics/runs/", timeout=30)
         assert runs.status_code == 200 and "succeeded" in runs.text
     finally:
+        children = _supervised_pids(tmp_path)
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+    _assert_gone(children, within_s=10)
+
+
+def _supervised_pids(var: Path) -> list[int]:
+    """The pids of run_embedded's children, from the status file its supervisor keeps for the pipeline page."""
+    body = json.loads((var / "processes.json").read_text())
+    return [child["pid"] for child in body["children"] if child["pid"]]
+
+
+def _assert_gone(pids: list[int], within_s: float) -> None:
+    """Poll until no process (nor any process group a child led) of these pids is left."""
+    deadline = time.monotonic() + within_s
+    while True:
+        left = []
+        for pid in pids:
+            try:
+                os.killpg(pid, 0)      # each child leads its own group: its pool processes included
+                left.append(pid)
+            except ProcessLookupError:
+                try:
+                    os.kill(pid, 0)
+                    left.append(pid)
+                except ProcessLookupError:
+                    pass
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"still running after {within_s:g} s: {left}"
+        time.sleep(0.2)
+
+
+def test_make_run_restarts_a_killed_child_and_ctrl_c_stops_everything(tmp_path):
+    """Through `make run` as a person starts it: SIGKILL the beat and it comes back, reported in the
+    terminal and on the pipeline page; then Ctrl-C (SIGINT to the terminal's process group) stops it all."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE", "DEBUG",
+                        "RAW_ARCHIVE_URL"} and not k.startswith("SNOWFLAKE_")}
+    env.update(CHATORBIT_VAR_DIR=str(tmp_path), PYTHONUNBUFFERED="1",
+               AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", SNOWFLAKE_PORT=str(free_port()))
+    log = tmp_path / "terminal.log"
+    # `-o install`: the venv is this interpreter's (PY=), not one for make to create
+    with log.open("w") as out:
+        make = subprocess.Popen(["make", "-o", "install", "run", f"PY={sys.executable}",
+                                 f"RUN_ARGS=--no-traffic --addrport 127.0.0.1:{port}"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert make.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                requests.get(f"{base}/accounts/login/", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        from portal.supervision import processes_for_page
+
+        rows = {row["name"]: row for row in processes_for_page(tmp_path)}
+        assert set(rows) == {"local_aws", "warehouse_server", "ingest", "worker", "beat"}
+        assert {row["state"] for row in rows.values()} == {"running"}, rows
+        killed = rows["beat"]["pid"]
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (rows["beat"]["restarts"] == 1 and rows["beat"]["state"] == "running"):
+            assert time.monotonic() < deadline, (rows, log.read_text())
+            time.sleep(0.2)
+            rows = {row["name"]: row for row in processes_for_page(tmp_path)}
+        assert rows["beat"]["pid"] != killed
+        os.kill(rows["beat"]["pid"], 0)                                  # the new beat runs
+        assert "beat exited (signal SIGKILL)" in log.read_text()
+
+        session = requests.Session()
+        login = session.get(f"{base}/accounts/login/", timeout=10)
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
+        password = re.search(r"^\s+engineer\s+(\S+)", log.read_text(), re.MULTILINE).group(1)
+        session.post(f"{base}/accounts/login/", timeout=10, headers={"Referer": f"{base}/accounts/login/"},
+                     data={"username": "engineer", "password": password, "csrfmiddlewaretoken": csrf})
+        page = session.get(f"{base}/pipeline/live/", timeout=30)
+        assert page.status_code == 200
+        assert 'data-name="beat" data-restarts="1" data-state="running"' in page.text, page.text
+        assert 'data-name="worker" data-restarts="0" data-state="running"' in page.text
+
+        children = _supervised_pids(tmp_path)
+        supervisor = json.loads((tmp_path / "processes.json").read_text())["supervisor_pid"]
+        stopping = time.monotonic()
+        os.killpg(make.pid, signal.SIGINT)                               # Ctrl-C in make's terminal
+        assert make.wait(timeout=45) != 0                                # make waited, then reports the interrupt
+        _assert_gone([supervisor, *children], within_s=1)
+        assert time.monotonic() - stopping < 15   # workers log out while the warehouse answers (was 23 s)
+        states = {row["name"]: row["state"] for row in
+                  json.loads((tmp_path / "processes.json").read_text())["children"]}
+        assert set(states.values()) == {"stopped"}, states
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGTERM)
+            make.wait(timeout=60)
 
 
 def test_demo_write_keys_are_kept_not_rotated_and_a_persons_rotation_stands(db, settings, tmp_path):

@@ -5,7 +5,12 @@ warehouse (fakesnow's server, `warehouse_server`), the ingest pool (a Celery wor
 long-lived shard consumer), a Celery worker for the other queues and Celery beat (filesystem broker
 unless CELERY_BROKER_URL names Redis), and a traffic generator imitating the six demo sources
 through the collectors. Migrates and seeds the demo, then serves the portal in the foreground.
-Ctrl-C stops everything.
+
+The children are supervised (portal.supervision): one that dies is restarted with backoff and
+reported here and on the pipeline page. Ctrl-C (or SIGTERM) stops everything: the traffic first, then
+the workers and beat while the warehouse and the emulator still answer them (a worker's connector
+would otherwise retry its logout against a stopped warehouse for 20 s), then those two; a second
+Ctrl-C skips the waiting.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +29,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+
+from portal.supervision import STATUS_FILE, Supervisor
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -46,7 +54,8 @@ class Command(BaseCommand):
         var = Path(settings.VAR_DIR)
         var.mkdir(parents=True, exist_ok=True)
         (var / "logs").mkdir(exist_ok=True)
-        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.var = var
+        self.supervisor = Supervisor(self._spawn, self._report, var / STATUS_FILE)
         previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             call_command("migrate", interactive=False, verbosity=0)
@@ -55,14 +64,14 @@ class Command(BaseCommand):
             self._print_write_keys()
             if not portal_only:
                 self._start_pipeline(var, addrport, no_traffic, traffic_rate)
+                self.supervisor.watch()
             self.stdout.write(self.style.SUCCESS(
                 f"Portal: http://{addrport}/   API docs: http://{addrport}/api/v1/docs/   "
                 f"Schema Registry: http://{addrport}/registry/   Logs: {var / 'logs'}"))
             if not portal_only and not no_traffic:
                 # One access-log line per collector request would bury everything else. Set it in
                 # LOGGING too: Celery's Django fixup may run django.setup() again and reapply it.
-                settings.LOGGING.setdefault("loggers", {})["django.server"] = {
-                    "handlers": ["console"], "level": "WARNING", "propagate": False}
+                settings.LOGGING["loggers"]["django.server"]["level"] = "WARNING"
                 logging.getLogger("django.server").setLevel(logging.WARNING)
             call_command("runserver", addrport, use_reloader=False)
         except KeyboardInterrupt:
@@ -71,12 +80,14 @@ class Command(BaseCommand):
             self._stop_children()
             signal.signal(signal.SIGTERM, previous)
 
-    def _spawn(self, name: str, argv: list[str], var: Path) -> subprocess.Popen:
-        log = (var / "logs" / f"{name}.log").open("ab")
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),  # noqa: S603 - our own commands
-                                start_new_session=True)
-        self.children.append((name, proc))
-        return proc
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        # each child in a session of its own: Ctrl-C reaches only this process, which stops them in order
+        with (self.var / "logs" / f"{name}.log").open("ab") as log:
+            return subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603 - our own commands
+                                    env=dict(os.environ), start_new_session=True)
+
+    def _report(self, line: str) -> None:
+        self.stderr.write(f"{time.strftime('%H:%M:%S')} make run: {line}")
 
     def _wait_port(self, name: str, host: str, port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -97,8 +108,8 @@ class Command(BaseCommand):
                                  ("warehouse_server", settings.SNOWFLAKE["host"], int(settings.SNOWFLAKE["port"]))):
             if _port_open(host, port):
                 raise CommandError(f"{host}:{port} is already in use; stop whatever runs there ({name}).")
-        aws_proc = self._spawn("local_aws", [*manage, "local_aws"], var)
-        warehouse_proc = self._spawn("warehouse_server", [*manage, "warehouse_server"], var)
+        aws_proc = self.supervisor.start("local_aws", [*manage, "local_aws"])
+        warehouse_proc = self.supervisor.start("warehouse_server", [*manage, "warehouse_server"])
         self._wait_port("local_aws", aws.hostname, aws.port or 80, aws_proc)
         self._wait_port("warehouse_server", settings.SNOWFLAKE["host"], int(settings.SNOWFLAKE["port"]),
                         warehouse_proc)
@@ -114,16 +125,16 @@ class Command(BaseCommand):
         celery = [sys.executable, "-m", "celery", "-A", "portal"]
         # the ingest pool: a worker whose long-lived shard consumer reads the stream (see
         # ingest_workers.consumer); the other queues have a worker of their own
-        self._spawn("ingest", [*celery, "worker", "-Q", "ingest", "--pool", "solo", "--shard-consumer",
-                               "-n", "ingest@%h", "-l", "INFO"], var)
-        self._spawn("worker", [*celery, "worker", "-Q", "default,models,replay,quality,deletion",
-                               "--concurrency", "2", "-n", "worker@%h", "-l", "INFO"], var)
-        self._spawn("beat", [*celery, "beat", "-l", "INFO", "-s", str(var / "celerybeat-schedule")], var)
+        self.supervisor.start("ingest", [*celery, "worker", "-Q", "ingest", "--pool", "solo", "--shard-consumer",
+                               "-n", "ingest@%h", "-l", "INFO"])
+        self.supervisor.start("worker", [*celery, "worker", "-Q", "default,models,replay,quality,deletion",
+                               "--concurrency", "2", "-n", "worker@%h", "-l", "INFO"])
+        self.supervisor.start("beat", [*celery, "beat", "-l", "INFO", "-s", str(var / "celerybeat-schedule")])
         self.stdout.write("Celery workers (ingest pool with a shard consumer; the other queues) and beat started.")
         if not no_traffic:
-            self._spawn("traffic", [*manage, "generate_traffic", "--via", "http", "--url", f"http://{addrport}",
+            self.supervisor.start("traffic", [*manage, "generate_traffic", "--via", "http", "--url", f"http://{addrport}",
                                     "--count", "100000000", "--rate", str(traffic_rate), "--batch", "20",
-                                    "--wait-for-portal"], var)
+                                    "--wait-for-portal"])
             self.stdout.write(f"Traffic generator: {traffic_rate:g} events/s through the collectors.")
 
     def _print_write_keys(self) -> None:
@@ -137,11 +148,17 @@ class Command(BaseCommand):
             self.stdout.write(f"  {name:<14} {key or '(rotated in the portal: use your key; no demo traffic for it)'}")
 
     def _stop_children(self) -> None:
-        for _name, proc in reversed(self.children):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _name, proc in reversed(self.children):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        """Stop the children in order, within a bounded time; further Ctrl-Cs only hurry it."""
+        hurry = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: hurry.set())
+        try:
+            from warehouse.connection import pool_close
+
+            pool_close()  # the portal's own pooled connections (pipeline page), while the warehouse answers
+            if self.supervisor.children:
+                self.stdout.write("Stopping: traffic, then workers and beat, then the warehouse and local AWS…")
+            self.supervisor.stop_all([(["traffic"], 5.0), (["beat", "worker", "ingest"], 20.0),
+                                      (["warehouse_server", "local_aws"], 10.0)], hurry=hurry)
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
