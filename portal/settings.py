@@ -196,7 +196,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Sources, event contracts and their versions, the review workflow, the canonical model, and a "
         "compatibility check for CI. Authenticate with `Authorization: Token <token>` "
-        "(create one with `manage.py create_api_token <username>`)."
+        "(create one on the portal's [API tokens page](/account/tokens/), where each person creates, lists "
+        "and revokes their own)."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
