@@ -78,3 +78,12 @@ def user_team_ids(user: Any) -> set[int]:
 def can_edit_team_objects(user: Any, team_id: int) -> bool:
     """Team members edit their own team's sources and contracts; admins edit any."""
     return is_admin(user) or team_id in user_team_ids(user)
+
+
+def may_see_quarantine(user: Any) -> bool:
+    """Data engineers see all of the quarantine; team members their own sources' records; others none.
+
+    `ingest_workers.page_selectors.quarantine_scope` decides what they see; this decides whether a
+    link to it is worth showing.
+    """
+    return is_data_engineer(user) or bool(user_team_ids(user))

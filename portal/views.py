@@ -34,6 +34,8 @@ def home(request: HttpRequest) -> HttpResponse:
         "is_platform": Role.PLATFORM in roles or bool(user.teams.exists()),
         "is_engineer": is_data_engineer(user),
         "is_privacy": Role.PRIVACY in roles,
+        # "Not on a team yet" is for platform team members only; other roles do not join product teams.
+        "needs_team": Role.PLATFORM in roles and not user.teams.exists(),
         "is_admin": is_admin(user),
         "teams": user.teams.all(),
         "team_sources": contract_pages.team_sources(user),
