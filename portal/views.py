@@ -19,7 +19,7 @@ from contracts.line_diff import top_level_changes
 from contracts.models import VersionStatus
 from portal import page_selectors, selectors, services, token_rules
 from portal.forms import ApiTokenCreateForm
-from portal.roles import Role, is_admin, is_data_engineer, user_roles
+from portal.roles import Role, has_portal_role, is_admin, is_data_engineer, user_roles
 
 AUDIT_PAGE_SIZE = 50
 
@@ -28,6 +28,9 @@ AUDIT_PAGE_SIZE = 50
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     user = request.user
+    if not has_portal_role(user):
+        # No sources, contracts or counts: only what to ask for (hostile-input review D15).
+        return render(request, "portal/no_role.html")
     roles = user_roles(user)
     context = {
         "counts": contract_pages.dashboard_counts(),
