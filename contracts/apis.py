@@ -13,7 +13,6 @@ import orjson
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -21,6 +20,7 @@ from contracts import canonical_model, selectors, services
 from contracts.errors import ContractError, Forbidden
 from contracts.models import CompatibilityLevel, Contract, ContractVersion, Platform, Source, SourceKind
 from portal.api_errors import ApiError, validated_body
+from portal.permissions import HasPortalRole
 from portal.roles import is_admin, is_data_engineer
 
 
@@ -384,7 +384,7 @@ class CanonicalModelApi(APIView):
 
 
 class AuditListApi(APIView):
-    permission_classes = [IsAuthenticated]
+    permission_classes = [HasPortalRole]
 
     @extend_schema(parameters=[OpenApiParameter("action", str), OpenApiParameter("actor", str)],
                    responses=inline_serializer("AuditRecord", {"id": serializers.IntegerField()}, many=True),

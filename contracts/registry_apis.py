@@ -23,7 +23,6 @@ from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, renderers
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -37,6 +36,7 @@ from portal.parsers import (
     RegistryOctetStreamParser,
     SafeJSONParser,
 )
+from portal.permissions import HasPortalRole
 
 REGISTRY_MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 REGISTRY_GENERIC_MEDIA_TYPE = "application/vnd.schemaregistry+json"
@@ -90,7 +90,7 @@ def registry_doc(operation_id: str, summary: str, *, body: bool = False, approve
 class RegistryApi(APIView):
     # In the OpenAPI document briefly (registry_doc); the wire format is Confluent's API reference.
     authentication_classes = [TokenBasicAuthentication, ApiTokenAuthentication]
-    permission_classes = [IsAuthenticated]
+    permission_classes = [HasPortalRole]
     parser_classes = REGISTRY_PARSERS
     renderer_classes = REGISTRY_RENDERERS
 

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from ingest_workers.models import ShardLease
-from portal.roles import is_data_engineer, user_team_ids
+from portal.roles import is_data_engineer, may_see_quarantine
 from warehouse.ddl import (
     CANONICAL_EVENTS,
     CHANNEL_OFFSETS,
@@ -66,10 +66,10 @@ def quarantine_scope(user: Any) -> QuarantineScope | None:
     """What ``user`` may see in quarantine, or None when the page is not for them."""
     from contracts.page_selectors import sources_user_may_edit
 
+    if not may_see_quarantine(user):  # the same rule hides the links to the quarantine
+        return None
     if is_data_engineer(user):
         return QuarantineScope(everything=True)
-    if not user_team_ids(user):
-        return None
     sources = list(sources_user_may_edit(user).values_list("name", "pk"))
     return QuarantineScope(False, tuple(name for name, _ in sources), tuple(str(pk) for _, pk in sources))
 

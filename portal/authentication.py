@@ -8,10 +8,19 @@ from __future__ import annotations
 import base64
 import binascii
 
+from django.urls import reverse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from portal.services import api_token_user
+from portal.services import api_token_check
+
+
+def _token_refused(request, check) -> exceptions.AuthenticationFailed:
+    """A 401 that says why (unknown, revoked, expired…) and, for a token that was ours, where to get a new one."""
+    message = check.message
+    if check.refusal in ("revoked", "expired"):
+        message += f" Create a new one at {request.build_absolute_uri(reverse('api_tokens'))}."
+    return exceptions.AuthenticationFailed(message, code=f"token_{check.refusal}")
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
@@ -29,10 +38,10 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         value = value.strip()
         if not value or " " in value:
             raise exceptions.AuthenticationFailed("Malformed Authorization header: expected 'Token <token>'.")
-        user = api_token_user(value)
-        if user is None:
-            raise exceptions.AuthenticationFailed("Invalid, revoked or unknown API token.")
-        return user, value
+        check = api_token_check(value)
+        if check.user is None:
+            raise _token_refused(request, check)
+        return check.user, value
 
     def authenticate_header(self, request) -> str:
         return "Token"
@@ -53,10 +62,12 @@ class TokenBasicAuthentication(authentication.BaseAuthentication):
         username, sep, token = decoded.partition(":")
         if not sep:
             raise exceptions.AuthenticationFailed("Malformed basic credentials: expected user:token.")
-        user = api_token_user(token)
-        if user is None or user.get_username() != username:
+        check = api_token_check(token)
+        if check.user is None and check.refusal in ("revoked", "expired", "user_disabled"):
+            raise _token_refused(request, check)
+        if check.user is None or check.user.get_username() != username:
             raise exceptions.AuthenticationFailed("Invalid username or API token.")
-        return user, token
+        return check.user, token
 
     def authenticate_header(self, request) -> str:
         return 'Basic realm="chatorbit-registry"'
@@ -70,7 +81,7 @@ class ApiTokenAuthenticationScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "apiKey", "in": "header", "name": "Authorization",
-                "description": "`Token <token>`; create one with `manage.py create_api_token <username>`."}
+                "description": "`Token <token>`; create one on the portal's API tokens page (/account/tokens/)."}
 
 
 class TokenBasicAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -23,7 +23,11 @@ class Team(models.Model):
 
 
 class ApiToken(models.Model):
-    """A personal API token. Only a SHA-256 of the secret is stored; the token is shown once."""
+    """A personal API token. Only a SHA-256 of the secret is stored; the token is shown once.
+
+    People create, list and revoke their own on the API tokens page (`portal.views.api_tokens`);
+    `manage.py create_api_token` is for bootstrapping from the server.
+    """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=128, default="cli")
@@ -33,6 +37,8 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # None: never expires (the tokens created before expiry existed, and "never" on the page).
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

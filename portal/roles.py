@@ -78,3 +78,22 @@ def user_team_ids(user: Any) -> set[int]:
 def can_edit_team_objects(user: Any, team_id: int) -> bool:
     """Team members edit their own team's sources and contracts; admins edit any."""
     return is_admin(user) or team_id in user_team_ids(user)
+
+
+def has_portal_role(user: Any) -> bool:
+    """Whether the portal shows `user` anything beyond a page asking for a role.
+
+    A role group (or superuser) counts, and so does a team membership alone: the home page and the
+    quarantine already treat a team member as doing platform work. Someone with neither reads no
+    sources, contracts or sample payloads, on the pages or the API (hostile-input review D15).
+    """
+    return bool(user_roles(user)) or bool(user_team_ids(user))
+
+
+def may_see_quarantine(user: Any) -> bool:
+    """Data engineers see all of the quarantine; team members their own sources' records; others none.
+
+    `ingest_workers.page_selectors.quarantine_scope` decides what they see; this decides whether a
+    link to it is worth showing.
+    """
+    return is_data_engineer(user) or bool(user_team_ids(user))

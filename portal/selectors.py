@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 
-from portal.models import AuditRecord
+from portal.models import ApiToken, AuditRecord
 
 
 def audit_records(
@@ -18,3 +20,9 @@ def audit_records(
     if object_type:
         qs = qs.filter(object_type=object_type)
     return qs
+
+
+def api_tokens_of(user: Any) -> QuerySet[ApiToken]:
+    """A person's own tokens, newest first. The tokens page reads only these, so nobody sees or
+    revokes another person's token there (admins do that in the Django admin)."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")

@@ -89,6 +89,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "portal.middleware.RoleRequiredMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
@@ -177,7 +178,7 @@ REST_FRAMEWORK = {
         "portal.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["portal.permissions.HasPortalRole"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "portal.api_errors.api_exception_handler",
     "DEFAULT_PARSER_CLASSES": [
@@ -196,7 +197,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Sources, event contracts and their versions, the review workflow, the canonical model, and a "
         "compatibility check for CI. Authenticate with `Authorization: Token <token>` "
-        "(create one with `manage.py create_api_token <username>`)."
+        "(create one on the portal's [API tokens page](/account/tokens/), where each person creates, lists "
+        "and revokes their own)."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

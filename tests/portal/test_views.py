@@ -109,12 +109,6 @@ def test_engineer_is_not_asked_to_review_their_own_change(engineer, team, chat_v
     assert "Waiting for a reviewer" in text
 
 
-def test_someone_without_a_team_is_told_how_to_get_one(privacy_user):
-    text = text_of(client_for(privacy_user).get(reverse("home")))
-    assert "Not on a team yet" in text
-    assert "Personal data" in text
-
-
 def test_admin_sees_the_audit_log_link_and_recent_changes(admin_user, chat_contract):
     response = client_for(admin_user).get(reverse("home"))
     assert "Audit log" in text_of(response) and "Recent changes" in text_of(response)

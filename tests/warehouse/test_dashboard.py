@@ -515,11 +515,15 @@ def test_anonymous_is_sent_to_sign_in(client):
         assert response.status_code == 302 and response["Location"].startswith(reverse("login")), name
 
 
-def test_every_role_may_see_it(wh, client, engineer, privacy_user, admin_user, make_user):
-    nobody = make_user("norole")
-    for user in (engineer, privacy_user, admin_user, nobody):
+def test_every_role_may_see_it_and_an_account_without_one_may_not(wh, client, engineer, privacy_user, admin_user,
+                                                                  make_user):
+    for user in (engineer, privacy_user, admin_user):
         client.force_login(user)
         assert client.get(reverse("analytics_dashboard")).status_code == 200, user
+    # No role and no team: the page asking for a role instead (hostile-input review D15).
+    client.force_login(make_user("norole"))
+    response = client.get(reverse("analytics_dashboard"))
+    assert response.status_code == 403 and "Your account has no role yet" in response.content.decode()
 
 
 def _card(html: str, key: str) -> str:
