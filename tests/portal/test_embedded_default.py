@@ -4,6 +4,7 @@ workers and the traffic generator — and the generated events reach CANONICAL.E
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -209,7 +210,7 @@ def test_demo_write_keys_are_kept_not_rotated_and_a_persons_rotation_stands(db, 
     from portal.models import AuditRecord
 
     settings.VAR_DIR = tmp_path
-    call_command("seed_demo", quiet_keys=True, force=True, stdout=open(os.devnull, "w"))  # noqa: SIM115
+    call_command("seed_demo", quiet_keys=True, force=True, stdout=io.StringIO())
     first = demo_write_keys_ensure()
     assert set(first) == {"web-chat", "ios-app", "android-app", "llm-gateway"}   # webhook sources have none
     assert oct(demo_write_keys_path().stat().st_mode & 0o777) == "0o600"
