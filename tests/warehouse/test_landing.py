@@ -301,3 +301,24 @@ def test_landing_rows_join_events_and_quarantine_rows_without_reparsing_the_even
     assert landing_rows_json(b"[]") == landing_rows_json(None, []) == b"[]"
     with pytest.raises(ValueError):
         landing_rows_json(b'{"event_id": "a"}')
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_534, 65_535, 65_536, 131_070, 131_071, 3_000_001])
+def test_the_stored_gzip_member_is_read_back_by_gzip_and_by_zlib_at_every_block_boundary(size):
+    import gzip
+    import os
+    import zlib
+
+    from warehouse.landing import gzip_stored_member
+
+    data = os.urandom(size)
+    member = gzip_stored_member(data)
+    assert gzip.decompress(member) == data
+    assert zlib.decompress(member, 31) == data  # a strict reader: trailer CRC-32 and size checked
+    # stored blocks: the member is the data plus 5 bytes per 64 KiB block and 18 bytes of frame
+    assert len(member) == size + 5 * max(1, -(-size // 0xFFFF)) + 18
+    broken = bytearray(member)
+    if size:
+        broken[20] ^= 0xFF  # a flipped data byte fails the CRC-32 check
+        with pytest.raises((OSError, zlib.error)):
+            gzip.decompress(bytes(broken))
