@@ -8,11 +8,14 @@ the registry (DRF views: `portal.permissions.HasPortalRole` answers there, in JS
 
 from __future__ import annotations
 
+import json
+
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 
 from portal.roles import has_portal_role
 
-OPEN_URL_NAMES = frozenset({"home", "login", "logout"})
+OPEN_URL_NAMES = frozenset({"home", "login", "logout", "admin_login"})
 
 
 def _is_gated(request, view_func) -> bool:
@@ -39,3 +42,47 @@ class RoleRequiredMiddleware:
         if user is None or not user.is_authenticated or has_portal_role(user):
             return None
         return render(request, "portal/no_role.html", status=403)
+
+
+# --- NUL characters in the address --------------------------------------------------------------------
+
+#: Paths that answer JSON (and the registry's own error shape); everything else is a page.
+_JSON_PREFIXES = ("/api/", "/collect/")
+_REGISTRY_PREFIX = "/registry/"
+
+
+def _json_refusal(path: str, status: int, code: str, message: str) -> HttpResponse:
+    if path.startswith(_REGISTRY_PREFIX):
+        body = {"error_code": 40400 if status == 404 else 40000, "message": message}
+        return HttpResponse(json.dumps(body), status=status, content_type="application/vnd.schemaregistry.v1+json")
+    return HttpResponse(json.dumps({"error": code, "message": message}), status=status,
+                        content_type="application/json")
+
+
+class RefuseNulCharactersMiddleware:
+    """A NUL character (%00) in the path or a query parameter is answered before any view runs.
+
+    No name, subject or filter value the portal stores can contain one, and PostgreSQL refuses it in a
+    query (a 500 otherwise). The path gets 404 (nothing lives there: a collector's unknown source stays
+    a 404), a query parameter 400 naming it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        path = request.path
+        json_answer = path.startswith((*_JSON_PREFIXES, _REGISTRY_PREFIX))
+        if "\x00" in path:
+            message = "Nothing lives at an address with a NUL character (%00) in it."
+            if json_answer:
+                return _json_refusal(path, 404, "not_found", message)
+            raise Http404(message)
+        bad = next((key for key, values in request.GET.lists()
+                    if "\x00" in key or any("\x00" in value for value in values)), None)
+        if bad is not None:
+            message = (f"The query parameter '{bad.replace(chr(0), '%00')}' contains a NUL character (%00), "
+                       "which no parameter accepts.")
+            if json_answer:
+                return _json_refusal(path, 400, "invalid_query", message)
+            return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)
