@@ -86,3 +86,41 @@ class RefuseNulCharactersMiddleware:
                 return _json_refusal(path, 400, "invalid_query", message)
             return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
+
+
+# --- Content-Security-Policy and Permissions-Policy ---------------------------------------------------
+
+#: Every page's scripts and styles come from the portal's own static files: no inline script, no on*=
+#: handler, no inline <style> (htmx is told not to inject its indicator styles: base.html), no plugin, no
+#: framing, forms post only here. Images may be data: URLs (Pico's icons, the empty favicon, Swagger UI).
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "font-src 'self'",
+    "connect-src 'self'",
+    "object-src 'none'",
+    "base-uri 'self'",
+    "frame-ancestors 'none'",
+    "form-action 'self'",
+])
+#: The portal uses none of these browser features.
+PERMISSIONS_POLICY = ", ".join(f"{feature}=()" for feature in (
+    "accelerometer", "camera", "display-capture", "geolocation", "gyroscope", "magnetometer", "microphone",
+    "midi", "payment", "publickey-credentials-get", "screen-wake-lock", "serial", "usb", "xr-spatial-tracking",
+))
+
+
+class SecurityHeadersMiddleware:
+    """Content-Security-Policy and Permissions-Policy on every answer (docs/decisions.md, "Content-Security-
+    Policy"): a future escaping slip cannot run script, and a page cannot be framed."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+        return response
