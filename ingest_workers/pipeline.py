@@ -706,7 +706,9 @@ def _row(
 ) -> QuarantineRow:
     env = _decoded(rec.data)
     route = index.route(env.source) if env is not None else None
-    if env is not None:
+    if f.reason == NUMBER_OUT_OF_RANGE:
+        payload = _raw_payload(rec.data)  # decoded, the number would be a rounded float: keep the exact text
+    elif env is not None:
         payload = _storable(env.payload, rec.data)
     elif f.reason == UNDECODABLE:
         payload = _raw_payload(rec.data)

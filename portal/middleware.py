@@ -12,6 +12,7 @@ import json
 
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
+from django.views.defaults import page_not_found
 
 from portal.roles import has_portal_role
 
@@ -59,33 +60,28 @@ def _json_refusal(path: str, status: int, code: str, message: str) -> HttpRespon
                         content_type="application/json")
 
 
-class RefuseNulCharactersMiddleware:
-    """A NUL character (%00) in the path or a query parameter is answered before any view runs.
+def nul_refusal(request) -> HttpResponse | None:
+    """The answer to a NUL character (%00) in the path or a query parameter, before any view runs, or None.
 
     No name, subject or filter value the portal stores can contain one, and PostgreSQL refuses it in a
     query (a 500 otherwise). The path gets 404 (nothing lives there: a collector's unknown source stays
     a 404), a query parameter 400 naming it."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        path = request.path
-        json_answer = path.startswith((*_JSON_PREFIXES, _REGISTRY_PREFIX))
-        if "\x00" in path:
-            message = "Nothing lives at an address with a NUL character (%00) in it."
-            if json_answer:
-                return _json_refusal(path, 404, "not_found", message)
-            raise Http404(message)
-        bad = next((key for key, values in request.GET.lists()
-                    if "\x00" in key or any("\x00" in value for value in values)), None)
-        if bad is not None:
-            message = (f"The query parameter '{bad.replace(chr(0), '%00')}' contains a NUL character (%00), "
-                       "which no parameter accepts.")
-            if json_answer:
-                return _json_refusal(path, 400, "invalid_query", message)
-            return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
-        return self.get_response(request)
+    path = request.path
+    json_answer = path.startswith((*_JSON_PREFIXES, _REGISTRY_PREFIX))
+    if "\x00" in path:
+        message = "Nothing lives at an address with a NUL character (%00) in it."
+        if json_answer:
+            return _json_refusal(path, 404, "not_found", message)
+        return page_not_found(request, Http404(message))  # the portal's 404 page (this runs before any view)
+    bad = next((key for key, values in request.GET.lists()
+                if "\x00" in key or any("\x00" in value for value in values)), None)
+    if bad is None:
+        return None
+    message = (f"The query parameter '{bad.replace(chr(0), '%00')}' contains a NUL character (%00), "
+               "which no parameter accepts.")
+    if json_answer:
+        return _json_refusal(path, 400, "invalid_query", message)
+    return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
 
 
 # --- Content-Security-Policy and Permissions-Policy ---------------------------------------------------
@@ -112,15 +108,17 @@ PERMISSIONS_POLICY = ", ".join(f"{feature}=()" for feature in (
 ))
 
 
-class SecurityHeadersMiddleware:
-    """Content-Security-Policy and Permissions-Policy on every answer (docs/decisions.md, "Content-Security-
-    Policy"): a future escaping slip cannot run script, and a page cannot be framed."""
+class RequestGuardMiddleware:
+    """Refuses a NUL character in the address (``nul_refusal``) and puts the Content-Security-Policy and
+    Permissions-Policy on every answer (docs/decisions.md, "Content-Security-Policy"): a future escaping
+    slip cannot run script, and a page cannot be framed. One middleware for both: each one adds stack
+    frames under every view, and deeply nested JSON bodies are parsed near Python's recursion limit."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        response = self.get_response(request)
+        response = nul_refusal(request) or self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
         return response

@@ -84,8 +84,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "portal.middleware.SecurityHeadersMiddleware",
-    "portal.middleware.RefuseNulCharactersMiddleware",
+    "portal.middleware.RequestGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -291,7 +290,7 @@ INGEST_MERGER_LEASE_SECONDS = int(os.environ.get("INGEST_MERGER_LEASE_SECONDS", 
 KINESIS_RETENTION_HOURS = int(os.environ.get("KINESIS_RETENTION_HOURS", "168"))
 RAW_ARCHIVE_TRANSITION_DAYS = int(os.environ.get("RAW_ARCHIVE_TRANSITION_DAYS", "30"))
 RAW_ARCHIVE_RETENTION_DAYS = int(os.environ.get("RAW_ARCHIVE_RETENTION_DAYS", "180"))
-# The curated models' run lease: a live run renews it every quarter of this (a heartbeat thread), so a
+# The curated models' run lease: a live run renews it every third of this (a heartbeat thread), so a
 # run whose process died is taken over (and its records marked failed) after at most this long.
 MODELS_RUN_LEASE_SECONDS = float(os.environ.get("MODELS_RUN_LEASE_SECONDS", "60"))
 # The emulator accepts any credentials; real AWS uses the standard credential chain (roles).

@@ -10,15 +10,17 @@ import datetime as dt
 import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
+from ingest_workers.services import LeaseHeartbeat
 from warehouse.modeling.runner import DISPLAY_ORDER, ModelResult, RunReport, models_run
 from warehouse.models import ModelRun, PriceRecompute, RunnerLease
 from warehouse.selectors import price_catalog_rows
@@ -44,21 +46,21 @@ def _holder_name() -> str:
 
 
 def lease_acquire(holder: str, seconds: float) -> str | None:
-    """Take the run lease; returns None when taken, else the current holder's name.
+    """Take the run lease (free, expired on the database's clock, or ours); returns None when taken, else
+    the current holder's name.
 
     Taking it closes the records of a run that stopped without finishing (its process died, so its
     lease expired, or it failed past its own bookkeeping): only the holder runs, so a model still
     "running" now belongs to a run that is gone."""
-    now = timezone.now()
     with transaction.atomic():
         RunnerLease.objects.get_or_create(name=LEASE_NAME)
         lease = RunnerLease.objects.select_for_update().get(name=LEASE_NAME)
-        if lease.holder and lease.holder != holder and lease.expires_at and lease.expires_at > now:
+        takeable = Q(holder="") | Q(holder=holder) | Q(expires_at__isnull=True) | Q(expires_at__lt=Now())
+        claimed = RunnerLease.objects.filter(Q(name=LEASE_NAME) & takeable).update(
+            holder=holder, expires_at=Now() + dt.timedelta(seconds=seconds))
+        if not claimed:
             return lease.holder
-        previous, expired_at = lease.holder, lease.expires_at
-        lease.holder, lease.expires_at = holder, now + dt.timedelta(seconds=seconds)
-        lease.save(update_fields=["holder", "expires_at"])
-        _abandoned_runs_close(previous, expired_at, now)
+        _abandoned_runs_close(lease.holder if lease.holder != holder else "", lease.expires_at, timezone.now())
     return None
 
 
@@ -75,39 +77,9 @@ def _abandoned_runs_close(previous: str, expired_at: dt.datetime | None, now: dt
 
 
 def lease_renew(holder: str, seconds: float) -> bool:
-    """Extend the lease; False when this holder no longer has it (it expired and was taken over)."""
+    """Extend the lease (on the database's clock); False when this holder no longer has it."""
     return bool(RunnerLease.objects.filter(name=LEASE_NAME, holder=holder).update(
-        expires_at=timezone.now() + dt.timedelta(seconds=seconds)))
-
-
-class LeaseHeartbeat:
-    """Renews the run lease every quarter of its length from a thread of its own while the run is alive,
-    so the lease can be short: a run whose process dies loses it within MODELS_RUN_LEASE_SECONDS, and
-    the next scheduled run takes over then instead of waiting out a lease sized for the longest run."""
-
-    def __init__(self, holder: str, seconds: float):
-        self.holder, self.seconds = holder, seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"models-lease-{holder}", daemon=True)
-
-    def __enter__(self) -> LeaseHeartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        try:
-            while not self._stop.wait(self.seconds / 4):
-                try:
-                    if not lease_renew(self.holder, self.seconds):
-                        logger.warning("models: run %s lost its lease (it expired and was taken over)", self.holder)
-                except Exception:  # noqa: BLE001 - a failed beat is retried at the next one
-                    logger.warning("models: lease renewal failed for %s", self.holder, exc_info=True)
-        finally:
-            connection.close()  # this thread's own database connection
+        expires_at=Now() + dt.timedelta(seconds=seconds)))
 
 
 def lease_release(holder: str) -> None:
@@ -148,7 +120,8 @@ def models_run_recorded(
             progress(result)
 
     try:
-        with LeaseHeartbeat(holder, lease_seconds):
+        # renewed every third of the lease while this process is alive (a dead run's lease lapses at once)
+        with LeaseHeartbeat(lambda: lease_renew(holder, lease_seconds), lease_seconds):
             return _run_holding_lease(run_id, trigger, full_refresh, record, rows)
     finally:
         lease_release(holder)
