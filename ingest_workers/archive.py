@@ -46,6 +46,7 @@ import orjson
 import zstandard
 from obstore.store import LocalStore, S3Store
 
+from ingest_workers import json_numbers
 from ingest_workers.pipeline import RawRecord
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -334,7 +335,7 @@ class ArchiveReader:
                 self._objects.popitem(last=False)
         else:
             self._objects.move_to_end(uri)
-        return orjson.loads(lines[offset])
+        return archive_line_parse(lines[offset])
 
     @staticmethod
     def _fetch(uri: str) -> list[bytes]:
@@ -346,6 +347,16 @@ class ArchiveReader:
         store, prefix = archive_store()
         blob = bytes(obstore.get(store, _join(prefix, uri[len(base) + 1:])).bytes())
         return archive_decompress(blob)
+
+
+def archive_line_parse(line: bytes) -> dict:
+    """One archived line as data, every integer exact: orjson would turn one beyond 64 bits into a float,
+    and a re-drive must see the record as it was sent (ingest_workers.json_numbers)."""
+    if json_numbers.may_hold_big_integer(line):
+        exact = json_numbers.exact_loads(line)
+        if isinstance(exact, dict):
+            return exact
+    return orjson.loads(line)
 
 
 def archive_read_line(uri: str, offset: int) -> dict:

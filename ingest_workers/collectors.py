@@ -30,7 +30,7 @@ from contracts.errors import NotFound
 from contracts.models import Platform, Source
 from contracts.selectors import source_by_name_or_id
 from contracts.services import source_write_key_matches
-from ingest_workers import collector_auth, collector_stats
+from ingest_workers import collector_auth, collector_stats, json_numbers
 from ingest_workers.envelope import envelope_encode
 from ingest_workers.partition import partition_key
 from ingest_workers.rate_limit import rate_limit_take
@@ -173,18 +173,34 @@ def _content_encoding(request: HttpRequest) -> str:
                          f"Content-Encoding must be gzip or none, not '{encoding}'.")
 
 
+def _declared_length(request: HttpRequest) -> int:
+    """The body's length as its Content-Length declares it (docs/decisions.md, "Chunked request bodies").
+
+    Django reads a body only as far as CONTENT_LENGTH says: a chunked body (Transfer-Encoding, no
+    Content-Length) would be read as empty, so it is refused with 411 rather than misread."""
+    if request.META.get("HTTP_TRANSFER_ENCODING"):
+        raise CollectorError(411, "length_required",
+                             "Chunked request bodies are not accepted: send the body with a Content-Length header "
+                             "(and no Transfer-Encoding).")
+    raw = (request.META.get("CONTENT_LENGTH") or "").strip()
+    if not raw:
+        return 0  # no Content-Length and no Transfer-Encoding: HTTP/1.1 says the body is empty
+    if not raw.isascii() or not raw.isdigit():
+        raise CollectorError(400, "invalid_content_length", "The Content-Length header is not a number of bytes.")
+    return int(raw)
+
+
 def _body_read(request: HttpRequest, limit: int, what: str = "body") -> bytes:
-    """The raw body, refusing more than `limit` bytes (413) before reading it when the length is declared."""
-    too_large = CollectorError(413, "body_too_large", f"The {what} is larger than {limit} bytes.", limit=limit)
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
+    """The raw body: refuses more than `limit` bytes (413) before reading, and a body that ends before its
+    Content-Length (the client gave up or the connection broke: 400, nothing accepted)."""
+    declared = _declared_length(request)
     if declared > limit:
-        raise too_large
-    body = request.read(limit + 1)
-    if len(body) > limit:
-        raise too_large
+        raise CollectorError(413, "body_too_large", f"The {what} is larger than {limit} bytes.", limit=limit)
+    body = request.read(declared)
+    if len(body) < declared:
+        raise CollectorError(400, "incomplete_body",
+                             f"The {what} ended after {len(body)} of the {declared} bytes its Content-Length "
+                             "announced; nothing from this request was accepted.")
     return body
 
 
@@ -227,10 +243,27 @@ def _json_events(body: bytes) -> list[Any]:
         hint = " (send NDJSON as application/x-ndjson)" if b"\n{" in body.strip() else ""
         raise CollectorError(400, "invalid_json", f"The body is not valid JSON: {err}{hint}.") from None
     if isinstance(parsed, list):
-        return parsed
+        return _big_integers_rejected(parsed, body)
     if isinstance(parsed, dict):
-        return [parsed]
+        return _big_integers_rejected([parsed], body)
     raise CollectorError(400, "invalid_batch", "The body must be a JSON array of event objects (or NDJSON).")
+
+
+def _big_integers_rejected(events: list[Any], body: bytes) -> list[Any]:
+    """The events, each one holding an integer beyond 64 bits replaced by its rejection (orjson read
+    those as floats, so the exact values come from a second, exact parse; only when a long run of
+    digits is in the body)."""
+    if not json_numbers.may_hold_big_integer(body):
+        return events
+    exact = json_numbers.exact_loads(body)
+    exact_events = exact if isinstance(exact, list) else [exact]
+    if len(exact_events) != len(events):  # cannot happen for a document both readers accept
+        return events
+    for index, event in enumerate(exact_events):
+        path = json_numbers.out_of_range_path(event)
+        if path is not None:
+            events[index] = _Rejected(json_numbers.NUMBER_OUT_OF_RANGE, json_numbers.out_of_range_message(path))
+    return events
 
 
 def _ndjson_events(body: bytes) -> list[Any]:
@@ -240,9 +273,12 @@ def _ndjson_events(body: bytes) -> list[Any]:
         if not line:
             continue
         try:
-            events.append(orjson.loads(line))
+            event = orjson.loads(line)
         except orjson.JSONDecodeError as err:
             events.append(_Rejected("invalid_json", f"The line is not valid JSON: {err}."))
+            continue
+        problem = json_numbers.big_integer_problem(line)
+        events.append(event if problem is None else _Rejected(json_numbers.NUMBER_OUT_OF_RANGE, problem))
     return events
 
 
@@ -263,6 +299,9 @@ def _json_object(body: bytes) -> dict:
         raise CollectorError(400, "invalid_json", f"The body is not valid JSON: {err}.") from None
     if not isinstance(payload, dict):
         raise CollectorError(400, "not_an_object", "The body must be a JSON object.")
+    problem = json_numbers.big_integer_problem(body)
+    if problem is not None:
+        raise CollectorError(400, json_numbers.NUMBER_OUT_OF_RANGE, problem)
     return payload
 
 

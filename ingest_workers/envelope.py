@@ -22,6 +22,8 @@ import orjson
 
 ENVELOPE_VERSION = 1
 CHANNELS = frozenset({"batch", "slack", "voice", "direct"})
+#: channels only the collectors write: they have refused integers beyond 64 bits already (json_numbers)
+COLLECTOR_CHANNELS = frozenset({"batch", "slack", "voice"})
 MAX_PAYLOAD_BYTES = 64 * 1024
 #: received_at must be UTC microseconds between 2000-01-01 and 2100-01-01: outside that, a direct
 #: writer used another unit (nanoseconds from time.time_ns() are the usual mistake) or a broken clock.

@@ -155,7 +155,13 @@ class _Masker:
     def hide(self, value: Any, pointer: str) -> Any:
         """Mask every scalar under ``value`` (the structure of containers stays visible)."""
         if isinstance(value, dict):
-            return {self.hide_key(k): self.hide(v, _pointer(pointer, k)) for k, v in value.items()}
+            out = {}
+            for k, v in value.items():
+                shown = self.hide_key(k)
+                # the pointer names the key as the payload view shows it: a masked key stays masked in
+                # the list of masked paths too
+                out[shown] = self.hide(v, _pointer(pointer, shown))
+            return out
         if isinstance(value, list):
             return [self.hide(v, _pointer(pointer, i)) for i, v in enumerate(value)]
         if value is None:
@@ -177,14 +183,15 @@ class _Masker:
             out = {}
             for k, v in value.items():
                 child_path = (*path, str(k))
-                child_pointer = _pointer(pointer, k)
+                shown = self.hide_key(k)
+                child_pointer = _pointer(pointer, shown)
                 how = "subtree" if child_path in self.paths else key_is_personal(str(k), self.names)
                 if how == "subtree" or (how == "scalar" and not isinstance(v, (dict, list))):
-                    out[self.hide_key(k)] = self.hide(v, child_pointer)
+                    out[shown] = self.hide(v, child_pointer)
                 elif how == "scalar" and isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v):
-                    out[self.hide_key(k)] = self.hide(v, child_pointer)
+                    out[shown] = self.hide(v, child_pointer)
                 else:
-                    out[self.hide_key(k)] = self.walk(v, child_pointer, child_path)
+                    out[shown] = self.walk(v, child_pointer, child_path)
             return out
         if isinstance(value, list):
             # array indexes are not part of a mapping path: "messages[0].text" is ("messages", "text")
@@ -333,7 +340,10 @@ def pointer_mask(pointer: str | None, secrets: Iterable[str] = ()) -> str:
     if not pointer:
         return pointer or ""
     hidden = {s for s in secrets if isinstance(s, str)}
-    parts = pointer.split("/")
-    out = [p if not p or (p not in hidden and not _looks_personal(p.replace("~1", "/").replace("~0", "~")))
-           else f"{MASK_PREFIX} key · {len(p)} chars›" for p in parts]
+    out = []
+    for part in pointer.split("/"):
+        key = part.replace("~1", "/").replace("~0", "~")
+        personal = part and (part in hidden or key in hidden or _looks_personal(key))
+        # the same marker as the payload view's for that key (its length unescaped)
+        out.append(f"{MASK_PREFIX} key · {len(key)} chars›" if personal else part)
     return "/".join(out)

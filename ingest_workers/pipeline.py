@@ -35,7 +35,9 @@ import orjson
 
 from contracts.mapping import CompiledMapping, MappingFailure, SourceContext, compile_mapping
 from contracts.validation import Validator, compile_validator
+from ingest_workers import json_numbers
 from ingest_workers.envelope import (
+    COLLECTOR_CHANNELS,
     MAX_PAYLOAD_BYTES,
     RECEIVED_AT_MAX,
     RECEIVED_AT_MIN,
@@ -43,6 +45,7 @@ from ingest_workers.envelope import (
     RawEnvelope,
     envelope_decode,
 )
+from ingest_workers.json_numbers import may_hold_big_integer
 
 __all__ = [
     "RawRecord",
@@ -68,10 +71,12 @@ NO_APPROVED_CONTRACT = "no_approved_contract"  # the source (or the envelope's c
 SCHEMA_VIOLATION = "schema_violation"  # every approved version rejects the payload
 MAPPING_FAILURE = "mapping_failure"  # the compiled mapping could not map it (or its events cannot be serialized)
 INTERNAL_ERROR = "internal_error"  # an exception nobody expected; the text is kept
+NUMBER_OUT_OF_RANGE = json_numbers.NUMBER_OUT_OF_RANGE  # an integer beyond 64 bits (orjson would make it a float)
 REASON_CODES = (
     UNDECODABLE,
     INVALID_ENVELOPE,
     OVERSIZE,
+    NUMBER_OUT_OF_RANGE,
     UNKNOWN_SOURCE,
     SOURCE_DISABLED,
     NO_APPROVED_CONTRACT,
@@ -454,6 +459,10 @@ def _process(  # noqa: C901 - the per-record hot loop is one function on purpose
                 name, received_at, payload, contract = _envelope_slow(data)
             if len(data) > MAX_PAYLOAD_BYTES:
                 _check_size(payload, data)
+            # the collectors refuse integers beyond 64 bits before they put a record; a record written
+            # straight to the stream is checked here (json_numbers: the cheap look first)
+            if env.get("channel") not in COLLECTOR_CHANNELS and may_hold_big_integer(data):
+                _check_numbers(data)
             route = routes_get(name)
             counts = per_source.get(name)
             if counts is None:
@@ -587,6 +596,13 @@ def _check_size(payload: dict, data: bytes) -> None:
         raise _Failure(OVERSIZE, f"The payload is {size:,} bytes; the limit is {MAX_PAYLOAD_BYTES:,} bytes.")
 
 
+def _check_numbers(data: bytes) -> None:
+    record = json_numbers.exact_loads(data)
+    path = json_numbers.out_of_range_path(record.get("payload") if isinstance(record, dict) else None)
+    if path is not None:
+        raise _Failure(NUMBER_OUT_OF_RANGE, json_numbers.out_of_range_message(path), path)
+
+
 def _no_route(name: str, route: SourceRoute | None) -> None:
     if route is None:
         raise _Failure(UNKNOWN_SOURCE, f"No source is named {name!r}.")
@@ -690,7 +706,9 @@ def _row(
 ) -> QuarantineRow:
     env = _decoded(rec.data)
     route = index.route(env.source) if env is not None else None
-    if env is not None:
+    if f.reason == NUMBER_OUT_OF_RANGE:
+        payload = _raw_payload(rec.data)  # decoded, the number would be a rounded float: keep the exact text
+    elif env is not None:
         payload = _storable(env.payload, rec.data)
     elif f.reason == UNDECODABLE:
         payload = _raw_payload(rec.data)

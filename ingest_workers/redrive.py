@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import json
 import time
 import uuid
 from collections.abc import Iterable
@@ -466,8 +467,11 @@ def _line_bytes(line: dict) -> bytes | None:
     if "record" in line:
         try:
             return orjson.dumps(line["record"])
-        except (TypeError, orjson.JSONEncodeError):
-            return None
+        except TypeError:  # orjson's encode error: an integer beyond 64 bits (archive_line_parse kept it
+            try:           # exact) or nesting orjson does not write; Python's writer keeps both as sent
+                return json.dumps(line["record"], separators=(",", ":"), ensure_ascii=False).encode()
+            except (TypeError, ValueError, RecursionError):
+                return None
     if isinstance(line.get("record_b64"), str):
         return base64.b64decode(line["record_b64"])
     return None

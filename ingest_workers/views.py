@@ -40,6 +40,7 @@ REASON_HELP = {
     "undecodable": "Not JSON, or not UTF-8.",
     "invalid_envelope": "JSON, but the stream record lacks a source, a receive time or a payload object.",
     "oversize": "The payload is over 64 KB.",
+    "number_out_of_range": "An integer beyond 64 bits, which would lose digits; the sender should send it as a string.",
     "unknown_source": "No registered source has the name the record gives.",
     "source_disabled": "The source is switched off, so its events are not ingested.",
     "no_approved_contract": "The source has no approved contract (version) for this record.",

@@ -84,6 +84,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "portal.middleware.RequestGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -251,6 +252,17 @@ CACHES = {
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "chatorbit"}
 }
 
+# --- Sign-in throttling (portal.login_throttle; docs/decisions.md) ---------------------------------
+# Failed sign-ins counted per account and per client address over a window; at the limit, sign-in for
+# that account (address) is refused, the right password included, for the lockout. 0 turns a limit off.
+LOGIN_FAILURE_LIMIT_PER_ACCOUNT = int(os.environ.get("LOGIN_FAILURE_LIMIT_PER_ACCOUNT", "5"))
+LOGIN_FAILURE_LIMIT_PER_ADDRESS = int(os.environ.get("LOGIN_FAILURE_LIMIT_PER_ADDRESS", "20"))
+LOGIN_FAILURE_WINDOW_SECONDS = int(os.environ.get("LOGIN_FAILURE_WINDOW_SECONDS", "900"))
+LOGIN_LOCKOUT_SECONDS = float(os.environ.get("LOGIN_LOCKOUT_SECONDS", "900"))
+# Behind a proxy or load balancer every request comes from its address: name the META key of the header
+# it appends the client's address to (e.g. HTTP_X_FORWARDED_FOR; its last entry is used).
+LOGIN_CLIENT_ADDRESS_HEADER = os.environ.get("LOGIN_CLIENT_ADDRESS_HEADER", "")
+
 # --- Collectors -----------------------------------------------------------------------------------
 COLLECTOR_MAX_BODY_BYTES = int(os.environ.get("COLLECTOR_MAX_BODY_BYTES", str(5 * 1024 * 1024)))
 COLLECTOR_MAX_EVENTS_PER_REQUEST = int(os.environ.get("COLLECTOR_MAX_EVENTS_PER_REQUEST", "500"))
@@ -278,8 +290,9 @@ INGEST_MERGER_LEASE_SECONDS = int(os.environ.get("INGEST_MERGER_LEASE_SECONDS", 
 KINESIS_RETENTION_HOURS = int(os.environ.get("KINESIS_RETENTION_HOURS", "168"))
 RAW_ARCHIVE_TRANSITION_DAYS = int(os.environ.get("RAW_ARCHIVE_TRANSITION_DAYS", "30"))
 RAW_ARCHIVE_RETENTION_DAYS = int(os.environ.get("RAW_ARCHIVE_RETENTION_DAYS", "180"))
-# The curated models run at most this long before another run may take over (a crashed run's lease).
-MODELS_RUN_LEASE_SECONDS = int(os.environ.get("MODELS_RUN_LEASE_SECONDS", "900"))
+# The curated models' run lease: a live run renews it every third of this (a heartbeat thread), so a
+# run whose process died is taken over (and its records marked failed) after at most this long.
+MODELS_RUN_LEASE_SECONDS = float(os.environ.get("MODELS_RUN_LEASE_SECONDS", "60"))
 # The emulator accepts any credentials; real AWS uses the standard credential chain (roles).
 AWS_ACCESS_KEY_ID = os.environ.get("AWS_ACCESS_KEY_ID") or ("test" if AWS_ENDPOINT_URL else None)
 AWS_SECRET_ACCESS_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY") or ("test" if AWS_ENDPOINT_URL else None)

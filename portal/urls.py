@@ -1,23 +1,30 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from portal import views
+from portal.login_throttle import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm, throttled_status
+
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("accounts/login/", auth_views.LoginView.as_view(template_name="portal/login.html"), name="login"),
+    path("accounts/login/", throttled_status(auth_views.LoginView.as_view(
+        template_name="portal/login.html", authentication_form=ThrottledAuthenticationForm)), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("audit/", views.audit_log, name="audit_log"),
     path("account/tokens/", views.api_tokens, name="api_tokens"),
     path("account/tokens/<int:token_id>/revoke/", views.api_token_revoke, name="api_token_revoke"),
+    # the admin's own sign-in page, throttled like the portal's (admin.site.login_form above)
+    path("admin/login/", throttled_status(admin.site.login), name="admin_login"),
     path("admin/", admin.site.urls),
     path("analytics/", include("warehouse.urls")),
     path("", include("contracts.urls")),
     path("", include("ingest_workers.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api_schema"),
-    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    # the split view serves Swagger UI's start-up script as a file (Content-Security-Policy: script-src 'self')
+    path("api/v1/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
     path("api/v1/", include("contracts.api_urls")),
     path("api/v1/", include("warehouse.api_urls")),
     path("registry/", include("contracts.registry_urls")),

@@ -61,6 +61,7 @@ QUARANTINE_REASONS: tuple[str, ...] = (
     "oversize",
     "undecodable",
     "invalid_envelope",
+    "number_out_of_range",
 )
 QUARANTINE_STATUSES: tuple[str, ...] = ("new", "redriven", "resolved")
 

@@ -126,6 +126,19 @@ def test_keys_that_are_email_addresses_are_masked_too():
     assert "jane@example.com" not in json.dumps(masked.value)
 
 
+def test_the_list_of_masked_paths_masks_keys_the_payload_masks():
+    # hostile-input sweep D3: the payload showed the key masked, the list of masked paths printed it
+    masked = payload_mask({"anonymousId": {"jane.doe@example.com": "PII-NESTED"},
+                           "scores": {"+442079460958": "I want my money back now"}})
+    shown = json.dumps(masked.value)
+    assert masked.masked_paths == [f"/anonymousId/{MASK_PREFIX} key · 20 chars›",
+                                   f"/scores/{MASK_PREFIX} key · 13 chars›"]
+    for secret in ("jane.doe", "7946", "PII-NESTED", "money back"):
+        assert secret not in shown and not any(secret in path for path in masked.masked_paths)
+    # the error path quoting such a key gets the very same marker
+    assert pointer_mask("/anonymousId/jane.doe@example.com", masked.secrets) == masked.masked_paths[0]
+
+
 def test_the_contract_mapping_marks_source_paths_that_feed_personal_fields():
     preset = preset_load("web-chat")
     mapping = preset["contracts"][0]["versions"][0]["mapping"]

@@ -646,3 +646,45 @@ def test_numbers_beyond_64_bits_never_raise(index, big):
     result = run(index, data)
     assert_accounted(result)
     assert result.quarantine[0].reason_code == "schema_violation"  # a long holds 64 bits
+
+
+def direct_record(source: str, payload_json: bytes) -> bytes:
+    """A record as a backend service writes it straight to the stream (channel "direct")."""
+    return (b'{"v":1,"source":"' + source.encode() + b'","received_at":' + str(RECEIVED).encode()
+            + b',"request_id":"svc-1","channel":"direct","payload":' + payload_json + b"}")
+
+
+def test_a_direct_record_with_an_integer_beyond_64_bits_is_quarantined_not_rounded(index):
+    # hostile-input sweep D8: orjson reads 18446744073709551616 as the float 1.8446744073709552e+19
+    payload = orjson.dumps(sample("web-chat", "chat_event", 2, 1))
+    big = payload[:-1] + b',"big":18446744073709551616}'
+    small = payload[:-1] + b',"nested":{"n":[1,-9223372036854775809]}}'
+    fine = payload[:-1] + b',"big":18446744073709551615,"text":"123456789012345678901234567890"}'
+    result = run(index, direct_record("web-chat", big), direct_record("web-chat", small),
+                 direct_record("web-chat", fine))
+    assert_accounted(result)
+    assert [(r.reason_code, r.error_path, r.sequence_number) for r in result.quarantine] == [
+        ("number_out_of_range", "/big", "100"), ("number_out_of_range", "/nested/n/1", "101")]
+    assert "outside the 64-bit range" in result.quarantine[0].reason_detail
+    (event,) = result.events
+    assert event["platform_metadata"]["big"] == 18446744073709551615  # exact, not a float
+    assert orjson.loads(result.landing_json())[0]["platform_metadata"]["big"] == 18446744073709551615
+
+
+def test_a_redrive_of_such_a_record_sees_the_exact_number_again(index):
+    # the quarantine path and the worker agree: the stored payload and the archived line keep the digits,
+    # so a re-drive is refused for the same reason instead of landing the rounded float
+    from ingest_workers.archive import archive_line, archive_line_parse
+    from ingest_workers.redrive import _line_bytes, _stored_bytes
+
+    payload = orjson.dumps(sample("web-chat", "chat_event", 2, 1))[:-1] + b',"big":18446744073709551616}'
+    record = direct_record("web-chat", payload)
+    (row,) = run(index, record).quarantine
+    assert "18446744073709551616" in row.payload["raw_text"]
+    stored = _stored_bytes({"payload": row.payload, "source": "web-chat", "reason_code": row.reason_code},
+                           RECEIVED)
+    archived = _line_bytes(archive_line_parse(archive_line(records_of(record)[0], is_json=True)))
+    for again in (stored, archived):
+        assert b"18446744073709551616" in again
+        (row_again,) = run(index, again).quarantine
+        assert (row_again.reason_code, row_again.error_path) == ("number_out_of_range", "/big")

@@ -273,6 +273,22 @@ def test_a_record_page_shows_why_and_where_but_never_a_personal_value(client, en
     assert c.get(reverse("quarantine_detail", args=["no-such-id"])).status_code == 404
 
 
+def test_the_masked_paths_list_never_shows_a_personal_key(client, env, people):
+    # hostile-input sweep D3: an object keyed by an e-mail address under a personal field
+    payload = message_payload()
+    payload["anonymousId"] = {"jane.doe@example.com": "PII-NESTED"}
+    row = quarantine_row(payload=payload, error_path="/anonymousId/jane.doe@example.com")
+    land_quarantine([row])
+
+    html = client_for(client, people["engineer"]).get(
+        reverse("quarantine_detail", args=[row["quarantine_id"]])).content.decode()
+    assert "Masked paths" in html
+    assert "jane.doe" not in html and "PII-NESTED" not in html
+    assert "<code>/anonymousId/‹masked key · 20 chars›</code>" in html
+    listed = client_for(client, people["engineer"]).get(reverse("quarantine_list")).content.decode()
+    assert "jane.doe" not in listed and "/anonymousId/‹masked key · 20 chars›" in listed
+
+
 # --- re-drive ------------------------------------------------------------------------------------------
 
 def test_a_record_fixed_by_a_new_contract_version_lands_once_and_one_still_failing_stays(client, stream_env, people):

@@ -313,3 +313,90 @@ def test_each_task_is_routed_to_the_queue_its_workers_serve(task, queue):
     importlib.import_module(task.rsplit(".", 1)[0])   # what a worker's autodiscovery imports
     assert task in app.tasks
     assert app.amqp.router.route({}, task)["queue"].name == queue
+
+
+# --- a run whose process dies (hostile-input sweep D10) ------------------------------------------------
+
+DYING_RUN = """
+import os, django
+django.setup()
+from warehouse.modeling.service import models_run_recorded
+
+def die_inside_the_first_model(result):
+    if result.status == "running":
+        os._exit(17)  # the worker is killed: no finally, no lease release, no record closed
+
+models_run_recorded(progress=die_inside_the_first_model)
+"""
+
+
+def _run_in_a_process_that_dies(warehouse_server, warehouse_conn, lease_seconds: float) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings",
+           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+           "SNOWFLAKE_PORT": str(warehouse_server.port), "SNOWFLAKE_DATABASE": warehouse_conn.database,
+           "MODELS_RUN_LEASE_SECONDS": str(lease_seconds)}
+    done = subprocess.run([sys.executable, "-c", DYING_RUN], env=env, cwd=settings.BASE_DIR, timeout=300,
+                          capture_output=True, text=True)
+    assert done.returncode == 17, done.stderr[-3000:]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_process_died_is_marked_failed_when_the_next_run_takes_over(
+        warehouse_server, warehouse_settings, warehouse_conn):
+    warehouse_settings.MODELS_RUN_LEASE_SECONDS = 2
+    land(warehouse_conn, "b1", conversation_events())
+    _run_in_a_process_that_dies(warehouse_server, warehouse_conn, lease_seconds=2)
+    (dead,) = ModelRun.objects.all()
+    assert (dead.model, dead.status, dead.finished_at) == ("changes", "running", None)
+
+    # the dead run's short lease is not renewed any more: a scheduled run gets it within seconds
+    import time
+
+    deadline = time.monotonic() + 120
+    run = models_run_recorded(trigger="schedule")
+    while run.busy_holder and time.monotonic() < deadline:
+        time.sleep(0.2)
+        run = models_run_recorded(trigger="schedule")
+    assert run.ok, run
+    dead.refresh_from_db()
+    assert dead.status == "failed" and dead.finished_at is not None
+    assert dead.error.startswith("abandoned: the run stopped without finishing")
+    assert not ModelRun.objects.filter(status="running").exists()
+    assert set(ModelRun.objects.filter(run_id=run.run_id).values_list("status", flat=True)) == {"succeeded"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_run_keeps_its_short_lease_by_heartbeat(warehouse_settings, warehouse_conn, monkeypatch):
+    from warehouse.models import RunnerLease
+
+    warehouse_settings.MODELS_RUN_LEASE_SECONDS = 2
+    land(warehouse_conn, "b1", conversation_events())
+    seen: list = []
+    original = runner_module._Run.changes
+
+    def slow_changes(self):
+        # a model longer than the lease: the heartbeat renews it meanwhile, so nobody can take over
+        import time
+
+        first = RunnerLease.objects.get().expires_at
+        deadline = time.monotonic() + 60
+        while len(seen) < 3 and time.monotonic() < deadline:
+            expires = RunnerLease.objects.get().expires_at
+            if expires > (seen[-1] if seen else first):
+                seen.append(expires)
+                assert lease_acquire("another-worker:1", 2) == RunnerLease.objects.get().holder
+            time.sleep(0.05)
+        return original(self)
+
+    monkeypatch.setattr(runner_module._Run, "changes", slow_changes)
+    assert models_run_recorded().ok
+    assert len(seen) == 3  # renewed three times while the model ran
+    assert RunnerLease.objects.get().holder == ""  # released at the end
