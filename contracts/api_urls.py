@@ -15,7 +15,7 @@ urlpatterns = [
     path("contracts/<str:subject>/versions/<str:version>/", apis.VersionDetailApi.as_view(), name="api_version"),
     *[
         path(f"contracts/<str:subject>/versions/<str:version>/{action}",
-             apis.VersionActionApi.as_view(action=action), name=f"api_version_{action}")
+             apis.VERSION_ACTION_APIS[action].as_view(), name=f"api_version_{action}")
         for action in ("submit", "approve", "reject", "deprecate")
     ],
     path("review-queue/", apis.ReviewQueueApi.as_view(), name="api_review_queue"),

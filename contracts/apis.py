@@ -14,12 +14,20 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from contracts import canonical_model, selectors, services
 from contracts.errors import ContractError, Forbidden
 from contracts.models import CompatibilityLevel, Contract, ContractVersion, Platform, Source, SourceKind
-from portal.api_errors import ApiError, validated_body
+from contracts.services import (
+    EVENT_NAME_PATTERN,
+    SIGNING_SECRET_MAX,
+    SIGNING_SECRET_MIN,
+    SIGNING_SECRET_PATTERN,
+    SOURCE_NAME_MESSAGE,
+    SOURCE_NAME_PATTERN,
+)
+from portal.api_errors import ApiError, ApiView, validated_body
+from portal.openapi import error_responses
 from portal.permissions import HasPortalRole
 from portal.roles import is_admin, is_data_engineer
 
@@ -29,7 +37,8 @@ def api_error(err: ContractError) -> ApiError:
 
 
 class ServiceErrorsMixin:
-    """Turn domain errors into API errors in one place."""
+    # Domain errors become API errors in one place. (A comment, not a docstring: a docstring would be
+    # every view's description in the OpenAPI document.)
 
     def handle_exception(self, exc: Exception):
         if isinstance(exc, ContractError):
@@ -55,6 +64,40 @@ class JsonValueField(serializers.Field):
 
     def to_representation(self, value: Any) -> Any:
         return value
+
+
+def service_checked_text(schema: dict, **kwargs: Any) -> serializers.CharField:
+    """A text field whose rules the service checks (its refusal has a stable code, e.g. `invalid_name`);
+    `schema` is what the OpenAPI document says about it."""
+    field_class = type("ServiceCheckedText", (serializers.CharField,), {})
+    return extend_schema_field({"type": "string", **schema})(field_class)(**kwargs)
+
+
+def non_blank(**kwargs: Any) -> serializers.RegexField:
+    """A required text field that must hold more than spaces (trimmed, then refused if blank)."""
+    return serializers.RegexField(r"^[^\u0000]*\S[^\u0000]*$", **kwargs)
+
+
+# Documented as the levels' enum; read by the service, which also takes them in lower case.
+@extend_schema_field(serializers.ChoiceField(choices=CompatibilityLevel.choices))
+class CompatibilityLevelField(serializers.CharField):
+    pass
+
+
+@extend_schema_field({"oneOf": [{"type": "object", "additionalProperties": True}, {"type": "string"}],
+                      "description": "An Avro record schema: a JSON object, or a string holding it."})
+class AvroSchemaField(JsonValueField):
+    pass
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True, "nullable": True})
+class MappingField(JsonValueField):
+    pass
+
+
+@extend_schema_field({"type": "array", "items": {}, "nullable": True})
+class SamplesField(JsonValueField):
+    pass
 
 
 # --- output shapes --------------------------------------------------------------------------------
@@ -112,15 +155,16 @@ class VersionOut(serializers.ModelSerializer):
 # --- sources --------------------------------------------------------------------------------------
 
 class SourceCreateIn(serializers.Serializer):
-    team = serializers.CharField()
-    name = serializers.CharField(max_length=64)
+    team = non_blank(max_length=64)
+    name = service_checked_text({"pattern": SOURCE_NAME_PATTERN, "minLength": 2, "maxLength": 63},
+                                trim_whitespace=False, help_text=SOURCE_NAME_MESSAGE)
     platform = serializers.ChoiceField(choices=Platform.values)
     kind = serializers.ChoiceField(choices=SourceKind.values)
     product = serializers.CharField(required=False, allow_blank=True, default="", max_length=64)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=255)
 
 
-class SourceListApi(ServiceErrorsMixin, APIView):
+class SourceListApi(ServiceErrorsMixin, ApiView):
     @extend_schema(
         parameters=[OpenApiParameter("team", str), OpenApiParameter("platform", str)],
         responses=SourceOut(many=True), summary="List sources",
@@ -134,7 +178,8 @@ class SourceListApi(ServiceErrorsMixin, APIView):
         request=SourceCreateIn,
         responses={201: inline_serializer("SourceCreated",
                                           {"source": SourceOut(),
-                                           "write_key": serializers.CharField(allow_null=True)})},
+                                           "write_key": serializers.CharField(allow_null=True)}),
+                   **error_responses(404, 409)},
         summary="Register a source (returns its write key once; null for a webhook source, whose events "
                 "are signed by the provider)",
     )
@@ -153,7 +198,7 @@ class SourceUpdateIn(serializers.Serializer):
     is_active = serializers.BooleanField(required=False)
 
 
-class SourceDetailApi(ServiceErrorsMixin, APIView):
+class SourceDetailApi(ServiceErrorsMixin, ApiView):
     @extend_schema(responses=SourceOut, summary="Get a source by name or id")
     def get(self, request, source: str):
         return Response(SourceOut(selectors.source_by_name_or_id(source)).data)
@@ -166,7 +211,7 @@ class SourceDetailApi(ServiceErrorsMixin, APIView):
         return Response(SourceOut(updated).data)
 
 
-class SourceRotateKeyApi(ServiceErrorsMixin, APIView):
+class SourceRotateKeyApi(ServiceErrorsMixin, ApiView):
     @extend_schema(request=None, responses=inline_serializer("WriteKey", {"write_key": serializers.CharField()}),
                    summary="Rotate a source's write key (the old key stops working)")
     def post(self, request, source: str):
@@ -174,12 +219,27 @@ class SourceRotateKeyApi(ServiceErrorsMixin, APIView):
         return Response({"write_key": key})
 
 
+@extend_schema_field({"type": "string", "minLength": SIGNING_SECRET_MIN, "maxLength": SIGNING_SECRET_MAX,
+                      "pattern": SIGNING_SECRET_PATTERN, "writeOnly": True})
+class SigningSecretField(serializers.CharField):
+    pass
+
+
 class SigningSecretIn(serializers.Serializer):
-    signing_secret = serializers.CharField(max_length=255)
+    # Not trimmed, and checked by the service: a secret with a space around it is refused with a message
+    # that says so, not silently changed.
+    signing_secret = SigningSecretField(
+        trim_whitespace=False,
+        help_text=f"{SIGNING_SECRET_MIN}–{SIGNING_SECRET_MAX} printable ASCII characters, no space at either end "
+                  "(Slack's signing secrets are 32 hex digits).",
+    )
 
 
-class SourceSigningSecretApi(ServiceErrorsMixin, APIView):
-    @extend_schema(request=SigningSecretIn, responses=SourceOut, summary="Store a webhook provider's signing secret")
+class SourceSigningSecretApi(ServiceErrorsMixin, ApiView):
+    @extend_schema(request=SigningSecretIn, responses=SourceOut, summary="Store a webhook provider's signing secret",
+                   description="Refused with 400 `invalid_secret`, naming the problem, unless it is "
+                               f"{SIGNING_SECRET_MIN}–{SIGNING_SECRET_MAX} printable ASCII characters with no "
+                               "space or line break at either end.")
     def post(self, request, source: str):
         data = validated_body(SigningSecretIn, request.data)
         updated = services.source_signing_secret_set(
@@ -191,13 +251,14 @@ class SourceSigningSecretApi(ServiceErrorsMixin, APIView):
 # --- contracts ------------------------------------------------------------------------------------
 
 class ContractCreateIn(serializers.Serializer):
-    source = serializers.CharField()
-    event = serializers.CharField(max_length=63)
-    compatibility = serializers.CharField(required=False, default=CompatibilityLevel.BACKWARD_TRANSITIVE)
+    source = non_blank(max_length=64, help_text="The source's name (or id).")
+    event = service_checked_text({"pattern": EVENT_NAME_PATTERN, "maxLength": 63}, max_length=63,
+                                 help_text="Lowercase letters, digits and underscores, e.g. chat_event.")
+    compatibility = CompatibilityLevelField(required=False, default=CompatibilityLevel.BACKWARD_TRANSITIVE)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=255)
 
 
-class ContractListApi(ServiceErrorsMixin, APIView):
+class ContractListApi(ServiceErrorsMixin, ApiView):
     @extend_schema(
         parameters=[OpenApiParameter(name, str) for name in ("team", "platform", "status", "source", "q")],
         responses=ContractOut(many=True), summary="List contracts (subjects)",
@@ -208,7 +269,8 @@ class ContractListApi(ServiceErrorsMixin, APIView):
                                      source=p.get("source"), query=p.get("q"))
         return Response(ContractOut(qs, many=True).data)
 
-    @extend_schema(request=ContractCreateIn, responses={201: ContractOut}, summary="Create a contract for a source")
+    @extend_schema(request=ContractCreateIn, responses={201: ContractOut, **error_responses(404, 409)},
+                   summary="Create a contract for a source")
     def post(self, request):
         data = validated_body(ContractCreateIn, request.data)
         contract = services.contract_create(
@@ -219,10 +281,10 @@ class ContractListApi(ServiceErrorsMixin, APIView):
 
 
 class CompatibilityIn(serializers.Serializer):
-    compatibility = serializers.CharField()
+    compatibility = CompatibilityLevelField()
 
 
-class ContractDetailApi(ServiceErrorsMixin, APIView):
+class ContractDetailApi(ServiceErrorsMixin, ApiView):
     @extend_schema(responses=ContractOut, summary="Get a contract")
     def get(self, request, subject: str):
         return Response(ContractOut(selectors.contract_by_subject(subject)).data)
@@ -237,11 +299,11 @@ class ContractDetailApi(ServiceErrorsMixin, APIView):
 
 
 class CheckIn(serializers.Serializer):
-    schema = JsonValueField(help_text="The proposed Avro record schema (JSON object, or a string holding it).")
-    mapping = JsonValueField(required=False, allow_null=True, default=None,
-                             help_text="Optional mapping to the canonical model (docs/mapping.md).")
-    samples = JsonValueField(required=False, allow_null=True, default=None,
-                             help_text="Optional sample payloads to preview through the mapping.")
+    schema = AvroSchemaField(help_text="The proposed Avro record schema (JSON object, or a string holding it).")
+    mapping = MappingField(required=False, allow_null=True, default=None,
+                           help_text="Optional mapping to the canonical model (docs/mapping.md).")
+    samples = SamplesField(required=False, allow_null=True, default=None,
+                           help_text="Optional sample payloads to preview through the mapping.")
 
 
 CheckOut = inline_serializer("CheckResult", {
@@ -254,10 +316,11 @@ CheckOut = inline_serializer("CheckResult", {
 })
 
 
-class ContractCheckApi(ServiceErrorsMixin, APIView):
+class ContractCheckApi(ServiceErrorsMixin, ApiView):
     """What CI calls before a contract change merges. Saves nothing."""
 
-    @extend_schema(request=CheckIn, responses=CheckOut, summary="Check a proposed schema (and mapping) for CI",
+    @extend_schema(request=CheckIn, responses={200: CheckOut, **error_responses(413)},
+                   summary="Check a proposed schema (and mapping) for CI",
                    description="Returns whether the schema is compatible under the contract's mode, every change "
                                "by field path, and mapping errors. Nothing is saved. A schema that is not valid "
                                "Avro is answered with 400 naming the problem; over 256 KB with 413.")
@@ -281,21 +344,21 @@ class ContractCheckApi(ServiceErrorsMixin, APIView):
 
 
 class VersionCreateIn(serializers.Serializer):
-    schema = JsonValueField()
-    mapping = JsonValueField(required=False, allow_null=True, default=None)
-    samples = JsonValueField(required=False, allow_null=True, default=None)
+    schema = AvroSchemaField()
+    mapping = MappingField(required=False, allow_null=True, default=None)
+    samples = SamplesField(required=False, allow_null=True, default=None)
     submit = serializers.BooleanField(required=False, default=True,
                                       help_text="true: straight into review; false: save as a draft.")
     change_summary = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
-class VersionListApi(ServiceErrorsMixin, APIView):
+class VersionListApi(ServiceErrorsMixin, ApiView):
     @extend_schema(responses=VersionOut(many=True), summary="List a contract's versions, newest first")
     def get(self, request, subject: str):
         contract = selectors.contract_by_subject(subject)
         return Response(VersionOut(selectors.contract_versions(contract), many=True).data)
 
-    @extend_schema(request=VersionCreateIn, responses={201: VersionOut, 200: VersionOut},
+    @extend_schema(request=VersionCreateIn, responses={201: VersionOut, 200: VersionOut, **error_responses(409, 413)},
                    summary="Propose a new version (draft or straight into review)",
                    description="An identical schema and mapping returns the existing version with 200. "
                                "A schema that breaks the compatibility mode is refused with 409 when submitted "
@@ -322,8 +385,14 @@ def _version_from_path(subject: str, version: str) -> ContractVersion:
     return selectors.contract_version_get(contract, int(version))
 
 
-class VersionDetailApi(ServiceErrorsMixin, APIView):
-    @extend_schema(responses=VersionOut, summary="Get one version (a number or 'latest')")
+VERSION_PARAMETER = OpenApiParameter(
+    "version", {"type": "string", "pattern": r"^(latest|[0-9]{1,9})$"}, OpenApiParameter.PATH,
+    description="A version number, or `latest` (the newest version, whatever its review state).")
+
+
+class VersionDetailApi(ServiceErrorsMixin, ApiView):
+    @extend_schema(parameters=[VERSION_PARAMETER], responses=VersionOut,
+                   summary="Get one version (a number or 'latest')")
     def get(self, request, subject: str, version: str):
         return Response(VersionOut(_version_from_path(subject, version)).data)
 
@@ -332,26 +401,76 @@ class ReviewIn(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=4000)
 
 
-class VersionActionApi(ServiceErrorsMixin, APIView):
-    """submit (draft → in review), approve, reject (comment required), deprecate."""
+class RejectIn(serializers.Serializer):
+    comment = non_blank(max_length=4000, help_text="Why the version is rejected, so its author can fix it.")
 
-    actions = {
-        "submit": lambda user, v, comment: services.contract_version_submit_for_review(actor=user, version=v),
-        "approve": lambda user, v, comment: services.contract_version_approve(actor=user, version=v, comment=comment),
-        "reject": lambda user, v, comment: services.contract_version_reject(actor=user, version=v, comment=comment),
-        "deprecate": lambda user, v, comment: services.contract_version_deprecate(actor=user, version=v,
-                                                                                  comment=comment),
-    }
-    action: str = ""
 
-    @extend_schema(request=ReviewIn, responses=VersionOut)
+def _version_action_doc(summary: str, body: type[serializers.Serializer] = ReviewIn):
+    return extend_schema(parameters=[VERSION_PARAMETER], request=body,
+                         responses={200: VersionOut, **error_responses(409)}, summary=summary)
+
+
+class VersionActionApi(ServiceErrorsMixin, ApiView):
+    """A review action on one version; each subclass is one action's endpoint."""
+
+    body: type[serializers.Serializer] = ReviewIn
+
+    def act(self, user: Any, version: ContractVersion, comment: str) -> ContractVersion:
+        raise NotImplementedError
+
     def post(self, request, subject: str, version: str):
-        data = validated_body(ReviewIn, request.data)
+        data = validated_body(self.body, request.data)
         target = _version_from_path(subject, version)
-        return Response(VersionOut(self.actions[self.action](request.user, target, data["comment"])).data)
+        return Response(VersionOut(self.act(request.user, target, data["comment"])).data)
 
 
-class ReviewQueueApi(ServiceErrorsMixin, APIView):
+class VersionSubmitApi(VersionActionApi):
+    @_version_action_doc("Submit a draft for review (the owning team)")
+    def post(self, request, subject: str, version: str):
+        return super().post(request, subject, version)
+
+    def act(self, user, version, comment):
+        return services.contract_version_submit_for_review(actor=user, version=version)
+
+
+class VersionApproveApi(VersionActionApi):
+    @_version_action_doc("Approve a version in review (another data engineer than its author)")
+    def post(self, request, subject: str, version: str):
+        return super().post(request, subject, version)
+
+    def act(self, user, version, comment):
+        return services.contract_version_approve(actor=user, version=version, comment=comment)
+
+
+class VersionRejectApi(VersionActionApi):
+    body = RejectIn
+
+    @_version_action_doc("Reject a version in review, saying why (data engineers)", RejectIn)
+    def post(self, request, subject: str, version: str):
+        comment = request.data.get("comment") if isinstance(request.data, dict) else None
+        if comment is None or (isinstance(comment, str) and not comment.strip()):
+            # the service's refusal (stable code `comment_required`), before the body's generic "required"
+            services.contract_version_reject_comment_check(comment)
+        return super().post(request, subject, version)
+
+    def act(self, user, version, comment):
+        return services.contract_version_reject(actor=user, version=version, comment=comment)
+
+
+class VersionDeprecateApi(VersionActionApi):
+    @_version_action_doc("Deprecate an approved version (data engineers)")
+    def post(self, request, subject: str, version: str):
+        return super().post(request, subject, version)
+
+    def act(self, user, version, comment):
+        return services.contract_version_deprecate(actor=user, version=version, comment=comment)
+
+
+VERSION_ACTION_APIS = {"submit": VersionSubmitApi, "approve": VersionApproveApi, "reject": VersionRejectApi,
+                       "deprecate": VersionDeprecateApi}
+
+
+class ReviewQueueApi(ServiceErrorsMixin, ApiView):
     @extend_schema(responses=VersionOut(many=True), summary="Versions waiting for review (data engineers)")
     def get(self, request):
         if not is_data_engineer(request.user):
@@ -365,7 +484,7 @@ def _field_dict(field: Any) -> dict:
     return dataclasses.asdict(field) if dataclasses.is_dataclass(field) else dict(field)
 
 
-class CanonicalModelApi(APIView):
+class CanonicalModelApi(ApiView):
     @extend_schema(responses=inline_serializer("CanonicalModel", {
         "version": serializers.CharField(), "envelope": serializers.ListField(child=serializers.DictField()),
         "event_types": serializers.DictField(), "avro_schema": serializers.DictField()}),
@@ -383,7 +502,7 @@ class CanonicalModelApi(APIView):
         })
 
 
-class AuditListApi(APIView):
+class AuditListApi(ApiView):
     permission_classes = [HasPortalRole]
 
     @extend_schema(parameters=[OpenApiParameter("action", str), OpenApiParameter("actor", str)],

@@ -23,12 +23,13 @@ from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, renderers
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from contracts import selectors, services
 from contracts.errors import ContractError
 from contracts.models import CompatibilityLevel, Contract, ContractVersion, VersionStatus
+from portal.api_errors import ApiView
 from portal.authentication import ApiTokenAuthentication, TokenBasicAuthentication
 from portal.parsers import (
     RegistryGenericJSONParser,
@@ -76,23 +77,45 @@ APPROVED_PARAMETER = OpenApiParameter(
                                   "approved one). Without it, as in Confluent's API, `latest` may be in review.")
 
 
-def registry_doc(operation_id: str, summary: str, *, body: bool = False, approved: bool = False,
-                 description: str = ""):
-    """The OpenAPI entry of a registry endpoint: its wire format is Confluent's API reference, so it is brief."""
+SCHEMA_BODY = {
+    "type": "object", "required": ["schema"],
+    "properties": {
+        "schema": {"type": "string", "description": "The Avro schema as a JSON string."},
+        "schemaType": {"type": "string", "enum": ["AVRO"], "description": "AVRO (the default) is the only type."},
+        "references": {"type": "array", "maxItems": 0, "description": "Not supported: inline referenced types."},
+    },
+}
+LEVEL = {"type": "string", "enum": list(CompatibilityLevel.values)}
+CONFIG_BODY = {
+    "type": "object", "description": "`compatibility` or `compatibilityLevel` (as older clients send it), not both.",
+    "properties": {"compatibility": LEVEL, "compatibilityLevel": LEVEL},
+    "oneOf": [{"required": ["compatibility"]}, {"required": ["compatibilityLevel"]}],
+}
+REGISTRY_BODIES = {"schema": SCHEMA_BODY, "config": CONFIG_BODY}
+
+
+def registry_doc(operation_id: str, summary: str, *, body: str = "", approved: bool = False,
+                 description: str = "", conflict: bool = False):
+    """The OpenAPI entry of a registry endpoint: its wire format is Confluent's API reference, so it is brief.
+    The refusals (401/403/404/422/...) with Confluent's error body are added by portal.openapi."""
     return extend_schema(
         operation_id=f"registry_{operation_id}", tags=["registry (Confluent Schema Registry subset)"],
         summary=summary, description=description,
-        request=OpenApiTypes.OBJECT if body else None, responses={200: OpenApiTypes.ANY},
+        request={parser.media_type: REGISTRY_BODIES[body] for parser in REGISTRY_PARSERS} if body else None,
+        responses={200: OpenApiTypes.ANY, **({409: OpenApiTypes.OBJECT} if conflict else {})},
         parameters=[APPROVED_PARAMETER] if approved else [],
     )
 
 
-class RegistryApi(APIView):
+class RegistryApi(ApiView):
     # In the OpenAPI document briefly (registry_doc); the wire format is Confluent's API reference.
     authentication_classes = [TokenBasicAuthentication, ApiTokenAuthentication]
     permission_classes = [HasPortalRole]
     parser_classes = REGISTRY_PARSERS
     renderer_classes = REGISTRY_RENDERERS
+
+    def parameter_refuse(self, message: str) -> None:
+        raise RegistryError(400, 400, message)
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, ContractError):
@@ -186,7 +209,7 @@ def _is_true(value: str | None) -> bool:
 class RegistryRootApi(RegistryApi):
     """GET /registry/: `{}`, as Confluent's root answers (clients and health checks probe it)."""
 
-    permission_classes: list = []
+    permission_classes = [AllowAny]  # AllowAny (not []) so the document says no credentials are needed
 
     @registry_doc("root", "Root: `{}`, as Confluent's registry answers")
     def get(self, request):
@@ -208,7 +231,8 @@ class SubjectVersionsApi(RegistryApi):
         contract = selectors.contract_by_subject(subject)
         return Response([v.version for v in _visible_versions(contract, approved_only=_approved_only(request))])
 
-    @registry_doc("register", "Register a schema: creates a version in review", body=True, description=(
+    @registry_doc("register", "Register a schema: creates a version in review", body="schema", conflict=True,
+                  description=(
         "Returns the schema's global id. The version waits for a data engineer's approval; the same schema "
         "registered again (however it is written) returns the same id."))
     def post(self, request, subject: str):
@@ -227,7 +251,7 @@ class SubjectVersionsApi(RegistryApi):
 class SubjectLookupApi(RegistryApi):
     """POST /subjects/{s}: is this schema registered under the subject?"""
 
-    @registry_doc("lookup", "Is this schema registered under the subject?", body=True)
+    @registry_doc("lookup", "Is this schema registered under the subject?", body="schema")
     def post(self, request, subject: str):
         raw = _schema_from_body(request.data)
         contract = selectors.contract_by_subject(subject)
@@ -297,7 +321,7 @@ def _check_response(check: selectors.ContractCheck, verbose: bool) -> Response:
 
 
 class CompatibilityVersionApi(RegistryApi):
-    @registry_doc("compatibility_version_check", "Check a schema against one version", body=True)
+    @registry_doc("compatibility_version_check", "Check a schema against one version", body="schema")
     def post(self, request, subject: str, version: str):
         raw = _schema_from_body(request.data)
         contract = selectors.contract_by_subject(subject)
@@ -309,7 +333,7 @@ class CompatibilityVersionApi(RegistryApi):
 
 
 class CompatibilitySubjectApi(RegistryApi):
-    @registry_doc("compatibility_subject_check", "Check a schema against the subject's mode", body=True)
+    @registry_doc("compatibility_subject_check", "Check a schema against the subject's mode", body="schema")
     def post(self, request, subject: str):
         raw = _schema_from_body(request.data)
         contract = selectors.contract_by_subject(subject)
@@ -323,10 +347,14 @@ class SubjectConfigApi(RegistryApi):
         contract = selectors.contract_by_subject(subject)
         return Response({"compatibilityLevel": contract.compatibility})
 
-    @registry_doc("subject_config_set", "Set a subject's compatibility level (creates the subject if new)", body=True)
+    @registry_doc("subject_config_set", "Set a subject's compatibility level (creates the subject if new)",
+                 body="config")
     def put(self, request, subject: str):
         data = request.data if isinstance(request.data, dict) else {}
-        level = data.get("compatibility", data.get("compatibilityLevel"))
+        given = [data[key] for key in ("compatibility", "compatibilityLevel") if key in data]
+        if len(given) > 1:
+            raise RegistryError(422, 42203, "Send the level as 'compatibility' or 'compatibilityLevel', not both.")
+        level = given[0] if given else None
         services.compatibility_level_parse(level)  # a bad level must not create the subject first
         # As in Confluent's registry, a subject's level may be set before its first version: that creates
         # the subject, under the same team rules as a registration.
@@ -341,7 +369,7 @@ class GlobalConfigApi(RegistryApi):
     def get(self, request):
         return Response({"compatibilityLevel": DEFAULT_LEVEL})
 
-    @registry_doc("global_config_set", "Set the global level: refused, it is fixed", body=True)
+    @registry_doc("global_config_set", "Set the global level: refused, it is fixed", body="config")
     def put(self, request):
         raise RegistryError(403, 40301, "The global default (BACKWARD_TRANSITIVE) is fixed; set levels per subject.")
 

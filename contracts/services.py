@@ -33,8 +33,21 @@ from portal.services import audit_record_write
 SOURCE_NAME_RE = re.compile(r"^(?=.*[a-z])[a-z0-9][a-z0-9-]{1,62}$")
 EVENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
 WRITE_KEY_PREFIX = "wk"
-# Words the portal's URLs use after /sources/ (e.g. /sources/new/).
-RESERVED_SOURCE_NAMES = frozenset({"new", "canonical"})
+# Words the portal's URLs use after /sources/ (e.g. /sources/new/), and words that read as "no value"
+# (`?source=null` must not find a source; the canonical contract's source *is* null). docs/decisions.md.
+RESERVED_SOURCE_NAMES = frozenset({"new", "canonical", "null", "none", "undefined"})
+# The same rule as one pattern, for the OpenAPI document and the API's input check.
+SOURCE_NAME_PATTERN = (r"^(?!(?:" + "|".join(sorted(RESERVED_SOURCE_NAMES)) + r")$)"
+                       + SOURCE_NAME_RE.pattern.removeprefix("^"))
+SOURCE_NAME_MESSAGE = ("Source names are 2–63 lowercase letters, digits and dashes with at least one letter, e.g. "
+                       f"'web-chat' ({', '.join(repr(n) for n in sorted(RESERVED_SOURCE_NAMES))} are reserved).")
+EVENT_NAME_PATTERN = EVENT_NAME_RE.pattern
+# Webhook signing secrets: what providers issue (Slack: 32 hex digits) is printable ASCII; a shared HMAC
+# secret shorter than 12 characters is too easy to guess. Spaces inside are allowed, not at either end:
+# a pasted secret with a stray space would fail every signature, so it is refused rather than trimmed.
+SIGNING_SECRET_MIN = 12
+SIGNING_SECRET_MAX = 255
+SIGNING_SECRET_PATTERN = r"^[!-~](?:[ -~]*[!-~])?$"
 CANONICAL_SUBJECT = "canonical"
 MAX_SAMPLES = 20
 
@@ -67,11 +80,7 @@ def source_create(
     source gets no write key (""): its events are always signed by the provider."""
     _require_team_member(actor, team.pk, "create sources for this team")
     if not SOURCE_NAME_RE.match(name or "") or name in RESERVED_SOURCE_NAMES:
-        raise ContractError(
-            "invalid_name",
-            "Source names are 2–63 lowercase letters, digits and dashes, e.g. 'web-chat' ('new' and "
-            "'canonical' are reserved).",
-        )
+        raise ContractError("invalid_name", SOURCE_NAME_MESSAGE)
     if platform not in Platform.values:
         raise ContractError("invalid_platform", f"Platform must be one of {', '.join(Platform.values)}.")
     if kind not in SourceKind.values:
@@ -135,8 +144,9 @@ def source_write_key_rotate(*, actor: Any, source: Source) -> str:
 
 def source_signing_secret_set(*, actor: Any, source: Source, secret: str) -> Source:
     _require_team_member(actor, source.team_id, "set this source's signing secret")
-    if not secret or len(secret) > 255:
-        raise ContractError("invalid_secret", "The signing secret must be 1–255 characters.")
+    problem = signing_secret_problem(secret)
+    if problem:
+        raise ContractError("invalid_secret", problem)
     with transaction.atomic():
         source = Source.objects.select_for_update(of=("self",)).select_related("team").get(pk=source.pk)
         before = _source_state(source)
@@ -146,6 +156,22 @@ def source_signing_secret_set(*, actor: Any, source: Source, secret: str) -> Sou
             actor=actor, action="source.set_signing_secret", obj=source, before=before, after=_source_state(source)
         )
     return source
+
+
+def signing_secret_problem(secret: Any) -> str | None:
+    """What is wrong with a webhook signing secret, in a sentence; None when it is fine."""
+    if not isinstance(secret, str) or not secret:
+        return "Enter the signing secret."
+    if secret != secret.strip():
+        return ("The signing secret starts or ends with a space or line break; remove it (providers' secrets "
+                "have none, and a stray one would make every signature fail).")
+    if not (SIGNING_SECRET_MIN <= len(secret) <= SIGNING_SECRET_MAX):
+        return (f"The signing secret must be {SIGNING_SECRET_MIN}–{SIGNING_SECRET_MAX} characters, not "
+                f"{len(secret)} (Slack's are 32).")
+    if not re.fullmatch(SIGNING_SECRET_PATTERN, secret):
+        return ("The signing secret may only hold printable ASCII characters (letters, digits, punctuation, "
+                "spaces inside): no control characters or non-ASCII letters. Copy it again from the provider.")
+    return None
 
 
 def source_write_key_matches(source: Source, key: str) -> bool:
@@ -475,9 +501,13 @@ def contract_version_approve(*, actor: Any, version: ContractVersion, comment: s
     return version
 
 
-def contract_version_reject(*, actor: Any, version: ContractVersion, comment: str) -> ContractVersion:
-    if not (comment or "").strip():
+def contract_version_reject_comment_check(comment: Any) -> None:
+    if not isinstance(comment, str) or not comment.strip():
         raise ContractError("comment_required", "Say why the version is rejected, so its author can fix it.")
+
+
+def contract_version_reject(*, actor: Any, version: ContractVersion, comment: str) -> ContractVersion:
+    contract_version_reject_comment_check(comment)
     with transaction.atomic():
         version = (
             ContractVersion.objects.select_for_update(of=("self",)).select_related("contract", "author")

@@ -163,7 +163,7 @@ def source_signing_secret(request: HttpRequest, name: str) -> HttpResponse:
     source = selectors.source_by_name_or_id(name)
     form = SigningSecretForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Enter the signing secret (1–255 characters).")
+        messages.error(request, "Enter the signing secret.")
         return redirect("source_detail", name=source.name)
     try:
         services.source_signing_secret_set(actor=request.user, source=source,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import exceptions, status
+from django.http import QueryDict
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import APIView, exception_handler
 
 
 class ApiError(exceptions.APIException):
@@ -52,11 +53,57 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
+def json_type_problems(fields: dict, data: dict) -> dict[str, list[str]]:
+    """Text and true/false fields given another JSON type, by field. DRF would turn 0 into "0" or False, so a
+    client's bug (a number for a comment, 0 for false) would pass unnoticed; the document says string/boolean."""
+    json_names = {int: "a number", float: "a number", list: "an array", dict: "an object", bool: "true/false",
+                  str: "a string"}
+    problems: dict[str, list[str]] = {}
+    for name, field in fields.items():
+        value = data.get(name)
+        if name not in data or value is None or field.read_only:
+            continue
+        if isinstance(field, serializers.CharField) and not isinstance(value, str):
+            problems[name] = [f"Must be a string, not {json_names.get(type(value), 'that')}."]
+        elif isinstance(field, serializers.BooleanField) and not isinstance(value, bool):
+            problems[name] = [f"Must be true or false, not {json_names.get(type(value), 'that')}."]
+    return problems
+
+
 def validated_body(serializer_class: Any, data: Any) -> dict:
     """The request body checked by ``serializer_class``: a JSON object, or a 400 that says so;
     field errors become DRF's usual 400 (``{"error", "message", "details"}`` via the handler)."""
     if not isinstance(data, dict):
         raise ApiError("invalid_body", "The request body must be a JSON object.")
     serializer = serializer_class(data=data)
+    if not isinstance(data, QueryDict):  # a form's values are all text; JSON's have types
+        wrong_types = json_type_problems(serializer.fields, data)
+        if wrong_types:
+            raise exceptions.ValidationError(wrong_types)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
+
+
+def nul_parameter_problem(query_params: Any, path_kwargs: dict) -> str | None:
+    """A sentence naming the first path or query parameter holding a NUL character (PostgreSQL text cannot
+    hold one, so looking it up would fail with a 500); None when there is none."""
+    for name, value in path_kwargs.items():
+        if isinstance(value, str) and "\x00" in value:
+            return f"The path parameter '{name}' contains a NUL character."
+    for name, values in query_params.lists():
+        if "\x00" in name or any("\x00" in value for value in values):
+            return f"The query parameter '{name}' contains a NUL character."
+    return None
+
+
+class ApiView(APIView):
+    """The REST API's base view: after authentication, parameters that could never be looked up are a 400."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        problem = nul_parameter_problem(request.query_params, kwargs)
+        if problem:
+            self.parameter_refuse(problem)
+
+    def parameter_refuse(self, message: str) -> None:
+        raise ApiError("invalid_parameter", message)

@@ -196,18 +196,32 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "ChatOrbit event-contract API",
     "DESCRIPTION": (
+        "[← Back to the portal](/)\n\n"
         "Sources, event contracts and their versions, the review workflow, the canonical model, and a "
         "compatibility check for CI. Authenticate with `Authorization: Token <token>` "
         "(create one on the portal's [API tokens page](/account/tokens/), where each person creates, lists "
-        "and revokes their own)."
+        "and revokes their own).\n\n"
+        "Also here: the **collectors** (`/collect/v1/…`, authenticated with a source's write key or the webhook "
+        "provider's signature; see docs/ingestion.md) and the **Schema Registry subset** (`/registry/…`, "
+        "Confluent's wire format and error body). Every refusal of the REST API is "
+        "`{\"error\": code, \"message\": sentence}` (plus `details` for field errors)."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # A PATCH body is checked by the same serializer as a full one (a field it requires is required on PATCH
+    # too), so the document shows it as it is rather than drf-spectacular's all-optional "Patched" copy.
+    "COMPONENT_SPLIT_PATCH": False,
+    "ENUM_NAME_OVERRIDES": {"CompatibilityLevelEnum": "contracts.models.CompatibilityLevel"},
     # Swagger UI served from the vendored sidecar package, never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation's refusals (401/403/400/404/415...) with the error body, and the collectors' paths.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "portal.openapi.postprocess_error_responses",
+    ],
 }
 
 # Request bodies up to the collectors' limit are read; our own limits then answer with JSON reasons.

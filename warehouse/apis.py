@@ -13,12 +13,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from portal.api_errors import ApiError, validated_body
+from portal.api_errors import ApiError, ApiView, validated_body
+from portal.openapi import error_responses
 from portal.roles import is_data_engineer
 from warehouse import selectors, services
 from warehouse.models import ModelPrice, ModelRun, PriceRecompute
+from warehouse.services import TOKEN_KIND_VALUES
 
 NOT_ALLOWED = "Only data engineers and admins may change model prices or ask for a recompute."
 
@@ -92,11 +93,18 @@ class ModelRunOut(serializers.Serializer):
     models = ModelRunPartOut(many=True)
 
 
+@extend_schema_field({"type": "string", "enum": list(TOKEN_KIND_VALUES)})
+class TokenKindField(serializers.CharField):
+    """Checked by the service, whose refusal lists the kinds."""
+
+
 # --- prices ---------------------------------------------------------------------------------------
 
 class PriceIn(serializers.Serializer):
-    model = serializers.CharField(allow_blank=True, trim_whitespace=False)
-    token_kind = serializers.CharField(allow_blank=True)
+    model = serializers.CharField(allow_blank=True, trim_whitespace=False, help_text=(
+        "The model name exactly as requests carry it, e.g. gpt-4.1-mini: 1–128 characters, no spaces or "
+        "control characters"))
+    token_kind = TokenKindField(allow_blank=True)
     usd_per_million = PriceValueField()
     effective_from = serializers.DateTimeField(help_text="UTC, the start of an hour")
     note = serializers.CharField(required=False, allow_blank=True, default="")
@@ -105,7 +113,7 @@ class PriceIn(serializers.Serializer):
                                                    "also asks the next model run to re-price those hours")
 
 
-class PriceListApi(CatalogErrorsMixin, APIView):
+class PriceListApi(CatalogErrorsMixin, ApiView):
     @extend_schema(parameters=[OpenApiParameter("model", str, description="Only this model's prices")],
                    responses=PriceOut(many=True), summary="The model price catalog, newest change first")
     def get(self, request):
@@ -115,7 +123,8 @@ class PriceListApi(CatalogErrorsMixin, APIView):
     @extend_schema(
         request=PriceIn,
         responses={201: inline_serializer("PriceAdded", {"price": PriceOut(),
-                                                         "recompute": RecomputeOut(allow_null=True)})},
+                                                         "recompute": RecomputeOut(allow_null=True)}),
+                   **error_responses(409)},
         summary="Add a price (data engineers); a backdated price needs recompute=true",
     )
     def post(self, request):
@@ -137,7 +146,7 @@ class RecomputeIn(serializers.Serializer):
     from_time = serializers.DateTimeField(help_text="UTC; widened to the start of its hour")
 
 
-class PriceRecomputeApi(CatalogErrorsMixin, APIView):
+class PriceRecomputeApi(CatalogErrorsMixin, ApiView):
     @extend_schema(request=RecomputeIn, responses={201: RecomputeOut},
                    summary="Ask the next model run to re-price past hours (data engineers)")
     def post(self, request):
@@ -150,8 +159,10 @@ class PriceRecomputeApi(CatalogErrorsMixin, APIView):
 
 # --- model runs -----------------------------------------------------------------------------------
 
-class ModelRunListApi(APIView):
-    @extend_schema(parameters=[OpenApiParameter("limit", int, description="Runs to return (1–500, default 20)")],
+class ModelRunListApi(ApiView):
+    @extend_schema(parameters=[OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": 500,
+                                                          "default": 20},
+                                                description="Runs to return (1–500, default 20)")],
                    responses=ModelRunOut(many=True), summary="The latest model runs, each with its models")
     def get(self, request):
         raw = request.query_params.get("limit") or "20"

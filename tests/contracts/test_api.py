@@ -144,9 +144,10 @@ def test_disable_and_signing_secret(api_client_for, platform_user, web_chat_sour
     response = client.patch("/api/v1/sources/web-chat/", {"is_active": False}, format="json")
     assert response.status_code == 200 and response.json()["is_active"] is False
     assert AuditRecord.objects.filter(action="source.disable").exists()
-    response = client.post("/api/v1/sources/web-chat/signing-secret", {"signing_secret": "s3cr3t"}, format="json")
+    secret = "8f742231b10e8888abcd99yyyzzz85a5"  # shaped like Slack's (32 characters)
+    response = client.post("/api/v1/sources/web-chat/signing-secret", {"signing_secret": secret}, format="json")
     assert response.json()["has_signing_secret"] is True
-    assert "s3cr3t" not in response.content.decode()
+    assert secret not in response.content.decode()
 
 
 def test_unknown_source_is_404_json(api_client_for, engineer):
@@ -379,6 +380,47 @@ def test_the_api_docs_cover_the_registry_subset(api_client_for, engineer):
     latest = document["paths"]["/registry/subjects/{subject}/versions/{version}"]["get"]
     assert "approved" in {parameter["name"] for parameter in latest["parameters"]}
     assert document["components"]["securitySchemes"]["registryBasic"]["scheme"] == "basic"
+
+
+def test_the_api_docs_cover_the_collectors_with_their_auth_and_every_answer(api_client_for, engineer):
+    # walkthrough F14: the collectors were only in docs/ingestion.md
+    document = api_client_for(engineer).get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
+    batch = document["paths"]["/collect/v1/batch"]["post"]
+    assert batch["security"] == [{"writeKey": []}]
+    assert set(batch["responses"]) == {"202", "400", "401", "403", "413", "415", "429", "503"}
+    assert "Retry-After" in batch["responses"]["503"]["headers"]
+    for path, scheme in (("/collect/v1/webhooks/slack/{source}", "slackSignature"),
+                         ("/collect/v1/webhooks/voice/{source}", "voiceSignature")):
+        webhook = document["paths"][path]["post"]
+        assert webhook["security"] == [{scheme: []}] and scheme in document["components"]["securitySchemes"]
+        assert {"401", "403", "404", "503"} <= set(webhook["responses"])
+
+
+def test_every_api_operation_documents_its_refusals_with_the_error_body(api_client_for, engineer):
+    # hostile report D9 (ST103): only 200/201 were documented
+    document = api_client_for(engineer).get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
+    for path, item in document["paths"].items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for method, operation in item.items():
+            assert {"401", "403"} <= set(operation["responses"]), (method, path)
+            assert operation["responses"]["403"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"}
+    assert document["components"]["schemas"]["Error"]["required"] == ["error", "message"]
+    check = document["paths"]["/api/v1/contracts/{subject}/check"]["post"]["responses"]
+    assert {"400", "404", "413", "415"} <= set(check)
+    version = document["paths"]["/api/v1/contracts/{subject}/versions/{version}/"]["get"]["parameters"]
+    assert next(p for p in version if p["name"] == "version")["schema"]["pattern"] == r"^(latest|[0-9]{1,9})$"
+    patch = document["components"]["schemas"]["CompatibilityIn"]
+    assert patch["required"] == ["compatibility"]
+
+
+def test_the_api_docs_link_back_to_the_portal_and_run_no_inline_script(client, engineer):
+    client.force_login(engineer)
+    page = client.get("/api/v1/docs/").content.decode()
+    assert "<script>" not in page  # the start-up code is a file (CSP script-src 'self')
+    document = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
+    assert "[← Back to the portal](/)" in document["info"]["description"]
 
 
 def test_deeply_nested_bodies_are_400_not_500(api_client_for, platform_user, chat_v1):

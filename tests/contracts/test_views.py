@@ -218,10 +218,10 @@ def test_owner_disables_and_enables_a_source_and_sets_a_signing_secret(platform_
                                         platform="slack", kind="webhook")
     detail = reverse("source_detail", args=["slack-bot"])
     assert key == "" and "Signing secret not set" in text_of(client.get(detail))
-    response = client.post(reverse("source_signing_secret", args=["slack-bot"]), {"signing_secret": "abc123"},
-                           follow=True)
+    response = client.post(reverse("source_signing_secret", args=["slack-bot"]),
+                           {"signing_secret": "slack-signing-secret-0123"}, follow=True)
     assert "Signing secret set" in text_of(response)
-    assert "abc123" not in response.content.decode()
+    assert "slack-signing-secret-0123" not in response.content.decode()
 
 
 def test_source_pages_show_only_the_credentials_their_kind_uses(platform_user, web_chat_source):

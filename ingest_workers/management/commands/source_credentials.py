@@ -48,7 +48,7 @@ class Command(BaseCommand):
                 raise CommandError(f"No active user named '{actor}'.")
         try:
             if signing_secret is not None:
-                secret = sys.stdin.readline().strip() if signing_secret == "-" else signing_secret
+                secret = sys.stdin.readline().rstrip("\r\n") if signing_secret == "-" else signing_secret
                 found = services.source_signing_secret_set(actor=acting, source=found, secret=secret)
                 self.stdout.write(f"Signing secret stored for {found.name}.")
             if rotate_write_key:
