@@ -2420,6 +2420,12 @@ def preview_many(
     """``mapping_check`` and a ``preview`` of each payload, compiling the schema's validator and the
     mapping once for all of them (the version editor previews every sample on each keystroke).
     Never raises."""
+    try:
+        merrs, cm = _check_and_build(schema, mapping, load_canonical_model())
+    except Exception as e:  # pragma: no cover - last line of defence for the portal
+        merrs, cm = [MappingError("/", f"internal error while checking the mapping: {_exc_text(e)}")], None
+    if not payloads:
+        return merrs, []
     errors: list[dict] = []
     try:
         validator = compile_validator(schema)
@@ -2427,10 +2433,6 @@ def preview_many(
         detail = str(e) if isinstance(e, SchemaError) else _exc_text(e)
         errors.append({"stage": "schema", "path": "/", "message": f"the schema is not valid Avro: {detail}"})
         validator = None
-    try:
-        merrs, cm = _check_and_build(schema, mapping, load_canonical_model())
-    except Exception as e:  # pragma: no cover - last line of defence for the portal
-        merrs, cm = [MappingError("/", f"internal error while checking the mapping: {_exc_text(e)}")], None
     return merrs, [_preview_one(validator, merrs, cm, payload, ctx, list(errors)) for payload in payloads]
 
 
