@@ -749,3 +749,5 @@ def test_contract_list_lists_the_canonical_model_apart_and_home_counts_team_cont
     home = client.get(reverse("home"))
     assert re.search(r'data-testid="count-contracts">1<', home.content.decode())
     assert "1 team contracts + the canonical model" in text_of(home)
+    canonical = client.get(reverse("contract_detail", args=["canonical"]))
+    assert canonical.status_code == 200 and "Current schema: v1" in text_of(canonical)
