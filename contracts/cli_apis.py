@@ -22,7 +22,7 @@ class CliDownloadApi(APIView):
     """Any signed-in person or API token may fetch it (the same as the check it calls)."""
 
     @extend_schema(
-        summary="Download the CI command line (contracts_cli.py)",
+        operation_id="cli_download", summary="Download the CI command line (contracts_cli.py)",
         description="The single-file `contracts_cli.py check …` that CI runs against `/api/v1/contracts/{subject}"
                     "/check`; it needs Python 3.11+ and `requests` only. Exit codes: 0 compatible, 1 breaking, "
                     "2 could not check.",
