@@ -1,6 +1,6 @@
 from django.urls import path
 
-from contracts import apis
+from contracts import apis, cli_apis
 
 urlpatterns = [
     path("sources/", apis.SourceListApi.as_view(), name="api_sources"),
@@ -21,4 +21,5 @@ urlpatterns = [
     path("review-queue/", apis.ReviewQueueApi.as_view(), name="api_review_queue"),
     path("canonical/", apis.CanonicalModelApi.as_view(), name="api_canonical"),
     path("audit/", apis.AuditListApi.as_view(), name="api_audit"),
+    path(f"cli/{cli_apis.CLI_FILENAME}", cli_apis.CliDownloadApi.as_view(), name="api_cli_download"),
 ]

@@ -310,6 +310,14 @@ CheckOut = inline_serializer("CheckResult", {
     "compatible": serializers.BooleanField(),
     "mode": serializers.CharField(),
     "changes": serializers.ListField(child=serializers.DictField()),
+    "grouped_changes": inline_serializer("CheckGroupedChanges", {
+        "latest_version": serializers.IntegerField(allow_null=True, help_text=(
+            "The newest version the schema was compared with (null: none yet).")),
+        "new": serializers.ListField(child=serializers.DictField(), help_text=(
+            "Changes against latest_version: what this proposal itself changes.")),
+        "older": serializers.ListField(child=serializers.DictField(), help_text=(
+            "Changes found only against older versions (transitive modes): already there in latest_version.")),
+    }),
     "schema_errors": serializers.ListField(child=serializers.DictField()),
     "mapping_errors": serializers.ListField(child=serializers.DictField()),
     "previews": serializers.ListField(child=serializers.DictField()),

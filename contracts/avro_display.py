@@ -76,3 +76,43 @@ def avro_reading_order(schema: Any) -> Any:
         rank = {**rank, "name": -2, "type": -1}
     ordered = sorted(schema, key=lambda key: (rank.get(key, len(rank)), key))
     return {key: avro_reading_order(schema[key]) for key in ordered}
+
+
+def _record_inside(avro_type: Any) -> dict | None:
+    """The record a field holds directly, as an optional value, or as array items/map values (else None)."""
+    if isinstance(avro_type, list):
+        records = [branch for branch in avro_type if branch != "null"]
+        return _record_inside(records[0]) if len(records) == 1 else None
+    if isinstance(avro_type, dict):
+        kind = avro_type.get("type")
+        if kind == "record" and isinstance(avro_type.get("fields"), list):
+            return avro_type
+        if kind in ("array", "map"):
+            return _record_inside(avro_type.get("items" if kind == "array" else "values"))
+    return None
+
+
+def schema_field_rows(schema: Any, *, personal_paths: frozenset[str] | set[str] = frozenset(),
+                      prefix: str = "", depth: int = 0) -> list[dict]:
+    """A record schema's fields as table rows, sub-records' fields after their parent (``message.text``).
+
+    Each row: ``path``, ``parent`` (``message.`` or empty), ``name``, ``depth``, ``type`` (readable label),
+    ``has_default``, ``default``, ``doc``
+    and ``personal`` (the dotted path is in ``personal_paths``, where the mapping feeds personal data, or
+    the field says ``"x-personal": true`` as the canonical model's do).
+    A record referred to by name is not expanded again (it is described where it is defined)."""
+    rows: list[dict] = []
+    fields = schema.get("fields") if isinstance(schema, dict) else None
+    for field in fields if isinstance(fields, list) else ():
+        if not isinstance(field, dict) or not isinstance(field.get("name"), str):
+            continue
+        path = f"{prefix}{field['name']}"
+        rows.append({"path": path, "parent": prefix, "name": field["name"], "depth": depth,
+                     "type": avro_type_label(field.get("type")),
+                     "has_default": "default" in field, "default": field.get("default"),
+                     "doc": field.get("doc") or "",
+                     "personal": path in personal_paths or field.get("x-personal") is True})
+        inner = _record_inside(field.get("type"))
+        if inner is not None and depth < 8:
+            rows.extend(schema_field_rows(inner, personal_paths=personal_paths, prefix=f"{path}.", depth=depth + 1))
+    return rows

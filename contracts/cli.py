@@ -1,11 +1,13 @@
 """Check a proposed contract against the registry from CI, in one line.
 
-    python -m contracts.cli check schema.avsc --subject web-chat.chat_event \\
+    python contracts_cli.py check schema.avsc --subject web-chat.chat_event \\
         --url https://contracts.chatorbit.internal --token "$CHATORBIT_TOKEN" [--mapping mapping.json] [--github]
 
 Exit codes: 0 compatible, 1 breaking (incompatible schema or mapping errors), 2 could not check
 (unreadable file, invalid schema, unknown subject, bad token, server unreachable).
-This module imports no Django: CI machines only need `requests`.
+This file is self-contained (standard library and `requests`, nothing else from the portal): teams'
+CI downloads it from the portal, `GET /api/v1/cli/contracts_cli.py` (the portal serves this very
+file); inside the portal's repository it also runs as `python -m contracts.cli`.
 """
 
 from __future__ import annotations
@@ -78,21 +80,71 @@ def _gh_property(text: str) -> str:
     return _gh_escape(text).replace(":", "%3A").replace(",", "%2C")
 
 
+def change_groups(result: dict) -> tuple[int | None, list[dict], list[dict]]:
+    """(latest version, changes new in this proposal, changes only against older versions).
+
+    The server groups them (``grouped_changes``); an older server that does not is read as "all new"."""
+    grouped = result.get("grouped_changes")
+    if isinstance(grouped, dict) and isinstance(grouped.get("new"), list):
+        return grouped.get("latest_version"), grouped["new"], list(grouped.get("older") or [])
+    return None, list(result.get("changes", [])), []
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def headline(result: dict, *, subject: str) -> str:
+    """One line with the overall result first: what a CI reader sees before anything else."""
+    mode = result.get("mode")
+    breaking = sum(1 for change in result.get("changes", []) if change.get("severity") == "error")
+    mapping_errors = len(result.get("mapping_errors", []))
+    if result.get("schema_errors"):
+        return f"FAIL: {subject}: invalid schema, {_count(len(result['schema_errors']), 'schema error')}"
+    if result.get("compatible"):
+        schema = f"schema compatible under {mode}"
+    else:
+        schema = f"schema NOT compatible under {mode} ({_count(breaking, 'breaking change')})"
+    outcome = "OK" if exit_code_for(result) == EXIT_COMPATIBLE else "FAIL"
+    mapping = f", {_count(mapping_errors, 'mapping error')}" if mapping_errors else ""
+    return f"{outcome}: {subject}: {schema}{mapping}"
+
+
+def _print_change(change: dict, *, show_version: bool, out: TextIO) -> None:
+    against = change.get("against_version")
+    suffix = f"  (vs v{against})" if show_version and against is not None else ""
+    out.write(f"    {change['severity']:<7} {change['path']}  {change['rule']}: {change['message']}{suffix}\n")
+
+
+def _annotate(change: dict, *, schema_file: str, out: TextIO) -> None:
+    level = SEVERITY_TO_GITHUB.get(change["severity"], "notice")
+    title = f"{change['rule']} at {change['path']}"
+    where = _gh_property(schema_file)
+    out.write(f"::{level} file={where},title={_gh_property(title)}::{_gh_escape(change['message'])}\n")
+
+
 def report_print(result: dict, *, subject: str, schema_file: str, github: bool, out: TextIO) -> None:
-    verdict = "compatible" if result.get("compatible") else "NOT compatible"
-    out.write(f"{subject}: {verdict} under {result.get('mode')}\n")
+    out.write(headline(result, subject=subject) + "\n")
     for err in result.get("schema_errors", []):
         out.write(f"  schema error {err.get('path', '/')}: {err.get('message')}\n")
         if github:
             where = _gh_property(schema_file)
             out.write(f"::error file={where},title=Invalid schema::{_gh_escape(err.get('message', ''))}\n")
-    for change in result.get("changes", []):
-        out.write(f"  {change['severity']:<7} {change['path']}  {change['rule']}: {change['message']}\n")
+    latest, new, older = change_groups(result)
+    if new or latest is not None:
+        against = f" (vs v{latest}, the latest version)" if latest is not None else ""
+        out.write(f"  new in this proposal{against}: {_count(len(new), 'change') if new else 'no schema changes'}\n")
+    for change in new:
+        _print_change(change, show_version=latest is None, out=out)
         if github:
-            level = SEVERITY_TO_GITHUB.get(change["severity"], "notice")
-            title = f"{change['rule']} at {change['path']}"
-            where = _gh_property(schema_file)
-            out.write(f"::{level} file={where},title={_gh_property(title)}::{_gh_escape(change['message'])}\n")
+            _annotate(change, schema_file=schema_file, out=out)
+    if older:
+        out.write(f"  also checked against older versions (already in v{latest}): {_count(len(older), 'change')}\n")
+    for change in older:
+        _print_change(change, show_version=True, out=out)
+        # Only what breaks is annotated again: notes on changes approved long ago would follow every PR.
+        if github and change["severity"] == "error":
+            _annotate(change, schema_file=schema_file, out=out)
     for err in result.get("mapping_errors", []):
         out.write(f"  mapping {err.get('path')}: {err.get('message')}\n")
         if github:
@@ -101,7 +153,8 @@ def report_print(result: dict, *, subject: str, schema_file: str, github: bool, 
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err_out: TextIO = sys.stderr) -> int:
-    parser = argparse.ArgumentParser(prog="python -m contracts.cli", description=__doc__.split("\n\n")[0])
+    prog = "python -m contracts.cli" if __package__ == "contracts" else f"python {Path(sys.argv[0]).name}"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="check a schema (and mapping) against a subject")
     check.add_argument("schema_file", help="the proposed Avro schema (.avsc / .json)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import functools
 import json
 import re
 import warnings
@@ -227,15 +228,37 @@ class Change:
 
 @dataclass(frozen=True)
 class CompatibilityReport:
-    """Outcome of :func:`check_compatibility`. ``compatible`` is False iff a change is an error."""
+    """Outcome of :func:`check_compatibility`. ``compatible`` is False iff a change is an error.
+
+    ``new_changes`` are the changes found against ``latest_version`` (the newest version compared),
+    as reported against it: what this proposal itself changes. Under a transitive mode ``changes``
+    also holds what differs only from older versions, i.e. what an earlier approved version already
+    changed; :meth:`grouped_dict` splits the two for reviewers and CI.
+    """
 
     compatible: bool
     mode: str
     changes: list[Change] = field(default_factory=list)
+    latest_version: int | None = None
+    new_changes: list[Change] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Change]:
         return [change for change in self.changes if change.severity == ERROR]
+
+    @property
+    def older_changes(self) -> list[Change]:
+        """Changes found only against versions older than ``latest_version`` (already approved)."""
+        new_keys = {_change_key(change) for change in self.new_changes}
+        return [change for change in self.changes if _change_key(change) not in new_keys]
+
+    def grouped_dict(self) -> dict[str, Any]:
+        """``{"latest_version", "new", "older"}``: the changes new in this proposal, then the rest."""
+        return {
+            "latest_version": self.latest_version,
+            "new": [change.to_dict() for change in self.new_changes],
+            "older": [change.to_dict() for change in self.older_changes],
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -871,19 +894,24 @@ def parse_schema(schema: SchemaInput) -> JsonSchema:
     malformed unions, and field defaults that do not fit the field's type (for a union, its first
     branch). ``avro.schema.parse`` must accept the schema as well.
     """
-    decoded, _ = _compile(schema)
-    result: JsonSchema = decoded
+    decoded, _ = _compile_cached(schema)
+    result: JsonSchema = _fresh_copy(decoded)
     return result
 
 
 def parse_record_schema(schema: SchemaInput) -> dict[str, Any]:
     """Like :func:`parse_schema`, but the top level must be a record (every contract is one)."""
-    decoded, root = _compile(schema)
+    decoded, root = _compile_cached(schema)
     if root.kind != "record":
         found = _describe(root) if root.kind != "union" else "a union"
         raise SchemaError(f"A contract schema must be an Avro record at the top level, not {found}.")
-    result: dict[str, Any] = decoded
+    result: dict[str, Any] = _fresh_copy(decoded)
     return result
+
+
+def _fresh_copy(decoded: Any) -> Any:
+    """A copy the caller may change without changing what `_compile_cached` remembers."""
+    return json.loads(json.dumps(decoded))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1414,32 +1442,59 @@ def check_compatibility(
     ValueError for an unknown mode.
     """
     level = CompatibilityMode.parse(mode)
-    _, new = _compile(new_schema)
+    _, new = _compile_cached(new_schema)
     versions = list(previous_versions)
     targets = versions if level.transitive else versions[-1:]
     seen: set[tuple[str, str, str]] = set()
     changes: list[Change] = []
-    for version, schema in targets:
+    latest: list[Change] = []
+    for position, (version, schema) in enumerate(targets, start=1):
         old = _compile_stored(schema, version)
         for direction in level.directions:
             for change in _resolve(new, old, direction, version):
-                key = (change.path, change.rule, change.direction)
+                if level is CompatibilityMode.NONE and change.severity == ERROR:
+                    change = dataclasses.replace(change, severity=WARNING)
+                if position == len(targets):
+                    latest.append(change)
+                key = _change_key(change)
                 if key in seen:
                     continue
                 seen.add(key)
-                if level is CompatibilityMode.NONE and change.severity == ERROR:
-                    change = dataclasses.replace(change, severity=WARNING)
                 changes.append(change)
     changes.sort(key=lambda change: _SEVERITY_RANK[change.severity])
+    latest.sort(key=lambda change: _SEVERITY_RANK[change.severity])
     compatible = not any(change.severity == ERROR for change in changes)
-    return CompatibilityReport(compatible=compatible, mode=level.value, changes=changes)
+    return CompatibilityReport(compatible=compatible, mode=level.value, changes=changes,
+                               latest_version=targets[-1][0] if targets else None, new_changes=latest)
+
+
+def _change_key(change: Change) -> tuple[str, str, str]:
+    return (change.path, change.rule, change.direction)
 
 
 def _compile_stored(schema: SchemaInput, version: int) -> _Node:
     try:
-        return _compile(schema)[1]
+        return _compile_cached(schema)[1]
     except SchemaError as exc:
         raise SchemaError(f"Stored version {version} is not a valid schema: {exc.message}", exc.path) from exc
+
+
+def _compile_cached(schema: SchemaInput) -> tuple[Any, _Node]:
+    """`_compile`, remembered by the schema's JSON text: approved versions are compiled once per process,
+    not on every keystroke of the version editor (Avro's own parse is most of the cost). Callers must not
+    mutate what it returns (the compiled nodes never are; `parse_schema` hands out a fresh copy)."""
+    if isinstance(schema, str):
+        return _compile_text(schema)
+    try:
+        text = json.dumps(schema, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return _compile(schema)  # not JSON-serialisable: let _compile say what is wrong
+    return _compile_text(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_text(text: str) -> tuple[Any, _Node]:
+    return _compile(text)
 
 
 # --------------------------------------------------------------------------------------------

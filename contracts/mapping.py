@@ -2411,11 +2411,40 @@ def preview(schema: dict, mapping: dict, payload: Any, ctx: SourceContext) -> Pr
     field that is null) or the resulting event breaks the canonical model; path points into the
     payload (or, for canonical problems, into the event).
     """
+    return preview_many(schema, mapping, [payload], ctx)[1][0]
+
+
+def preview_many(
+    schema: dict, mapping: dict, payloads: list[Any], ctx: SourceContext
+) -> tuple[list[MappingError], list[PreviewResult]]:
+    """``mapping_check`` and a ``preview`` of each payload, compiling the schema's validator and the
+    mapping once for all of them (the version editor previews every sample on each keystroke).
+    Never raises."""
+    try:
+        merrs, cm = _check_and_build(schema, mapping, load_canonical_model())
+    except Exception as e:  # pragma: no cover - last line of defence for the portal
+        merrs, cm = [MappingError("/", f"internal error while checking the mapping: {_exc_text(e)}")], None
+    if not payloads:
+        return merrs, []
     errors: list[dict] = []
+    try:
+        validator = compile_validator(schema)
+    except Exception as e:
+        detail = str(e) if isinstance(e, SchemaError) else _exc_text(e)
+        errors.append({"stage": "schema", "path": "/", "message": f"the schema is not valid Avro: {detail}"})
+        validator = None
+    return merrs, [_preview_one(validator, merrs, cm, payload, ctx, list(errors)) for payload in payloads]
+
+
+def _preview_one(
+    validator: Any, merrs: list[MappingError], cm: CompiledMapping | None, payload: Any, ctx: SourceContext,
+    errors: list[dict],
+) -> PreviewResult:
     events: list[dict] = []
     try:
-        schema_ok = _preview_schema_stage(schema, payload, errors)
-        merrs, cm = _check_and_build(schema, mapping, load_canonical_model())
+        schema_ok = validator is not None
+        if schema_ok:
+            errors.extend({"stage": "schema", "path": ve.path, "message": ve.message} for ve in validator(payload))
         for me in merrs:
             if (
                 not schema_ok
@@ -2439,14 +2468,3 @@ def preview(schema: dict, mapping: dict, payload: Any, ctx: SourceContext) -> Pr
         )
     return PreviewResult(events, errors)
 
-
-def _preview_schema_stage(schema: Any, payload: Any, errors: list[dict]) -> bool:
-    """Validate the payload against the contract schema; False when the schema itself is broken."""
-    try:
-        validator = compile_validator(schema)
-    except Exception as e:
-        detail = str(e) if isinstance(e, SchemaError) else _exc_text(e)
-        errors.append({"stage": "schema", "path": "/", "message": f"the schema is not valid Avro: {detail}"})
-        return False
-    errors.extend({"stage": "schema", "path": ve.path, "message": ve.message} for ve in validator(payload))
-    return True

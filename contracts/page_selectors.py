@@ -40,7 +40,7 @@ def with_version_summary(contracts: QuerySet[Contract]) -> QuerySet[Contract]:
     )
 
 
-def dashboard_counts() -> dict[str, int]:
+def dashboard_counts() -> dict[str, int | bool]:
     versions = ContractVersion.objects.aggregate(
         approved=Count("id", filter=Q(status=VersionStatus.APPROVED)),
         in_review=Count("id", filter=Q(status=VersionStatus.IN_REVIEW)),
@@ -48,7 +48,8 @@ def dashboard_counts() -> dict[str, int]:
     return {
         "sources": Source.objects.count(),
         "active_sources": Source.objects.filter(is_active=True).count(),
-        "contracts": Contract.objects.filter(is_canonical=False).count(),
+        "contracts": Contract.objects.filter(is_canonical=False).count(),  # team contracts, as Contracts lists them
+        "has_canonical": Contract.objects.filter(is_canonical=True).exists(),
         "approved_versions": versions["approved"],
         "in_review": versions["in_review"],
     }

@@ -39,11 +39,19 @@ class ContractCheck:
     def changes(self) -> list[dict]:
         return list(self.report["changes"]) if self.report else []
 
+    @property
+    def grouped_changes(self) -> dict:
+        """``{"latest_version", "new", "older"}``: what this proposal changes against the newest version
+        compared, apart from what only older versions differ in (already approved before)."""
+        grouped = (self.report or {}).get("grouped_changes")
+        return grouped if grouped else {"latest_version": None, "new": self.changes, "older": []}
+
     def as_api_dict(self) -> dict:
         return {
             "compatible": self.compatible,
             "mode": self.mode,
             "changes": self.changes,
+            "grouped_changes": self.grouped_changes,
             "schema_errors": self.schema_errors,
             "mapping_errors": self.mapping_errors,
             "previews": self.previews,
@@ -141,10 +149,12 @@ def contract_check(
         result.schema_errors.append({"path": "/", "message": err.message, "code": err.code})
         return result
     previous = list(against) if against is not None else submission_scope(contract)
+    # The stored text, not a decoded copy: the compatibility core remembers each compiled text, so the
+    # approved versions are parsed once per process rather than on every keystroke of the editor.
     report = compatibility.check_compatibility(
-        result.schema, [(v.version, version_schema(v)) for v in previous], compatibility.CompatibilityMode(mode)
+        result.schema, [(v.version, v.schema.schema) for v in previous], compatibility.CompatibilityMode(mode)
     )
-    result.report = report.to_dict()
+    result.report = {**report.to_dict(), "grouped_changes": report.grouped_dict()}
     if contract.is_canonical:
         return result
     if mapping_spec is None or mapping_spec == {}:
@@ -153,13 +163,13 @@ def contract_check(
                                       "this contract produces."}
         )
         return result
-    result.mapping_errors = [dataclasses.asdict(e) for e in mapping.mapping_check(result.schema, mapping_spec)]
+    ctx = source_context(contract, version_number or next_version_number(contract))
+    # One compile of the validator and the mapping for the check and every sample.
+    mapping_errors, outcomes = mapping.preview_many(result.schema, mapping_spec, list(samples), ctx)
+    result.mapping_errors = [dataclasses.asdict(e) for e in mapping_errors]
     if not result.mapping_errors:
-        number = version_number or next_version_number(contract)
-        ctx = source_context(contract, number)
-        for index, sample in enumerate(samples):
-            outcome = mapping.preview(result.schema, mapping_spec, sample, ctx)
-            result.previews.append({"sample": index, "events": outcome.events, "errors": outcome.errors})
+        result.previews = [{"sample": index, "events": outcome.events, "errors": outcome.errors}
+                           for index, outcome in enumerate(outcomes)]
     return result
 
 

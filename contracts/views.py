@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from contracts import canonical_model, page_selectors, selectors, services
-from contracts.avro_display import avro_reading_order
+from contracts.avro_display import avro_reading_order, schema_field_rows
 from contracts.errors import ContractError, Forbidden, NotFound
 from contracts.forms import (
     COMPATIBILITY_HELP,
@@ -188,7 +188,10 @@ def contract_list(request: HttpRequest) -> HttpResponse:
         team=filters.get("team") or None, platform=filters.get("platform") or None,
         status=filters.get("status") or None, query=filters.get("q") or None,
     ))
-    context = {"form": form, "contracts": contracts}
+    # The canonical model is listed apart from the team contracts, which the home page counts.
+    rows = list(contracts)
+    context = {"form": form, "contracts": rows, "canonical_contracts": [c for c in rows if c.is_canonical],
+               "team_contracts": [c for c in rows if not c.is_canonical]}
     # The filter form swaps only the table (htmx); a full load or a shared link gets the page.
     if getattr(request, "htmx", False) and request.htmx.target == "contract-table":
         return render(request, "contracts/_contract_table.html", context)
@@ -228,12 +231,24 @@ def _can_change_compatibility(user: Any, contract: Contract) -> bool:
     return is_data_engineer(user) or selectors.user_can_edit_contract(user, contract)
 
 
+def _current_schema(contract: Contract) -> tuple[ContractVersion | None, list[dict]]:
+    """The newest approved version (what ingestion validates with) and its fields as table rows."""
+    current = selectors.latest_approved_version(contract)
+    if current is None:
+        return None, []
+    from ingest_workers.masking import canonical_personal_targets, personal_source_paths
+
+    personal = personal_source_paths(current.mapping, canonical_personal_targets())
+    return current, schema_field_rows(selectors.version_schema(current), personal_paths=personal)
+
+
 @require_GET
 @portal_page
 def contract_detail(request: HttpRequest, subject: str) -> HttpResponse:
     contract = selectors.contract_by_subject(subject)
+    current, current_fields = _current_schema(contract)
     return render(request, "contracts/contract_detail.html", {
-        "contract": contract,
+        "contract": contract, "current": current, "current_fields": current_fields,
         "versions": selectors.contract_versions(contract),
         "can_edit": selectors.user_can_edit_contract(request.user, contract),
         "can_change_compatibility": _can_change_compatibility(request.user, contract),
@@ -424,6 +439,9 @@ def review_detail(request: HttpRequest, subject: str, number: int) -> HttpRespon
             form.add_error("comment" if err.code == "comment_required" else None, _message_with_details(err))
         else:
             return redirect("review_queue")
+    if form.errors.get("comment"):
+        # The page reloads at the top; focusing the comment brings the reviewer back to what to fix.
+        form.fields["comment"].widget.attrs["autofocus"] = True
     previous = selectors.previous_version(version)
     schema = _schema_for_reading(version)
     return render(request, "contracts/review_detail.html", {

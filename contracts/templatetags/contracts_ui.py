@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django import template
+from django.utils.safestring import SafeString, mark_safe
 
 from contracts import page_selectors
 from contracts.avro_display import avro_type_label
 from contracts.forms import COMPATIBILITY_HELP
+from contracts.inline_markdown import inline_markdown_html
 from contracts.line_diff import pretty_json as _pretty_json
 from contracts.models import VersionStatus
 from portal.roles import is_data_engineer
@@ -19,6 +21,12 @@ register = template.Library()
 @register.filter
 def pretty_json(value: Any) -> str:
     return _pretty_json(value)
+
+
+@register.filter
+def inline_markdown(value: Any) -> SafeString:
+    """`code`, **bold** and [links](https://…) in descriptions; everything else escaped (no HTML passes)."""
+    return mark_safe(inline_markdown_html(value))  # noqa: S308 - escaped first by inline_markdown_html
 
 
 @register.filter
@@ -58,6 +66,12 @@ def warning_count(report: Any) -> int:
 def error_count(report: Any) -> int:
     changes = (report or {}).get("changes") or []
     return sum(1 for change in changes if change.get("severity") == "error")
+
+
+@register.filter
+def problem_count(changes: Any) -> int:
+    """Errors and warnings among a list of changes (what a reviewer must not miss in a collapsed group)."""
+    return sum(1 for change in changes or () if change.get("severity") in ("error", "warning"))
 
 
 @register.simple_tag(takes_context=True)

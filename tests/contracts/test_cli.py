@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,35 @@ def test_compatible_schema_exits_0(live_server, token, chat_v1, write_schema):
     code, out, _ = run("check", path, "--subject", chat_v1.contract.subject, "--url", live_server.url,
                        "--token", token)
     assert code == 0
-    assert "compatible under BACKWARD_TRANSITIVE" in out
+    assert out.splitlines()[0] == "OK: web-chat.chat_event: schema compatible under BACKWARD_TRANSITIVE"
+
+
+@pytest.fixture
+def chat_v2(chat_v1, web_chat_preset, web_chat_source, platform_user, engineer):
+    """v2 of the preset approved on top of v1: it added the optional field `experiment`."""
+    from contracts.services import preset_versions_load
+
+    spec = dict(web_chat_preset["contracts"][0])
+    spec["versions"] = spec["versions"][:2]
+    preset_versions_load(actor=platform_user, reviewer=engineer, source=web_chat_source, contracts=[spec])
+    return chat_v1.contract.versions.get(version=2)
+
+
+def test_github_notices_only_for_what_is_new_against_the_latest_version(live_server, token, chat_v2, tmp_path):
+    schema = orjson.loads(chat_v2.schema.schema)
+    schema["fields"].append({"name": "ciNote", "type": ["null", "string"], "default": None})
+    path = tmp_path / "schema.avsc"
+    path.write_text(json.dumps(schema))
+    code, out, _ = run("check", str(path), "--subject", chat_v2.contract.subject, "--url", live_server.url,
+                       "--token", token, "--github")
+    assert code == 0
+    notices = [line for line in out.splitlines() if line.startswith("::notice")]
+    assert len(notices) == 1 and "/fields/ciNote" in notices[0], out
+    # v2's own change is still shown, apart, but is not annotated on this PR again
+    new_part, _, older_part = out.partition("also checked against older versions")
+    assert "new in this proposal (vs v2, the latest version): 1 change" in new_part
+    assert "/fields/experiment" in older_part and "(vs v1)" in older_part
+    assert "/fields/experiment" not in new_part
 
 
 def test_breaking_schema_exits_1_with_github_annotations(live_server, token, chat_v1, write_schema):
@@ -57,7 +86,8 @@ def test_breaking_schema_exits_1_with_github_annotations(live_server, token, cha
     code, out, _ = run("check", path, "--subject", chat_v1.contract.subject, "--url", live_server.url,
                        "--token", token, "--github")
     assert code == 1
-    assert "NOT compatible" in out
+    assert out.startswith("FAIL: web-chat.chat_event: schema NOT compatible under BACKWARD_TRANSITIVE "
+                          "(1 breaking change)\n")
     escaped = path.replace(":", "%3A").replace(",", "%2C")
     assert f"::error file={escaped},title=" in out and "/fields/seats" in out
 
@@ -70,6 +100,9 @@ def test_mapping_errors_exit_1(live_server, token, chat_v1, write_schema, tmp_pa
     code, out, _ = run("check", write_schema(), "--subject", chat_v1.contract.subject, "--url", live_server.url,
                        "--token", token, "--mapping", str(mapping_file))
     assert code == 1
+    # the first line a CI reader sees gives the overall result, not just the schema's
+    assert out.splitlines()[0] == ("FAIL: web-chat.chat_event: schema compatible under BACKWARD_TRANSITIVE, "
+                                   "1 mapping error")
     assert "mapping" in out
 
 
@@ -103,3 +136,31 @@ def test_runs_as_a_module(live_server, token, chat_v1, write_schema):
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["compatible"] is True
+
+
+def test_ci_downloads_the_cli_from_the_portal_and_runs_it_without_the_repository(
+    live_server, token, chat_v1, write_schema, tmp_path, api_client_for, platform_user
+):
+    response = api_client_for(platform_user).get("/api/v1/cli/contracts_cli.py")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/x-python")
+    assert 'filename="contracts_cli.py"' in response["Content-Disposition"]
+    ci = tmp_path / "ci"
+    ci.mkdir()
+    (ci / "contracts_cli.py").write_bytes(b"".join(response.streaming_content) if response.streaming
+                                          else response.content)
+    # -I: no PYTHONPATH, no current directory on the path: only the file and the interpreter's packages
+    isolated = [sys.executable, "-I", "contracts_cli.py"]
+    env = {key: value for key, value in os.environ.items() if key not in {"PYTHONPATH", "DJANGO_SETTINGS_MODULE"}}
+    helped = subprocess.run([*isolated, "--help"], cwd=ci, env=env, capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0, helped.stderr
+    assert "usage: python contracts_cli.py" in helped.stdout
+    checked = subprocess.run(
+        [*isolated, "check", write_schema(), "--subject", chat_v1.contract.subject, "--url", live_server.url,
+         "--token", token], cwd=ci, env=env, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith("OK: web-chat.chat_event: schema compatible")
+
+
+def test_downloading_the_cli_needs_a_token(client):
+    assert client.get("/api/v1/cli/contracts_cli.py").status_code in (401, 403)

@@ -1187,6 +1187,51 @@ def test_report_to_dict_shape() -> None:
     json.dumps(report.to_dict())  # serialisable
 
 
+def test_report_groups_what_is_new_against_the_latest_version() -> None:
+    opt = {"type_": ["null", "string"], "default": None}
+    v1 = rec([fld("id", "long")])
+    v2 = rec([fld("id", "long"), fld("experiment", **opt)])
+    proposal = rec([fld("id", "long"), fld("experiment", **opt), fld("note", **opt)])
+    report = check_compatibility(proposal, [(1, v1), (2, json.dumps(v2))], "BACKWARD_TRANSITIVE")
+    grouped = report.grouped_dict()
+    assert grouped["latest_version"] == 2
+    # `note` is new: reported against v2 (the latest), though v1 triggers it first in the flat list
+    assert [(c["path"], c["against_version"]) for c in grouped["new"]] == [("/fields/note", 2)]
+    # `experiment` was v2's own change, approved before: only older versions differ in it
+    assert [(c["path"], c["against_version"]) for c in grouped["older"]] == [("/fields/experiment", 1)]
+    assert {c.path for c in report.changes} == {"/fields/note", "/fields/experiment"}
+
+
+def test_an_error_against_an_older_version_only_is_grouped_as_older_and_still_breaks() -> None:
+    v1 = rec([fld("id", "long"), fld("gone", "string")])
+    v2 = rec([fld("id", "long")])
+    report = check_compatibility(rec([fld("id", "long"), fld("gone", "int")]), [(1, v1), (2, v2)],
+                                 "FORWARD_TRANSITIVE")
+    grouped = report.grouped_dict()
+    assert not report.compatible
+    assert [c["rule"] for c in grouped["older"] if c["severity"] == "error"] == ["TYPE_MISMATCH"]
+    assert all(c["severity"] != "error" for c in grouped["new"])
+
+
+def test_non_transitive_modes_have_only_new_changes() -> None:
+    opt = {"type_": ["null", "string"], "default": None}
+    report = check_compatibility(rec([fld("id", "long"), fld("a", **opt), fld("b", **opt)]),
+                                 [(1, rec([fld("id", "long")])), (2, rec([fld("id", "long"), fld("a", **opt)]))],
+                                 "BACKWARD")
+    assert report.grouped_dict() == {"latest_version": 2, "new": [c.to_dict() for c in report.changes],
+                                     "older": []}
+    assert check_compatibility(rec([fld("id", "long")]), [], "BACKWARD").grouped_dict() == {
+        "latest_version": None, "new": [], "older": []}
+
+
+def test_parsed_schemas_are_fresh_copies_though_compiles_are_remembered() -> None:
+    schema = rec([fld("id", "long")])
+    first = parse_record_schema(json.dumps(schema))
+    first["fields"].append(fld("mutated", "int"))
+    assert parse_record_schema(json.dumps(schema)) == schema
+    assert parse_record_schema(schema) == schema
+
+
 def test_inputs_may_be_json_text() -> None:
     report = check_compatibility(json.dumps(V3), [(1, json.dumps(V1))], "BACKWARD")
     assert not report.compatible

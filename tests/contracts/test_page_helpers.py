@@ -70,3 +70,35 @@ def test_schemas_are_shown_name_and_type_first_without_changing_them():
     assert list(shown["fields"][0]) == ["name", "type"]
     assert list(shown["fields"][1]) == ["name", "type", "default"]
     assert list(shown["fields"][1]["type"][1]) == ["type", "name", "symbols"]
+
+
+def test_inline_markdown_turns_code_bold_and_links_into_tags_after_escaping():
+    from contracts.inline_markdown import inline_markdown_html
+
+    assert inline_markdown_html("Every web widget event; `type` says which.") == (
+        "Every web widget event; <code>type</code> says which.")
+    assert inline_markdown_html("`<b>x</b>` and **bold**") == (
+        "<code>&lt;b&gt;x&lt;/b&gt;</code> and <strong>bold</strong>")
+    assert inline_markdown_html("[a](/contracts/)") == '<a href="/contracts/" rel="nofollow noopener noreferrer">a</a>'
+    for hostile in ('<script>alert(1)</script>', '<img src=x onerror=alert(1)>', '[x](javascript:alert(1))',
+                    '[x](//evil.example/)', '[x](https://a.example/" onclick="alert(1))', '**<svg onload=alert(1)>**'):
+        rendered = inline_markdown_html(hostile)
+        assert "<script" not in rendered and "<img" not in rendered and "<svg" not in rendered
+        assert 'href="javascript:' not in rendered
+        assert 'href="//' not in rendered and "onclick=\"" not in rendered
+
+
+def test_schema_field_rows_flatten_sub_records_with_defaults_docs_and_personal_flags():
+    from contracts.avro_display import schema_field_rows
+
+    schema = {"type": "record", "name": "E", "fields": [
+        {"name": "id", "type": "string", "doc": "The id."},
+        {"name": "message", "type": ["null", {"type": "record", "name": "M", "fields": [
+            {"name": "text", "type": "string"}]}], "default": None},
+        {"name": "email", "type": "string", "x-personal": True},
+    ]}
+    rows = schema_field_rows(schema, personal_paths={"message.text"})
+    assert [(r["path"], r["type"], r["has_default"], r["personal"]) for r in rows] == [
+        ("id", "string", False, False), ("message", "optional record M", True, False),
+        ("message.text", "string", False, True), ("email", "string", False, True)]
+    assert rows[0]["doc"] == "The id." and rows[2]["parent"] == "message." and rows[2]["depth"] == 1

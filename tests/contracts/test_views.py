@@ -342,7 +342,7 @@ def test_new_version_form_is_prefilled_from_the_latest_version(platform_user, ch
     first_field = schema_of(chat_v1)["fields"][0]["name"]
     assert f"&quot;{first_field}&quot;" in body
     assert f'hx-post="{reverse("version_check", args=[subject])}"' in body
-    assert "keyup changed delay:600ms" in body
+    assert "keyup changed delay:300ms" in body
 
 
 def test_another_team_cannot_open_or_post_the_new_version_form(other_platform_user, chat_v1, subject):
@@ -631,3 +631,123 @@ def test_an_engineer_who_submitted_a_teammates_draft_cannot_review_it(engineer, 
     services.contract_version_approve(actor=second_engineer, version=draft)
     draft.refresh_from_db()
     assert draft.status == VersionStatus.APPROVED and draft.reviewer == second_engineer
+
+
+# --- walkthrough 2026-12: the report groups what is new, the review page, the contract page ------------
+
+@pytest.fixture
+def chat_v2(chat_v1, web_chat_preset, web_chat_source, platform_user, engineer):
+    """The preset's v2 approved on top of v1: it added the optional field `experiment`."""
+    spec = dict(web_chat_preset["contracts"][0])
+    spec["versions"] = spec["versions"][:2]
+    services.preset_versions_load(actor=platform_user, reviewer=engineer, source=web_chat_source, contracts=[spec])
+    return chat_v1.contract.versions.get(version=2)
+
+
+def _between(body: str, start: str, end: str | None = None) -> str:
+    part = body[body.index(start):]
+    return part[:part.index(end)] if end else part
+
+
+def test_live_check_shows_what_is_new_apart_from_changes_older_versions_made(platform_user, chat_v2, subject):
+    response = client_for(platform_user).post(
+        reverse("version_check", args=[subject]),
+        version_form_data(chat_v2, schema=with_optional_field(schema_of(chat_v2), "ciNote")), HTTP_HX_REQUEST="true")
+    body = response.content.decode()
+    new = _between(body, 'data-testid="changes-new"', 'data-testid="changes-older"')
+    older = _between(body, 'data-testid="changes-older"', "</details>")
+    assert "compared with v2" in text_of(response)
+    assert "/fields/ciNote" in new and "/fields/experiment" not in new
+    assert "/fields/experiment" in older and "(vs v1" in older and "/fields/ciNote" not in older
+    # nothing breaking among the older ones: that group starts collapsed
+    assert re.search(r'<details class="change-group" data-testid="changes-older"\s*>', body)
+
+
+def test_check_api_groups_changes_and_keeps_the_flat_list(api_client_for, platform_user, chat_v2, subject):
+    response = api_client_for(platform_user).post(
+        f"/api/v1/contracts/{subject}/check", {"schema": with_optional_field(schema_of(chat_v2), "ciNote")},
+        format="json")
+    body = response.json()
+    assert response.status_code == 200 and body["compatible"]
+    assert {c["path"] for c in body["changes"]} == {"/fields/ciNote", "/fields/experiment"}
+    grouped = body["grouped_changes"]
+    assert grouped["latest_version"] == 2
+    assert [c["path"] for c in grouped["new"]] == ["/fields/ciNote"]
+    assert [(c["path"], c["against_version"]) for c in grouped["older"]] == [("/fields/experiment", 1)]
+
+
+def test_typing_the_change_summary_does_not_run_the_check(platform_user, chat_v1, subject):
+    body = client_for(platform_user).get(reverse("version_create", args=[subject])).content.decode()
+    checked = _between(body, 'data-testid="checked-inputs"', 'name="change_summary"')
+    assert 'name="schema"' in checked and 'name="samples"' in checked
+    # the checked inputs' <div> is closed before the summary: typing it triggers no check
+    assert checked.count("</div>") == checked.count("<div") + 1
+    assert "contracts/version_editor.js" in body
+
+
+def test_review_page_puts_the_decision_after_the_verdict_and_before_the_samples(engineer, in_review_v2, subject):
+    body = client_for(engineer).get(reverse("review_detail", args=[subject, 2])).content.decode()
+    order = [body.index(marker) for marker in ('data-testid="schema-diff"', 'data-testid="verdict-summary"',
+                                               'id="decision"', 'data-testid="previews"', 'data-testid="mapping-diff"'
+                                               if 'data-testid="mapping-diff"' in body else 'The mapping is unchanged')]
+    assert order == sorted(order)
+    previews = _between(body, 'data-testid="previews"', "</section>")
+    assert previews.count('data-testid="preview"') >= 1
+    assert " open>" not in previews and "open " not in previews.replace("<details", "")  # all collapsed
+
+
+def test_rejecting_without_a_comment_says_so_at_the_top_and_focuses_the_comment(engineer, in_review_v2, subject):
+    response = client_for(engineer).post(reverse("review_detail", args=[subject, 2]), {"decision": "reject"})
+    body = response.content.decode()
+    summary = _between(body, 'data-testid="error-summary"', "</div>")
+    assert "Your decision was not saved" in summary and "Say why the version is rejected" in summary
+    assert 'href="#decision"' in summary
+    assert body.index('data-testid="error-summary"') < body.index('data-testid="schema-diff"')
+    assert re.search(r'<textarea name="comment"[^>]*autofocus', body)
+    # a plain visit focuses nothing
+    assert "autofocus" not in client_for(engineer).get(reverse("review_detail", args=[subject, 2])).content.decode()
+
+
+def test_contract_page_shows_the_current_approved_schema(platform_user, chat_v2, subject):
+    services.contract_version_submit(
+        actor=platform_user, contract=chat_v2.contract, schema=with_optional_field(schema_of(chat_v2), "inReview"),
+        mapping_spec=chat_v2.mapping, samples=chat_v2.sample_payloads)
+    response = client_for(platform_user).get(reverse("contract_detail", args=[subject]))
+    body = response.content.decode()
+    fields = _between(body, 'data-testid="current-fields"', "</table>")
+    assert "Current schema: " in text_of(response) and ">v2</a>" in body  # the approved one, not v3 in review
+    experiment = _between(fields, 'data-testid="field-experiment"', "</tr>")
+    assert "optional string" in experiment and "<code>null</code>" in experiment
+    assert "A/B test variant the widget rendered" in experiment
+    assert "inReview" not in fields
+    session = _between(fields, 'data-testid="field-sessionId"', "</tr>")
+    assert "none (required)" in session and "personal" not in session
+    # the mapping feeds message.text into the canonical `content` (personal): flagged, nested under message.
+    text_row = _between(fields, 'data-testid="field-message.text"', "</tr>")
+    assert ">personal<" in text_row and "message." in text_row
+
+
+def test_descriptions_render_code_bold_and_links_but_no_html(platform_user, chat_contract, subject):
+    chat_contract.description = ('Every `type` is **listed** in [the docs](https://docs.example/x?a=1&b=2); '
+                                 '<script>alert(1)</script> <img src=x onerror=alert(2)> [x](javascript:alert(3))')
+    chat_contract.save()
+    body = client_for(platform_user).get(reverse("contract_detail", args=[subject])).content.decode()
+    assert ('Every <code>type</code> is <strong>listed</strong> in <a href="https://docs.example/x?a=1&amp;b=2"'
+            in body)
+    assert "<script>alert(1)" not in body and "<img src=x" not in body and 'href="javascript:' not in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "[x](javascript:alert(3))" in body
+
+
+def test_contract_list_lists_the_canonical_model_apart_and_home_counts_team_contracts(platform_user, chat_contract):
+    services.canonical_contract_ensure()
+    client = client_for(platform_user)
+    listing = client.get(reverse("contract_list")).content.decode()
+    team_rows = _between(listing, 'data-testid="team-contracts"', "</tbody>")
+    assert team_rows.count('data-testid="contract-row"') == 1 and "canonical" not in team_rows
+    assert 'data-testid="team-contract-count">1<' in team_rows
+    assert 'data-testid="canonical-row"' in _between(listing, 'data-testid="canonical-contracts"', "</tbody>")
+    home = client.get(reverse("home"))
+    assert re.search(r'data-testid="count-contracts">1<', home.content.decode())
+    assert "1 team contracts + the canonical model" in text_of(home)
+    canonical = client.get(reverse("contract_detail", args=["canonical"]))
+    assert canonical.status_code == 200 and "Current schema: v1" in text_of(canonical)

@@ -99,3 +99,82 @@ def test_engineer_rejects_with_a_comment_and_the_author_sees_it(
     expect(author.get_by_test_id("status-2")).to_have_text("Rejected")
     expect(author.get_by_test_id("review-comment-2")).to_contain_text(
         "Call it experiment_key, like the iOS app does.")
+
+
+# --- walkthrough 2026-12 (F17, F18, F25) ---------------------------------------------------------------
+
+def submit_v2_for_review(v1, author):
+    """v2 adding an optional field, straight into review (the author's side is tested above)."""
+    from contracts.services import contract_version_submit
+
+    schema = orjson.loads(v1.schema.schema)
+    schema["fields"].append({"name": "experiment_id", "type": ["null", "string"], "default": None})
+    version, _ = contract_version_submit(actor=author, contract=v1.contract, schema=schema, mapping_spec=v1.mapping,
+                                         samples=v1.sample_payloads, change_summary="Add experiment_id")
+    assert version.status == VersionStatus.IN_REVIEW
+    return version
+
+
+def console_errors_of(page) -> list[str]:
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
+def test_submitting_the_version_editor_starts_no_check_and_logs_no_console_errors(
+    live_server, sign_in, platform_user, chat_v1
+):
+    subject = chat_v1.contract.subject
+    page = sign_in(platform_user)
+    errors = console_errors_of(page)
+    page.goto(f"{live_server.url}/contracts/{subject}/versions/new/")
+    report = page.get_by_test_id("check-report")
+    expect(report.get_by_test_id("verdict")).to_have_text("compatible")  # the check run on opening the form
+    page.get_by_label("Change summary").fill("Add experiment_id")
+    schema = orjson.loads(chat_v1.schema.schema)
+    schema["fields"].append({"name": "experiment_id", "type": ["null", "string"], "default": None})
+    # Edited, no keystroke since: pressing the button blurs the textarea, whose `change` schedules a check.
+    page.locator("#id_schema").fill(json.dumps(schema, indent=2))
+    checks_after_submit: list[str] = []
+    page.on("request", lambda request: checks_after_submit.append(request.url) if "/check/" in request.url else None)
+    page.get_by_test_id("submit-for-review").click()
+    expect(page.get_by_test_id("version-status")).to_have_text("In review")
+    expect(page.locator(".messages")).to_contain_text("submitted for review")
+    assert checks_after_submit == []
+    assert errors == []
+
+
+def test_the_decision_comes_before_the_collapsed_samples(live_server, sign_in, platform_user, engineer, chat_v1):
+    version = submit_v2_for_review(chat_v1, platform_user)
+    page = sign_in(engineer)
+    page.goto(f"{live_server.url}/review/{version.contract.subject}/{version.version}/")
+    decision = page.get_by_role("heading", name="Decision")
+    verdict, previews = page.get_by_test_id("compat-report"), page.get_by_test_id("previews")
+    expect(verdict.get_by_test_id("verdict")).to_have_text("compatible")
+    assert verdict.bounding_box()["y"] < decision.bounding_box()["y"] < previews.bounding_box()["y"]
+    samples = previews.locator("details")
+    assert samples.count() == len(chat_v1.sample_payloads)
+    for index in range(samples.count()):
+        expect(samples.nth(index)).not_to_have_attribute("open", "")
+    # the samples are there when wanted
+    samples.first.locator("summary").click()
+    expect(samples.first.locator("pre").first).to_be_visible()
+
+
+def test_rejecting_without_a_comment_shows_the_error_where_the_reviewer_is(
+    live_server, sign_in, platform_user, engineer, chat_v1
+):
+    version = submit_v2_for_review(chat_v1, platform_user)
+    page = sign_in(engineer)
+    page.goto(f"{live_server.url}/review/{version.contract.subject}/{version.version}/")
+    page.get_by_test_id("reject").click()
+    summary = page.get_by_test_id("error-summary")
+    expect(summary).to_contain_text("Your decision was not saved")
+    expect(summary).to_contain_text("Say why the version is rejected")
+    comment = page.get_by_label("Comment")
+    expect(comment).to_be_focused()
+    expect(comment).to_be_in_viewport()
+    comment.fill("Call it experiment_key, like the iOS app does.")
+    page.get_by_test_id("reject").click()
+    expect(page.locator(".messages")).to_contain_text(f"Rejected {version.contract.subject} v2")
