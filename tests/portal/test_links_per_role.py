@@ -71,10 +71,9 @@ def dead_links(user) -> tuple[list[tuple[str, str, int | str]], int]:
     return dead, len(seen)
 
 
-@pytest.fixture
-def demo(settings, warehouse_server, tmp_path, platform_user, engineer, privacy_user, admin_user):
+def demo_world(settings, tmp_path, platform_user) -> None:
     """The demo seed, a warehouse with quarantined records, a version in review and a model run: every
-    page has something to link to."""
+    page has something to show and to link to. Needs the ``warehouse_server`` fixture."""
     from contracts.models import Contract
     from contracts.selectors import latest_approved_version
     from contracts.services import contract_version_submit
@@ -93,6 +92,11 @@ def demo(settings, warehouse_server, tmp_path, platform_user, engineer, privacy_
                             mapping_spec=current.mapping, samples=current.sample_payloads,
                             change_summary="Same schema, new samples.")
     run(T, [("identity", "succeeded", 3, 200, ""), ("conversation_sessions", "failed", 0, 900, "boom")])
+
+
+@pytest.fixture
+def demo(settings, warehouse_server, tmp_path, platform_user, engineer, privacy_user, admin_user):
+    demo_world(settings, tmp_path, platform_user)
     return {"platform": platform_user, "engineer": engineer, "privacy": privacy_user, "admin": admin_user}
 
 
