@@ -181,6 +181,7 @@ def runs(request: HttpRequest) -> HttpResponse:
         for row in run["models"]:
             row.duration_text = duration_text(row.duration_ms)
     return render(request, "warehouse/runs.html", {
-        "runs": recent, "runs_shown": RUNS_SHOWN, "failed_only": failed_only, "last_succeeded_at": selectors.model_run_last_succeeded_at(),
+        "runs": recent, "runs_shown": RUNS_SHOWN, "failed_only": failed_only,
+        "last_succeeded_at": selectors.model_run_last_succeeded_at(),
         "pending": list(selectors.price_recomputes_pending()), "done": selectors.price_recomputes_done(limit=5),
     })
