@@ -163,8 +163,8 @@ def _where(scope: QuarantineScope, filters: QuarantineFilters, *, with_reason: b
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def _timestamps(row: dict) -> dict:
-    for key in _TIMESTAMP_KEYS:
+def _timestamps(row: dict, keys: tuple[str, ...] = _TIMESTAMP_KEYS) -> dict:
+    for key in keys:
         value = row.get(key)
         if isinstance(value, str):
             try:
@@ -203,6 +203,19 @@ def quarantine_reason_counts(conn: Any, *, scope: QuarantineScope, filters: Quar
                                params):
         counts[row["REASON_CODE"] or "unknown"] = int(row["N"])
     return counts
+
+
+def quarantine_overview(conn: Any, *, scope: QuarantineScope, filters: QuarantineFilters) -> dict[str, Any]:
+    """What the list's stat cards say, under every filter but the reason: how many records, how many still
+    wait for a re-drive (status new), and when the oldest waiting one was quarantined."""
+    table = qualified(_database(conn), QUARANTINE)
+    where, params = _where(scope, filters, with_reason=False)
+    row = warehouse_query(conn, "SELECT COUNT(*) AS N, SUM(CASE WHEN STATUS = 'new' THEN 1 ELSE 0 END) AS WAITING,"  # noqa: S608
+                                " MIN(CASE WHEN STATUS = 'new' THEN QUARANTINED_AT END) AS OLDEST_WAITING,"
+                                f" MIN(QUARANTINED_AT) AS OLDEST FROM {table}{where}", params)[0]
+    return _timestamps({"total": int(row["N"] or 0), "waiting": int(row["WAITING"] or 0),
+                        "oldest_waiting_at": row["OLDEST_WAITING"], "oldest_at": row["OLDEST"]},
+                       keys=("oldest_waiting_at", "oldest_at"))
 
 
 def quarantine_ids_matching(conn: Any, *, scope: QuarantineScope, filters: QuarantineFilters, limit: int) -> list[str]:

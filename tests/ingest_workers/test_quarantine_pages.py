@@ -461,3 +461,70 @@ def test_a_dead_warehouse_gives_pages_that_say_so_not_500s(client, env, people):
     back = c.get(redriven["Location"])   # the list, which says the warehouse is down, with the message
     assert back.status_code == 503 and "unchanged and still in quarantine" in back.content.decode()
     assert not AuditRecord.objects.filter(action="quarantine.redrive").exists()
+
+
+# --- what the pages say at a glance, where the error is, and whom to ask (walkthrough F29) -----------------
+
+def card(html: str, testid: str) -> str:
+    import re
+
+    match = re.search(rf'data-testid="{testid}">([^<]*)<', html)
+    assert match, testid
+    return match.group(1)
+
+
+def test_the_stat_cards_each_say_something_else(client, landed, people):
+    c = client_for(client, people["engineer"])
+    html = c.get(reverse("quarantine_list")).content.decode()
+    assert card(html, "count-total") == "56"
+    assert card(html, "count-reasons") == "4" and "most often <code>schema_violation</code> (52)" in html
+    assert card(html, "count-waiting") == "56"
+    assert card(html, "oldest-waiting") in ("under 1 s", *(f"{n} s" for n in range(1, 60)))
+    assert 'data-testid="reason-mapping_failure"' in html   # the reasons are filter links below the cards
+
+    # two records re-driven: the total stays, fewer are waiting
+    warehouse_rows("UPDATE RAW.QUARANTINE SET STATUS = 'redriven' WHERE QUARANTINE_ID IN (%(a)s, %(b)s)",
+                   {"a": landed["mapping"][0], "b": landed["mapping"][1]})
+    html = c.get(reverse("quarantine_list")).content.decode()
+    assert card(html, "count-total") == "56" and card(html, "count-waiting") == "54"
+    assert f'href="?{"status=new"}"' in html
+    # nothing waiting: the card says so instead of an age
+    html = c.get(reverse("quarantine_list"), {"status": "redriven"}).content.decode()
+    assert card(html, "count-total") == "2" and card(html, "count-waiting") == "0"
+    assert card(html, "oldest-waiting") == "—" and "nothing is waiting for a re-drive" in html
+
+
+def test_the_payload_highlights_the_paths_the_error_names(client, env, people):
+    import re
+
+    payload = message_payload(role="robot")
+    detail = ('2 schema errors against web-chat.chat_event v2: /message/role: "robot" is not a symbol of enum '
+              'MessageRole (allowed: user, assistant, system); /traits/plan: missing required field')
+    row = quarantine_row(payload=payload, reason_detail=detail)
+    land_quarantine([row])
+    html = client_for(client, people["engineer"]).get(
+        reverse("quarantine_detail", args=[row["quarantine_id"]])).content.decode()
+    failing = re.findall(r'<span class="jl ([^"]*)" data-pointer="([^"]*)" data-testid="payload-failing-line">'
+                         r'([^<]*)', html)
+    assert [(cls, pointer) for cls, pointer, _ in failing] == [("jl-fail", "/message/role"), ("jl-missing", "/traits")]
+    assert "&quot;role&quot;: &quot;robot&quot;" in failing[0][2]
+    assert "missing here: /traits/plan" in html
+    assert 'data-testid="failing-paths"' in html and "<code>/traits/plan</code>" in html
+    assert html.count('class="jl') > 40     # every other line is there too, not highlighted
+
+
+def test_those_who_cannot_redrive_are_told_who_can_and_how_to_ask(client, landed, people):
+    platform = client_for(client, people["platform"])
+    html = platform.get(reverse("quarantine_list"), {"reason": "mapping_failure"}).content.decode()
+    assert 'data-testid="who-redrives"' in html
+    assert card(html, "engineer-names") == people["engineer"].get_username()
+    assert "Data engineers re-drive quarantined records" in html and "change summary" in html
+    assert 'value="http://testserver/quarantine/?reason=mapping_failure"' in html   # the link to send them
+    detail = platform.get(reverse("quarantine_detail", args=[landed["web"][0]])).content.decode()
+    assert 'data-testid="who-redrives"' in detail and "To have it re-driven" in detail
+    assert f'value="http://testserver/quarantine/{landed["web"][0]}/"' in detail
+
+    engineer = client_for(client, people["engineer"])
+    assert 'data-testid="who-redrives"' not in engineer.get(reverse("quarantine_list")).content.decode()
+    assert 'data-testid="who-redrives"' not in engineer.get(
+        reverse("quarantine_detail", args=[landed["web"][0]])).content.decode()
