@@ -252,6 +252,12 @@ def source_personal_paths(source_name: str | None) -> set[str]:
     return paths
 
 
+def _registered_sources(names: list[str]) -> set[str]:
+    from contracts.models import Source
+
+    return set(Source.objects.filter(name__in=names).values_list("name", flat=True))
+
+
 def source_for_link(source_name: str | None) -> Any:
     """The registered source of that name (for a link to its page), or None."""
     from contracts.models import Source
@@ -301,9 +307,56 @@ def shard_rows(*, stream: str | None = None) -> list[dict]:
             state = "lease expired"
         else:
             state = "waiting"
-        rows.append({"lease": lease, "state": state,
-                     "last_batch_age_s": (now - lease.last_batch_at).total_seconds() if lease.last_batch_at else None})
+        age = (now - lease.last_batch_at).total_seconds() if lease.last_batch_at else None
+        rows.append({"lease": lease, "state": state, "last_batch_age_s": age,
+                     "lag_current": lag_is_current(state=state, figure_age_s=age, lease_seconds=lease_seconds())})
     return rows
+
+
+def lag_is_current(*, state: str, figure_age_s: float | None, lease_seconds: float) -> bool:
+    """Whether a shard's lag figure says how far behind it is NOW: only while a worker owns the shard and
+    has read it within a lease period. Otherwise (lease expired, waiting, retrying, parked) the figure is
+    from the last read and the shard is not being read (hostile-input review: "Stale lag while the worker
+    was down")."""
+    return state == "owned" and figure_age_s is not None and figure_age_s <= lease_seconds
+
+
+def lease_seconds() -> float:
+    return float(getattr(settings, "INGEST_LEASE_SECONDS", 30))
+
+
+# --- the pipeline's trends (per-minute samples) ----------------------------------------------------
+
+TREND_MINUTES = 30
+
+
+def pipeline_trends(*, minutes: int = TREND_MINUTES, now: dt.datetime | None = None) -> dict:
+    """Events/s and lag per minute over the last ``minutes``, and per source over the last hour (what the
+    collectors accepted and refused, what the readers read, landed and quarantined)."""
+    from django.db.models import Sum
+
+    from ingest_workers import collector_stats, pipeline_stats, pipeline_trends
+    from ingest_workers.models import CollectorAnswer, PipelineMinute
+
+    collector_stats.collector_answers_flush()   # this process's latest counts too
+    pipeline_stats.pipeline_minutes_flush()
+    now = now or timezone.now()
+    hour_ago = (now - dt.timedelta(hours=1)).replace(second=0, microsecond=0)
+    samples = list(PipelineMinute.objects.filter(minute__gte=hour_ago).values(
+        "minute", "source", "records", "events", "quarantined", "merged", "max_lag_ms"))
+    answers = CollectorAnswer.objects.filter(minute__gte=hour_ago)
+    accepted = answers.filter(code=collector_stats.ACCEPTED).values("minute").annotate(events=Sum("events"))
+    by_code = answers.values("source", "code").annotate(requests=Sum("requests"), events=Sum("events"))
+    sources = pipeline_trends.source_breakdown(samples, by_code, accepted_code=collector_stats.ACCEPTED)
+    known = _registered_sources([h.source for h in sources])
+    for hour in sources:
+        hour.registered = hour.source in known
+    return {
+        "series": pipeline_trends.minute_series(samples, accepted, now=now, minutes=minutes),
+        "sources": sources,
+        "minutes": minutes,
+        "has_samples": bool(samples),
+    }
 
 
 # --- what the collectors answered ------------------------------------------------------------------

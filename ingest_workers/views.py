@@ -314,14 +314,24 @@ def _pipeline_context() -> dict:
         row["last_batch_text"] = duration_text(row["last_batch_age_s"])
     context["shards"] = shards
     context["records_read"] = sum(s["lease"].records_read for s in shards)
-    lags = [s["lease"].millis_behind_latest for s in shards if s["lease"].millis_behind_latest is not None]
-    context["max_lag_text"] = duration_text(max(lags) / 1000) if lags else ""
+    context.update(_lag_summary(shards))
     context["collector_answers"] = page_selectors.collector_answers_last_hour()
+    context["trends"] = page_selectors.pipeline_trends()
     # `make run` only: its supervised processes (restarts, exits); None on a deployed portal
     from portal.supervision import processes_for_page
 
     context["processes"] = processes_for_page(settings.VAR_DIR)
     return context
+
+
+def _lag_summary(shards: list[dict]) -> dict:
+    """The largest lag of the shards being read now, and the shards that are not (whose figure is stale)."""
+    live = [s["lease"].millis_behind_latest for s in shards
+            if s["lag_current"] and s["lease"].millis_behind_latest is not None]
+    stale = [s for s in shards if not s["lag_current"] and s["state"] != "finished"]
+    ages = [s["last_batch_age_s"] for s in stale if s["last_batch_age_s"] is not None]
+    return {"max_lag_text": duration_text(max(live) / 1000) if live else "", "stale_shards": len(stale),
+            "stale_oldest_text": duration_text(max(ages)) if ages else ""}
 
 
 def duration_text(seconds: float | None) -> str:

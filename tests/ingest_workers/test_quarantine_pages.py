@@ -528,3 +528,63 @@ def test_those_who_cannot_redrive_are_told_who_can_and_how_to_ask(client, landed
     assert 'data-testid="who-redrives"' not in engineer.get(reverse("quarantine_list")).content.decode()
     assert 'data-testid="who-redrives"' not in engineer.get(
         reverse("quarantine_detail", args=[landed["web"][0]])).content.decode()
+
+
+# --- the pipeline page's trends and stale lag (walkthrough F26; hostile-input review "Stale lag") ----------
+
+def test_the_pipeline_page_shows_per_minute_trends_and_a_per_source_hour(client, stream_env, people):
+    import json
+    import re
+
+    from ingest_workers.models import PipelineMinute
+
+    put_on_stream([("web-chat", message_payload()) for _ in range(5)] + [("web-chat", message_payload(role="robot"))]
+                  + [("nobody", b"\xff not json")])
+    services.pipeline_drain()
+    page = client_for(client, people["privacy"]).get(reverse("pipeline_status"))
+    html = page.content.decode()
+    # the sample the readers and the merger wrote
+    web = PipelineMinute.objects.filter(source="web-chat")
+    assert sum(r.records for r in web) == 6 and sum(r.events for r in web) == 5 and sum(r.quarantined for r in web) == 1
+    assert sum(r.merged for r in PipelineMinute.objects.filter(source="")) == 5
+    # the per-source table of the last hour
+    row = re.search(r'data-testid="source-hour" data-source="web-chat">(.*?)</tr>', html, re.S).group(1)
+    assert [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", row, re.S)] == [
+        "web-chat", "0", "0", "6", "5", "1"]
+    assert 'data-source="(none)"' in html and "no source named" in html
+    # the charts' data: events/s per minute over the last 30 minutes, the running minute last
+    series = json.loads(re.search(r'<script id="pipeline-trend-data" type="application/json">(.*?)</script>',
+                                  html, re.S).group(1))
+    assert len(series["labels"]) == 30 and series["landed"][-1] > 0 and series["merged"][-1] > 0
+    assert series["lag_s"][-1] is not None and all(v is None for v in series["lag_s"][:-2])
+    assert 'data-testid="trend-now"' in html and "events/s" in html
+    assert "chart-4.6.1.umd.min.js" in html and "ingest_workers/pipeline.js" in html and "<script>" not in html
+
+
+def test_a_shard_whose_lease_expired_shows_its_lag_as_stale_not_as_the_current_lag(client, env, people):
+    import re
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ingest_workers.models import ShardLease
+
+    now = timezone.now()
+    stream = env.KINESIS_STREAM_NAME
+    ShardLease.objects.create(stream=stream, shard_id="shardId-000000000000", owner="worker-a",
+                              lease_expires_at=now + timedelta(seconds=20), millis_behind_latest=2500,
+                              last_batch_at=now - timedelta(seconds=1), records_read=10)
+    ShardLease.objects.create(stream=stream, shard_id="shardId-000000000001", owner="worker-dead",
+                              lease_expires_at=now - timedelta(minutes=3), millis_behind_latest=0,
+                              last_batch_at=now - timedelta(minutes=3, seconds=30), records_read=10)
+    html = client_for(client, people["engineer"]).get(reverse("pipeline_live")).content.decode()
+    lags = re.findall(r'data-testid="shard-lag">(.*?)</td>', html, re.S)
+    assert lags[0] == "2 s"
+    assert "stale: under 1 s" in lags[1] and "3 min 30 s ago, not being read" in lags[1]
+    assert "largest lag of the shards being read 2 s" in html          # not the dead shard's "under 1 s"
+    assert 'data-testid="stale-shards"' in html and "1 shard is not being read" in html
+    assert "up to 3 min 30 s ago" in html
+
+    ShardLease.objects.filter(owner="worker-a").update(lease_expires_at=now - timedelta(seconds=1))
+    html = client_for(client, people["engineer"]).get(reverse("pipeline_live")).content.decode()
+    assert "largest lag" not in html and "2 shards are not being read" in html
