@@ -481,6 +481,7 @@ def canonical_model_browser(request: HttpRequest) -> HttpResponse:
             {"name": et.name, "doc": et.doc, "rows": _canonical_field_rows(et.fields)}
             for et in _in_listing_order(model.event_types)
         ],
+        "platform_choices": getattr(canonical_model, "PLATFORMS", ()),
         "canonical_contract_url": reverse("contract_detail", kwargs={"subject": registered.subject})
         if registered else None,
     })
@@ -498,6 +499,8 @@ def _canonical_field_rows(fields: Any, depth: int = 0) -> list[dict]:
         platforms = tuple(getattr(f, "platforms", ()) or ())
         every = set(platforms) >= set(getattr(canonical_model, "PLATFORMS", ()) or {None})
         rows.append({"field": f, "name": getattr(f, "path", "") or f.name, "depth": depth,
-                     "platforms": "all" if not platforms or every else ", ".join(platforms)})
+                     "platforms": "all" if not platforms or every else ", ".join(platforms),
+                     # what the page's filter (contracts/canonical.js) matches against
+                     "platform_keys": " ".join(platforms) if platforms and not every else "all"})
         rows.extend(_canonical_field_rows(getattr(f, "fields", ()) or (), depth + 1))
     return rows

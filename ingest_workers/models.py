@@ -97,3 +97,29 @@ class CollectorAnswer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source or '?'} {self.minute:%H:%M} {self.code}: {self.requests}"
+
+
+class PipelineMinute(models.Model):
+    """A small per-minute sample of the pipeline, for the Pipeline page's trends (last hour) and its
+    per-source breakdown; written by the shard readers and the merger (``ingest_workers.pipeline_stats``),
+    kept ``pipeline_stats.KEEP_HOURS``. Not the data quality metrics store: just what the page draws.
+
+    Per source (``source`` is the name the records gave, "(none)" when they gave none): the records
+    read, the canonical events landed (every copy) and the records quarantined. On the stream-wide row
+    (``source`` ""): the events the merger inserted into CANONICAL.EVENTS and the largest shard lag read.
+    """
+
+    minute = models.DateTimeField()
+    source = models.CharField(max_length=64, blank=True)
+    records = models.PositiveBigIntegerField(default=0)
+    events = models.PositiveBigIntegerField(default=0)
+    quarantined = models.PositiveBigIntegerField(default=0)
+    merged = models.PositiveBigIntegerField(default=0)
+    max_lag_ms = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["minute", "source"], name="pipeline_minute_unique")]
+        indexes = [models.Index(fields=["minute"])]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%H:%M} {self.source or '(stream)'}: {self.events} events"

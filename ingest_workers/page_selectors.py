@@ -163,8 +163,8 @@ def _where(scope: QuarantineScope, filters: QuarantineFilters, *, with_reason: b
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def _timestamps(row: dict) -> dict:
-    for key in _TIMESTAMP_KEYS:
+def _timestamps(row: dict, keys: tuple[str, ...] = _TIMESTAMP_KEYS) -> dict:
+    for key in keys:
         value = row.get(key)
         if isinstance(value, str):
             try:
@@ -205,6 +205,19 @@ def quarantine_reason_counts(conn: Any, *, scope: QuarantineScope, filters: Quar
     return counts
 
 
+def quarantine_overview(conn: Any, *, scope: QuarantineScope, filters: QuarantineFilters) -> dict[str, Any]:
+    """What the list's stat cards say, under every filter but the reason: how many records, how many still
+    wait for a re-drive (status new), and when the oldest waiting one was quarantined."""
+    table = qualified(_database(conn), QUARANTINE)
+    where, params = _where(scope, filters, with_reason=False)
+    row = warehouse_query(conn, "SELECT COUNT(*) AS N, SUM(CASE WHEN STATUS = 'new' THEN 1 ELSE 0 END) AS WAITING,"  # noqa: S608
+                                " MIN(CASE WHEN STATUS = 'new' THEN QUARANTINED_AT END) AS OLDEST_WAITING,"
+                                f" MIN(QUARANTINED_AT) AS OLDEST FROM {table}{where}", params)[0]
+    return _timestamps({"total": int(row["N"] or 0), "waiting": int(row["WAITING"] or 0),
+                        "oldest_waiting_at": row["OLDEST_WAITING"], "oldest_at": row["OLDEST"]},
+                       keys=("oldest_waiting_at", "oldest_at"))
+
+
 def quarantine_ids_matching(conn: Any, *, scope: QuarantineScope, filters: QuarantineFilters, limit: int) -> list[str]:
     """Ids of the records that match the filters (at most ``limit``, newest first)."""
     table = qualified(_database(conn), QUARANTINE)
@@ -237,6 +250,12 @@ def source_personal_paths(source_name: str | None) -> set[str]:
         for version in contract_versions(contract):
             paths |= personal_source_paths(version.mapping, targets)
     return paths
+
+
+def _registered_sources(names: list[str]) -> set[str]:
+    from contracts.models import Source
+
+    return set(Source.objects.filter(name__in=names).values_list("name", flat=True))
 
 
 def source_for_link(source_name: str | None) -> Any:
@@ -288,9 +307,56 @@ def shard_rows(*, stream: str | None = None) -> list[dict]:
             state = "lease expired"
         else:
             state = "waiting"
-        rows.append({"lease": lease, "state": state,
-                     "last_batch_age_s": (now - lease.last_batch_at).total_seconds() if lease.last_batch_at else None})
+        age = (now - lease.last_batch_at).total_seconds() if lease.last_batch_at else None
+        rows.append({"lease": lease, "state": state, "last_batch_age_s": age,
+                     "lag_current": lag_is_current(state=state, figure_age_s=age, lease_seconds=lease_seconds())})
     return rows
+
+
+def lag_is_current(*, state: str, figure_age_s: float | None, lease_seconds: float) -> bool:
+    """Whether a shard's lag figure says how far behind it is NOW: only while a worker owns the shard and
+    has read it within a lease period. Otherwise (lease expired, waiting, retrying, parked) the figure is
+    from the last read and the shard is not being read (hostile-input review: "Stale lag while the worker
+    was down")."""
+    return state == "owned" and figure_age_s is not None and figure_age_s <= lease_seconds
+
+
+def lease_seconds() -> float:
+    return float(getattr(settings, "INGEST_LEASE_SECONDS", 30))
+
+
+# --- the pipeline's trends (per-minute samples) ----------------------------------------------------
+
+TREND_MINUTES = 30
+
+
+def pipeline_trends(*, minutes: int = TREND_MINUTES, now: dt.datetime | None = None) -> dict:
+    """Events/s and lag per minute over the last ``minutes``, and per source over the last hour (what the
+    collectors accepted and refused, what the readers read, landed and quarantined)."""
+    from django.db.models import Sum
+
+    from ingest_workers import collector_stats, pipeline_stats, pipeline_trends
+    from ingest_workers.models import CollectorAnswer, PipelineMinute
+
+    collector_stats.collector_answers_flush()   # this process's latest counts too
+    pipeline_stats.pipeline_minutes_flush()
+    now = now or timezone.now()
+    hour_ago = (now - dt.timedelta(hours=1)).replace(second=0, microsecond=0)
+    samples = list(PipelineMinute.objects.filter(minute__gte=hour_ago).values(
+        "minute", "source", "records", "events", "quarantined", "merged", "max_lag_ms"))
+    answers = CollectorAnswer.objects.filter(minute__gte=hour_ago)
+    accepted = answers.filter(code=collector_stats.ACCEPTED).values("minute").annotate(events=Sum("events"))
+    by_code = answers.values("source", "code").annotate(requests=Sum("requests"), events=Sum("events"))
+    sources = pipeline_trends.source_breakdown(samples, by_code, accepted_code=collector_stats.ACCEPTED)
+    known = _registered_sources([h.source for h in sources])
+    for hour in sources:
+        hour.registered = hour.source in known
+    return {
+        "series": pipeline_trends.minute_series(samples, accepted, now=now, minutes=minutes),
+        "sources": sources,
+        "minutes": minutes,
+        "has_samples": bool(samples),
+    }
 
 
 # --- what the collectors answered ------------------------------------------------------------------

@@ -48,6 +48,7 @@ from obstore.exceptions import BaseError as ObstoreError
 from ingest_workers import archive
 from ingest_workers.models import ShardLease, WorkerLease
 from ingest_workers.pipeline import BatchResult, ContractIndex, RawRecord, process_batch
+from ingest_workers.pipeline_stats import pipeline_minute_record, pipeline_minutes_flush
 from warehouse.channels import ChannelError, ChannelInvalidated, LandingChannel, LandingClient, offset_max
 
 log = logging.getLogger(__name__)
@@ -532,6 +533,7 @@ class ShardReader:
         if not raw:
             self._idle(outcome, ended=ended, now_micros=clock())
             tick("archive")
+            pipeline_minute_record(lag_ms=behind)
             return outcome
         records = [
             RawRecord(shard_id=lease.shard_id, sequence_number=r["SequenceNumber"], data=r["Data"],
@@ -576,6 +578,9 @@ class ShardReader:
                 before_checkpoint()  # fault-injection point for tests: "killed between landing and checkpoint"
             finished = self._checkpoint(behind=behind, finished=finished)
         tick("checkpoint")
+        # the Pipeline page's per-minute trends (in memory; written every few seconds)
+        pipeline_minute_record(per_source={name: (c.records, c.events, c.quarantined)
+                                           for name, c in result.per_source.items()}, lag_ms=behind)
         outcome.read = len(records)
         outcome.valid = len(result.events)
         outcome.quarantined = len(result.quarantine)
@@ -951,6 +956,7 @@ def warehouse_merge_run(*, owner: str | None = None, max_seconds: float = 30.0,
                                  count_duplicates=count_duplicates)
     finally:
         worker_lease_release(MERGER_LEASE, owner, fence)
+        pipeline_minutes_flush()
 
 
 def merge_until_caught_up(*, owner: str, deadline: float, sleep: Callable[[float], None] = time.sleep) -> dict:
@@ -1002,6 +1008,7 @@ def _merge_rounds(*, fence: int, lost: threading.Event, deadline: float, sleep: 
         failures = 0
         if not result.ranges:
             break
+        pipeline_minute_record(merged=result.events_inserted)
         totals["merges"] += 1
         for key in ("rows_in", "events_inserted", "events_updated", "late_copies", "quarantined"):
             totals[key] += getattr(result, key)

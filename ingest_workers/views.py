@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -25,9 +25,10 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from ingest_workers import masking, page_selectors
+from ingest_workers import masking, page_selectors, payload_view
 from ingest_workers.pipeline import REASON_CODES
 from portal.roles import is_data_engineer
+from portal.selectors import data_engineers
 from warehouse.ddl import QUARANTINE_STATUSES
 
 #: how long a page waits for the warehouse login before it says the warehouse is unreachable
@@ -113,6 +114,7 @@ def quarantine_list(request: HttpRequest) -> HttpResponse:
         with _warehouse() as conn:
             rows, total = page_selectors.quarantine_page(conn, scope=scope, filters=filters, page=number)
             counts = page_selectors.quarantine_reason_counts(conn, scope=scope, filters=filters)
+            overview = page_selectors.quarantine_overview(conn, scope=scope, filters=filters)
     except WarehouseError as err:
         return _warehouse_down(request, err, title="Quarantine")
     for row in rows:
@@ -121,9 +123,11 @@ def quarantine_list(request: HttpRequest) -> HttpResponse:
         row["reason_help"] = REASON_HELP.get(row.get("reason_code") or "", "")
     pages = max(1, -(-total // page_selectors.PAGE_SIZE))
     query = filters.as_query()
+    can_redrive = is_data_engineer(request.user)
     return render(request, "ingest_workers/quarantine_list.html", {
         "rows": rows, "total": total, "filters": filters, "counts": counts,
-        "counted_total": sum(counts.values()),
+        "counted_total": sum(counts.values()), "overview": _overview_cards(overview, counts, filters),
+        "waiting_query": urlencode(filters.as_query(status="new", reason="")),
         "all_reasons_query": urlencode(filters.as_query(reason="")),
         "reason_cards": [{"code": code, "n": n, "help": REASON_HELP.get(code, ""), "current": code == filters.reason,
                           "query": urlencode(filters.as_query(reason=code))}
@@ -136,9 +140,32 @@ def quarantine_list(request: HttpRequest) -> HttpResponse:
         "source_choices": page_selectors.quarantine_source_choices(request.user, scope),
         "reason_choices": REASON_CODES, "status_choices": [(s, STATUS_HELP.get(s, "")) for s in QUARANTINE_STATUSES],
         "since_choices": [(key, label) for key, label, _ in page_selectors.SINCE_CHOICES],
-        "can_redrive": is_data_engineer(request.user), "scoped": not scope.everything,
+        "can_redrive": can_redrive, "scoped": not scope.everything,
         "redrive_inline_max": _inline_max(), "redrive_all_max": REDRIVE_ALL_MAX,
+        "engineers": [] if can_redrive else data_engineers(),
+        "page_url": request.build_absolute_uri(),
     })
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _overview_cards(overview: dict, counts: dict[str, int], filters: Any) -> dict:
+    """The four stat cards: records, distinct reasons (and the commonest), waiting for a re-drive, oldest
+    waiting (walkthrough F29: two cards used to say the same number)."""
+    from django.utils import timezone
+
+    reasons = sorted(((n, code) for code, n in counts.items() if n), reverse=True)
+    oldest = _aware(overview.get("oldest_waiting_at"))
+    return {
+        "total": overview["total"], "waiting": overview["waiting"], "reasons": len(reasons),
+        "top_reason": reasons[0][1] if reasons else "", "top_reason_n": reasons[0][0] if reasons else 0,
+        "oldest_waiting_at": oldest,
+        "oldest_waiting_age": duration_text((timezone.now() - oldest).total_seconds()) if oldest else "",
+    }
 
 
 def _inline_max() -> int:
@@ -169,6 +196,8 @@ def quarantine_detail(request: HttpRequest, quarantine_id: str) -> HttpResponse:
         "source": page_selectors.source_for_link(row.get("source")),
         "can_redrive": is_data_engineer(request.user) and row.get("status") == "new",
         "is_engineer": is_data_engineer(request.user),
+        "engineers": [] if is_data_engineer(request.user) else data_engineers(),
+        "page_url": request.build_absolute_uri(),
     })
 
 
@@ -191,12 +220,16 @@ def _masked_record(row: dict) -> dict:
             if isinstance(entry, dict):
                 history.append({**entry, "reason_detail": masking.detail_mask(entry.get("reason_detail"), secrets),
                                 "error_path": masking.pointer_mask(entry.get("error_path"), secrets)})
+    reason_detail = masking.detail_mask(row.get("reason_detail"), secrets)
+    error_path = masking.pointer_mask(row.get("error_path"), secrets)
+    # the paths the error names, highlighted in the payload (not for a whole stream record kept as it came)
+    failing = [] if row.get("reason_code") == "invalid_envelope" else payload_view.failing_pointers(
+        error_path, reason_detail)
     return {
-        "payload_json": orjson.dumps(masked.value, option=orjson.OPT_INDENT_2).decode(),
+        "payload_lines": payload_view.json_lines(masked.value, failing), "failing_paths": failing,
         "masked_count": masked.masked_count,
         "masked_paths": masked.masked_paths[:200],
-        "reason_detail": masking.detail_mask(row.get("reason_detail"), secrets),
-        "error_path": masking.pointer_mask(row.get("error_path"), secrets),
+        "reason_detail": reason_detail, "error_path": error_path,
         "redrive_result": result, "redrive_outcome": _outcome_label(result), "history": history,
     }
 
@@ -282,14 +315,24 @@ def _pipeline_context() -> dict:
         row["last_batch_text"] = duration_text(row["last_batch_age_s"])
     context["shards"] = shards
     context["records_read"] = sum(s["lease"].records_read for s in shards)
-    lags = [s["lease"].millis_behind_latest for s in shards if s["lease"].millis_behind_latest is not None]
-    context["max_lag_text"] = duration_text(max(lags) / 1000) if lags else ""
+    context.update(_lag_summary(shards))
     context["collector_answers"] = page_selectors.collector_answers_last_hour()
+    context["trends"] = page_selectors.pipeline_trends()
     # `make run` only: its supervised processes (restarts, exits); None on a deployed portal
     from portal.supervision import processes_for_page
 
     context["processes"] = processes_for_page(settings.VAR_DIR)
     return context
+
+
+def _lag_summary(shards: list[dict]) -> dict:
+    """The largest lag of the shards being read now, and the shards that are not (whose figure is stale)."""
+    live = [s["lease"].millis_behind_latest for s in shards
+            if s["lag_current"] and s["lease"].millis_behind_latest is not None]
+    stale = [s for s in shards if not s["lag_current"] and s["state"] != "finished"]
+    ages = [s["last_batch_age_s"] for s in stale if s["last_batch_age_s"] is not None]
+    return {"max_lag_text": duration_text(max(live) / 1000) if live else "", "stale_shards": len(stale),
+            "stale_oldest_text": duration_text(max(ages)) if ages else ""}
 
 
 def duration_text(seconds: float | None) -> str:

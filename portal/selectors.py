@@ -26,3 +26,15 @@ def api_tokens_of(user: Any) -> QuerySet[ApiToken]:
     """A person's own tokens, newest first. The tokens page reads only these, so nobody sees or
     revokes another person's token there (admins do that in the Django admin)."""
     return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
+
+
+def data_engineers(*, limit: int = 6) -> list[str]:
+    """Who re-drives quarantined records and approves contracts: the active data engineers' names
+    (full name where set), for pages that tell everyone else whom to ask."""
+    from django.contrib.auth import get_user_model
+
+    from portal.roles import Role
+
+    people = (get_user_model().objects.filter(is_active=True, groups__name=Role.DATA_ENGINEER.value)
+              .order_by("username").distinct()[:limit])
+    return [(person.get_full_name() or person.get_username()) for person in people]

@@ -140,15 +140,19 @@ def _run_status(statuses: set[str]) -> str:
     return ModelRun.Status.SKIPPED
 
 
-def model_runs_recent(limit: int = 20) -> list[dict[str, Any]]:
-    """The latest `limit` runs, newest first, each with its models' rows in the order they ran:
+def model_runs_recent(limit: int = 20, *, failed_only: bool = False) -> list[dict[str, Any]]:
+    """The latest `limit` runs (with ``failed_only``: runs in which a model failed), newest first, each
+    with its models' rows in the order they ran:
 
     ``{"run_id": UUID, "trigger", "status" (see _run_status), "started_at", "finished_at" (None while
     running), "duration_ms" (whole run; None while running), "rows_changed" (sum), "models": [ModelRun, …],
-    "failed": [ModelRun, …]}``.
+    "failed": [ModelRun, …], "succeeded_count", "skipped_count"}``.
     """
     limit = max(1, min(int(limit), 500))
-    heads = list(ModelRun.objects.values("run_id").annotate(first=Min("started_at")).order_by("-first")[:limit])
+    runs_qs = ModelRun.objects.all()
+    if failed_only:
+        runs_qs = runs_qs.filter(run_id__in=ModelRun.objects.filter(status=ModelRun.Status.FAILED).values("run_id"))
+    heads = list(runs_qs.values("run_id").annotate(first=Min("started_at")).order_by("-first")[:limit])
     run_ids = [h["run_id"] for h in heads]
     by_run: dict[uuid.UUID, list[ModelRun]] = {run_id: [] for run_id in run_ids}
     for row in ModelRun.objects.filter(run_id__in=run_ids).order_by("started_at", "id"):
@@ -167,6 +171,8 @@ def model_runs_recent(limit: int = 20) -> list[dict[str, Any]]:
             "duration_ms": int((finished - started).total_seconds() * 1000) if finished else None,
             "rows_changed": sum(m.rows_changed for m in models), "models": models,
             "failed": [m for m in models if m.status == ModelRun.Status.FAILED],
+            "succeeded_count": sum(m.status == ModelRun.Status.SUCCEEDED for m in models),
+            "skipped_count": sum(m.status == ModelRun.Status.SKIPPED for m in models),
         })
     return runs
 

@@ -174,12 +174,14 @@ def price_recompute(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def runs(request: HttpRequest) -> HttpResponse:
-    recent = selectors.model_runs_recent(RUNS_SHOWN)
+    failed_only = request.GET.get("status") == "failed"
+    recent = selectors.model_runs_recent(RUNS_SHOWN, failed_only=failed_only)
     for run in recent:
         run["duration_text"] = duration_text(run["duration_ms"])
         for row in run["models"]:
             row.duration_text = duration_text(row.duration_ms)
     return render(request, "warehouse/runs.html", {
-        "runs": recent, "runs_shown": RUNS_SHOWN, "last_succeeded_at": selectors.model_run_last_succeeded_at(),
+        "runs": recent, "runs_shown": RUNS_SHOWN, "failed_only": failed_only,
+        "last_succeeded_at": selectors.model_run_last_succeeded_at(),
         "pending": list(selectors.price_recomputes_pending()), "done": selectors.price_recomputes_done(limit=5),
     })

@@ -477,3 +477,130 @@ def test_a_dead_warehouse_gives_pages_that_say_so_not_500s(client, env, people):
     back = c.get(redriven["Location"])   # the list, which says the warehouse is down, with the message
     assert back.status_code == 503 and "unchanged and still in quarantine" in back.content.decode()
     assert not AuditRecord.objects.filter(action="quarantine.redrive").exists()
+
+
+# --- what the pages say at a glance, where the error is, and whom to ask (walkthrough F29) -----------------
+
+def card(html: str, testid: str) -> str:
+    import re
+
+    match = re.search(rf'data-testid="{testid}">([^<]*)<', html)
+    assert match, testid
+    return match.group(1)
+
+
+def test_the_stat_cards_each_say_something_else(client, landed, people):
+    c = client_for(client, people["engineer"])
+    html = c.get(reverse("quarantine_list")).content.decode()
+    assert card(html, "count-total") == "56"
+    assert card(html, "count-reasons") == "4" and "most often <code>schema_violation</code> (52)" in html
+    assert card(html, "count-waiting") == "56"
+    assert card(html, "oldest-waiting") in ("under 1 s", *(f"{n} s" for n in range(1, 60)))
+    assert 'data-testid="reason-mapping_failure"' in html   # the reasons are filter links below the cards
+
+    # two records re-driven: the total stays, fewer are waiting
+    warehouse_rows("UPDATE RAW.QUARANTINE SET STATUS = 'redriven' WHERE QUARANTINE_ID IN (%(a)s, %(b)s)",
+                   {"a": landed["mapping"][0], "b": landed["mapping"][1]})
+    html = c.get(reverse("quarantine_list")).content.decode()
+    assert card(html, "count-total") == "56" and card(html, "count-waiting") == "54"
+    assert f'href="?{"status=new"}"' in html
+    # nothing waiting: the card says so instead of an age
+    html = c.get(reverse("quarantine_list"), {"status": "redriven"}).content.decode()
+    assert card(html, "count-total") == "2" and card(html, "count-waiting") == "0"
+    assert card(html, "oldest-waiting") == "—" and "nothing is waiting for a re-drive" in html
+
+
+def test_the_payload_highlights_the_paths_the_error_names(client, env, people):
+    import re
+
+    payload = message_payload(role="robot")
+    detail = ('2 schema errors against web-chat.chat_event v2: /message/role: "robot" is not a symbol of enum '
+              'MessageRole (allowed: user, assistant, system); /traits/plan: missing required field')
+    row = quarantine_row(payload=payload, reason_detail=detail)
+    land_quarantine([row])
+    html = client_for(client, people["engineer"]).get(
+        reverse("quarantine_detail", args=[row["quarantine_id"]])).content.decode()
+    failing = re.findall(r'<span class="jl ([^"]*)" data-pointer="([^"]*)" data-testid="payload-failing-line">'
+                         r'([^<]*)', html)
+    assert [(cls, pointer) for cls, pointer, _ in failing] == [("jl-fail", "/message/role"), ("jl-missing", "/traits")]
+    assert "&quot;role&quot;: &quot;robot&quot;" in failing[0][2]
+    assert "missing here: /traits/plan" in html
+    assert 'data-testid="failing-paths"' in html and "<code>/traits/plan</code>" in html
+    assert html.count('class="jl') > 40     # every other line is there too, not highlighted
+
+
+def test_those_who_cannot_redrive_are_told_who_can_and_how_to_ask(client, landed, people):
+    platform = client_for(client, people["platform"])
+    html = platform.get(reverse("quarantine_list"), {"reason": "mapping_failure"}).content.decode()
+    assert 'data-testid="who-redrives"' in html
+    assert card(html, "engineer-names") == people["engineer"].get_username()
+    assert "Data engineers re-drive quarantined records" in html and "change summary" in html
+    assert 'value="http://testserver/quarantine/?reason=mapping_failure"' in html   # the link to send them
+    detail = platform.get(reverse("quarantine_detail", args=[landed["web"][0]])).content.decode()
+    assert 'data-testid="who-redrives"' in detail and "To have it re-driven" in detail
+    assert f'value="http://testserver/quarantine/{landed["web"][0]}/"' in detail
+
+    engineer = client_for(client, people["engineer"])
+    assert 'data-testid="who-redrives"' not in engineer.get(reverse("quarantine_list")).content.decode()
+    assert 'data-testid="who-redrives"' not in engineer.get(
+        reverse("quarantine_detail", args=[landed["web"][0]])).content.decode()
+
+
+# --- the pipeline page's trends and stale lag (walkthrough F26; hostile-input review "Stale lag") ----------
+
+def test_the_pipeline_page_shows_per_minute_trends_and_a_per_source_hour(client, stream_env, people):
+    import json
+    import re
+
+    from ingest_workers.models import PipelineMinute
+
+    put_on_stream([("web-chat", message_payload()) for _ in range(5)] + [("web-chat", message_payload(role="robot"))]
+                  + [("nobody", b"\xff not json")])
+    services.pipeline_drain()
+    page = client_for(client, people["privacy"]).get(reverse("pipeline_status"))
+    html = page.content.decode()
+    # the sample the readers and the merger wrote
+    web = PipelineMinute.objects.filter(source="web-chat")
+    assert sum(r.records for r in web) == 6 and sum(r.events for r in web) == 5 and sum(r.quarantined for r in web) == 1
+    assert sum(r.merged for r in PipelineMinute.objects.filter(source="")) == 5
+    # the per-source table of the last hour
+    row = re.search(r'data-testid="source-hour" data-source="web-chat">(.*?)</tr>', html, re.S).group(1)
+    assert [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", row, re.S)] == [
+        "web-chat", "0", "0", "6", "5", "1"]
+    assert 'data-source="(none)"' in html and "no source named" in html
+    # the charts' data: events/s per minute over the last 30 minutes, the running minute last
+    series = json.loads(re.search(r'<script id="pipeline-trend-data" type="application/json">(.*?)</script>',
+                                  html, re.S).group(1))
+    assert len(series["labels"]) == 30 and series["landed"][-1] > 0 and series["merged"][-1] > 0
+    assert series["lag_s"][-1] is not None and all(v is None for v in series["lag_s"][:-2])
+    assert 'data-testid="trend-now"' in html and "events/s" in html
+    assert "chart-4.6.1.umd.min.js" in html and "ingest_workers/pipeline.js" in html and "<script>" not in html
+
+
+def test_a_shard_whose_lease_expired_shows_its_lag_as_stale_not_as_the_current_lag(client, env, people):
+    import re
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ingest_workers.models import ShardLease
+
+    now = timezone.now()
+    stream = env.KINESIS_STREAM_NAME
+    ShardLease.objects.create(stream=stream, shard_id="shardId-000000000000", owner="worker-a",
+                              lease_expires_at=now + timedelta(seconds=20), millis_behind_latest=2500,
+                              last_batch_at=now - timedelta(seconds=1), records_read=10)
+    ShardLease.objects.create(stream=stream, shard_id="shardId-000000000001", owner="worker-dead",
+                              lease_expires_at=now - timedelta(minutes=3), millis_behind_latest=0,
+                              last_batch_at=now - timedelta(minutes=3, seconds=30), records_read=10)
+    html = client_for(client, people["engineer"]).get(reverse("pipeline_live")).content.decode()
+    lags = re.findall(r'data-testid="shard-lag">(.*?)</td>', html, re.S)
+    assert lags[0] == "2 s"
+    assert "stale: under 1 s" in lags[1] and "3 min 30 s ago, not being read" in lags[1]
+    assert "largest lag of the shards being read 2 s" in html          # not the dead shard's "under 1 s"
+    assert 'data-testid="stale-shards"' in html and "1 shard is not being read" in html
+    assert "up to 3 min 30 s ago" in html
+
+    ShardLease.objects.filter(owner="worker-a").update(lease_expires_at=now - timedelta(seconds=1))
+    html = client_for(client, people["engineer"]).get(reverse("pipeline_live")).content.decode()
+    assert "largest lag" not in html and "2 shards are not being read" in html

@@ -129,3 +129,42 @@ def test_the_model_runs_api_lists_runs_with_their_models(api_client_for, platfor
     assert [r["run_id"] for r in client.get("/api/v1/model-runs/", {"limit": 1}).json()] == [str(bad)]
     response = client.get("/api/v1/model-runs/", {"limit": "lots"})
     assert response.status_code == 400 and "limit" in response.json()["message"]
+
+
+def run_lines(response) -> dict[str, str]:
+    """Each run's one-line summary (what shows before it is opened), by run id."""
+    import re
+
+    body = response.content.decode()
+    lines = {}
+    for run_id, summary in re.findall(r'<details class="run"[^>]*data-run-id="([^"]+)"[^>]*>\s*<summary[^>]*>(.*?)'
+                                      r'</summary>', body, re.S):
+        lines[run_id] = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", summary)).split()).replace(" ,", ",")
+    return lines
+
+
+def test_each_run_is_one_line_that_opens_to_its_models(platform_user, two_runs):
+    good, bad = two_runs
+    response = client_for(platform_user).get(reverse("analytics_runs"))
+    lines = run_lines(response)
+    assert list(lines) == [str(bad), str(good)]       # one line per run, newest first
+    assert lines[str(good)] == "2026-11-20 09:00:00 2.1 s succeeded 3 ok 50 rows changed schedule"
+    assert lines[str(bad)] == "2026-11-20 09:01:00 2.2 s failed 1 ok, 1 failed, 1 skipped 0 rows changed manual"
+    body = response.content.decode()
+    assert 'class="run" data-testid="run"' in body and "<article" not in body  # folded, not a card per run
+    assert f'data-run-id="{bad}" data-status="failed" open' in body           # the newest run failed: open
+
+
+def test_the_failed_filter_lists_only_runs_in_which_a_model_failed(platform_user, two_runs):
+    good, bad = two_runs
+    client = client_for(platform_user)
+    page = client.get(reverse("analytics_runs"))
+    assert f'href="{reverse("analytics_runs")}?status=failed"' in page.content.decode()
+    failed = client.get(reverse("analytics_runs"), {"status": "failed"})
+    assert list(run_lines(failed)) == [str(bad)]
+    assert "SESSION_KEYZ" in page_text(failed)
+    ModelRun.objects.filter(run_id=bad).delete()
+    text = page_text(client.get(reverse("analytics_runs"), {"status": "failed"}))
+    assert "No recorded run has a failed model" in text and 'data-testid="no-runs"' not in text
+    assert list(selectors.model_runs_recent(5, failed_only=True)) == []
+    assert [r["run_id"] for r in selectors.model_runs_recent(5)] == [good]
