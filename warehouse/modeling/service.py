@@ -106,7 +106,7 @@ def models_run_recorded(
             return _record_unreachable(run_id, trigger, exc)
         try:
             report = models_run(conn, full_refresh=full_refresh, prices=price_catalog_rows(), recomputes=recomputes,
-                                run_id=run_id.hex, on_model=record)
+                                run_id=run_id.hex, on_model=record, session_gaps=settings.ANALYTICS_SESSION_GAP_S)
         except WarehouseError as exc:
             return _record_unreachable(run_id, trigger, exc, rows)
         finally:

@@ -268,7 +268,7 @@ def session_gaps_clean(gaps: Mapping[str, object] | None) -> dict[str, int]:
     bad entry otherwise (a platform name is embedded in the SQL, so it must be a plain name)."""
     clean = dict(SESSION_GAP_S)
     for platform, seconds in (gaps or {}).items():
-        if not isinstance(platform, str) or not _PLATFORM_NAME.match(platform):
+        if platform != "*" and (not isinstance(platform, str) or not _PLATFORM_NAME.match(platform)):
             raise ValueError(f"session gap: {platform!r} is not a platform name (lower-case letters, digits, _ -)")
         try:
             value = int(seconds)  # type: ignore[call-overload]
@@ -417,7 +417,8 @@ agg AS (
       AS LAST_ASSISTANT_MESSAGE_AT
   FROM ranked GROUP BY SESSION_KEY
 )
-SELECT a.SESSION_KEY, a.SOURCE_SESSION_KEY, a.SESSION_ID, a.PERSON_ID, a.PLATFORM, a.PRODUCT, a.TENANT_ID, a.STARTED_AT, a.ENDED_AT,
+SELECT a.SESSION_KEY, a.SOURCE_SESSION_KEY, a.SESSION_ID, a.PERSON_ID, a.PLATFORM, a.PRODUCT, a.TENANT_ID,
+  a.STARTED_AT, a.ENDED_AT,
   DATEDIFF('microsecond', a.STARTED_AT, a.ENDED_AT) / 1000000.0, a.EVENT_COUNT, a.CONVERSATION_COUNT,
   a.USER_MESSAGES, a.ASSISTANT_MESSAGES, a.TOOL_CALLS, a.TOOL_FAILURES,
   COALESCE(c.INPUT_TOKENS, 0), COALESCE(c.CACHED_INPUT_TOKENS, 0), COALESCE(c.OUTPUT_TOKENS, 0),
@@ -504,8 +505,9 @@ reply AS (
     AND m.EVENT_TIME <= f.EVENT_TIME
     AND m.SESSION_KEY IN (SELECT w.SESSION_KEY FROM {db}.ANALYTICS.WORK_FEEDBACK w)
 )
-SELECT f.EVENT_ID, f.EVENT_TIME, f.PERSON_ID, f.PLATFORM, f.PRODUCT, f.TENANT_ID, COALESCE(s.SESSION_KEY, f.SESSION_KEY),
-  f.CONVERSATION_ID, f.MESSAGE_ID, f.FEEDBACK_SCORE, f.FEEDBACK_KIND, f.FEEDBACK_RAW_VALUE, f.FEEDBACK_COMMENT,
+SELECT f.EVENT_ID, f.EVENT_TIME, f.PERSON_ID, f.PLATFORM, f.PRODUCT, f.TENANT_ID,
+  COALESCE(s.SESSION_KEY, f.SESSION_KEY), f.CONVERSATION_ID, f.MESSAGE_ID, f.FEEDBACK_SCORE, f.FEEDBACK_KIND,
+  f.FEEDBACK_RAW_VALUE, f.FEEDBACK_COMMENT,
   r.EVENT_ID, r.ROLE, r.EVENT_TIME, COALESCE(r.MODEL, p.MODEL)
 FROM ev f
 LEFT JOIN rated r ON r.FEEDBACK_EVENT_ID = f.EVENT_ID AND r.RN = 1
