@@ -114,7 +114,10 @@ def analytics_dashboard(request: HttpRequest) -> HttpResponse:
         window = None
     now = timezone.now()
     context = {
-        "window": window or "", "window_choices": WINDOW_CHOICES, "refresh_seconds": REFRESH_SECONDS,
+        "window": window or "", "refresh_seconds": REFRESH_SECONDS,
+        # a window from a link that is not in the list (?window=3d) is shown as chosen, not silently another
+        "window_choices": WINDOW_CHOICES if window is None or window in dict(WINDOW_CHOICES)
+        else (*WINDOW_CHOICES, (window, f"{window[:-1]} days")),
         "empty_help": selectors.EMPTY_HELP, "score_buckets": selectors.SCORE_BUCKETS,
         "stale_after_min": selectors.STALE_AFTER_S // 60,
         # from the portal database only: the page answers without waiting for the warehouse

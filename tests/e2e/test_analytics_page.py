@@ -83,3 +83,15 @@ def test_charts_load_and_latency_has_a_unit_and_a_scale_an_outlier_does_not_set(
     decimals = {len(label.partition(".")[2]) for label in money["labels"]}
     assert len(decimals) == 1 and decimals <= {0, 2}, money["labels"]             # $0.50, never $0.500
     expect(page.locator('[data-kpi="sessions"]')).to_have_text("10")
+
+    # no hole in a grid: every row of cards is one wide card or as many cards as there are columns
+    rows = page.evaluate("""() => [...document.querySelectorAll(".chart-grid")].map(grid => {
+        const columns = getComputedStyle(grid).gridTemplateColumns.split(" ").length;
+        const byTop = {};
+        [...grid.children].forEach(card => {
+            const top = Math.round(card.getBoundingClientRect().top);
+            (byTop[top] = byTop[top] || []).push(card.classList.contains("chart-wide") ? columns : 1);
+        });
+        return Object.values(byTop).map(row => [row.reduce((a, b) => a + b, 0), columns]);
+    })""")
+    assert all(filled == columns for grid in rows for filled, columns in grid), rows

@@ -430,6 +430,7 @@ def test_page_answers_with_loading_states_and_reads_the_numbers_from_data_json(f
         assert re.search(r'class="chart-loading" data-state="loading"', card), key
         assert re.search(r'class="chart-box"\s+hidden', card) and re.search(r'data-state="empty"\s+hidden', card)
     assert html.count('data-state="loading">Loading…</td>') == 3                      # the three tables
+    assert "{#" not in html and "#}" not in html                                      # no template comment shown
     assert '<strong data-kpi="people_active" class="loading-text">…</strong>' in html
     # the freshness line comes from the portal database, without waiting for the warehouse
     assert "Curated tables last refreshed 40 s ago." in html
@@ -442,7 +443,7 @@ def test_page_answers_with_loading_states_and_reads_the_numbers_from_data_json(f
     assert not re.search(r"\son[a-z]+\s*=", html)                      # no onchange= and the like
     assert re.search(r'<select name="window" id="window-days" data-autosubmit>', html)
     assert 'data-data-url="/analytics/data.json"' in html and 'data-window="3d"' in html
-    assert '<option value="3d"' not in html and '<option value="24h" >' in html.replace("  ", " ")
+    assert '<option value="3d" selected>3 days</option>' in html    # the link's window, shown as chosen
     # the nav link, current on this page
     assert re.search(r'<a href="/analytics/"\s+aria-current="page">Analytics</a>', html)
 
