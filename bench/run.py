@@ -38,7 +38,8 @@ def main() -> int:
     only = {name for name in os.environ.get("BENCH_ONLY", "").split(",") if name}
     for name, script in (("core", "bench_core.py"), ("hot_path", "bench_hot_path.py"),
                          ("consumer", "bench_consumer.py"), ("e2e", "bench_e2e.py"),
-                         ("dedup", "bench_dedup.py"), ("models", "bench_models.py"), ("check", "bench_check.py")):
+                         ("dedup", "bench_dedup.py"), ("models", "bench_models.py"), ("check", "bench_check.py"),
+                         ("analytics_page", "bench_analytics_page.py")):
         if only and name not in only:
             continue
         print(f"running {script} …", file=sys.stderr, flush=True)

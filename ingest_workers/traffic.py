@@ -8,10 +8,17 @@ person (see `TrafficGenerator`), whose identifiers replace the samples' wherever
 identifier. Duplicates (re-sends of an earlier payload, sometimes hours later), out-of-order and late
 events, and a few malformed records are mixed in at the requested fractions, and every generated
 record says what it is so tests can check the outcome.
+
+Late and out-of-order events are what real clients send: an event of the current conversation held
+back for a few seconds to minutes (a phone that was offline), never earlier than the conversation's
+start. A conversation that has been idle for CONVERSATION_IDLE_US (the caller's clock stood still or
+jumped) is not continued: the next event starts a new one, as a client starts a new session. So no
+generated session pauses for longer than a platform's inactivity gap (docs/analytics.md, Sessions).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import random
@@ -46,6 +53,14 @@ ACTIVITY_SHAPE, ACTIVITY_CAP = 1.2, 50.0
 _ID_STEM = re.compile(r"^(?:[A-Za-z]{2,}\d*[._-])+")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+#: how late a late event is (a buffered event of the current conversation), and an out-of-order one (behind
+#: its neighbours), in seconds; either is clamped to the conversation's start
+LATE_SECONDS, OUT_OF_ORDER_SECONDS = (5, 300), (1, 120)
+#: a conversation idle this long is over: the template's next event starts a new one (shorter than every
+#: platform's inactivity gap in warehouse.modeling.sql.SESSION_GAP_S)
+CONVERSATION_IDLE_US = 5 * 60 * 1_000_000
+#: finished conversations kept per template for late events to belong to (those of the last LATE_SECONDS[1])
+RECENT_CONVERSATIONS = 1000
 
 FILLER = ("Could you summarise the refund policy and tell me whether the annual plan can be paused "
           "while I travel next month? Also, which of your models handles long documents best? ")
@@ -144,17 +159,33 @@ def templates_from_preset(preset: dict) -> list[ContractTemplate]:
         time_spec = top.get("event_time") or next((r["fields"]["event_time"] for r in rules
                                                    if "event_time" in r.get("fields", {})), None)
         group = [_value_path(top.get(name)) for name in ("session_id", "conversation_id")]
+        # a conversation id made from a template ("{event.channel}:{event.thread_ts}", Slack): its
+        # thread part stays constant within a conversation, and the message part ("{event.ts}", also
+        # in message_id) is fresh for every event, or every generated thread would be the samples' few
+        group += _template_paths(top.get("conversation_id"))
+        per_event = [p for p in _template_paths(top.get("message_id")) if p not in group]
         content = {_value_path(r.get("fields", {}).get("content")) for r in rules}
         samples = tuple(latest["samples"])
         templates.append(ContractTemplate(
             source=preset["source"], platform=preset["platform"], contract=contract["subject"].partition(".")[2],
-            samples=samples, id_paths=tuple(p for p in ids if isinstance(p, str)),
+            samples=samples, id_paths=tuple(dict.fromkeys([*(p for p in ids if isinstance(p, str)), *per_event])),
             time_path=_value_path(time_spec), time_transform=time_spec.get("transform")
             if isinstance(time_spec, dict) else None,
             group_paths=tuple(p for p in group if p), content_paths=tuple(sorted(p for p in content if p)),
             identity_paths=_identity_paths(mapping, samples),
         ))
     return templates
+
+
+def _template_paths(spec: Any) -> list[str]:
+    """The payload paths a template value spec (or the first template of a ``first`` list) is made of,
+    except the channel or workspace it names (those stay the sample's)."""
+    if isinstance(spec, dict) and isinstance(spec.get("first"), list) and spec["first"]:
+        spec = spec["first"][0]
+    if not isinstance(spec, dict) or not isinstance(spec.get("template"), str):
+        return []
+    names = _PLACEHOLDER.findall(spec["template"].replace("{{", "").replace("}}", ""))
+    return [n.strip() for n in names if not re.search(r"channel|team", n.strip().rpartition(".")[2], re.I)]
 
 
 def _get(payload: Any, path: str) -> Any:
@@ -189,9 +220,15 @@ def _format_time(micros: int, transform: str | None, like: Any) -> Any:
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _fresh_id(like: Any, rng: random.Random) -> Any:
+_SLACK_TS = re.compile(r"^\d{9,11}\.\d{6}$")
+
+
+def _fresh_id(like: Any, rng: random.Random, micros: int | None = None) -> Any:
     if isinstance(like, int) and not isinstance(like, bool):
         return rng.randrange(1, 2**53)
+    if micros is not None and isinstance(like, str) and _SLACK_TS.match(like):
+        # a Slack ts: the message's (or thread's first message's) time, unique by its last digits
+        return f"{micros // 1_000_000}.{rng.randrange(10**6):06d}"
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
@@ -221,6 +258,14 @@ def _id_like(like: Any, rng: random.Random) -> Any:
         else:
             out.append(c)
     return like[:cut] + "".join(out)
+
+
+@dataclasses.dataclass(eq=False)
+class _Conversation:
+    ids: dict[str, Any]            # session / conversation path -> id
+    person: _Person
+    started_micros: int
+    last_micros: int
 
 
 @dataclasses.dataclass(eq=False)
@@ -258,8 +303,10 @@ class TrafficGenerator:
         self.min_bytes, self.max_bytes = min_bytes, max_bytes
         self.new_person_fraction = new_person_fraction
         self._sent: list[GeneratedRecord] = []
-        #: per template: the current conversation's session/conversation ids and the person acting it
-        self._groups: dict[str, tuple[dict[str, Any], _Person]] = {}
+        #: per template: the current conversation (its session/conversation ids and the person acting it)
+        self._groups: dict[str, _Conversation] = {}
+        #: per template: its last finished conversations, which late events belong to
+        self._recent: dict[str, collections.deque[_Conversation]] = {}
         self._samples_json = {id(t): tuple(orjson.dumps(sample) for sample in t.samples) for t in templates}
         self._client_platforms = sorted({t.platform for t in templates} - BACKEND_PLATFORMS)
         self._account_platforms = [p for p in self._client_platforms if p not in OWN_USER_ID_PLATFORMS]
@@ -332,30 +379,47 @@ class TrafficGenerator:
                 self._taken.add(value)
                 return value
 
+    def _conversation(self, template: ContractTemplate, key: str, payload: dict, now_micros: int) -> _Conversation:
+        """The template's current conversation, or a new one (about every 7th event, or after it was idle)."""
+        group = self._groups.get(key)
+        idle = group is not None and not 0 <= now_micros - group.last_micros <= CONVERSATION_IDLE_US
+        if group is None or idle or self.rng.random() < 0.15:
+            if group is not None:
+                self._recent.setdefault(key, collections.deque(maxlen=RECENT_CONVERSATIONS)).append(group)
+            group = _Conversation({path: _fresh_id(_get(payload, path), self.rng, now_micros)
+                                   for path in template.group_paths},
+                                  self._person_for(template), now_micros, now_micros)
+            self._groups[key] = group
+        group.last_micros = now_micros
+        return group
+
     def _payload(self, template: ContractTemplate, now_micros: int) -> tuple[dict, int]:
         rng = self.rng
         payload = orjson.loads(rng.choice(self._samples_json[id(template)]))   # a fresh copy, faster than deepcopy
         key = f"{template.source}.{template.contract}"
-        group = self._groups.get(key)
-        if group is None or rng.random() < 0.15:  # a new conversation every ~7 events
-            group = ({path: _fresh_id(_get(payload, path), rng) for path in template.group_paths},
-                     self._person_for(template))
-            self._groups[key] = group
-        group_ids, person = group
-        for path, value in group_ids.items():
+        group = self._conversation(template, key, payload, now_micros)
+        event_time = now_micros
+        roll = rng.random()
+        if roll < self.late_fraction:
+            # held back by the client: an event of one of the template's conversations of the last few
+            # minutes, at a time inside it, arriving now
+            recent = [c for c in self._recent.get(key, ()) if now_micros - c.last_micros <= LATE_SECONDS[1] * 1_000_000]
+            if recent:
+                group = rng.choice(recent)
+                event_time = rng.randrange(group.started_micros, group.last_micros + 1)
+            else:
+                event_time -= rng.randrange(*LATE_SECONDS) * 1_000_000      # seconds to minutes late
+        elif roll < self.late_fraction + self.out_of_order_fraction:
+            event_time -= rng.randrange(*OUT_OF_ORDER_SECONDS) * 1_000_000  # behind its neighbours
+        event_time = max(event_time, group.started_micros)                 # never before its conversation
+        for path, value in group.ids.items():
             _set(payload, path, value)
         for kind, path in template.identity_paths:
             like = _get(payload, path)
             if like is not None:    # a sample without the identifier (a call made signed out) stays without it
-                _set(payload, path, self._identifier(person, kind, template, like))
+                _set(payload, path, self._identifier(group.person, kind, template, like))
         for path in template.id_paths:
-            _set(payload, path, _fresh_id(_get(payload, path), rng))
-        event_time = now_micros
-        roll = rng.random()
-        if roll < self.late_fraction:
-            event_time -= rng.randrange(3600, 48 * 3600) * 1_000_000        # hours to two days late
-        elif roll < self.late_fraction + self.out_of_order_fraction:
-            event_time -= rng.randrange(1, 120) * 1_000_000                 # behind its neighbours
+            _set(payload, path, _fresh_id(_get(payload, path), rng, event_time))
         if template.time_path:
             _set(payload, template.time_path, _format_time(event_time, template.time_transform,
                                                            _get(payload, template.time_path)))

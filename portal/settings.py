@@ -307,6 +307,21 @@ RAW_ARCHIVE_RETENTION_DAYS = int(os.environ.get("RAW_ARCHIVE_RETENTION_DAYS", "1
 # The curated models' run lease: a live run renews it every third of this (a heartbeat thread), so a
 # run whose process died is taken over (and its records marked failed) after at most this long.
 MODELS_RUN_LEASE_SECONDS = float(os.environ.get("MODELS_RUN_LEASE_SECONDS", "60"))
+# Sessions end after this much inactivity, per platform (docs/analytics.md, Sessions): e.g.
+# ANALYTICS_SESSION_GAPS="web=1800,voice=600" (seconds; platforms not named keep their default, "*" sets the
+# default of platforms with none). Changing it changes only sessions remodelled later: run
+# `manage.py models_run --full-refresh` to apply it to the past.
+ANALYTICS_SESSION_GAP_S: dict[str, int] = {}
+for _item in env_list("ANALYTICS_SESSION_GAPS", ""):
+    _platform, _sep, _seconds = _item.partition("=")
+    try:
+        from warehouse.modeling.sql import session_gaps_clean
+
+        ANALYTICS_SESSION_GAP_S[_platform.strip()] = session_gaps_clean(
+            {_platform.strip(): _seconds.strip() if _sep else ""})[_platform.strip()]
+    except ValueError as _err:
+        raise ImproperlyConfigured(f"ANALYTICS_SESSION_GAPS: {_err} (write platform=seconds, comma-separated)") \
+            from None
 # The emulator accepts any credentials; real AWS uses the standard credential chain (roles).
 AWS_ACCESS_KEY_ID = os.environ.get("AWS_ACCESS_KEY_ID") or ("test" if AWS_ENDPOINT_URL else None)
 AWS_SECRET_ACCESS_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY") or ("test" if AWS_ENDPOINT_URL else None)

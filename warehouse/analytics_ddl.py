@@ -165,7 +165,8 @@ EVENT_FACTS = Table(
         _c("SESSION_ID", "VARCHAR", "Platform session id."),
         _c("CONVERSATION_ID", "VARCHAR", "Conversation id."),
         _c("MESSAGE_ID", "VARCHAR", "Message the event is about."),
-        _c("SESSION_KEY", "VARCHAR", "SESSION_ID, or conversation:<CONVERSATION_ID> (CONVERSATION_SESSIONS)."),
+        _c("SESSION_KEY", "VARCHAR", "SESSION_ID, or conversation:<CONVERSATION_ID> "
+                                     "(CONVERSATION_SESSIONS.SOURCE_SESSION_KEY)."),
         _c("PRIMARY_ID_KEY", "VARCHAR", "kind:value of the event’s highest-priority usable identifier: "
                                         "the person is IDENTITY.IDENTIFIERS.PERSON_ID of this key."),
         _c("ROLE", "VARCHAR", "message.sent: user | assistant | system | tool."),
@@ -197,7 +198,10 @@ EVENT_FACTS = Table(
 CONVERSATION_SESSIONS = Table(
     "ANALYTICS", "CONVERSATION_SESSIONS",
     (
-        _c("SESSION_KEY", "VARCHAR", "SESSION_ID, or conversation:<CONVERSATION_ID> for events without one.", True),
+        _c("SESSION_KEY", "VARCHAR", "SOURCE_SESSION_KEY for a session's first part; #2, #3… appended for the parts "
+                                     "after each inactivity gap (docs/analytics.md, Sessions).", True),
+        _c("SOURCE_SESSION_KEY", "VARCHAR", "SESSION_ID, or conversation:<CONVERSATION_ID> for events without one: "
+                                            "what the events carry (EVENT_FACTS.SESSION_KEY).", True),
         _c("SESSION_ID", "VARCHAR", "The platform session id (NULL for conversation-only sources such as Slack)."),
         _c("PERSON_ID", "VARCHAR", "Stitched person (IDENTITY.IDENTIFIERS) of the session’s first identified event."),
         _c("PLATFORM", "VARCHAR", "Platform of the session’s first event from a user-facing platform "
@@ -389,6 +393,11 @@ def analytics_ensure(conn: Any, *, database: str | None = None) -> int:
             for schema, name, column in cur.fetchall():
                 have.setdefault((schema.upper(), name.upper()), set()).add(column.upper())
             stale = [t for t in WORK_TABLES if have.get((t.schema, t.name), set()) != {c.name for c in t.columns}]
+            # A curated table of an older version (its columns differ) is rebuilt: dropped with every
+            # other curated table and the processed-merge state, so the next run remodels every event.
+            if any((t.schema, t.name) in have and have[(t.schema, t.name)] != {c.name for c in t.columns}
+                   for t in CURATED_TABLES):
+                stale += [t for t in (*CURATED_TABLES, MODEL_STATE) if t not in stale]
             if all((t.schema, t.name) in have for t in ANALYTICS_TABLES) and not stale:
                 return 0
             statements = [

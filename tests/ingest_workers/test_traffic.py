@@ -281,3 +281,55 @@ def test_malformed_records_are_still_quarantined(records):
     assert malformed
     results = run_pipeline(malformed)
     assert sum(len(r.quarantine) for r in results) == len(malformed)
+
+
+# --------------------------------------------------------------------------------------------
+# sessions: what the analytics models will make of the generated events
+# --------------------------------------------------------------------------------------------
+
+def generate_at_rate(count: int, *, rate: float = 40.0, batch: int = 20, start: int = NOW,
+                     **options) -> tuple[list, dict[int, int]]:
+    """What `generate_traffic` sends at `rate` records/s (the clock read once per batch), and when
+    each record is sent (by id of the record)."""
+    generator = TrafficGenerator(TEMPLATES, seed=SEED, **options)
+    out, sent = [], {}
+    for n in range(0, count, batch):
+        now = start + int(n / rate * 1_000_000)
+        for record in generator.records(batch, now_micros=now):
+            out.append(record)
+            sent[id(record)] = now
+    return out, sent
+
+
+def sessions_of(records) -> dict[str, list[dict]]:
+    """The canonical events of the records by session key (the session id, or conversation:<id>)."""
+    events = [e for r in run_pipeline([r for r in records if r.kind == "new"]) for e in r.events]
+    by_key: dict[str, list[dict]] = defaultdict(list)
+    for e in events:
+        key = e["session_id"] or (f"conversation:{e['conversation_id']}" if e["conversation_id"] else None)
+        if key:
+            by_key[key].append(e)
+    return by_key
+
+
+def test_no_generated_session_pauses_longer_than_its_platforms_inactivity_gap():
+    from warehouse.modeling.sql import SESSION_GAP_S
+
+    records, arrival = generate_at_rate(6000, late_fraction=0.05)
+    sessions = sessions_of(records)
+    assert len(sessions) > 300
+    for key, events in sessions.items():
+        times = sorted(e["event_time"] for e in events)
+        gap_s = min(SESSION_GAP_S[e["platform"]] for e in events)
+        longest = max((b - a for a, b in zip(times, times[1:], strict=False)), default=0) / 1_000_000
+        assert longest <= gap_s, (key, longest, gap_s)
+        assert (times[-1] - times[0]) / 1_000_000 < 3600, key        # a conversation, not a day
+    late = [r for r in records if r.kind == "new" and r.event_time_micros < arrival[id(r)] - 30_000_000]
+    assert late    # late events are still there: sent more than 30 s after their time, inside their session
+
+
+def test_a_conversation_idle_while_the_clock_jumps_is_not_continued():
+    generator = TrafficGenerator(TEMPLATES, seed=SEED)
+    before = sessions_of(list(generator.records(400, now_micros=NOW)))
+    after = sessions_of(list(generator.records(400, now_micros=NOW + 2 * 3600 * 1_000_000)))
+    assert before and after and not set(before) & set(after)

@@ -41,6 +41,7 @@ from warehouse.analytics_sample import (
     sample_events,
     sample_prices,
 )
+from warehouse.modeling.sql import DEFAULT_SESSION_GAP_S, SESSION_GAP_S
 
 T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 DAYS = 8
@@ -174,9 +175,22 @@ def stitch(events: list[dict]) -> Identity:
 
 
 def session_key(event: dict) -> str | None:
+    """The source key: what the events carry (a session is a part of it, split at inactivity gaps)."""
     if event["session_id"]:
         return event["session_id"]
     return f"conversation:{event['conversation_id']}" if event["conversation_id"] else None
+
+
+def session_parts(key: str, events: list[dict], platform: str) -> dict[str, list[dict]]:
+    """The source key's events split where they pause longer than the platform's inactivity gap
+    (docs/analytics.md, Sessions): the first part keeps the key, later ones get #2, #3…"""
+    gap_us = SESSION_GAP_S.get(platform, DEFAULT_SESSION_GAP_S) * SECOND
+    parts: list[list[dict]] = []
+    for e in sorted(events, key=order):
+        if not parts or e["event_time"] - parts[-1][-1]["event_time"] > gap_us:
+            parts.append([])
+        parts[-1].append(e)
+    return {key if n == 1 else f"{key}#{n}": part for n, part in enumerate(parts, 1)}
 
 
 def is_message(event: dict, role: str) -> bool:
@@ -232,6 +246,7 @@ class Session:
     key: str
     events: list[dict]
     identity: Identity
+    source: str = ""
     requests: list[Request] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -298,6 +313,7 @@ class Session:
         tenant = self.first(lambda e: e["identifiers"]["tenant_id"])
         return {
             "SESSION_KEY": self.key,
+            "SOURCE_SESSION_KEY": self.source or self.key,
             "SESSION_ID": next((e["session_id"] for e in self.events if e["session_id"]), None),
             "PERSON_ID": anchor_to_person.get(self.person),
             "PLATFORM": self.platform,
@@ -343,7 +359,14 @@ class Reference:
         for e in self.events:
             if session_key(e):
                 grouped[session_key(e)].append(e)
-        self.sessions = {key: Session(key, evs, self.identity) for key, evs in grouped.items()}
+        self.by_source = grouped
+        self.sessions: dict[str, Session] = {}
+        self.part_of: dict[str, str] = {}     # event id -> the session (part) it belongs to
+        for source, evs in grouped.items():
+            platform = Session(source, list(evs), self.identity).platform
+            for key, part in session_parts(source, evs, platform).items():
+                self.sessions[key] = Session(key, part, self.identity, source)
+                self.part_of.update((e["event_id"], key) for e in part)
         self.by_message = {e["message_id"]: e for e in self.events if e["event_type"] == "message.sent"
                            and e["message_id"]}
 
@@ -352,7 +375,7 @@ class Reference:
         for e in self.events:
             r = request_of(e)
             if r is not None:
-                out.append((r, self.sessions.get(session_key(e))))
+                out.append((r, self.sessions.get(self.part_of.get(e["event_id"], ""))))
         return out
 
     def token_cost_rows(self) -> dict[tuple, dict]:
@@ -377,9 +400,9 @@ class Reference:
         rated = self.by_message.get(feedback["message_id"])
         if rated is not None and model_of(rated):
             return model_of(rated)
-        session = self.sessions.get(session_key(feedback))
-        before = [e for e in (session.events if session else []) if is_message(e, "assistant")
-                  and order(e) <= order(feedback) and model_of(e)]
+        # the latest reply before it under the same session id (any part: what the model's SQL reads)
+        source = sorted(self.by_source.get(session_key(feedback), []), key=order)
+        before = [e for e in source if is_message(e, "assistant") and order(e) <= order(feedback) and model_of(e)]
         return model_of(before[-1]) if before else None
 
     def journeys(self) -> dict[str, list[dict]]:
@@ -853,7 +876,7 @@ def test_user_feedback_names_the_rated_message_and_its_model(modeled):
         rated = ref.by_message.get(e["message_id"])
         assert_rows_equal(got[e["event_id"]], {
             "FEEDBACK_AT": naive(e["event_time"]), "PERSON_ID": person_of_anchor.get(ref.identity.person(e)),
-            "PLATFORM": e["platform"], "SESSION_KEY": session_key(e), "MESSAGE_ID": e["message_id"],
+            "PLATFORM": e["platform"], "SESSION_KEY": ref.part_of[e["event_id"]], "MESSAGE_ID": e["message_id"],
             "SCORE": e["attributes"]["score"], "KIND": e["attributes"]["kind"],
             "RATED_MESSAGE_EVENT_ID": rated["event_id"] if rated else None,
             "RATED_MESSAGE_ROLE": rated["attributes"]["role"] if rated else None,
@@ -1096,7 +1119,7 @@ def test_late_events_change_exactly_the_sessions_and_days_they_belong_to(modeled
         assert_rows_equal(after[daily][key], updated.engagement_rows()[key], str(key))
 
     costs = "ANALYTICS.TOKEN_COST_USAGE"
-    late_requests = [(r, updated.sessions[session_key(r.event)]) for r in map(request_of, late) if r]
+    late_requests = [(r, updated.sessions[updated.part_of[r.event["event_id"]]]) for r in map(request_of, late) if r]
     touched_hours = {(naive(r.hour), r.event["identifiers"]["tenant_id"], r.event["product"], s.platform, r.model)
                      for r, s in late_requests}
     assert changed_keys(before[costs], after[costs]) == touched_hours

@@ -59,6 +59,7 @@ def engagement(conn, *rows):
 
 
 def sessions(conn, *rows):
+    rows = tuple({"SOURCE_SESSION_KEY": r["SESSION_KEY"], **r} for r in rows)
     _insert(conn, CONVERSATION_SESSIONS, list(rows), {
         "SESSION_ID": None, "PERSON_ID": None, "PRODUCT": "support", "TENANT_ID": "t1", "DURATION_S": 60.0,
         "EVENT_COUNT": 1, "CONVERSATION_COUNT": 1, "USER_MESSAGES": 0, "ASSISTANT_MESSAGES": 0, "TOOL_CALLS": 0,
@@ -416,35 +417,59 @@ def test_data_json_refuses_a_bad_days(signed_in, value):
     assert "days must be a whole number from 1 to 90" in body["detail"]
 
 
-def test_page_with_data(filled, signed_in):
+def test_page_answers_with_loading_states_and_reads_the_numbers_from_data_json(filled, signed_in):
     model_run(finished=NOW - dt.timedelta(seconds=40))
-    response = signed_in.get(reverse("analytics_dashboard"), {"days": "3"})
+    response = signed_in.get(reverse("analytics_dashboard"), {"window": "3d"})
     assert response.status_code == 200
     html = response.content.decode()
     for key in CHART_KEYS:
         card = _card(html, key)
         assert f'<canvas id="chart-{key}"' in card
         assert "From ANALYTICS." in card or "(ANALYTICS." in card, key   # every caption names its table
-        assert re.search(r'data-state="empty"\s+hidden', card), key     # data, so no empty state
-    assert "Curated tables last refreshed 40 s ago; latest session activity 20 min ago." in html
+        # a loading skeleton until data.json answers; chart, empty and unavailable states hidden
+        assert re.search(r'class="chart-loading" data-state="loading"', card), key
+        assert re.search(r'class="chart-box"\s+hidden', card) and re.search(r'data-state="empty"\s+hidden', card)
+    assert html.count('data-state="loading">Loading…</td>') == 3                      # the three tables
+    assert "{#" not in html and "#}" not in html                                      # no template comment shown
+    assert '<strong data-kpi="people_active" class="loading-text">…</strong>' in html
+    # the freshness line comes from the portal database, without waiting for the warehouse
+    assert "Curated tables last refreshed 40 s ago." in html
     assert all(_hidden(html, testid) for testid in ("freshness-warning", "warehouse-unavailable", "run-failure"))
-    # the KPI tiles, rendered from the same numbers as data.json
-    assert '<strong data-kpi="people_active">2</strong>' in html
-    assert '<strong data-kpi="cost_usd">$0.02</strong>' in html
-    assert '<strong data-kpi="feedback_mean">+0.30</strong>' in html
-    assert "people active today (3 sessions)" in html
-    # the vendored chart library and the page's script, nothing from another host
+    # the vendored chart library and the page's script, nothing from another host, no inline code
     assert '<script src="/static/vendor/chart-4.6.1.umd.min.js" defer></script>' in html
     assert '<script src="/static/warehouse/analytics.js" defer></script>' in html
     assert not re.search(r'<(script|link)\b[^>]*(src|href)\s*=\s*["\']?(https?:)?//', html, re.IGNORECASE)
-    assert 'data-data-url="/analytics/data.json"' in html and 'data-days="3"' in html
-    embedded = re.search(r'<script id="analytics-data" type="application/json">(.*?)</script>', html, re.S)
-    assert orjson.loads(embedded.group(1))["charts"]["sessions"]["labels"] == DAYS3
-    # the tables
-    assert "<td>mystery-model</td>" in html and "No price in force for mystery-model" in html
-    assert "<td>2026-03-08</td><td>9</td><td>33.3%</td>" in html
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>\s*\S", html)   # no inline script with code
+    assert not re.search(r"\son[a-z]+\s*=", html)                      # no onchange= and the like
+    assert re.search(r'<select name="window" id="window-days" data-autosubmit>', html)
+    assert 'data-data-url="/analytics/data.json"' in html and 'data-window="3d"' in html
+    assert '<option value="3d" selected>3 days</option>' in html    # the link's window, shown as chosen
     # the nav link, current on this page
     assert re.search(r'<a href="/analytics/"\s+aria-current="page">Analytics</a>', html)
+
+
+def test_the_page_does_not_wait_for_the_warehouse(settings, warehouse_server, signed_in):
+    from warehouse.embedded import free_port
+
+    settings.SNOWFLAKE = {**settings.SNOWFLAKE, "port": free_port()}   # nothing listens there
+    response = signed_in.get(reverse("analytics_dashboard"))
+    assert response.status_code == 200 and 'data-state="loading"' in response.content.decode()
+
+
+def test_data_json_is_cached_until_the_next_model_run(wh, signed_in):
+    model_run(finished=NOW - dt.timedelta(minutes=2))
+    sessions(wh, {"SESSION_KEY": "a", "SOURCE_SESSION_KEY": "a", "PLATFORM": "web",
+                  "STARTED_AT": "2026-03-10 09:00:00", "ENDED_AT": "2026-03-10 09:01:00"})
+
+    def count():
+        return signed_in.get(reverse("analytics_dashboard_data"), {"window": "3d"}).json()["kpis"]["sessions"]["value"]
+
+    assert count() == 1
+    sessions(wh, {"SESSION_KEY": "b", "SOURCE_SESSION_KEY": "b", "PLATFORM": "web",
+                  "STARTED_AT": "2026-03-10 10:00:00", "ENDED_AT": "2026-03-10 10:01:00"})
+    assert count() == 1                     # the same model run: the same numbers, not read again
+    model_run(finished=NOW - dt.timedelta(seconds=5))
+    assert count() == 2                     # a run finished: its numbers at once
 
 
 def test_vendored_chart_library_is_in_static_with_its_licence():
@@ -460,21 +485,14 @@ def test_vendored_chart_library_is_in_static_with_its_licence():
         assert "MIT License" in f.read()
 
 
-def test_page_and_data_json_with_empty_tables(wh, signed_in):
-    response = signed_in.get(reverse("analytics_dashboard"))
-    assert response.status_code == 200
-    html = response.content.decode()
-    for key in CHART_KEYS:
-        card = _card(html, key)
-        assert re.search(r'data-state="empty"\s*>', card), key
-        assert ("No data yet: the model runner fills this every minute; run <code>python manage.py models_run</code>."
-                in card)
-        assert re.search(r'class="chart-box"\s+hidden', card), key
-    assert "No model run has ever succeeded" in html
-    assert not _hidden(html, "freshness-warning")
+def test_data_json_with_empty_tables(wh, signed_in):
     data = signed_in.get(reverse("analytics_dashboard_data")).json()
     assert all(data["charts"][key]["empty"] for key in CHART_KEYS)
     assert data["kpis"]["sessions"]["value"] == 0 and data["kpis"]["feedback_mean"]["text"] == "—"
+    assert "No model run has ever succeeded" in data["freshness"]["warning"]
+    assert data["empty_help"].startswith("No data yet: the model runner fills this every minute")
+    html = signed_in.get(reverse("analytics_dashboard")).content.decode()
+    assert "No model run has ever succeeded" in html and not _hidden(html, "freshness-warning")
 
 
 def test_page_creates_missing_analytics_tables(settings, warehouse_server, signed_in):
@@ -488,14 +506,10 @@ def test_warehouse_down(settings, warehouse_server, signed_in):
 
     model_run(finished=NOW - dt.timedelta(seconds=40))
     settings.SNOWFLAKE = {**settings.SNOWFLAKE, "port": free_port()}   # nothing listens there
-    page = signed_in.get(reverse("analytics_dashboard"))
-    assert page.status_code == 503
-    html = page.content.decode()
-    assert not _hidden(html, "warehouse-unavailable")
+    html = signed_in.get(reverse("analytics_dashboard")).content.decode()
+    # the page has the messages analytics.js shows when data.json answers 503
     assert "No numbers: the warehouse could not be read." in html and "could not be reached" in html
     assert "Curated tables last refreshed 40 s ago." in html   # from the portal database, still known
-    for key in CHART_KEYS:
-        assert re.search(r'data-state="unavailable"\s*>', _card(html, key)), key
     data = signed_in.get(reverse("analytics_dashboard_data"))
     assert data.status_code == 503 and data["Content-Type"] == "application/json"
     assert data.json()["error"] == "warehouse_unavailable"
@@ -506,7 +520,81 @@ def test_page_with_a_bad_days_falls_back_with_a_note(wh, signed_in):
     response = signed_in.get(reverse("analytics_dashboard"), {"days": "500"})
     assert response.status_code == 200
     html = response.content.decode()
-    assert "days must be a whole number from 1 to 90" in html and f'data-days="{ds.DEFAULT_DAYS}"' in html
+    assert "days must be a whole number from 1 to 90" in html and 'data-window=""' in html
+    assert "showing the default window" in html
+
+
+@pytest.mark.parametrize("value", ["1x", "0d", "91d", "48h", "week"])
+def test_a_bad_window_is_named_on_the_page_and_refused_by_data_json(wh, signed_in, value):
+    html = signed_in.get(reverse("analytics_dashboard"), {"window": value}).content.decode()
+    assert f"window must be 24h or a number of days from 1 to 90 (7d, 30d…), not &#x27;{value}&#x27;" in html
+    assert "showing the default window" in html and 'data-window=""' in html
+    response = signed_in.get(reverse("analytics_dashboard_data"), {"window": value})
+    assert response.status_code == 400 and response.json()["parameter"] == "window"
+
+
+@pytest.mark.parametrize(("value", "window"), [("24h", "24h"), ("1d", "1d"), ("1", "1d"), (" 30D ", "30d"),
+                                               (None, None), ("", None)])
+def test_window_parameter_accepted(value, window):
+    assert ds.window_clean(value) == window
+
+
+def test_the_default_window_is_hourly_while_there_is_less_than_a_day_of_data():
+    at = dt.datetime(2026, 3, 10, 9, tzinfo=dt.UTC)
+    assert ds.window_auto(oldest=at, newest=at + dt.timedelta(hours=23)) == "24h"
+    assert ds.window_auto(oldest=at, newest=at + dt.timedelta(hours=25)) == "14d"
+    assert ds.window_auto(oldest=None, newest=None) == "14d"
+
+
+def test_a_fresh_demo_gets_the_last_24_hours_by_the_hour(wh, signed_in):
+    # 40 minutes of data, as after `make run`: not 13 empty days and one full one
+    sessions(wh, *({"SESSION_KEY": f"s{i}", "SOURCE_SESSION_KEY": f"s{i}", "PLATFORM": "web",
+                    "STARTED_AT": f"2026-03-10 11:{20 + i:02d}:00", "ENDED_AT": f"2026-03-10 11:{21 + i:02d}:00",
+                    "USER_MESSAGES": 1, "ASSISTANT_MESSAGES": 1, "FIRST_RESPONSE_LATENCY_MS": 1500}
+                   for i in range(30)))
+    usage(wh, {"HOUR": "2026-03-10 11:00:00", "MODEL": "gpt-4.1-mini", "REQUESTS": 30, "COST_USD": 0.5})
+    data = signed_in.get(reverse("analytics_dashboard_data")).json()
+    window = data["window"]
+    assert (window["key"], window["granularity"]) == ("24h", "hour")
+    assert window["text"] == "The last 24 hours by the hour: 2026-03-09T13:00 to 2026-03-10T13:00 (UTC)."
+    labels = data["charts"]["sessions"]["labels"]
+    assert len(labels) == 24 and labels[0] == "2026-03-09T13:00Z" and labels[-1] == "2026-03-10T12:00Z"
+    assert series(data["charts"]["sessions"])["web"][-2:] == [30, 0]
+    assert series(data["charts"]["messages_latency"])["user_messages"][-2] == 30
+    assert series(data["charts"]["cost_by_day"])["gpt-4.1-mini"][-2] == 0.5
+    assert data["kpis"]["sessions"]["note"] == "sessions started in the 24 hours"
+    assert data["kpis"]["people_active"]["note"].startswith("people active in the 24 hours")
+    # asked for explicitly, the days are still there
+    assert len(signed_in.get(reverse("analytics_dashboard_data"), {"window": "14d"}).json()["charts"]["sessions"]
+               ["labels"]) == 14
+
+
+# --- latency: units and outliers ---------------------------------------------------------------------------
+
+def test_latency_in_ms_while_small_and_in_s_from_10_s():
+    assert ds.latency_axis([800, 1500, 2800, None]) == {"unit": "ms", "divisor": 1, "max": None, "clipped": 0,
+                                                         "title": "latency (ms)"}
+    assert ds.latency_axis([4000, 9000, 12000, 15000])["unit"] == "s"
+    assert ds.latency_axis([None, None])["unit"] == "ms"
+
+
+def test_a_far_outlier_does_not_flatten_the_other_latencies():
+    # the review's case: p90 of ~81,000,000 ms (22.5 h) next to values of a few seconds
+    axis = ds.latency_axis([1200, 1500, 1800, 2100, 2500, 2600, 2900, 3000, 3100, 81_000_000])
+    assert axis == {"unit": "ms", "divisor": 1, "max": 4000, "clipped": 1, "title": "latency (ms)"}
+    seconds = ds.latency_axis([9000, 12000, 14000, 15000, 16000, 18000, 20000, 58_000_000])
+    assert (seconds["unit"], seconds["max"], seconds["clipped"]) == ("s", 25, 1)
+
+
+def test_the_latency_chart_says_when_it_clips(wh):
+    sessions(wh, *({"SESSION_KEY": f"s{d}", "SOURCE_SESSION_KEY": f"s{d}", "PLATFORM": "web",
+                    "STARTED_AT": f"2026-03-{d:02d} 10:00:00", "ENDED_AT": f"2026-03-{d:02d} 10:05:00",
+                    "FIRST_RESPONSE_LATENCY_MS": 81_000_000 if d == 9 else 2000 + 100 * d,
+                    "MEDIAN_RESPONSE_LATENCY_MS": 1500.0} for d in range(1, 11)))
+    chart = ds.dashboard_data(wh, window="10d", now=NOW, runs=NO_RUNS)["charts"]["messages_latency"]
+    assert chart["latency_axis"]["unit"] == "ms" and chart["latency_axis"]["clipped"] == 2   # median and p90
+    assert series(chart)["first_response_p90_ms"][8] == 81_000_000.0      # the data keeps the real value
+    assert chart["note"].startswith("2 latency values above 4,000 ms (far outliers) are drawn at the top edge")
 
 
 def test_anonymous_is_sent_to_sign_in(client):

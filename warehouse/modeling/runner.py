@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from graphlib import TopologicalSorter
@@ -134,13 +134,14 @@ def _naive_utc(value: Any) -> dt.datetime:
 
 class _Run:
     def __init__(self, conn: Any, *, run_id: str, full_refresh: bool, prices: Sequence[dict],
-                 recomputes: Sequence[tuple[str | None, Any]]):
+                 recomputes: Sequence[tuple[str | None, Any]], session_gaps: Mapping[str, Any] | None = None):
         self.conn = conn
         self.db = check_identifier(conn.database)
         self.run_id = run_id
         self.full_refresh = full_refresh
         self.prices = price_intervals(prices)
         self.recomputes = [(model or None, _naive_utc(at)) for model, at in recomputes]
+        self.session_gaps = sql.session_gaps_clean(session_gaps)
         self.cur = conn.cursor()
         self.events = 0
         self.persons = 0
@@ -313,13 +314,14 @@ class _Run:
         w = f"{db}.ANALYTICS"
         sessions = self.execute(f"INSERT OVERWRITE INTO {w}.WORK_SESSIONS (SESSION_KEY) SELECT DISTINCT SESSION_KEY "  # noqa: S608
                                 f"FROM {w}.WORK_EVENTS WHERE SESSION_KEY IS NOT NULL")
-        in_sessions = f"SESSION_KEY IN (SELECT s.SESSION_KEY FROM {w}.WORK_SESSIONS s)"  # noqa: S608
+        # WORK_SESSIONS holds session ids (source keys): every part of a touched one is recomputed
+        in_sessions = f"SOURCE_SESSION_KEY IN (SELECT s.SESSION_KEY FROM {w}.WORK_SESSIONS s)"  # noqa: S608
         self.execute(f"INSERT OVERWRITE INTO {w}.WORK_OLD_SESSIONS (SESSION_KEY, PERSON_ID, DAY) "  # noqa: S608
                      f"SELECT SESSION_KEY, PERSON_ID, TO_DATE(STARTED_AT) FROM {w}.CONVERSATION_SESSIONS "
                      f"WHERE {in_sessions}")
         deleted, inserted = self.replace_units(
             f"DELETE FROM {w}.CONVERSATION_SESSIONS WHERE {in_sessions}",  # noqa: S608
-            sql.sessions_insert_sql(db))
+            sql.sessions_insert_sql(db, self.session_gaps))
         self.persons = self.execute(f"INSERT OVERWRITE INTO {w}.WORK_PERSONS (PERSON_ID) "  # noqa: S608
                      f"SELECT PERSON_ID FROM {w}.WORK_OLD_SESSIONS WHERE PERSON_ID IS NOT NULL "
                      f"UNION SELECT PERSON_ID FROM {w}.CONVERSATION_SESSIONS WHERE {in_sessions} "
@@ -392,19 +394,22 @@ _STEPS: dict[str, str] = {
 def models_run(
     conn: Any, *, full_refresh: bool = False, prices: Sequence[dict] = (),
     recomputes: Sequence[tuple[str | None, Any]] = (), run_id: str | None = None,
-    on_model: Callable[[ModelResult], None] | None = None,
+    on_model: Callable[[ModelResult], None] | None = None, session_gaps: Mapping[str, Any] | None = None,
 ) -> RunReport:
     """Run every model, in dependency order, and return what each did.
 
     ``prices``: the catalog rows (model, token_kind, usd_per_million, effective_from, version);
     ``recomputes``: (model or None, from) price recompute requests to apply in this run;
     ``on_model`` is called when a model starts (status ``running``) and when it ends.
+    ``session_gaps``: inactivity gap in seconds per platform (``sql.SESSION_GAP_S`` for the others);
+    ValueError when one is not a plain platform name or a sensible number of seconds.
     Raises nothing for a model failure (see the report); raises ``WarehouseError`` if the warehouse
     cannot be reached at all.
     """
     run_id = run_id or uuid.uuid4().hex
     analytics_ensure(conn)
-    run = _Run(conn, run_id=run_id, full_refresh=full_refresh, prices=prices, recomputes=recomputes)
+    run = _Run(conn, run_id=run_id, full_refresh=full_refresh, prices=prices, recomputes=recomputes,
+               session_gaps=session_gaps)
     results = [ModelResult(name) for name in DISPLAY_ORDER]
     failed: set[str] = set()
     try:

@@ -139,7 +139,7 @@ def _run_holding_lease(run_id: uuid.UUID, trigger: str, full_refresh: bool, reco
         return _record_unreachable(run_id, trigger, exc)
     try:
         report = models_run(conn, full_refresh=full_refresh, prices=price_catalog_rows(), recomputes=recomputes,
-                            run_id=run_id.hex, on_model=record)
+                            run_id=run_id.hex, on_model=record, session_gaps=settings.ANALYTICS_SESSION_GAP_S)
     except WarehouseError as exc:
         return _record_unreachable(run_id, trigger, exc, rows)
     finally:

@@ -10,6 +10,9 @@ Pure: builds strings; ``db`` is an already checked identifier.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 from warehouse.modeling.identity import BLOCKED_VALUES, KIND_PRIORITY
 
 _BLOCKED_SQL = ", ".join(f"'{v}'" for v in sorted(BLOCKED_VALUES))
@@ -23,6 +26,16 @@ ID_COLUMNS: dict[str, str] = {
 }
 USER_FACING_PLATFORMS = ("web", "ios", "android", "slack", "voice")
 ESCALATION_REASONS = ("escalated", "handoff", "human_handoff")
+#: Inactivity gap (seconds) after which a session id's next event starts a new session, by the
+#: session's platform (docs/analytics.md, Sessions). Web: the widget's own rule (the web-chat contract
+#: says 30 minutes of inactivity ends a session); the apps: the mobile-analytics convention (30 min);
+#: Slack threads are answered at a human pace, so an hour; a voice session is one spoken exchange
+#: (10 min of silence ends it); API-only sessions as web. ``settings.ANALYTICS_SESSION_GAP_S`` overrides.
+SESSION_GAP_S: dict[str, int] = {"web": 1800, "ios": 1800, "android": 1800, "slack": 3600, "voice": 600,
+                                 "api": 1800}
+#: the gap of a platform not named in the settings
+DEFAULT_SESSION_GAP_S = 1800
+_PLATFORM_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 
 def usable(expr: str) -> str:
@@ -227,7 +240,7 @@ def priced_requests_cte(db: str, source: str = "ev") -> str:
 
     return (
         f"req AS (\n"
-        f"  SELECT s.EVENT_ID, s.SESSION_KEY, s.PLATFORM, s.TENANT_ID, s.PRODUCT, s.HOUR, s.MODEL,\n"
+        f"  SELECT s.EVENT_ID, s.SESSION_KEY, s.PLATFORM, s.TENANT_ID, s.PRODUCT, s.EVENT_TIME, s.HOUR, s.MODEL,\n"
         f"    COALESCE(s.INPUT_TOKENS, 0) AS INPUT_TOKENS, COALESCE(s.CACHED_INPUT_TOKENS, 0) AS CACHED_INPUT_TOKENS,\n"
         f"    COALESCE(s.OUTPUT_TOKENS, 0) AS OUTPUT_TOKENS, COALESCE(s.REASONING_TOKENS, 0) AS REASONING_TOKENS\n"
         f"  FROM {source} s\n"
@@ -250,21 +263,92 @@ def priced_requests_cte(db: str, source: str = "ev") -> str:
 # CONVERSATION_SESSIONS
 # --------------------------------------------------------------------------------------------
 
-def sessions_insert_sql(db: str) -> str:
+def session_gaps_clean(gaps: Mapping[str, object] | None) -> dict[str, int]:
+    """The per-platform inactivity gaps (seconds) with the defaults filled in; ValueError naming the
+    bad entry otherwise (a platform name is embedded in the SQL, so it must be a plain name)."""
+    clean = dict(SESSION_GAP_S)
+    for platform, seconds in (gaps or {}).items():
+        if platform != "*" and (not isinstance(platform, str) or not _PLATFORM_NAME.match(platform)):
+            raise ValueError(f"session gap: {platform!r} is not a platform name (lower-case letters, digits, _ -)")
+        try:
+            value = int(seconds)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            value = 0
+        if not 60 <= value <= 7 * 86400 or isinstance(seconds, bool):
+            raise ValueError(f"session gap for {platform}: {seconds!r} is not a whole number of seconds "
+                             "from 60 to 604800")
+        clean[platform] = value
+    return clean
+
+
+def session_gap_us_sql(platform: str, gaps: Mapping[str, object] | None) -> str:
+    """SQL: the inactivity gap in microseconds for the platform expression ``platform``."""
+    clean = session_gaps_clean(gaps)
+    default = clean.pop("*", DEFAULT_SESSION_GAP_S)
+    whens = " ".join(f"WHEN '{p}' THEN {g * 1_000_000}" for p, g in sorted(clean.items()))
+    return f"CASE {platform} {whens} ELSE {default * 1_000_000} END"
+
+
+_SPLIT_COLUMNS = (
+    "EVENT_ID", "EVENT_TYPE", "EVENT_TIME", "HOUR", "PLATFORM", "PRODUCT", "TENANT_ID", "SESSION_ID", "CONVERSATION_ID",
+    "MESSAGE_ID", "ROLE", "MODEL", "IS_REQUEST", "INPUT_TOKENS", "CACHED_INPUT_TOKENS", "OUTPUT_TOKENS",
+    "REASONING_TOKENS", "TOOL_CALL_ID", "TOOL_STATUS", "ERROR_TYPE", "END_REASON", "HANDOFF", "RESOLVED",
+    "FEEDBACK_SCORE", "FEEDBACK_KIND", "FEEDBACK_RAW_VALUE", "FEEDBACK_COMMENT", "PERSON_ID",
+)
+
+
+def session_split_ctes(db: str, where: str, gaps: Mapping[str, object] | None) -> str:
+    """``ev`` (EVENT_FACTS rows of ``where`` with their person), ``gap`` and ``sev``: the events with
+    ``SOURCE_SESSION_KEY`` (the session id, or ``conversation:<id>``) and the derived ``SESSION_KEY``.
+
+    A session id's events, in time order, start a new session after a pause longer than the
+    platform's inactivity gap (the platform of the id's first event from a user-facing platform, as
+    the session's PLATFORM). The first part keeps the key; later parts get ``#2``, ``#3``… Every
+    run recomputes all parts of a touched session id from all its events, so a late event joins the
+    part its event time falls in (or bridges two parts into one) instead of stretching a session."""
     user_facing = ", ".join(f"'{p}'" for p in USER_FACING_PLATFORMS)
+    cols = ", ".join(f"g.{c}" for c in _SPLIT_COLUMNS)
+    return f"""{events_cte(db, where)},
+gap AS (
+  SELECT ev.*, ev.SESSION_KEY AS SOURCE_SESSION_KEY,
+    CASE WHEN DATEDIFF('microsecond', LAG(ev.EVENT_TIME) OVER (PARTITION BY ev.SESSION_KEY
+        ORDER BY ev.EVENT_TIME, ev.EVENT_ID), ev.EVENT_TIME)
+      > {session_gap_us_sql('sp.PLATFORM', gaps)} THEN 1 ELSE 0 END AS NEW_PART
+  FROM ev
+  JOIN (
+    SELECT SESSION_KEY, PLATFORM FROM (
+      SELECT SESSION_KEY, PLATFORM, ROW_NUMBER() OVER (PARTITION BY SESSION_KEY
+        ORDER BY (PLATFORM NOT IN ({user_facing})), EVENT_TIME, EVENT_ID) AS RN
+      FROM ev) p WHERE RN = 1
+  ) sp ON sp.SESSION_KEY = ev.SESSION_KEY
+),
+sev AS (
+  SELECT {cols}, g.SOURCE_SESSION_KEY,
+    CASE WHEN g.PART = 1 THEN g.SOURCE_SESSION_KEY ELSE g.SOURCE_SESSION_KEY || '#' || CAST(g.PART AS VARCHAR) END
+      AS SESSION_KEY
+  FROM (
+    SELECT gap.*, CAST(1 + SUM(NEW_PART) OVER (PARTITION BY SOURCE_SESSION_KEY ORDER BY EVENT_TIME, EVENT_ID
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS NUMBER(38,0)) AS PART
+    FROM gap
+  ) g
+)"""
+
+
+def sessions_insert_sql(db: str, gaps: Mapping[str, object] | None = None) -> str:
     escal = ", ".join(f"'{r}'" for r in ESCALATION_REASONS)
+    user_facing = ", ".join(f"'{p}'" for p in USER_FACING_PLATFORMS)
     where = f"f.SESSION_KEY IN (SELECT w.SESSION_KEY FROM {db}.ANALYTICS.WORK_SESSIONS w)"
     return f"""
 INSERT INTO {db}.ANALYTICS.CONVERSATION_SESSIONS (
-  SESSION_KEY, SESSION_ID, PERSON_ID, PLATFORM, PRODUCT, TENANT_ID, STARTED_AT, ENDED_AT, DURATION_S,
-  EVENT_COUNT, CONVERSATION_COUNT, USER_MESSAGES, ASSISTANT_MESSAGES, TOOL_CALLS, TOOL_FAILURES,
+  SESSION_KEY, SOURCE_SESSION_KEY, SESSION_ID, PERSON_ID, PLATFORM, PRODUCT, TENANT_ID, STARTED_AT, ENDED_AT,
+  DURATION_S, EVENT_COUNT, CONVERSATION_COUNT, USER_MESSAGES, ASSISTANT_MESSAGES, TOOL_CALLS, TOOL_FAILURES,
   INPUT_TOKENS, CACHED_INPUT_TOKENS, OUTPUT_TOKENS, REASONING_TOKENS, COST_USD, UNPRICED_REQUESTS,
   FIRST_RESPONSE_LATENCY_MS, MEDIAN_RESPONSE_LATENCY_MS, OUTCOME, FEEDBACK_COUNT,
   LATEST_FEEDBACK_SCORE, LATEST_FEEDBACK_KIND)
-WITH {events_cte(db, where)},
-{priced_requests_cte(db)},
+WITH {session_split_ctes(db, where, gaps)},
+{priced_requests_cte(db, "sev")},
 ranked AS (
-  SELECT ev.*,
+  SELECT sev.*,
     ROW_NUMBER() OVER (PARTITION BY SESSION_KEY ORDER BY (PERSON_ID IS NULL), EVENT_TIME, EVENT_ID) AS PERSON_RANK,
     ROW_NUMBER() OVER (PARTITION BY SESSION_KEY
       ORDER BY (PLATFORM NOT IN ({user_facing})), EVENT_TIME, EVENT_ID) AS PLATFORM_RANK,
@@ -279,7 +363,7 @@ ranked AS (
     MAX(CASE WHEN EVENT_TYPE = 'message.sent' AND ROLE = 'user' THEN EVENT_TIME END) OVER (
       PARTITION BY SESSION_KEY ORDER BY EVENT_TIME, EVENT_ID ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
       AS LAST_USER_AT
-  FROM ev
+  FROM sev
 ),
 latency AS (
   SELECT SESSION_KEY, EVENT_TIME, EVENT_ID,
@@ -300,7 +384,7 @@ cost_by_session AS (
   FROM priced GROUP BY SESSION_KEY
 ),
 agg AS (
-  SELECT SESSION_KEY,
+  SELECT SESSION_KEY, MAX(SOURCE_SESSION_KEY) AS SOURCE_SESSION_KEY,
     MAX(CASE WHEN SID_RANK = 1 THEN SESSION_ID END) AS SESSION_ID,
     MAX(CASE WHEN PERSON_RANK = 1 THEN PERSON_ID END) AS PERSON_ID,
     MAX(CASE WHEN PLATFORM_RANK = 1 THEN PLATFORM END) AS PLATFORM,
@@ -333,7 +417,8 @@ agg AS (
       AS LAST_ASSISTANT_MESSAGE_AT
   FROM ranked GROUP BY SESSION_KEY
 )
-SELECT a.SESSION_KEY, a.SESSION_ID, a.PERSON_ID, a.PLATFORM, a.PRODUCT, a.TENANT_ID, a.STARTED_AT, a.ENDED_AT,
+SELECT a.SESSION_KEY, a.SOURCE_SESSION_KEY, a.SESSION_ID, a.PERSON_ID, a.PLATFORM, a.PRODUCT, a.TENANT_ID,
+  a.STARTED_AT, a.ENDED_AT,
   DATEDIFF('microsecond', a.STARTED_AT, a.ENDED_AT) / 1000000.0, a.EVENT_COUNT, a.CONVERSATION_COUNT,
   a.USER_MESSAGES, a.ASSISTANT_MESSAGES, a.TOOL_CALLS, a.TOOL_FAILURES,
   COALESCE(c.INPUT_TOKENS, 0), COALESCE(c.CACHED_INPUT_TOKENS, 0), COALESCE(c.OUTPUT_TOKENS, 0),
@@ -374,7 +459,8 @@ SELECT p.HOUR, COALESCE(p.TENANT_ID, s.TENANT_ID, '{unknown}'), COALESCE(p.PRODU
   SUM(p.CACHED_INPUT_TOKENS), SUM(p.OUTPUT_TOKENS), SUM(p.REASONING_TOKENS), SUM(p.COST_USD),
   MIN(CASE WHEN p.PRICED THEN 1 ELSE 0 END) = 1
 FROM priced p
-LEFT JOIN {db}.ANALYTICS.CONVERSATION_SESSIONS s ON s.SESSION_KEY = p.SESSION_KEY
+LEFT JOIN {db}.ANALYTICS.CONVERSATION_SESSIONS s ON s.SOURCE_SESSION_KEY = p.SESSION_KEY
+  AND p.EVENT_TIME BETWEEN s.STARTED_AT AND s.ENDED_AT
 GROUP BY 1, 2, 3, 4, 5
 """
 
@@ -419,12 +505,16 @@ reply AS (
     AND m.EVENT_TIME <= f.EVENT_TIME
     AND m.SESSION_KEY IN (SELECT w.SESSION_KEY FROM {db}.ANALYTICS.WORK_FEEDBACK w)
 )
-SELECT f.EVENT_ID, f.EVENT_TIME, f.PERSON_ID, f.PLATFORM, f.PRODUCT, f.TENANT_ID, f.SESSION_KEY, f.CONVERSATION_ID,
-  f.MESSAGE_ID, f.FEEDBACK_SCORE, f.FEEDBACK_KIND, f.FEEDBACK_RAW_VALUE, f.FEEDBACK_COMMENT,
+SELECT f.EVENT_ID, f.EVENT_TIME, f.PERSON_ID, f.PLATFORM, f.PRODUCT, f.TENANT_ID,
+  COALESCE(s.SESSION_KEY, f.SESSION_KEY), f.CONVERSATION_ID, f.MESSAGE_ID, f.FEEDBACK_SCORE, f.FEEDBACK_KIND,
+  f.FEEDBACK_RAW_VALUE, f.FEEDBACK_COMMENT,
   r.EVENT_ID, r.ROLE, r.EVENT_TIME, COALESCE(r.MODEL, p.MODEL)
 FROM ev f
 LEFT JOIN rated r ON r.FEEDBACK_EVENT_ID = f.EVENT_ID AND r.RN = 1
 LEFT JOIN reply p ON p.FEEDBACK_EVENT_ID = f.EVENT_ID AND p.RN = 1
+-- the part of the session (split at inactivity gaps) the feedback was given in
+LEFT JOIN {db}.ANALYTICS.CONVERSATION_SESSIONS s ON s.SOURCE_SESSION_KEY = f.SESSION_KEY
+  AND f.EVENT_TIME BETWEEN s.STARTED_AT AND s.ENDED_AT
 """
 
 
@@ -477,13 +567,13 @@ WITH touched AS (
   SELECT o.PERSON_ID, o.DAY FROM {w}.WORK_OLD_SESSIONS o WHERE o.DAY IS NOT NULL
   UNION
   SELECT c.PERSON_ID, TO_DATE(c.STARTED_AT) FROM {w}.CONVERSATION_SESSIONS c
-  WHERE c.SESSION_KEY IN ({touched_sessions})
+  WHERE c.SOURCE_SESSION_KEY IN ({touched_sessions})
 ), earliest_touched AS (
   SELECT PERSON_ID, MIN(DAY) AS DAY FROM touched WHERE PERSON_ID IS NOT NULL GROUP BY PERSON_ID
 ), other_firsts AS (
   SELECT c.PERSON_ID, MIN(TO_DATE(c.STARTED_AT)) AS DAY FROM {w}.CONVERSATION_SESSIONS c
   WHERE c.PERSON_ID IN (SELECT p.PERSON_ID FROM {w}.WORK_PERSONS p)
-    AND c.SESSION_KEY NOT IN ({touched_sessions})
+    AND c.SOURCE_SESSION_KEY NOT IN ({touched_sessions})
   GROUP BY c.PERSON_ID, c.PLATFORM, COALESCE(c.PRODUCT, '{unknown}')
 )
 SELECT DATEADD('day', -n.N, t.DAY) FROM touched t

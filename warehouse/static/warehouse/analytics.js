@@ -1,14 +1,14 @@
-/* The analytics dashboard: draws the charts from the JSON embedded in the page, then refetches
-   data.json every 30 s and updates the charts, numbers and tables in place (no reload). Polling
-   pauses while the tab is hidden and catches up when it is shown again. */
+/* The analytics dashboard: the page arrives with a loading skeleton in every chart, number and table
+   (it does not wait for the warehouse); this script fetches data.json at once, draws, then refetches
+   every 30 s and updates the charts, numbers and tables in place (no reload). Polling pauses while the
+   tab is hidden and catches up when it is shown again. */
 (function () {
   "use strict";
 
   var root = document.getElementById("analytics");
-  var initial = document.getElementById("analytics-data");
-  if (!root || !initial || typeof window.Chart === "undefined") return;
+  if (!root || typeof window.Chart === "undefined") return;
 
-  var dataUrl = root.dataset.dataUrl + "?days=" + encodeURIComponent(root.dataset.days);
+  var dataUrl = root.dataset.dataUrl + (root.dataset.window ? "?window=" + encodeURIComponent(root.dataset.window) : "");
   var refreshMs = (parseInt(root.dataset.refreshSeconds, 10) || 30) * 1000;
   var charts = {};
   var lastFetch = Date.now();
@@ -35,7 +35,10 @@
   function usd(v, digits) {
     return "$" + Number(v).toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
   }
-  function shortDay(label) { return typeof label === "string" && label.length >= 10 ? label.slice(5, 10) : label; }
+  function shortDay(label) {
+    if (typeof label === "string" && label.indexOf("T") === 10) return shortHour(label);   // the hourly window
+    return typeof label === "string" && label.length >= 10 ? label.slice(5, 10) : label;
+  }
   function shortHour(label) {
     // "2026-01-02T13:00Z" -> "13:00", with the date at midnight
     var hour = label.slice(11, 16);
@@ -44,7 +47,17 @@
 
   // --- what each chart is: how its series are drawn and which axes it has --------------------------
 
-  var money = { ticks: { callback: function (v) { return usd(v, v === 0 || v >= 1 ? 0 : 3); } } };
+  // One number of decimals for the whole axis, from its step: $0, $0.50, $1.00 (never $1, $1, $0.500)
+  function stepDigits(ticks) {
+    var step = ticks.length > 1 ? Math.abs(ticks[1].value - ticks[0].value) : Math.abs(ticks[0] ? ticks[0].value : 1);
+    if (!step || step >= 1 - 1e-9) return 0;
+    return Math.min(6, Math.max(2, Math.ceil(-Math.log10(step) - 1e-9)));
+  }
+  var money = { ticks: { callback: function (v, i, ticks) { return usd(v, stepDigits(ticks)); } } };
+  function plain(v, i, ticks) {
+    var d = stepDigits(ticks);
+    return Number(v).toLocaleString("en-US", { minimumFractionDigits: d === 0 ? 0 : Math.min(d, 1), maximumFractionDigits: d });
+  }
   var SPECS = {
     active_people: { type: "line", x: shortDay, axes: { y: { beginAtZero: true, title: "people" } } },
     sessions: { type: "bar", stacked: true, x: shortDay, axes: { y: { beginAtZero: true, title: "sessions" } } },
@@ -62,8 +75,9 @@
         first_response_p50_ms: { type: "line", yAxisID: "y1" }, first_response_p90_ms: { type: "line", yAxisID: "y1" },
         response_p50_ms: { type: "line", yAxisID: "y1", borderDash: [4, 3] }
       },
+      // the unit, the maximum and the clipping come with the data (chart.latency_axis): latencySpec()
       axes: { y: { beginAtZero: true, stacked: true, title: "messages" },
-              y1: { beginAtZero: true, position: "right", title: "latency (ms)" } }
+              y1: { beginAtZero: true, position: "right", title: "latency", grid: false, extra: { ticks: { callback: plain } } } }
     },
     cost_by_day: { type: "bar", stacked: true, x: shortDay, axes: { y: { beginAtZero: true, title: "USD", extra: money } } },
     usage_by_model: usageSpec(),
@@ -95,7 +109,25 @@
     };
   }
 
-  function scales(spec) {
+  // Latency in the unit the server picked (s or ms), an outlier drawn at the axis top (a triangle)
+  // with its real value in the tooltip.
+  function latencyValues(chart, series) {
+    var axis = chart.latency_axis || { divisor: 1, max: null };
+    return series.values.map(function (v) {
+      if (v === null || v === undefined) return null;
+      var shown = v / axis.divisor;
+      return axis.max !== null && shown > axis.max ? axis.max : shown;
+    });
+  }
+  function latencyPoints(chart, series) {
+    var axis = chart.latency_axis || { divisor: 1, max: null };
+    return series.values.map(function (v) {
+      return v !== null && v !== undefined && axis.max !== null && v / axis.divisor > axis.max ? "triangle" : "circle";
+    });
+  }
+  function isLatency(key) { return /_ms$/.test(key || ""); }
+
+  function scales(spec, chart) {
     // bars group by their dataset's `stack` only on a stacked index axis (Chart.js BarController)
     var out = { x: { stacked: !!(spec.stacked || spec.xStacked), ticks: { autoSkip: true, maxRotation: 0 } } };
     if (spec.x) {
@@ -111,17 +143,24 @@
       if (a.grid === false) axis.grid = { drawOnChartArea: false };
       out[id] = axis;
     });
+    if (chart && chart.latency_axis && out.y1) {
+      out.y1.title = { display: true, text: chart.latency_axis.title };
+      if (chart.latency_axis.max !== null) out.y1.max = chart.latency_axis.max; else delete out.y1.max;
+    }
     return out;
   }
 
-  function dataset(spec, series, index) {
+  function dataset(spec, series, index, chart) {
     var extra = (spec.series || {})[series.key] || {};
     var type = extra.type || spec.type;
     var c = colour(series.key, index);
+    var latency = isLatency(series.key);
     var ds = Object.assign({
-      key: series.key, label: series.label, data: series.values.slice(), type: type,
+      key: series.key, label: series.label, type: type, raw: series.values.slice(),
+      data: latency ? latencyValues(chart, series) : series.values.slice(),
+      pointStyle: latency ? latencyPoints(chart, series) : "circle",
       backgroundColor: type === "line" ? c : c + "cc", borderColor: c, borderWidth: type === "line" ? 2 : 0,
-      pointRadius: type === "line" ? 2 : 0, tension: 0.25, yAxisID: "y",
+      pointRadius: type === "line" ? (latency ? 3 : 2) : 0, tension: 0.25, yAxisID: "y",
       order: type === "line" ? 0 : 1   // lines drawn over bars
     }, extra);
     ds.type = type;
@@ -138,25 +177,30 @@
     if (!existing) {
       existing = charts[key] = new window.Chart(canvas, {
         type: spec.type,
-        data: { labels: chart.labels.slice(), datasets: chart.series.map(function (s, i) { return dataset(spec, s, i); }) },
+        data: { labels: chart.labels.slice(), datasets: chart.series.map(function (s, i) { return dataset(spec, s, i, chart); }) },
         options: {
           responsive: true, maintainAspectRatio: false, animation: { duration: 300 },
           interaction: { mode: "index", intersect: false },
           plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } },
                      tooltip: { callbacks: { label: tooltipLabel } } },
-          scales: scales(spec)
+          scales: scales(spec, chart)
         }
       });
+      existing.$latency = chart.latency_axis || null;
       return existing;
     }
+    existing.$latency = chart.latency_axis || null;
+    if (chart.latency_axis) existing.options.scales = scales(spec, chart);
     // in place: same dataset objects where the series is still there, so only the numbers move
     existing.data.labels = chart.labels.slice();
     var byKey = {};
     existing.data.datasets.forEach(function (ds) { byKey[ds.key] = ds; });
     existing.data.datasets = chart.series.map(function (s, i) {
       var ds = byKey[s.key];
-      if (!ds) return dataset(spec, s, i);
-      ds.data = s.values.slice();
+      if (!ds) return dataset(spec, s, i, chart);
+      ds.raw = s.values.slice();
+      ds.data = isLatency(s.key) ? latencyValues(chart, s) : s.values.slice();
+      if (isLatency(s.key)) ds.pointStyle = latencyPoints(chart, s);
       ds.label = s.label;
       return ds;
     });
@@ -170,7 +214,13 @@
     var key = ctx.dataset.key || "";
     if (key === "cost_usd" || ctx.chart.canvas.id === "chart-cost_by_day") return ctx.dataset.label + ": " + usd(v, 4);
     if (/_pct$/.test(key)) return ctx.dataset.label + ": " + v + "%";
-    if (/_ms$/.test(key)) return ctx.dataset.label + ": " + int.format(v) + " ms";
+    if (isLatency(key)) {
+      var raw = ctx.dataset.raw ? ctx.dataset.raw[ctx.dataIndex] : v;
+      var axis = ctx.chart.$latency || { unit: "ms", divisor: 1 };
+      var text = axis.unit === "s" ? (raw / 1000).toLocaleString("en-US", { maximumFractionDigits: 1 }) + " s"
+                                   : int.format(raw) + " ms";
+      return ctx.dataset.label + ": " + text + (raw / axis.divisor > (axis.max || Infinity) ? " (above the axis)" : "");
+    }
     if (key === "mean_score") return ctx.dataset.label + ": " + (v > 0 ? "+" : "") + v.toFixed(2);
     return ctx.dataset.label + ": " + int.format(v);
   }
@@ -185,6 +235,7 @@
       var key = card.dataset.chart;
       var chart = (data.charts || {})[key];
       var empty = !error && (!chart || chart.empty);
+      show(card.querySelector('[data-state="loading"]'), false);
       show(card.querySelector(".chart-box"), !error && !empty);
       show(card.querySelector('[data-state="empty"]'), empty);
       show(card.querySelector('[data-state="unavailable"]'), error);
@@ -197,7 +248,9 @@
   function renderKpis(data) {
     var kpis = data.kpis || {};
     Object.keys(kpis).forEach(function (key) {
-      setText(root.querySelector('[data-kpi="' + key + '"]'), kpis[key].text);
+      var el = root.querySelector('[data-kpi="' + key + '"]');
+      if (el) el.classList.remove("loading-text");
+      setText(el, kpis[key].text);
       setText(root.querySelector('[data-kpi-note="' + key + '"]'), kpis[key].note);
     });
   }
@@ -209,7 +262,12 @@
   };
 
   function renderTables(data) {
-    if (data.error) return;   // keep the last numbers; the banner says they are not current
+    if (data.error) {   // keep the last numbers (the banner says they are not current); never "Loading…" forever
+      root.querySelectorAll('table[data-rows] [data-state="loading"]').forEach(function (cell) {
+        cell.textContent = "Not shown: the warehouse could not be reached.";
+      });
+      return;
+    }
     root.querySelectorAll("table[data-rows]").forEach(function (table) {
       var path = table.dataset.rows.split(".");
       var rows = (data.charts || {})[path[0]];
@@ -233,7 +291,7 @@
 
   function renderFreshness(data) {
     var f = data.freshness || {};
-    setText(bind("freshness-text"), f.text);
+    if (f.text) setText(bind("freshness-text"), f.text);
     var line = root.querySelector('[data-testid="freshness"]');
     if (line) line.classList.toggle("freshness-stale", !!f.stale);
     setText(bind("freshness-warning-text"), f.warning);
@@ -257,6 +315,7 @@
     renderKpis(data);
     renderTables(data);
     renderCharts(data);
+    root.dataset.state = data.error ? "error" : "ready";   // tests and people: the numbers are in
   }
 
   // --- refreshing -------------------------------------------------------------------------------------
@@ -298,6 +357,5 @@
     if (document.visibilityState === "visible" && !stopped && Date.now() - lastFetch >= refreshMs) refresh();
   });
 
-  render(JSON.parse(initial.textContent));
-  schedule();
+  refresh();   // the first numbers: the page itself came without them
 })();
