@@ -14,6 +14,7 @@ urlpatterns = [
     path("account/tokens/<int:token_id>/revoke/", views.api_token_revoke, name="api_token_revoke"),
     path("admin/", admin.site.urls),
     path("analytics/", include("warehouse.urls")),
+    path("quality/", include("quality.urls")),
     path("", include("contracts.urls")),
     path("", include("ingest_workers.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api_schema"),
