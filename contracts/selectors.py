@@ -308,3 +308,17 @@ def ingest_routing_sources() -> list[dict]:
          "contracts": list(by_source.get(source.pk, {}).values())}
         for source in Source.objects.order_by("name")
     ]
+
+
+def contract_versions_in_force() -> list[dict]:
+    """Every approved or deprecated version of a source's contract (events may carry either), as plain
+    data: ``{"subject", "version", "status", "source_id", "source"}``, by subject then version. The
+    quality checks (quality/) are generated from it."""
+    rows = (
+        ContractVersion.objects.filter(status__in=(VersionStatus.APPROVED, VersionStatus.DEPRECATED),
+                                       contract__source__isnull=False)
+        .order_by("contract__subject", "version")
+        .values_list("contract__subject", "version", "status", "contract__source_id", "contract__source__name")
+    )
+    return [{"subject": subject, "version": version, "status": status, "source_id": str(source_id), "source": name}
+            for subject, version, status, source_id, name in rows]

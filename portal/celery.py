@@ -33,6 +33,8 @@ app.conf.task_default_queue = Queue.DEFAULT.value
 app.conf.task_routes = {
     "ingest_workers.redrive_tasks.quarantine_redrive_task": {"queue": Queue.REPLAY.value},
     "warehouse.tasks.models_run_scheduled": {"queue": Queue.MODELS.value},
+    "quality.tasks.quality_run_scheduled": {"queue": Queue.QUALITY.value},
+    "quality.tasks.quality_run_queued": {"queue": Queue.QUALITY.value},
 }
 app.autodiscover_tasks()
 
@@ -57,6 +59,9 @@ app.conf.beat_schedule = {
     # the curated models (ANALYTICS.*, IDENTITY.*): incremental, so a minute's work is small
     "models-run": {"task": "warehouse.tasks.models_run_scheduled",
                    "schedule": float(os.environ.get("MODELS_RUN_INTERVAL_S", "60"))},
+    # the data-quality checks (quality/) over CANONICAL.EVENTS and the curated tables, and their retention purge
+    "quality-run": {"task": "quality.tasks.quality_run_scheduled",
+                    "schedule": float(os.environ.get("QUALITY_RUN_INTERVAL_S", "300"))},
 }
 
 

@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "contracts",
     "ingest_workers",
     "warehouse",
+    "quality",
 ]
 
 MIDDLEWARE = [
@@ -491,6 +492,8 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # The Snowflake connector logs every login at INFO.
         "snowflake.connector": {"level": "WARNING"},
+        # Soda logs every check it evaluates at INFO; the results are stored (quality/)
+        "soda": {"level": "WARNING"},
     },
 }
 
@@ -524,3 +527,15 @@ SNOWPIPE_STREAMING = {
     # a JSON object of SDK tunables, e.g. {"mgmt_retry_total_backoff_seconds": 60} (docs/snowpipe-streaming.md)
     "sdk_properties": os.environ.get("SNOWPIPE_SDK_PROPERTIES", ""),
 }
+
+# --- Data quality (quality/, docs/quality.md) ---------------------------------------------------------
+# CANONICAL.EVENTS is fresh when its newest event was received less than this many minutes ago; a curated
+# table when its newest time value is less than this many hours old. Results are kept 13 months; a run
+# still queued or running after QUALITY_RUN_STALE_MINUTES is marked as an error. Failed-row samples keep
+# at most this many rows per source and in all. (The schedule, QUALITY_RUN_INTERVAL_S, is in portal/celery.py.)
+QUALITY_CANONICAL_FRESHNESS_MINUTES = float(os.environ.get("QUALITY_CANONICAL_FRESHNESS_MINUTES", "3"))
+QUALITY_CURATED_FRESHNESS_HOURS = float(os.environ.get("QUALITY_CURATED_FRESHNESS_HOURS", "2"))
+QUALITY_RESULTS_RETENTION_DAYS = int(os.environ.get("QUALITY_RESULTS_RETENTION_DAYS", "396"))
+QUALITY_RUN_STALE_MINUTES = int(os.environ.get("QUALITY_RUN_STALE_MINUTES", "60"))
+QUALITY_SAMPLE_ROWS_PER_SOURCE = int(os.environ.get("QUALITY_SAMPLE_ROWS_PER_SOURCE", "5"))
+QUALITY_SAMPLE_ROWS_MAX = int(os.environ.get("QUALITY_SAMPLE_ROWS_MAX", "50"))

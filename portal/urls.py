@@ -20,6 +20,7 @@ urlpatterns = [
     path("admin/login/", throttled_status(admin.site.login), name="admin_login"),
     path("admin/", admin.site.urls),
     path("analytics/", include("warehouse.urls")),
+    path("quality/", include("quality.urls")),
     path("", include("contracts.urls")),
     path("", include("ingest_workers.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api_schema"),

@@ -25,6 +25,8 @@ stays plain Snowflake SQL):
   became an HTTP 500, which the connector retries until its network timeout: a hang. Every one is
   now answered as an ordinary, non-retryable Snowflake error: NOT NULL with Snowflake's 100072,
   the others with errnos only this server uses (``EMBEDDED_*_ERRNO``), never with 625.
+* ``INFORMATION_SCHEMA.COLUMNS`` had no ``DATETIME_PRECISION`` column, which Soda's schema check
+  selects (quality/): it is now there, as DuckDB reports it (NULL for a non-temporal column).
 
 Snowflake's session semantics, which fakesnow does not have (DESIGN decision 11; details at
 "Snowflake's session semantics" below):
@@ -144,7 +146,26 @@ def _patch_fakesnow() -> None:
         _fix_null_timestamps()
         _fix_flatten_cost()
         _fix_errors_become_answers()
+        _fix_info_schema_datetime_precision()
         _patched = True
+
+
+def _fix_info_schema_datetime_precision() -> None:
+    # Soda's schema check selects INFORMATION_SCHEMA.COLUMNS.DATETIME_PRECISION (DuckDB has it). Must
+    # run before FakeSnow(...) creates the global view; a database file made before the fix works too,
+    # because its per-database view is ``select *`` over the global (in-memory) one.
+    import fakesnow.info_schema as fs_info
+
+    sql = fs_info.SQL_CREATE_GLOBAL_INFORMATION_SCHEMA_COLUMNS_VIEW
+    if "DATETIME_PRECISION" not in sql:
+        patched = sql.replace(
+            "    null::VARCHAR as DATA_TYPE_ALIAS\n",
+            "    null::VARCHAR as DATA_TYPE_ALIAS,\n    columns.datetime_precision AS DATETIME_PRECISION\n",
+        )
+        if patched == sql:
+            raise RuntimeError("fakesnow's INFORMATION_SCHEMA.COLUMNS view changed: update _fix_info_schema_datetime_"
+                               "precision (Soda's schema check needs DATETIME_PRECISION)")
+        fs_info.SQL_CREATE_GLOBAL_INFORMATION_SCHEMA_COLUMNS_VIEW = patched
 
 
 def _fix_merge_source_columns() -> None:

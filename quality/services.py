@@ -1,0 +1,276 @@
+"""Writes of the quality app: asking for a run, running the generated Soda contracts against the
+warehouse and storing every check's result, and the retention purge.
+
+A check that cannot run is stored as an ``error`` with its reason, never as passed: the warehouse
+cannot be reached (every check of every table), a table is missing (every check of that table), or
+Soda could not evaluate it (that check, with Soda's error).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from quality.models import CheckResult, QualityRun
+from quality.selectors import generation_settings, table_labels
+from quality.soda_contracts import GeneratedContract, quality_table, sample_sql, soda_contract, table_label
+from quality.soda_run import CheckOutcome, contract_verify, outcomes_all_error
+
+__all__ = [
+    "QualityRunForbidden",
+    "quality_run_request",
+    "quality_run_execute",
+    "quality_run",
+    "quality_run_scheduled",
+    "quality_results_purge",
+    "quality_runs_stale_sweep",
+    "row_mask",
+]
+
+logger = logging.getLogger("quality")
+
+
+class QualityRunForbidden(PermissionError):
+    """Only data engineers and admins may ask for a run from the portal."""
+
+
+def _tables(tables: Sequence[str] | None) -> list[str]:
+    return [table_label(quality_table(t)) for t in tables] if tables else table_labels()
+
+
+def quality_run_request(*, actor: Any, tables: Sequence[str] | None = None) -> uuid.UUID:
+    """Queue a run of ``tables`` (default: every covered table) on the quality queue; the rows show
+    "queued" until a worker takes them. Returns the run id."""
+    from portal.roles import is_data_engineer
+
+    if not is_data_engineer(actor):
+        raise QualityRunForbidden("Only data engineers and admins may run the quality checks.")
+    labels = _tables(tables)
+    run_id = uuid.uuid4()
+    with transaction.atomic():
+        for label in labels:
+            QualityRun.objects.create(run_id=run_id, table=label, status=QualityRun.Status.QUEUED,
+                                      trigger=QualityRun.Trigger.MANUAL,
+                                      requested_by=actor if getattr(actor, "pk", None) else None)
+        from quality.tasks import quality_run_queued
+
+        transaction.on_commit(lambda: quality_run_queued.delay(str(run_id)))
+    return run_id
+
+
+def quality_run_execute(*, run_id: str | uuid.UUID) -> list[QualityRun]:
+    """Run the queued tables of ``run_id`` (a worker's part of a portal request). Rows another worker
+    already took are left to it."""
+    claimed = []
+    for run in QualityRun.objects.filter(run_id=run_id, status=QualityRun.Status.QUEUED).order_by("id"):
+        taken = QualityRun.objects.filter(pk=run.pk, status=QualityRun.Status.QUEUED).update(
+            status=QualityRun.Status.RUNNING, started_at=timezone.now())
+        if taken:
+            run.refresh_from_db()
+            claimed.append(run)
+    _runs_execute(claimed)
+    return claimed
+
+
+def quality_run(*, tables: Sequence[str] | None = None, trigger: str = QualityRun.Trigger.COMMAND,
+                actor: Any = None) -> list[QualityRun]:
+    """Check ``tables`` (default: every covered table) now, in this process, and store the results."""
+    labels = _tables(tables)
+    run_id = uuid.uuid4()
+    now = timezone.now()
+    runs = [QualityRun.objects.create(run_id=run_id, table=label, status=QualityRun.Status.RUNNING, trigger=trigger,
+                                      queued_at=now, started_at=now,
+                                      requested_by=actor if getattr(actor, "pk", None) else None)
+            for label in labels]
+    _runs_execute(runs)
+    return runs
+
+
+def quality_run_scheduled() -> dict:
+    """The beat's run: end runs no worker finished, purge results past retention, check every table."""
+    swept = quality_runs_stale_sweep()
+    purged = quality_results_purge()
+    runs = quality_run(trigger=QualityRun.Trigger.SCHEDULE)
+    return {"swept": swept, "purged": purged, "tables": len(runs),
+            "errors": sum(1 for r in runs if r.status == QualityRun.Status.ERROR)}
+
+
+def quality_results_purge(*, now: dt.datetime | None = None, keep_days: int | None = None) -> int:
+    """Delete runs (and their check results) older than ``QUALITY_RESULTS_RETENTION_DAYS`` (13 months)."""
+    now = now or timezone.now()
+    keep = keep_days if keep_days is not None else settings.QUALITY_RESULTS_RETENTION_DAYS
+    old = QualityRun.objects.filter(queued_at__lt=now - dt.timedelta(days=keep))
+    deleted, _ = old.delete()
+    return deleted
+
+
+def quality_runs_stale_sweep(*, now: dt.datetime | None = None) -> int:
+    """Mark queued or running rows older than ``QUALITY_RUN_STALE_MINUTES`` as errors (a worker died or
+    none serves the quality queue), so the page does not say "queued" for ever."""
+    now = now or timezone.now()
+    limit = now - dt.timedelta(minutes=settings.QUALITY_RUN_STALE_MINUTES)
+    return QualityRun.objects.filter(
+        status__in=(QualityRun.Status.QUEUED, QualityRun.Status.RUNNING), queued_at__lt=limit,
+    ).update(status=QualityRun.Status.ERROR, finished_at=now,
+             error=f"No worker finished this run within {settings.QUALITY_RUN_STALE_MINUTES} minutes "
+                   "(is a worker serving the quality queue?).")
+
+
+# --------------------------------------------------------------------------------------------
+# running
+# --------------------------------------------------------------------------------------------
+
+def _runs_execute(runs: list[QualityRun]) -> None:
+    if not runs:
+        return
+    from warehouse.connection import WarehouseError, warehouse_connect
+
+    database = settings.SNOWFLAKE["database"]
+    gen = generation_settings(database=database)
+    contracts = {run.pk: soda_contract(quality_table(run.table), gen) for run in runs}
+    try:
+        conn = warehouse_connect()
+    except WarehouseError as err:
+        reason = f"The warehouse could not be reached: {err}"
+        for run in runs:
+            _store(run, contracts[run.pk], database, outcomes_all_error(contracts[run.pk], reason), {}, 0.0, reason)
+        return
+    try:
+        for run in runs:
+            _table_check(conn, run, contracts[run.pk], database)
+    finally:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001, S110 - a dead session is the server's to reap
+            pass
+
+
+def _table_exists(conn: Any, database: str, contract: GeneratedContract) -> bool:
+    from warehouse.connection import warehouse_errors
+
+    schema, name = contract.table.split(".", 1)
+    with warehouse_errors():
+        cur = conn.cursor()
+        try:
+            cur.execute(f"SELECT COUNT(*) FROM {database}.INFORMATION_SCHEMA.TABLES "  # noqa: S608 - checked identifier
+                        "WHERE TABLE_SCHEMA = %(schema)s AND TABLE_NAME = %(name)s", {"schema": schema, "name": name})
+            return bool(cur.fetchone()[0])
+        finally:
+            cur.close()
+
+
+def _table_check(conn: Any, run: QualityRun, contract: GeneratedContract, database: str) -> None:
+    from warehouse.connection import WarehouseError
+
+    started = time.monotonic()
+    qualified_name = f"{database}.{contract.table}"
+    run_error = ""
+    try:
+        if not _table_exists(conn, database, contract):
+            run_error = f"Table {qualified_name} does not exist in the warehouse."
+            outcomes = outcomes_all_error(contract, run_error)
+        else:
+            outcomes = contract_verify(conn, contract, warehouse=settings.SNOWFLAKE.get("warehouse"))
+    except WarehouseError as err:
+        run_error = f"The warehouse could not run the checks: {err}"
+        outcomes = outcomes_all_error(contract, run_error)
+    except Exception as err:  # noqa: BLE001 - any failure of Soda is stored as the checks' error, not lost
+        logger.exception("Soda failed on %s", qualified_name)
+        run_error = f"Soda could not run the contract: {type(err).__name__}: {err}"
+        outcomes = outcomes_all_error(contract, run_error)
+    samples: dict[str, tuple[list, str]] = {}
+    table = quality_table(contract.table)
+    for outcome in outcomes:
+        if outcome.outcome in ("failed", "warned"):
+            samples[outcome.spec.key] = _sample(conn, outcome, qualified_name, "SOURCE_ID" in table.column_index)
+    _store(run, contract, database, outcomes, samples, time.monotonic() - started, run_error)
+
+
+def _sample(conn: Any, outcome: CheckOutcome, qualified_name: str, has_source: bool) -> tuple[list, str]:
+    """Up to QUALITY_SAMPLE_ROWS_PER_SOURCE failing rows per source, masked, and an error text if the
+    sample could not be read (the check's result stands either way)."""
+    from warehouse.connection import WarehouseError, warehouse_errors
+
+    sql = sample_sql(outcome.spec, qualified_name=qualified_name, has_source=has_source,
+                     per_source=settings.QUALITY_SAMPLE_ROWS_PER_SOURCE, limit=settings.QUALITY_SAMPLE_ROWS_MAX)
+    if sql is None:
+        return [], ""
+    try:
+        with warehouse_errors():
+            cur = conn.cursor()
+            try:
+                cur.execute(sql)
+                names = [d[0].upper() for d in cur.description]
+                rows = cur.fetchall()
+            finally:
+                cur.close()
+    except WarehouseError as err:
+        return [], f"The failing rows could not be read: {err}"
+    out = []
+    for values in rows:
+        row = dict(zip(names, values, strict=True))
+        out.append({"source_id": None if row.get("SOURCE_ID") is None else str(row["SOURCE_ID"]),
+                    "row": row_mask(row)})
+    return out, ""
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, str) and value[:1] in "{[":  # a VARIANT comes back as its JSON text
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return value
+
+
+def row_mask(row: dict) -> dict:
+    """A warehouse row ready to show: JSON values parsed, every field the canonical model marks personal
+    (and anything that looks personal) masked, as in the quarantine (ingest_workers.masking)."""
+    from ingest_workers.masking import payload_mask
+
+    return payload_mask({k: _json_ready(v) for k, v in row.items()}).value
+
+
+def _store(run: QualityRun, contract: GeneratedContract, database: str, outcomes: list[CheckOutcome],
+           samples: dict[str, tuple[list, str]], seconds: float, run_error: str) -> None:
+    now = timezone.now()
+    counts = {o: 0 for o in ("passed", "failed", "warned", "error", "not_evaluated")}
+    results = []
+    for item in outcomes:
+        counts[item.outcome] = counts.get(item.outcome, 0) + 1
+        sample, sample_error = samples.get(item.spec.key, ([], ""))
+        results.append(CheckResult(
+            run=run, table=run.table, check_key=item.spec.key[:200], check_type=item.spec.type,
+            check_name=item.spec.name[:300], column=item.spec.column or "", outcome=item.outcome,
+            measured_value=item.measured, threshold=item.threshold[:200], diagnostics=item.diagnostics,
+            sample=sample, sample_error=sample_error, error=item.error, checked_at=now))
+    with transaction.atomic():
+        CheckResult.objects.bulk_create(results)
+        run.status = QualityRun.Status.ERROR if run_error else QualityRun.Status.DONE
+        run.error = run_error
+        run.finished_at = now
+        run.started_at = run.started_at or now
+        run.duration_ms = int(seconds * 1000)
+        run.database = database
+        run.contract_yaml = contract.yaml
+        run.contract_fingerprint = contract.fingerprint
+        run.contract_versions = list(contract.derived_from)
+        run.passed, run.failed, run.warned = counts["passed"], counts["failed"], counts["warned"]
+        run.errors, run.not_evaluated = counts["error"], counts["not_evaluated"]
+        run.save()

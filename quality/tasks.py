@@ -1,0 +1,21 @@
+"""Celery tasks on the quality queue (portal.celery routes them): thin wrappers over the services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(ignore_result=True)
+def quality_run_scheduled() -> dict:
+    """The beat's run (every QUALITY_RUN_INTERVAL_S): every covered table, plus the retention purge."""
+    from quality.services import quality_run_scheduled as run
+
+    return run()
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def quality_run_queued(run_id: str) -> int:
+    """A run asked for in the portal: the tables queued under ``run_id``."""
+    from quality.services import quality_run_execute
+
+    return len(quality_run_execute(run_id=run_id))
