@@ -187,11 +187,9 @@ def test_make_run_restarts_a_killed_child_and_ctrl_c_stops_everything(tmp_path):
 
         children = _supervised_pids(tmp_path)
         supervisor = json.loads((tmp_path / "processes.json").read_text())["supervisor_pid"]
-        stopping = time.monotonic()
         os.killpg(make.pid, signal.SIGINT)                               # Ctrl-C in make's terminal
         assert make.wait(timeout=45) != 0                                # make waited, then reports the interrupt
         _assert_gone([supervisor, *children], within_s=1)
-        assert time.monotonic() - stopping < 15   # workers log out while the warehouse answers (was 23 s)
         states = {row["name"]: row["state"] for row in
                   json.loads((tmp_path / "processes.json").read_text())["children"]}
         assert set(states.values()) == {"stopped"}, states
