@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from portal import views
@@ -10,6 +12,8 @@ admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("", views.home, name="home"),
+    # browsers ask for /favicon.ico on pages that name no icon (the Django admin's): answer with ours, not a 404
+    path("favicon.ico", RedirectView.as_view(url=static("portal/favicon.svg"), permanent=True)),
     path("accounts/login/", throttled_status(auth_views.LoginView.as_view(
         template_name="portal/login.html", authentication_form=ThrottledAuthenticationForm)), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

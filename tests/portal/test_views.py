@@ -162,3 +162,16 @@ def test_audit_log_is_paginated_and_keeps_the_filters(admin_user, web_chat_sourc
     assert "?action=test.bulk&page=2" in first.content.decode()
     second = client.get(reverse("audit_log"), {"action": "test.bulk", "page": 2})
     assert len(re.findall(r'data-testid="audit-record"', second.content.decode())) == 10
+
+
+def test_the_favicon_is_ours_on_every_page_the_admin_included(client, platform_user):
+    """The Django admin names no icon, so browsers ask for /favicon.ico: it must lead to the portal's icon,
+    not to a 404 in the console (walkthrough, page 66)."""
+    from django.contrib.staticfiles import finders
+
+    answer = client.get("/favicon.ico")
+    assert answer.status_code == 301
+    assert answer["Location"].endswith("portal/favicon.svg")
+    assert finders.find("portal/favicon.svg")
+    page = client_for(platform_user).get("/")
+    assert 'rel="icon"' in page.content.decode() and "portal/favicon.svg" in page.content.decode()
