@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,3 +222,26 @@ def test_demo_write_keys_are_kept_not_rotated_and_a_persons_rotation_stands(db, 
     assert again["web-chat"] is None and again["ios-app"] == first["ios-app"]
     web.refresh_from_db()
     assert source_write_key_matches(web, mine)                    # the person's key still works
+
+
+@pytest.mark.parametrize("addrport, refused", [
+    ("127.0.0.1:8000", False), ("8001", False), ("localhost:8000", False), ("[::1]:8000", False),
+    ("0.0.0.0:8000", True), ("192.168.1.20:8000", True), ("[::]:8000", True), ("demo.example.com:80", True),
+])
+def test_the_embedded_demo_refuses_an_address_other_hosts_can_reach(addrport, refused):
+    from portal.management.commands.run_embedded import exposed_demo_refusal
+
+    reason = exposed_demo_refusal(addrport, debug=True, allowed=False)
+    assert (reason is not None) == refused
+    if refused:
+        assert addrport in reason and "--allow-other-hosts" in reason and "DEBUG" in reason
+    assert exposed_demo_refusal(addrport, debug=True, allowed=True) is None
+
+
+def test_run_embedded_stops_before_starting_anything_on_an_exposed_address(tmp_path, settings):
+    from django.core.management import CommandError, call_command
+
+    settings.VAR_DIR = tmp_path / "var"
+    with pytest.raises(CommandError, match="other hosts"):
+        call_command("run_embedded", addrport="0.0.0.0:8123")
+    assert not (tmp_path / "var").exists()  # nothing was started or written

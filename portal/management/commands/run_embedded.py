@@ -41,6 +41,26 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def exposed_demo_refusal(addrport: str, *, debug: bool, allowed: bool) -> str | None:
+    """Why the embedded demo must not listen on ``addrport``, or None. The demo runs with DEBUG on (Django's
+    debug pages show settings and URL patterns), a public development SECRET_KEY and printed passwords: on an
+    address other hosts reach, anyone could sign in as admin (hostile-input review, informational note)."""
+    import ipaddress
+
+    host = addrport.rpartition(":")[0] if ":" in addrport else ("127.0.0.1" if addrport.isdigit() else addrport)
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: we cannot tell where it resolves, so treat it as reachable
+        loopback = False
+    if loopback or allowed:
+        return None
+    return (f"--addrport {addrport} would let other hosts reach the embedded demo, which runs with "
+            f"{'DEBUG on (debug pages show settings), ' if debug else ''}a public development SECRET_KEY and the "
+            "printed demo passwords. Use 127.0.0.1, or pass --allow-other-hosts if this network is yours alone; "
+            "for a real deployment see docs/production.md.")
+
+
 class Command(BaseCommand):
     help = "Run the embedded platform: emulators, warehouse, workers, traffic and the portal on 127.0.0.1:8000."
 
@@ -49,8 +69,13 @@ class Command(BaseCommand):
         parser.add_argument("--no-traffic", action="store_true", help="do not start the traffic generator")
         parser.add_argument("--traffic-rate", type=float, default=40.0, help="generated events per second")
         parser.add_argument("--portal-only", action="store_true", help="only the portal (no pipeline processes)")
+        parser.add_argument("--allow-other-hosts", action="store_true",
+                            help="listen on an address other hosts can reach, though the demo is not made for it")
 
     def handle(self, *args, addrport: str, no_traffic: bool, traffic_rate: float, portal_only: bool, **options):
+        refusal = exposed_demo_refusal(addrport, debug=settings.DEBUG, allowed=options.get("allow_other_hosts", False))
+        if refusal:
+            raise CommandError(refusal)
         var = Path(settings.VAR_DIR)
         var.mkdir(parents=True, exist_ok=True)
         (var / "logs").mkdir(exist_ok=True)
