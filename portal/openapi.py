@@ -96,7 +96,8 @@ def common_error_codes(operation: dict, *, registry: bool) -> set[int]:
 def _error_content(operation: dict, registry: bool) -> dict:
     ref = REGISTRY_ERROR_REF if registry else ERROR_REF
     ok = next((r for code, r in operation.get("responses", {}).items() if str(code).startswith("2")), {})
-    media_types = list(ok.get("content") or {}) or ["application/json"]
+    # errors are rendered as JSON even where the success is a file (the CLI download is text/x-python)
+    media_types = [m for m in (ok.get("content") or {}) if "json" in m] or ["application/json"]
     return {media_type: {"schema": ref} for media_type in media_types}
 
 
