@@ -739,8 +739,10 @@ def pipeline_drain(*, stream: str | None = None, max_records: int = BATCH_MAX_RE
                 progressed, failing = progressed or shard_progressed, failing or shard_failing
         if not progressed and not failing:
             break
-    if drain.last_error is not None:
-        raise TransientError(f"the drain stopped with a shard still failing: {drain.last_error}") from drain.last_error
+    if drain.errors:
+        shard_id, error = next(reversed(drain.errors.items()))
+        raise TransientError(f"the drain stopped with {len(drain.errors)} shard(s) still failing or parked, "
+                             f"{shard_id}: {error}") from error
     merged = merge_until_caught_up(owner=drain.owner, deadline=drain.deadline, sleep=sleep)
     drain.report.merged = merged["events_inserted"]
     drain.report.duplicates = merged["duplicates"]
@@ -757,7 +759,9 @@ class _Drain:
     progress: Callable[[str], None] | None
     sleep: Callable[[float], None]
     report: DrainReport = dataclasses.field(default_factory=DrainReport)
-    last_error: BaseException | None = None
+    #: the last error of each shard still failing or parked; a shard that reads again leaves it (one
+    #: healthy shard must not hide another's failure: the drain's outcome may not depend on shard order)
+    errors: dict[str, BaseException] = dataclasses.field(default_factory=dict)
     #: one reader per shard for the whole drain: its GetRecords iterator goes on past a run of empty
     #: pages from one pass to the next instead of starting again at the checkpoint
     readers: dict[str, ShardReader] = dataclasses.field(default_factory=dict)
@@ -779,7 +783,7 @@ class _Drain:
                 except LeaseLost:
                     break
                 except Exception as err:  # noqa: BLE001 - counted, backed off, parked after the budget
-                    self.last_error, failing = err, True
+                    self.errors[held.shard_id], failing = err, True
                     self.report.retries += 1
                     delay = shard_failure_record(held, error=err, unit=f"{held} after {reader.position}")
                     if delay is None:
@@ -792,7 +796,8 @@ class _Drain:
                     reader = self.readers[held.shard_id] = ShardReader(kinesis=self.kinesis, landing=self.landing,
                                                                        lease=held)
                     continue
-                self.last_error, failing = None, False
+                self.errors.pop(held.shard_id, None)
+                failing = False
                 self._count(held, outcome)
                 behind = bool(outcome.millis_behind_latest) and not outcome.finished_shard
                 progressed = progressed or bool(outcome.read) or outcome.finished_shard or behind
@@ -801,7 +806,7 @@ class _Drain:
                     try:
                         reader.flush()
                     except TransientError as err:  # the object stays with the reader; the next pass retries
-                        self.last_error, failing = err, True
+                        self.errors[held.shard_id], failing = err, True
                         self.report.retries += 1
                         shard_failure_record(held, error=err, unit=f"{held} archive object before {reader.position}")
                     break

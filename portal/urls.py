@@ -10,10 +10,20 @@ from portal.login_throttle import ThrottledAdminAuthenticationForm, ThrottledAut
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
 
+
+class FaviconRedirect(RedirectView):
+    """The static URL is resolved per request: at import time a production manifest may not be readable yet
+    (``check --deploy`` imports the URLs before ``collectstatic``)."""
+
+    permanent = True
+
+    def get_redirect_url(self, *args, **kwargs):
+        return static("portal/favicon.svg")
+
 urlpatterns = [
     path("", views.home, name="home"),
     # browsers ask for /favicon.ico on pages that name no icon (the Django admin's): answer with ours, not a 404
-    path("favicon.ico", RedirectView.as_view(url=static("portal/favicon.svg"), permanent=True)),
+    path("favicon.ico", FaviconRedirect.as_view()),
     path("accounts/login/", throttled_status(auth_views.LoginView.as_view(
         template_name="portal/login.html", authentication_form=ThrottledAuthenticationForm)), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
