@@ -120,3 +120,13 @@ def _warehouse_logouts(**kwargs) -> None:
     from warehouse.connection import pool_close
 
     pool_close()
+
+
+@worker_process_shutdown.connect
+def _metrics_process_dead(pid=None, **kwargs) -> None:
+    """A pool child that exits leaves its counter files to the sum (counters keep counting) but its
+    live gauges must go (prometheus_client's multiprocess mode; docs/metrics.md)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid or os.getpid())
