@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import re
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -217,3 +221,83 @@ def test_every_alert_rule_names_exposed_series_and_links_its_runbook_section(cli
             anchors.add(runbook.group(1))
     assert anchors == {"shard-lag", "e2e-latency", "parked-shard", "freshness", "quarantine-rate", "volume-anomaly",
                        "failing-check", "model-run-failed", "deletion-sla"}
+
+
+# --- several processes: two real portal servers sharing one multiprocess folder ----------------------
+
+def _portal_process(port: int, folder: Path, var: Path) -> subprocess.Popen:
+    from urllib.parse import urlsplit, urlunsplit
+
+    from django.db import connection
+
+    url = urlsplit(os.environ["DATABASE_URL"])
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder), "CHATORBIT_VAR_DIR": str(var),
+           # this test's database (pytest-django's), not the one the URL names
+           "DATABASE_URL": urlunsplit(url._replace(path="/" + connection.settings_dict["NAME"]))}
+    return subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload",  # noqa: S603
+                             "--skip-checks"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _answering(port: int, proc: subprocess.Popen) -> None:
+    import urllib.error
+    import urllib.request
+
+    for _ in range(600):  # polls every 0.1 s: a slow start on a busy machine is not a failure
+        assert proc.poll() is None, f"the portal on {port} exited with {proc.returncode}"
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()  # noqa: S310 - loopback
+            return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    raise AssertionError(f"the portal on {port} never answered")
+
+
+def _refused_requests(port: int) -> float:
+    """What a scrape of that portal says about requests refused for a key nobody has."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()  # noqa: S310
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    return value(samples, "chatorbit_collector_requests_total", source="", code="invalid_write_key")
+
+
+def _post_with_unknown_key(port: int) -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{BATCH}", data=b"[]", method="POST",
+                                     headers={"Authorization": "Bearer wk_nobody_has_this_key",
+                                              "Content-Type": "application/json"})
+    try:
+        return urllib.request.urlopen(request, timeout=10).status  # noqa: S310 - loopback
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_a_scrape_sums_the_counts_of_every_portal_process(tmp_path, client, settings, db):
+    from tests.ingest_workers.conftest import _free_port
+
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    ports = [_free_port(), _free_port()]
+    portals = [_portal_process(port, folder, tmp_path / "var") for port in ports]
+    try:
+        for port, proc in zip(ports, portals, strict=True):
+            _answering(port, proc)
+        assert [_post_with_unknown_key(ports[0]) for _ in range(3)] == [401] * 3
+        assert [_post_with_unknown_key(ports[1]) for _ in range(2)] == [401] * 2
+        # either process answers the scrape with the sum of both
+        assert _refused_requests(ports[0]) == 5 and _refused_requests(ports[1]) == 5
+        # a process that is gone: its counts still count (counters never go down)
+        portals[1].terminate()
+        portals[1].wait(timeout=30)
+        assert _refused_requests(ports[0]) == 5
+        # and any process scraping the folder reads the same (this test's own portal)
+        settings.PROMETHEUS_MULTIPROC_DIR = str(folder)
+        assert value(scrape(client), "chatorbit_collector_requests_total", source="", code="invalid_write_key") == 5
+    finally:
+        for proc in portals:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
