@@ -66,3 +66,22 @@ def test_a_database_that_refuses_drops_the_counts_and_says_so(caplog):
 
 def test_minutes_start_on_the_minute():
     assert minute_of(125.9) == 120 and minute_of(120) == 120
+
+
+def test_the_pipeline_trends_draw_latency_p50_p99_late_and_duplicates_per_minute():
+    import datetime as dt
+
+    from ingest_workers.pipeline_trends import minute_series
+
+    now = dt.datetime(2026, 12, 4, 10, 30, 20, tzinfo=dt.UTC)
+    before = now.replace(minute=29, second=0)
+    metrics = [{"minute": before, "metric": "latency", "label": "2", "value": 98},
+               {"minute": before, "metric": "latency", "label": "60", "value": 2},
+               {"minute": before, "metric": "late", "label": "", "value": 4},
+               {"minute": before, "metric": "duplicates", "label": "", "value": 1},
+               {"minute": before, "metric": "merge_duplicates", "label": "", "value": 2},
+               {"minute": before - dt.timedelta(hours=1), "metric": "late", "label": "", "value": 99}]
+    series = minute_series([], [], now=now, minutes=3, metrics=metrics)
+    assert series["latency_p50_s"] == [None, 1.5, None]   # halfway through the (1, 2] bucket
+    assert series["latency_p99_s"] == [None, 52.5, None]  # the 99th of 100: the first of 2 in (45, 60]
+    assert series["late"] == [0, 4, 0] and series["duplicates"] == [0, 3, 0]

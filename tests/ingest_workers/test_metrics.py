@@ -123,7 +123,7 @@ def test_metrics_expose_the_known_traffic_per_source_contract_and_reason(client,
     assert now - 120 < value(after, "chatorbit_canonical_newest_received_timestamp_seconds", source="web-chat") <= now
 
 
-def test_per_minute_rows_count_per_source_contract_and_reason(client, demo):
+def test_per_minute_rows_count_per_source_contract_and_reason(client, demo, engineer):
     from ingest_workers.latency import latency_quantile
     from ingest_workers.selectors import pipeline_metric_minutes, pipeline_metric_totals
 
@@ -150,6 +150,17 @@ def test_per_minute_rows_count_per_source_contract_and_reason(client, demo):
     lags = pipeline_metric_minutes(since=started, metrics=[pipeline_stats.SHARD_LAG_MS])
     assert {row["label"] for row in lags} == {f"shardId-00000000000{i}" for i in range(4)}
     assert [row for row in pipeline_metric_minutes(since=started, metrics=[pipeline_stats.LAST_MERGE_MS])]
+    # the Pipeline page draws them: latency p50/p99, late and duplicate copies per minute
+    client.force_login(engineer)
+    html = client.get("/pipeline/").content.decode()
+    series = orjson.loads(re.search(r'<script id="pipeline-trend-data" type="application/json">(.*?)</script>',
+                                    html, re.S).group(1))
+    assert 'id="trend-latency"' in html and 'id="trend-copies"' in html
+    assert sum(series["late"]) == 3 and sum(series["duplicates"]) >= 1
+    # (the minute of the merge: the last one, or the one before when a minute turned since)
+    p50s = [v for v in series["latency_p50_s"] if v is not None]
+    p99s = [v for v in series["latency_p99_s"] if v is not None]
+    assert p50s and p99s and 0 <= max(p50s) <= max(p99s) <= 3600
 
 
 def test_rows_from_two_processes_add_up_and_maxima_keep_the_larger():
