@@ -996,7 +996,7 @@ def _merge_measure(conn: Any, ranges: list, merged_at: Any, result: Any) -> None
     try:
         rows = merge_latency(conn, ranges=ranges, now=merged_at, bounds=BUCKETS_S,
                              late_after_s=late_after_seconds(), window_days=dedup_window_days())
-    except WarehouseError:
+    except (WarehouseError, ValueError, TypeError):  # the merge is committed: its metrics never undo it
         log.warning("merge latency could not be read; the merge's counts are recorded without it", exc_info=True)
         rows = []
     index = contract_index_current()
