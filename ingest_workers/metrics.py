@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from django.db import DatabaseError
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -141,7 +142,11 @@ class PipelineStateCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from ingest_workers.selectors import pipeline_state
 
-        state = pipeline_state(now=dt.datetime.fromtimestamp(self.now(), tz=dt.UTC))
+        try:
+            state = pipeline_state(now=dt.datetime.fromtimestamp(self.now(), tz=dt.UTC))
+        except DatabaseError:  # the counters are still worth a scrape; these families go without samples
+            logger.warning("metrics: the database could not be read; its gauges are left out", exc_info=True)
+            state = {"shards": [], "last_merge_at": None, "newest_merged": {}, "models": {}, "checks_failing": {}}
         yield from _shard_families(state["shards"])
         yield from _freshness_families(state)
         checks = GaugeMetricFamily("chatorbit_quality_checks_failing",
