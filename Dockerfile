@@ -4,6 +4,8 @@
 # them (collectstatic runs with DEBUG=1).
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# /metrics sums every gunicorn worker and pool process of the container through this folder (docs/metrics.md)
+ENV PROMETHEUS_MULTIPROC_DIR=/tmp/chatorbit-prometheus
 WORKDIR /app
 COPY requirements.lock .
 RUN pip install --no-cache-dir -r requirements.lock gunicorn

@@ -123,3 +123,31 @@ class PipelineMinute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.minute:%H:%M} {self.source or '(stream)'}: {self.events} events"
+
+
+class PipelineMetricMinute(models.Model):
+    """The pipeline's metrics per minute, source and contract version (``ingest_workers.pipeline_stats``;
+    docs/metrics.md): one value per ``metric`` (``pipeline_stats.METRICS``) and ``label`` (a quarantine
+    reason, a latency bucket's upper bound in seconds, a shard; "" when the metric has none). ``contract``
+    is the subject the pipeline validated against ("" when not known), ``version`` its version (0: none);
+    ``source`` "" is the stream-wide row. Counts add up over processes; lags and timestamps keep the
+    maximum. Written every few seconds from in-memory counts, kept ``PIPELINE_METRICS_KEEP_HOURS``; the
+    portal's charts, scorecards and anomaly baselines read it (``ingest_workers.selectors``).
+    """
+
+    minute = models.DateTimeField()
+    source = models.CharField(max_length=64, blank=True)
+    contract = models.CharField(max_length=128, blank=True)
+    version = models.PositiveIntegerField(default=0)
+    metric = models.CharField(max_length=32)
+    label = models.CharField(max_length=64, blank=True)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["minute", "source", "contract", "version", "metric", "label"],
+                                               name="pipeline_metric_minute_unique")]
+        indexes = [models.Index(fields=["minute"]), models.Index(fields=["metric", "minute"])]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%H:%M} {self.source or '(stream)'} {self.contract}@{self.version} {self.metric}" \
+               f"{'[' + self.label + ']' if self.label else ''}={self.value}"

@@ -336,7 +336,7 @@ def pipeline_trends(*, minutes: int = TREND_MINUTES, now: dt.datetime | None = N
     from django.db.models import Sum
 
     from ingest_workers import collector_stats, pipeline_stats, pipeline_trends
-    from ingest_workers.models import CollectorAnswer, PipelineMinute
+    from ingest_workers.models import CollectorAnswer, PipelineMetricMinute, PipelineMinute
 
     collector_stats.collector_answers_flush()   # this process's latest counts too
     pipeline_stats.pipeline_minutes_flush()
@@ -344,6 +344,10 @@ def pipeline_trends(*, minutes: int = TREND_MINUTES, now: dt.datetime | None = N
     hour_ago = (now - dt.timedelta(hours=1)).replace(second=0, microsecond=0)
     samples = list(PipelineMinute.objects.filter(minute__gte=hour_ago).values(
         "minute", "source", "records", "events", "quarantined", "merged", "max_lag_ms"))
+    metrics = PipelineMetricMinute.objects.filter(
+        minute__gte=(now - dt.timedelta(minutes=minutes)).replace(second=0, microsecond=0),
+        metric__in=(pipeline_stats.LATENCY, pipeline_stats.LATE, pipeline_stats.DUPLICATES,
+                    pipeline_stats.MERGE_DUPLICATES)).values("minute", "metric", "label", "value")
     answers = CollectorAnswer.objects.filter(minute__gte=hour_ago)
     accepted = answers.filter(code=collector_stats.ACCEPTED).values("minute").annotate(events=Sum("events"))
     by_code = answers.values("source", "code").annotate(requests=Sum("requests"), events=Sum("events"))
@@ -352,7 +356,7 @@ def pipeline_trends(*, minutes: int = TREND_MINUTES, now: dt.datetime | None = N
     for hour in sources:
         hour.registered = hour.source in known
     return {
-        "series": pipeline_trends.minute_series(samples, accepted, now=now, minutes=minutes),
+        "series": pipeline_trends.minute_series(samples, accepted, now=now, minutes=minutes, metrics=metrics),
         "sources": sources,
         "minutes": minutes,
         "has_samples": bool(samples),

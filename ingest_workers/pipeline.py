@@ -283,6 +283,8 @@ class SourceCounts:
     quarantined: int = 0
     duplicates: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    #: per contract version the records validated against: (subject, version) -> [records, events, duplicates]
+    versions: dict[tuple[str, int], list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -516,6 +518,7 @@ def _process(  # noqa: C901 - the per-record hot loop is one function on purpose
         events, owners, landing = _drop_unserializable(
             records, index, events, owners, quarantine, archive_locations, stream, batch_id, now_micros
         )
+    _count_versions(owners)
     event_ids = [ev["event_id"] for ev in events]
     duplicates = len(event_ids) - len(set(event_ids))
     if duplicates:
@@ -541,14 +544,27 @@ def _envelope_slow(data: bytes) -> tuple[str, int, dict, str | None]:
     return env.source, env.received_at, env.payload, env.contract
 
 
+def _count_versions(owners: list[_Owner]) -> None:
+    # after the loop (one dict update per mapped record): the pipeline metrics' contract dimension
+    for _, cv, n, counts in owners:
+        key = (cv.subject, cv.version)
+        entry = counts.versions.get(key)
+        if entry is None:
+            counts.versions[key] = [1, n, 0]
+        else:
+            entry[0] += 1
+            entry[1] += n
+
+
 def _count_duplicates(events: list[dict], owners: list[_Owner]) -> None:
     seen: set[str] = set()
     pos = 0
-    for _, _, n, counts in owners:
+    for _, cv, n, counts in owners:
         for k in range(pos, pos + n):
             eid = events[k]["event_id"]
             if eid in seen:
                 counts.duplicates += 1
+                counts.versions[(cv.subject, cv.version)][2] += 1
             else:
                 seen.add(eid)
         pos += n

@@ -11,6 +11,8 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ingest_workers.latency import latency_quantile
+
 
 @dataclasses.dataclass
 class SourceHour:
@@ -28,13 +30,16 @@ def _minute(value: dt.datetime) -> dt.datetime:
 
 
 def minute_series(samples: Iterable[Mapping[str, Any]], accepted: Iterable[Mapping[str, Any]], *,
-                  now: dt.datetime, minutes: int) -> dict[str, list]:
+                  now: dt.datetime, minutes: int, metrics: Iterable[Mapping[str, Any]] = ()) -> dict[str, list]:
     """Per minute of the last ``minutes`` (oldest first, the current one last): labels ("HH:MM"), events/s
     accepted by the collectors, landed by the readers and merged into CANONICAL.EVENTS, and the largest
     lag read in seconds (None for a minute without a read).
 
     ``samples``: PipelineMinute rows as dicts (minute, source, events, merged, max_lag_ms);
-    ``accepted``: (minute, events) of the collectors' accepted answers."""
+    ``accepted``: (minute, events) of the collectors' accepted answers; ``metrics``: PipelineMetricMinute rows
+    (minute, metric, label, value) of the latency buckets, late and duplicate copies, for the end-to-end
+    latency p50/p99 (seconds, None for a minute that merged nothing) and the late and duplicate copies per
+    minute."""
     current = _minute(now)
     starts = [current - dt.timedelta(minutes=minutes - 1 - i) for i in range(minutes)]
     index = {start: i for i, start in enumerate(starts)}
@@ -53,6 +58,20 @@ def minute_series(samples: Iterable[Mapping[str, Any]], accepted: Iterable[Mappi
         i = index.get(_minute(row["minute"]))
         if i is not None:
             taken[i] += row.get("events") or 0
+    buckets: list[dict[str, int]] = [{} for _ in range(minutes)]
+    late, duplicates = [0] * minutes, [0] * minutes
+    for row in metrics:
+        i = index.get(_minute(row["minute"]))
+        if i is None:
+            continue
+        if row["metric"] == "latency":
+            buckets[i][row["label"]] = buckets[i].get(row["label"], 0) + row["value"]
+        elif row["metric"] == "late":
+            late[i] += row["value"]
+        elif row["metric"] in ("duplicates", "merge_duplicates"):
+            duplicates[i] += row["value"]
+    p50 = [latency_quantile(b, 0.5) for b in buckets]
+    p99 = [latency_quantile(b, 0.99) for b in buckets]
     # the running minute counts only the seconds it has had (at least one, so a rate stays finite)
     spans = [60.0] * (minutes - 1) + [max(1.0, (now - current).total_seconds())]
     return {
@@ -61,6 +80,10 @@ def minute_series(samples: Iterable[Mapping[str, Any]], accepted: Iterable[Mappi
         "landed": [round(n / s, 2) for n, s in zip(landed, spans, strict=True)],
         "merged": [round(n / s, 2) for n, s in zip(merged, spans, strict=True)],
         "lag_s": [round(v, 1) if v is not None else None for v in lag],
+        "latency_p50_s": [round(v, 1) if v is not None else None for v in p50],
+        "latency_p99_s": [round(v, 1) if v is not None else None for v in p99],
+        "late": late,
+        "duplicates": duplicates,
     }
 
 

@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -48,7 +48,12 @@ from obstore.exceptions import BaseError as ObstoreError
 from ingest_workers import archive
 from ingest_workers.models import ShardLease, WorkerLease
 from ingest_workers.pipeline import BatchResult, ContractIndex, RawRecord, process_batch
-from ingest_workers.pipeline_stats import pipeline_minute_record, pipeline_minutes_flush
+from ingest_workers.pipeline_stats import (
+    pipeline_lag_record,
+    pipeline_merge_record,
+    pipeline_minutes_flush,
+    pipeline_unit_record,
+)
 from warehouse.channels import ChannelError, ChannelInvalidated, LandingChannel, LandingClient, offset_max
 
 log = logging.getLogger(__name__)
@@ -533,7 +538,7 @@ class ShardReader:
         if not raw:
             self._idle(outcome, ended=ended, now_micros=clock())
             tick("archive")
-            pipeline_minute_record(lag_ms=behind)
+            pipeline_lag_record(shard_id=lease.shard_id, lag_ms=behind)
             return outcome
         records = [
             RawRecord(shard_id=lease.shard_id, sequence_number=r["SequenceNumber"], data=r["Data"],
@@ -578,9 +583,8 @@ class ShardReader:
                 before_checkpoint()  # fault-injection point for tests: "killed between landing and checkpoint"
             finished = self._checkpoint(behind=behind, finished=finished)
         tick("checkpoint")
-        # the Pipeline page's per-minute trends (in memory; written every few seconds)
-        pipeline_minute_record(per_source={name: (c.records, c.events, c.quarantined)
-                                           for name, c in result.per_source.items()}, lag_ms=behind)
+        # the per-minute metrics and /metrics counters (in memory; written every few seconds)
+        pipeline_unit_record(result, shard_id=lease.shard_id, lag_ms=behind)
         outcome.read = len(records)
         outcome.valid = len(result.events)
         outcome.quarantined = len(result.quarantine)
@@ -981,12 +985,39 @@ def _duplicates_total(conn: Any) -> int:
     return counted["duplicates"] + counted["late_copies"]
 
 
+def _merge_measure(conn: Any, ranges: list, merged_at: Any, result: Any) -> None:
+    """Record a merge round for the metrics: its counts, and the latency and lateness of the copies it
+    merged (one read of the claim; when that read fails the counts are still recorded)."""
+    from ingest_workers.latency import BUCKET_LABELS, BUCKETS_S
+    from ingest_workers.pipeline_stats import late_after_seconds
+    from warehouse.connection import WarehouseError
+    from warehouse.landing import merge_latency
+
+    try:
+        rows = merge_latency(conn, ranges=ranges, now=merged_at, bounds=BUCKETS_S,
+                             late_after_s=late_after_seconds(), window_days=dedup_window_days())
+    except (WarehouseError, ValueError, TypeError):  # the merge is committed: its metrics never undo it
+        log.warning("merge latency could not be read; the merge's counts are recorded without it", exc_info=True)
+        rows = []
+    index = contract_index_current()
+    names = {route.source_id: name for name in index.sources if (route := index.route(name)) is not None}
+    latency = [{"source": names.get(r["source_id"], r["source_id"] or "(none)"), "contract": r["contract"],
+                "version": r["version"], "bucket": BUCKET_LABELS[r["bucket"]], "copies": r["copies"],
+                "sum_s": r["sum_s"], "late": r["late"],
+                "newest_received_ms": int(r["newest_received_at"].replace(tzinfo=UTC).timestamp() * 1000)
+                if r["newest_received_at"] is not None else None}
+               for r in rows]
+    pipeline_merge_record(inserted=result.events_inserted, updated=result.events_updated,
+                          late_copies=result.late_copies, latency=latency,
+                          now=merged_at.replace(tzinfo=UTC).timestamp())
+
+
 def _merge_rounds(*, fence: int, lost: threading.Event, deadline: float, sleep: Callable[[float], None],
                   count_duplicates: bool) -> dict:
     """Merge until nothing is pending. ``count_duplicates`` adds the copies this call counted
     (two scans of the event table: for the drain's report, not for the merger's every round)."""
     from warehouse.connection import WarehouseError
-    from warehouse.landing import MergerFenced, merge_channels
+    from warehouse.landing import MergerFenced, merge_channels, merge_ranges_pending
 
     before = _duplicates_total(_merge_connection()) if count_duplicates else 0
     totals = {"merges": 0, "rows_in": 0, "events_inserted": 0, "events_updated": 0, "late_copies": 0,
@@ -995,8 +1026,9 @@ def _merge_rounds(*, fence: int, lost: threading.Event, deadline: float, sleep: 
     while not lost.is_set():
         try:
             conn = _merge_connection()
-            result = merge_channels(conn, committed=_committed_elsewhere(), window_days=dedup_window_days(),
-                                    fence=fence)
+            ranges = merge_ranges_pending(conn, _committed_elsewhere())
+            merged_at = timezone.now().replace(tzinfo=None)
+            result = merge_channels(conn, ranges=ranges, window_days=dedup_window_days(), now=merged_at, fence=fence)
         except MergerFenced:
             log.warning("a newer merger has merged; this one (fence %s) stops", fence)
             break
@@ -1012,8 +1044,9 @@ def _merge_rounds(*, fence: int, lost: threading.Event, deadline: float, sleep: 
             continue
         failures = 0
         if not result.ranges:
+            pipeline_merge_record(inserted=0)  # a successful round with nothing to merge: fresh as can be
             break
-        pipeline_minute_record(merged=result.events_inserted)
+        _merge_measure(conn, ranges, merged_at, result)
         totals["merges"] += 1
         for key in ("rows_in", "events_inserted", "events_updated", "late_copies", "quarantined"):
             totals[key] += getattr(result, key)

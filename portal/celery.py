@@ -108,7 +108,7 @@ class ShardConsumerStep(bootsteps.StartStopStep):
 app.steps["worker"].add(ShardConsumerStep)
 
 
-from celery.signals import worker_process_shutdown, worker_shutdown  # noqa: E402
+from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown  # noqa: E402
 
 
 @worker_shutdown.connect
@@ -120,3 +120,34 @@ def _warehouse_logouts(**kwargs) -> None:
     from warehouse.connection import pool_close
 
     pool_close()
+
+
+@worker_process_shutdown.connect
+def _metrics_process_dead(pid=None, **kwargs) -> None:
+    """A pool child that exits leaves its counter files to the sum (counters keep counting) but its
+    live gauges must go (prometheus_client's multiprocess mode; docs/metrics.md)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid or os.getpid())
+
+
+@worker_ready.connect
+def _metrics_endpoint(**kwargs) -> None:
+    """With PROMETHEUS_WORKER_PORT, the worker's main process serves its counters (every pool process of
+    it, through PROMETHEUS_MULTIPROC_DIR) in the Prometheus text format on that port, for a worker whose
+    host the portal's /metrics cannot see (another container; docs/metrics.md). On
+    PROMETHEUS_WORKER_ADDR, the loopback unless set: the endpoint has no access control of its own."""
+    port = os.environ.get("PROMETHEUS_WORKER_PORT")
+    if not port:
+        return
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from ingest_workers.metrics import REGISTRY
+
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    start_http_server(int(port), addr=os.environ.get("PROMETHEUS_WORKER_ADDR", "127.0.0.1"), registry=registry)

@@ -539,3 +539,18 @@ QUALITY_RESULTS_RETENTION_DAYS = int(os.environ.get("QUALITY_RESULTS_RETENTION_D
 QUALITY_RUN_STALE_MINUTES = int(os.environ.get("QUALITY_RUN_STALE_MINUTES", "60"))
 QUALITY_SAMPLE_ROWS_PER_SOURCE = int(os.environ.get("QUALITY_SAMPLE_ROWS_PER_SOURCE", "5"))
 QUALITY_SAMPLE_ROWS_MAX = int(os.environ.get("QUALITY_SAMPLE_ROWS_MAX", "50"))
+
+# --- Pipeline metrics and /metrics (docs/metrics.md) --------------------------------------------------
+# A merged event copy is "late" when its event time is older than this many seconds at merge time; the
+# per-minute metric rows (ingest_workers.models.PipelineMetricMinute) are kept this many hours (8 days: the
+# same weekday a week back, for the anomaly baselines).
+PIPELINE_LATE_AFTER_S = float(os.environ.get("PIPELINE_LATE_AFTER_S", "900"))
+PIPELINE_METRICS_KEEP_HOURS = float(os.environ.get("PIPELINE_METRICS_KEEP_HOURS", "192"))
+# prometheus_client's multiprocess mode: every portal and worker process on the host writes its counts
+# there and /metrics sums them. Read from the environment by prometheus_client itself when imported, so it
+# must be set before a process starts (make run / run_embedded sets it to var/prometheus and wipes it).
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR:  # a worker container has no gunicorn to create it
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# /metrics answers the loopback, and any client sending "Authorization: Bearer <METRICS_TOKEN>" when set.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

@@ -5,7 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from portal import views
+from portal import prometheus, views
 from portal.login_throttle import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm, throttled_status
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -44,4 +44,6 @@ urlpatterns = [
     path("api/v1/", include("warehouse.api_urls")),
     path("registry/", include("contracts.registry_urls")),
     path("collect/v1/", include("ingest_workers.collector_urls")),
+    # Prometheus text format; loopback or METRICS_TOKEN (portal.prometheus, docs/metrics.md)
+    path("metrics", prometheus.metrics, name="prometheus_metrics"),
 ]

@@ -36,7 +36,7 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -833,6 +833,57 @@ def _fence_claim(cur: Any, db: str, fence: int | None, params: Mapping[str, Any]
 
 # The merge statements bind client side (pyformat): their values are a few short strings, and
 # fakesnow rewrites a MERGE into several statements, which positional server-side binds cannot follow.
+def _claim_params(ranges: list[ChannelRange], *, now: dt.datetime, window_days: int,
+                  merge_id: str | None = None) -> dict[str, Any]:
+    """The bound values of a claim of ``ranges`` merged at ``now`` (``range_<i>_*``, lo, claim_from…)."""
+    lo = (now - dt.timedelta(days=window_days)).date()
+    params: dict[str, Any] = {
+        "merge_id": merge_id, "now": _ts(now), "lo": lo.isoformat(), "claim_from": _ts(_claim_from(ranges, now)),
+        "ranges": orjson.dumps([{"channel": r.channel, "after": r.after, "through": r.through}
+                                for r in ranges]).decode(),
+    }
+    for i, r in enumerate(ranges):
+        params.update({f"range_{i}_channel": r.channel, f"range_{i}_after": offset_key(r.after or ""),
+                       f"range_{i}_through": offset_key(r.through), f"range_{i}_token": r.through})
+    return params
+
+
+def merge_latency(conn: Any, *, ranges: list[ChannelRange], now: dt.datetime, bounds: Sequence[float],
+                  late_after_s: float, window_days: int = DEDUP_WINDOW_DAYS_DEFAULT) -> list[dict[str, Any]]:
+    """The event copies of ``ranges`` (as ``merge_channels`` claimed them, merged at ``now``) per source id,
+    contract and latency bucket: ``{"source_id", "contract", "version", "bucket" (index into ``bounds``, the
+    buckets' upper bounds in seconds, the last unbounded), "copies", "sum_s", "late" (event time older than
+    ``late_after_s`` at ``now``), "newest_received_at"}``. One read of the claim, after the merge."""
+    if not ranges:
+        return []
+    db = _database(conn)
+    params = _claim_params(ranges, now=now, window_days=window_days)
+    params["late_ms"] = int(late_after_s * 1000)
+    finite = [b for b in bounds if b != float("inf")]
+    bucket = "CASE " + " ".join(f"WHEN c.LAT_MS <= {int(b * 1000)} THEN {i}" for i, b in enumerate(finite)) \
+        + f" ELSE {len(finite)} END"
+    claim = _claim_sql(db, len(ranges), kind="event", late=None)
+    sql = (f"SELECT c.SOURCE_ID, c.CONTRACT_NAME, c.CONTRACT_VERSION, {bucket} AS BUCKET, COUNT(*) AS COPIES, "  # noqa: S608
+           "SUM(c.LAT_MS) AS SUM_MS, SUM(CASE WHEN c.AGE_MS > %(late_ms)s THEN 1 ELSE 0 END) AS LATE, "
+           "MAX(c.RECEIVED_AT) AS NEWEST "
+           "FROM (SELECT l.SOURCE_ID, l.CONTRACT:name::VARCHAR AS CONTRACT_NAME, "
+           "l.CONTRACT:version::NUMBER(38,0) AS CONTRACT_VERSION, l.RECEIVED_AT, "
+           "GREATEST(DATEDIFF('millisecond', l.RECEIVED_AT, CAST(%(now)s AS TIMESTAMP_NTZ(6))), 0) AS LAT_MS, "
+           "DATEDIFF('millisecond', l.EVENT_TIME, CAST(%(now)s AS TIMESTAMP_NTZ(6))) AS AGE_MS "
+           f"FROM ({claim}) l) c GROUP BY 1, 2, 3, 4")
+    with warehouse_errors():
+        cur = conn.cursor()
+        try:
+            cur.execute(sql, params)
+            rows = cur.fetchall()
+        finally:
+            cur.close()
+    return [{"source_id": source_id or "", "contract": contract or "", "version": int(version or 0),
+             "bucket": int(bucket_index), "copies": int(copies), "sum_s": float(sum_ms or 0) / 1000.0,
+             "late": int(late or 0), "newest_received_at": newest}
+            for source_id, contract, version, bucket_index, copies, sum_ms, late, newest in rows]
+
+
 def merge_channels(
     conn: Any, *, ranges: list[ChannelRange] | None = None, committed: Mapping[str, str | None] | None = None,
     window_days: int = DEDUP_WINDOW_DAYS_DEFAULT, now: dt.datetime | None = None, fence: int | None = None,
@@ -854,15 +905,7 @@ def merge_channels(
     if not ranges:
         return MergeResult(0, 0, 0, 0, merge_id=merge_id, seconds=time.perf_counter() - started)
     now = now or _utcnow()
-    lo = (now - dt.timedelta(days=window_days)).date()
-    params: dict[str, Any] = {
-        "merge_id": merge_id, "now": _ts(now), "lo": lo.isoformat(), "claim_from": _ts(_claim_from(ranges, now)),
-        "ranges": orjson.dumps([{"channel": r.channel, "after": r.after, "through": r.through}
-                                for r in ranges]).decode(),
-    }
-    for i, r in enumerate(ranges):
-        params.update({f"range_{i}_channel": r.channel, f"range_{i}_after": offset_key(r.after or ""),
-                       f"range_{i}_through": offset_key(r.through), f"range_{i}_token": r.through})
+    params = _claim_params(ranges, now=now, window_days=window_days, merge_id=merge_id)
     with warehouse_errors():
         cur = conn.cursor()
     try:

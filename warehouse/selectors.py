@@ -184,3 +184,17 @@ def model_run_last_succeeded_at() -> dt.datetime | None:
            .annotate(bad=Count("id", filter=Q(status__in=not_ok)), finished=Max("finished_at"))
            .filter(bad=0, finished__isnull=False).order_by("-finished").first())
     return row["finished"] if row else None
+
+
+def model_runs_latest_by_model() -> dict[str, dict[str, Any]]:
+    """Per curated model: when its last successful run finished (None: never) and whether its latest
+    finished run failed (``/metrics``: model freshness and failed model runs)."""
+    ok = dict(ModelRun.objects.filter(status=ModelRun.Status.SUCCEEDED).values("model")
+              .annotate(at=Max("finished_at")).values_list("model", "at"))
+    latest: dict[str, str] = {}
+    finished = (ModelRun.Status.SUCCEEDED, ModelRun.Status.FAILED)
+    for model, status in (ModelRun.objects.filter(status__in=finished, finished_at__isnull=False)
+                          .order_by("model", "-finished_at", "-id").values_list("model", "status")):
+        latest.setdefault(model, status)
+    return {model: {"last_success_at": ok.get(model), "last_failed": latest.get(model) == ModelRun.Status.FAILED}
+            for model in sorted(set(ok) | set(latest))}

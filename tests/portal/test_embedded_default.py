@@ -86,6 +86,10 @@ def test_run_embedded_serves_the_seeded_portal_on_sqlite(tmp_path):
         while count("CANONICAL.EVENTS") == 0:
             assert time.monotonic() < deadline, "no events reached CANONICAL.EVENTS:\n" + logs()
             time.sleep(2)
+        # /metrics sums the portal's counts (the collectors) and the workers' (the shard reader, the merger)
+        # through the folder run_embedded made (docs/metrics.md)
+        _wait_for_summed_metrics(base, logs)
+        assert any((tmp_path / "prometheus").iterdir())
         # walkthrough F1: the printed write keys still work once the traffic generator is sending
         for source, key in keys.items():
             sent = requests.post(f"{base}/collect/v1/batch", json=[{"hello": source}], timeout=30,
@@ -105,6 +109,27 @@ def test_run_embedded_serves_the_seeded_portal_on_sqlite(tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
     _assert_gone(children, within_s=10)
+
+
+def _metric_sums(base: str) -> dict[str, float]:
+    """/metrics: each sample name's values added up."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(requests.get(f"{base}/metrics", timeout=30).text):
+        for sample in family.samples:
+            sums[sample.name] = sums.get(sample.name, 0) + sample.value
+    return sums
+
+
+def _wait_for_summed_metrics(base: str, logs) -> None:
+    """Poll /metrics until it counts the portal's collectors and the workers' reader and merger."""
+    deadline = time.monotonic() + 60
+    wanted = ("chatorbit_collector_events_total", "chatorbit_pipeline_records_total",
+              "chatorbit_merge_events_inserted_total")
+    while not all((sums := _metric_sums(base)).get(name, 0) > 0 for name in wanted):
+        assert time.monotonic() < deadline, f"/metrics never counted every process: {sums}\n" + logs()
+        time.sleep(1)
 
 
 def _supervised_pids(var: Path) -> list[int]:

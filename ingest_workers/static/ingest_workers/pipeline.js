@@ -4,7 +4,8 @@
 (function () {
   "use strict";
 
-  var COLORS = { accepted: "#2859a8", landed: "#1b7f3b", merged: "#a15c00", lag: "#b42318" };
+  var COLORS = { accepted: "#2859a8", landed: "#1b7f3b", merged: "#a15c00", lag: "#b42318", p50: "#2859a8",
+                 p99: "#b42318", late: "#a15c00", duplicates: "#6b4fa8" };
 
   function chartOn(id, config) {
     var canvas = document.getElementById(id);
@@ -40,6 +41,14 @@
     ] } });
     chartOn("trend-lag", { type: "line", options: options("seconds"), data: { labels: s.labels, datasets: [
       line("largest shard lag", s.lag_s, COLORS.lag)
+    ] } });
+    chartOn("trend-latency", { type: "line", options: options("seconds"), data: { labels: s.labels, datasets: [
+      line("p50", s.latency_p50_s, COLORS.p50),
+      line("p99", s.latency_p99_s, COLORS.p99, { borderDash: [5, 3] })
+    ] } });
+    chartOn("trend-copies", { type: "line", options: options("copies"), data: { labels: s.labels, datasets: [
+      line("late", s.late, COLORS.late),
+      line("duplicates", s.duplicates, COLORS.duplicates, { borderDash: [5, 3] })
     ] } });
   }
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,6 +80,7 @@ class Command(BaseCommand):
         var = Path(settings.VAR_DIR)
         var.mkdir(parents=True, exist_ok=True)
         (var / "logs").mkdir(exist_ok=True)
+        self._prometheus_dir_fresh(var)
         self.var = var
         self.supervisor = Supervisor(self._spawn, self._report, var / STATUS_FILE)
         previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -104,6 +106,19 @@ class Command(BaseCommand):
         finally:
             self._stop_children()
             signal.signal(signal.SIGTERM, previous)
+
+    def _prometheus_dir_fresh(self, var: Path) -> None:
+        """/metrics sums the counts of the portal and every worker through one directory (prometheus_client's
+        multiprocess mode): set it for this process and its children before any imports prometheus_client,
+        and empty it, since files of an earlier run would keep adding up."""
+        folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or var / "prometheus")
+        if "prometheus_client" in sys.modules:  # picked its mode already: this process would count alone
+            self.stderr.write("prometheus_client was imported before run_embedded set PROMETHEUS_MULTIPROC_DIR; "
+                              "/metrics will miss the portal's own counts")
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+        settings.PROMETHEUS_MULTIPROC_DIR = str(folder)
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         # each child in a session of its own: Ctrl-C reaches only this process, which stops them in order
