@@ -1,0 +1,176 @@
+"""Per-subject encryption of raw-archive lines (crypto-shredding), and which subjects a record has.
+
+The subject unit is the **identifier** (``kind:value`` of ``anonymous_id``, ``platform_user_id``,
+``device_id``, ``email_sha256``), not the stitched person: the person is only known later, in the
+warehouse, while the line is written at ingest. A record whose events carry several identifiers is
+encrypted under a key derived from the data keys of ALL of them (``combined_key``): destroying any
+one of those keys makes the line unreadable. An erasure destroys the keys of every identifier in the
+ticket's confirmed expansion, so it reaches every line of the person whatever identifier combination
+a line was written under. A record with no identifier (a quarantined record, whose identifiers the
+pipeline never learnt, or an event without one) is encrypted under its arrival day's
+``unattributed`` key, which the retention job may destroy like any other key.
+
+An encrypted line keeps its stream position in clear (``seq``, ``shard``, ``arrival``: checkpoints,
+adoption and lineage need them) and carries ``kids`` (random key ids, never identifiers or their
+hashes, so a shredded line links to nobody), ``nonce``, ``ct`` (AES-256-GCM over the record's bytes,
+AAD binding shard, sequence number, key ids and format) and ``fmt`` (``json`` or ``bytes``). A record
+dropped by suppression is a line without any record (``"suppressed": true``): the line numbers of
+an object never depend on which subjects were erased.
+
+Pure: no Django, no network, no clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = [
+    "SUBJECT_KINDS",
+    "LINE_VERSION",
+    "ArchiveRecordShredded",
+    "LineSealer",
+    "combined_key",
+    "event_subjects",
+    "line_is_encrypted",
+    "line_open",
+    "records_subjects",
+    "subject_hash",
+    "unattributed_subject",
+]
+
+#: the identifier kinds a canonical event carries that name a data subject (``tenant_id`` names an
+#: organisation; ``person_id`` is filled later by stitching)
+SUBJECT_KINDS: tuple[str, ...] = ("anonymous_id", "platform_user_id", "device_id", "email_sha256")
+LINE_VERSION = 1
+UNATTRIBUTED = "unattributed"
+_COMBINE_LABEL = b"chatorbit-archive-combined-key-v1"
+
+
+class ArchiveRecordShredded(Exception):
+    """The archived record belongs to an erased subject: a key it was encrypted under is destroyed (or
+    it was suppressed and never stored). Readers skip and count it."""
+
+    def __init__(self, uri: str = "", offset: int = -1, reason: str = "erased subject"):
+        super().__init__(f"{uri}#{offset}: unreadable ({reason})")
+        self.uri, self.offset, self.reason = uri, offset, reason
+
+
+def subject_hash(hash_key: bytes, id_key: str) -> str:
+    """The keyed hash under which a subject's key and suppression entry are stored (HMAC-SHA256, hex):
+    the identifier itself is never stored, and without the hash key nobody can test a guess."""
+    return hmac.digest(hash_key, id_key.encode(), "sha256").hex()
+
+
+def unattributed_subject(arrival_micros: int) -> str:
+    """The subject of records with no known identifier: their arrival day (UTC)."""
+    day = arrival_micros // 86_400_000_000
+    return f"{UNATTRIBUTED}:{day}"
+
+
+def event_subjects(event: Mapping) -> list[str]:
+    """``kind:value`` of each subject identifier of one canonical event."""
+    ids = event.get("identifiers")
+    if ids.__class__ is not dict:
+        return []
+    out = []
+    for kind in SUBJECT_KINDS:
+        value = ids.get(kind)
+        if value.__class__ is str and value:
+            out.append(f"{kind}:{value}")
+    return out
+
+
+def records_subjects(events: Iterable[Mapping]) -> dict[str, tuple[str, ...]]:
+    """Sequence number → the sorted subject identifiers of every event the record produced."""
+    found: dict[str, set[str]] = {}
+    for event in events:
+        subjects = event_subjects(event)
+        seq = event["lineage"]["sequence_number"]
+        found.setdefault(seq, set()).update(subjects)
+    return {seq: tuple(sorted(ids)) for seq, ids in found.items() if ids}
+
+
+def combined_key(keys: Sequence[tuple[str, bytes]]) -> bytes:
+    """One AES-256 key from the data keys of several subjects ((key id, key) pairs, any order): an
+    HMAC-SHA256 keyed by their concatenation in key-id order. Without every one of them it cannot be
+    computed, so shredding any subject makes the line unreadable."""
+    if len(keys) == 1:
+        return keys[0][1]
+    material = b"".join(key for _, key in sorted(keys))
+    return hmac.digest(material, _COMBINE_LABEL, "sha256")
+
+
+def _aad(shard: str, seq: str, kids: Sequence[str], fmt: str) -> bytes:
+    return f"{shard}\x00{seq}\x00{','.join(kids)}\x00{fmt}".encode()
+
+
+class LineSealer:
+    """Encrypts one unit's archive lines. ``keys_of[seq]`` is (key ids, AESGCM) for each record;
+    ``suppressed`` the sequence numbers dropped by suppression (their line keeps no record)."""
+
+    __slots__ = ("keys_of", "suppressed", "default")
+
+    def __init__(self, keys_of: Mapping[str, tuple[tuple[str, ...], AESGCM]], suppressed: Iterable[str] = (),
+                 default: Mapping[int, tuple[tuple[str, ...], AESGCM]] | None = None):
+        self.keys_of = keys_of
+        self.suppressed = frozenset(suppressed)
+        #: arrival day → the unattributed key, for records without a subject
+        self.default = default or {}
+
+    def line(self, seq: str, shard: str, arrival: int, data: bytes, *, is_json: bool) -> bytes:
+        head = b'{"seq":%s,"shard":%s,"arrival":%d,' % (orjson.dumps(seq), orjson.dumps(shard), int(arrival))
+        if seq in self.suppressed:
+            return head + b'"suppressed":true}'
+        found = self.keys_of.get(seq)
+        if found is None:
+            found = self.default[arrival // 86_400_000_000]
+        kids, aead = found
+        if is_json:
+            body, fmt = bytes(data).strip(), "json"
+        else:
+            body, fmt = bytes(data), "bytes"
+        nonce = os.urandom(12)
+        ct = aead.encrypt(nonce, body, _aad(shard, seq, kids, fmt))
+        return (head + b'"enc":%d,"kids":%s,"fmt":"%s","nonce":"%s","ct":"%s"}' % (
+            LINE_VERSION, orjson.dumps(kids), fmt.encode(), base64.b64encode(nonce), base64.b64encode(ct)))
+
+
+def line_is_encrypted(line: Mapping) -> bool:
+    return "enc" in line or line.get("suppressed") is True
+
+
+def line_open(line: Mapping, keys: Mapping[str, bytes | None], *, uri: str = "", offset: int = -1) -> bytes:
+    """The archived line as it would have been written in clear (``archive_line``'s bytes), from an
+    encrypted one. ``keys``: key id → data key, None for a destroyed key. ``ArchiveRecordShredded``
+    when a key is gone, the line was suppressed, or the ciphertext does not open."""
+    if line.get("suppressed") is True:
+        raise ArchiveRecordShredded(uri, offset, "suppressed: erased subject")
+    kids = tuple(line["kids"])
+    found = [(kid, keys.get(kid)) for kid in kids]
+    present = [(kid, key) for kid, key in found if key is not None]
+    if len(present) != len(found):
+        raise ArchiveRecordShredded(uri, offset)
+    seq, shard, fmt = str(line["seq"]), str(line["shard"]), str(line["fmt"])
+    try:
+        body = AESGCM(combined_key(present)).decrypt(
+            base64.b64decode(line["nonce"]), base64.b64decode(line["ct"]), _aad(shard, seq, kids, fmt))
+    except InvalidTag as err:  # a key id reused with another key cannot happen; tampering can
+        raise ArchiveRecordShredded(uri, offset, "ciphertext does not open") from err
+    head = b'{"seq":%s,"shard":%s,"arrival":%d,' % (orjson.dumps(line["seq"]), orjson.dumps(shard),
+                                                    int(line["arrival"]))
+    if fmt == "json":
+        return head + b'"record":' + body + b"}"
+    return head + b'"record_b64":"' + base64.b64encode(body) + b'"}'
+
+
+def subject_hash_key(secret: str) -> bytes:
+    """The hash key derived from a configured secret (so rotating another secret changes nothing)."""
+    return hashlib.sha256(b"chatorbit-subject-hash-v1\x00" + secret.encode()).digest()
