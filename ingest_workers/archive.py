@@ -372,12 +372,13 @@ class ArchiveReader:
             self.shredded += 1
             raise
 
-    def object_lines(self, uri: str) -> list[dict]:
-        """Every readable line of one object, in order; shredded lines are skipped (and counted)."""
+    def object_lines(self, uri: str) -> list[tuple[int, dict]]:
+        """(line number, line) of every readable line of one object, in order; lines of erased
+        subjects are skipped (and counted in ``shredded``)."""
         out = []
         for offset, raw in enumerate(self._fetch(uri)):
             try:
-                out.append(self.line_open(raw, uri=uri, offset=offset))
+                out.append((offset, self.line_open(raw, uri=uri, offset=offset)))
             except ArchiveRecordShredded:
                 continue
         self.fetched += 1

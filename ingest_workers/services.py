@@ -261,8 +261,9 @@ class BatchOutcome:
     skipped: int = 0
     in_batch_duplicates: int = 0
     landed_rows: int = 0
-    #: records dropped because they carry an erased subject's identifier (deletion.suppression)
+    #: records dropped because they carry an erased subject's identifier (deletion.suppression), and per source
     suppressed: int = 0
+    suppressed_per_source: dict[str, int] = dataclasses.field(default_factory=dict)
     finished_shard: bool = False
     millis_behind_latest: int | None = None
     #: this thread's CPU seconds per step of the unit (read, pipeline, archive, land, checkpoint)
@@ -273,6 +274,8 @@ class BatchOutcome:
             setattr(self, field, getattr(self, field) + getattr(other, field))
         for step, seconds in other.cpu.items():
             self.cpu[step] = self.cpu.get(step, 0.0) + seconds
+        for source, n in other.suppressed_per_source.items():
+            self.suppressed_per_source[source] = self.suppressed_per_source.get(source, 0) + n
 
 
 def _kinesis_call(call: Callable[..., dict], sleep: Callable[[float], None] = time.sleep, **kwargs) -> dict:
@@ -592,7 +595,8 @@ class ShardReader:
         outcome.skipped = result.skipped
         outcome.in_batch_duplicates = result.in_batch_duplicates
         outcome.landed_rows = appended_rows
-        outcome.suppressed = sum(c.suppressed for c in result.per_source.values())
+        outcome.suppressed_per_source = {name: c.suppressed for name, c in result.per_source.items() if c.suppressed}
+        outcome.suppressed = sum(outcome.suppressed_per_source.values())
         outcome.finished_shard = finished
         return outcome
 
