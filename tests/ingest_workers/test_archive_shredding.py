@@ -31,8 +31,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def ingest_env(settings, engineer, platform_user, stream, warehouse_server, tmp_path):
-    """(The users are made before the seed, which reuses them.) Seeded demo contracts, a fresh stream, this test's own warehouse database and archive folder, and
-    the embedded default's local master key."""
+    """Seeded demo contracts (the users made first: the seed reuses them), a fresh stream, this test's
+    own warehouse database and archive folder, and the embedded default's local master key."""
     settings.SNOWFLAKE = {**settings.SNOWFLAKE, "database": f"T_{uuid.uuid4().hex[:12].upper()}"}
     settings.RAW_ARCHIVE_URL = f"file://{tmp_path}/archive"
     settings.ARCHIVE_ENCRYPTION = "local"

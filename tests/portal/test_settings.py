@@ -135,9 +135,10 @@ def test_production_with_nothing_set_names_every_missing_setting_at_once():
     for expected in ("SECRET_KEY must be set", "ALLOWED_HOSTS", "DATABASE_URL is not set",
                      "CELERY_BROKER_URL is not set", "REDIS_URL is not set", "RAW_ARCHIVE_URL is not set",
                      "SNOWFLAKE_ACCOUNT is not set", "SNOWFLAKE_USER is not set", "No Snowflake credentials",
-                     "SNOWFLAKE_PRIVATE_KEY_FILE", "SNOWFLAKE_PRIVATE_KEY "):
+                     "SNOWFLAKE_PRIVATE_KEY_FILE", "SNOWFLAKE_PRIVATE_KEY ", "ARCHIVE_KMS_KEY_ID is not set",
+                     "SUBJECT_HASH_SECRET must be set"):
         assert expected in message, f"{expected!r} not in:\n{message}"
-    assert "9 problem(s)" in message
+    assert "11 problem(s)" in message
 
 
 def test_production_refuses_every_embedded_value(production_env):
