@@ -24,7 +24,8 @@ the same interleaved passes: ``archive_clear`` is the hot path plus each record'
 clear (what the consumer does with ARCHIVE_ENCRYPTION=off), ``archive_encrypted`` the hot path plus
 each record's subjects, the suppression check (against a non-empty list, so every identifier is
 hashed) and its encrypted line, in the steady state of a worker whose subject keys are cached.
-``encryption_cost`` = encrypted / clear time - 1 (goal: <= 0.20); ``hot_path_vs_parse_encrypted`` is
+``encryption_cost`` = encrypted / clear CPU time - 1, paired per round (goal: <= 0.20; the
+wall-clock figure beside it); ``hot_path_vs_parse_encrypted`` is
 the headline ratio with encryption on. ``archive_bytes_per_record_*``: zstd-compressed line bytes.
 """
 
@@ -261,10 +262,14 @@ def run(n_records: int = 20_000, passes: int = 7) -> dict:
             loads(d)
         return len(datas)
 
+    cpu_times: dict[str, list[float]] = {"clear": [], "encrypted": []}
+
     def timed(fn) -> tuple[float, object]:
         gc.collect()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         r = fn()
+        if fn.__name__ in cpu_times:  # this thread's CPU time too: robust to a shared, loaded machine
+            cpu_times[fn.__name__].append(time.thread_time() - c)
         return time.perf_counter() - t, r
 
     clear, encrypted, sizes, keyring = _archive_steps(index, batches, locations)
@@ -288,12 +293,17 @@ def run(n_records: int = 20_000, passes: int = 7) -> dict:
     parse = n_records / statistics.median(parse_times)
     clear_rate = n_records / statistics.median(clear_times)
     enc_rate = n_records / statistics.median(enc_times)
-    # per pass, encrypted / clear of the same round (the machine is shared: pair them, take the median)
-    cost = statistics.median(e / c for e, c in zip(enc_times, clear_times, strict=True)) - 1
+    # per pass, encrypted / clear of the same round, in CPU time (the machine is shared: pair them, take
+    # the median); the wall-clock figure is reported beside it
+    cost = statistics.median(e / c for e, c in zip(cpu_times["encrypted"], cpu_times["clear"], strict=True)) - 1
+    cost_wall = statistics.median(e / c for e, c in zip(enc_times, clear_times, strict=True)) - 1
     return {
         "hot_path_vs_parse_encrypted": round(enc_rate / parse, 3),
         "hot_path_vs_parse_archive_clear": round(clear_rate / parse, 3),
         "encryption_cost": round(cost, 3),
+        "encryption_cost_wall_clock": round(cost_wall, 3),
+        "archive_clear_cpu_us_per_event": round(statistics.median(cpu_times["clear"]) / n_records * 1e6, 2),
+        "archive_encrypted_cpu_us_per_event": round(statistics.median(cpu_times["encrypted"]) / n_records * 1e6, 2),
         "encryption_goal_met": cost <= 0.20,
         "archive_clear_us_per_event": round(statistics.median(clear_times) / n_records * 1e6, 2),
         "archive_encrypted_us_per_event": round(statistics.median(enc_times) / n_records * 1e6, 2),
@@ -327,10 +337,11 @@ def main() -> int:
     print(f"parse    : {r['parse_only_events_per_s']:>10,} events/s  ({r['parse_only_us_per_event']} µs/event)")
     print(f"ratio    : {r['hot_path_vs_parse']:.3f}   (goals: >= {GOAL_EVENTS_PER_S:,}/s and >= {GOAL_RATIO}: "
           f"{'met' if r['goal_met'] else 'NOT met'})")
-    print(f"archive  : clear lines {r['archive_clear_us_per_event']} µs/event, encrypted "
-          f"{r['archive_encrypted_us_per_event']} µs/event: encryption costs {r['encryption_cost']:.1%} "
-          f"(goal <= 20%: {'met' if r['encryption_goal_met'] else 'NOT met'}); ratio to parse with encryption "
-          f"{r['hot_path_vs_parse_encrypted']:.3f}")
+    print(f"archive  : hot path + clear lines {r['archive_clear_cpu_us_per_event']} CPU µs/event, + encrypted "
+          f"lines {r['archive_encrypted_cpu_us_per_event']} CPU µs/event: encryption costs {r['encryption_cost']:.1%} "
+          f"in CPU time, {r['encryption_cost_wall_clock']:.1%} wall-clock (goal <= 20%: "
+          f"{'met' if r['encryption_goal_met'] else 'NOT met'}); ratio to parse with encryption "
+          f"{r['hot_path_vs_parse_encrypted']:.3f}, with clear lines {r['hot_path_vs_parse_archive_clear']:.3f}")
     print(f"archive  : {r['archive_bytes_per_record_clear']} B/record compressed in clear, "
           f"{r['archive_bytes_per_record_encrypted']} B/record encrypted")
     if as_json:

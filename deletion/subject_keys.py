@@ -169,7 +169,7 @@ class SubjectKeyring:
         self._lock = threading.RLock()
         self._by_subject: _Lru = _Lru(max_keys)   # id_key → (key_id, key)
         self._by_kid: _Lru = _Lru(max_keys)       # key_id → key
-        self._aeads: _Lru = _Lru(max_keys)        # key ids → AESGCM
+        self._sealing: _Lru = _Lru(max_keys)      # a record's subjects → (key ids, AESGCM)
         self._hashes: _Lru = _Lru(max_keys)       # id_key → keyed hash
         self._suppressed: set[str] = set()
         self._suppressed_through = 0
@@ -198,7 +198,7 @@ class SubjectKeyring:
             if self._generation is not None:
                 self._by_subject.clear()
                 self._by_kid.clear()
-                self._aeads.clear()
+                self._sealing.clear()
             rows = list(SuppressedSubject.objects.filter(id__gt=self._suppressed_through)
                         .order_by("id").values_list("id", "id_hash"))
             if rows:
@@ -211,7 +211,7 @@ class SubjectKeyring:
         with self._lock:
             self._by_subject.clear()
             self._by_kid.clear()
-            self._aeads.clear()
+            self._sealing.clear()
             self._hashes.clear()
             self._suppressed.clear()
             self._suppressed_through = 0
@@ -239,28 +239,37 @@ class SubjectKeyring:
     # --- writing ---------------------------------------------------------------------------------
     def sealer(self, records: Iterable[Any], subjects_by_seq: Mapping[str, tuple[str, ...]],
                suppressed: set[str]) -> LineSealer | None:
-        """The unit's ``LineSealer``: every record's key ids and cipher. A subject whose key cannot be
-        created because it was suppressed meanwhile adds its records to ``suppressed``."""
+        """The unit's ``LineSealer``: every record's key ids and cipher (one dict lookup per record once
+        its combination of subjects is cached). A subject whose key cannot be created because it was
+        suppressed meanwhile adds its records to ``suppressed``."""
         if self.master is None:
             return None
-        chosen: dict[str, tuple[str, ...]] = {}
+        by_subjects = self._sealing
+        keys_of: dict[str, tuple[tuple[str, ...], AESGCM]] = {}
+        pending: dict[str, tuple[str, ...]] = {}
         for record in records:
             seq = record.sequence_number
-            if seq not in suppressed:
-                chosen[seq] = subjects_by_seq.get(seq) or (unattributed_subject(record.arrival_micros),)
-        keys = self.subject_keys({s for subjects in chosen.values() for s in subjects})
-        keys_of = {}
-        for seq, subjects in chosen.items():
-            if any(s not in keys for s in subjects):
-                suppressed.add(seq)  # suppressed after this worker's last refresh
+            if seq in suppressed:
                 continue
-            pairs = [keys[s] for s in subjects]
-            kids = tuple(sorted(kid for kid, _ in pairs))
-            aead = self._aeads.get(kids)
-            if aead is None:
-                aead = AESGCM(combined_key(pairs))
-                self._aeads.put(kids, aead)
-            keys_of[seq] = (kids, aead)
+            subjects = subjects_by_seq.get(seq) or (unattributed_subject(record.arrival_micros),)
+            found = by_subjects.get(subjects)
+            if found is None:
+                pending[seq] = subjects
+            else:
+                keys_of[seq] = found
+        if pending:
+            with self._lock:
+                keys = self.subject_keys({s for subjects in pending.values() for s in subjects})
+                for seq, subjects in pending.items():
+                    if any(s not in keys for s in subjects):
+                        suppressed.add(seq)  # suppressed after this worker's last refresh
+                        continue
+                    found = by_subjects.get(subjects)
+                    if found is None:
+                        pairs = [keys[s] for s in subjects]
+                        found = (tuple(sorted(kid for kid, _ in pairs)), AESGCM(combined_key(pairs)))
+                        by_subjects.put(subjects, found)
+                    keys_of[seq] = found
         return LineSealer(keys_of, suppressed)
 
     def subject_keys(self, subjects: Iterable[str]) -> dict[str, tuple[str, bytes]]:

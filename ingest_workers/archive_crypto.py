@@ -12,23 +12,23 @@ pipeline never learnt, or an event without one) is encrypted under its arrival d
 
 An encrypted line keeps its stream position in clear (``seq``, ``shard``, ``arrival``: checkpoints,
 adoption and lineage need them) and carries ``kids`` (random key ids, never identifiers or their
-hashes, so a shredded line links to nobody), ``nonce``, ``ct`` (AES-256-GCM over the record's bytes,
-AAD binding shard, sequence number, key ids and format) and ``fmt`` (``json`` or ``bytes``). A record
-dropped by suppression is a line without any record (``"suppressed": true``): the line numbers of
-an object never depend on which subjects were erased.
+hashes, so a shredded line links to nobody), ``fmt`` (``json`` or ``bytes``) and ``ct``: base64 of a
+fresh 12-byte nonce and the AES-256-GCM ciphertext of the record's bytes, the AAD binding shard,
+sequence number, key ids and format. A record dropped by suppression is a line without any record
+(``"suppressed": true``): the line numbers of an object never depend on which subjects were erased.
 
 Pure: no Django, no network, no clock.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
+import pybase64
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -89,13 +89,21 @@ def event_subjects(event: Mapping) -> list[str]:
 
 
 def records_subjects(events: Iterable[Mapping]) -> dict[str, tuple[str, ...]]:
-    """Sequence number → the sorted subject identifiers of every event the record produced."""
-    found: dict[str, set[str]] = {}
+    """Sequence number → the subject identifiers of every event the record produced, in a fixed order
+    (``SUBJECT_KINDS`` order for one event, sorted when several events add up). The hot path."""
+    found: dict[str, tuple[str, ...]] = {}
+    kinds = SUBJECT_KINDS
     for event in events:
-        subjects = event_subjects(event)
-        seq = event["lineage"]["sequence_number"]
-        found.setdefault(seq, set()).update(subjects)
-    return {seq: tuple(sorted(ids)) for seq, ids in found.items() if ids}
+        ids = event.get("identifiers")
+        if ids.__class__ is not dict:
+            continue
+        subjects = tuple([kind + ":" + value for kind in kinds
+                          if (value := ids.get(kind)) and value.__class__ is str])
+        if subjects:
+            seq = event["lineage"]["sequence_number"]
+            before = found.get(seq)
+            found[seq] = subjects if before is None or before == subjects else tuple(sorted({*before, *subjects}))
+    return found
 
 
 def combined_key(keys: Sequence[tuple[str, bytes]]) -> bytes:
@@ -108,39 +116,47 @@ def combined_key(keys: Sequence[tuple[str, bytes]]) -> bytes:
     return hmac.digest(material, _COMBINE_LABEL, "sha256")
 
 
-def _aad(shard: str, seq: str, kids: Sequence[str], fmt: str) -> bytes:
-    return f"{shard}\x00{seq}\x00{','.join(kids)}\x00{fmt}".encode()
-
-
 class LineSealer:
     """Encrypts one unit's archive lines. ``keys_of[seq]`` is (key ids, AESGCM) for each record;
     ``suppressed`` the sequence numbers dropped by suppression (their line keeps no record)."""
 
-    __slots__ = ("keys_of", "suppressed", "default")
+    __slots__ = ("keys_of", "suppressed", "_nonces", "_next", "_parts")
 
-    def __init__(self, keys_of: Mapping[str, tuple[tuple[str, ...], AESGCM]], suppressed: Iterable[str] = (),
-                 default: Mapping[int, tuple[tuple[str, ...], AESGCM]] | None = None):
+    def __init__(self, keys_of: Mapping[str, tuple[tuple[str, ...], AESGCM]], suppressed: Iterable[str] = ()):
         self.keys_of = keys_of
         self.suppressed = frozenset(suppressed)
-        #: arrival day → the unattributed key, for records without a subject
-        self.default = default or {}
+        self._nonces = b""  # random nonces drawn 256 at a time (one getrandom call, not one per line)
+        self._next = 0
+        #: (key ids, is_json) → (the line's middle, the AAD's tail): built once per unit and key set
+        self._parts: dict[tuple[tuple[str, ...], bool], tuple[bytes, bytes]] = {}
+
+    def _nonce(self) -> bytes:
+        if self._next + 12 > len(self._nonces):
+            self._nonces, self._next = os.urandom(12 * 256), 0
+        nonce = self._nonces[self._next:self._next + 12]
+        self._next += 12
+        return nonce
 
     def line(self, seq: str, shard: str, arrival: int, data: bytes, *, is_json: bool) -> bytes:
         head = b'{"seq":%s,"shard":%s,"arrival":%d,' % (orjson.dumps(seq), orjson.dumps(shard), int(arrival))
         if seq in self.suppressed:
             return head + b'"suppressed":true}'
-        found = self.keys_of.get(seq)
-        if found is None:
-            found = self.default[arrival // 86_400_000_000]
-        kids, aead = found
-        if is_json:
-            body, fmt = bytes(data).strip(), "json"
-        else:
-            body, fmt = bytes(data), "bytes"
-        nonce = os.urandom(12)
-        ct = aead.encrypt(nonce, body, _aad(shard, seq, kids, fmt))
-        return (head + b'"enc":%d,"kids":%s,"fmt":"%s","nonce":"%s","ct":"%s"}' % (
-            LINE_VERSION, orjson.dumps(kids), fmt.encode(), base64.b64encode(nonce), base64.b64encode(ct)))
+        kids, aead = self.keys_of[seq]
+        parts = self._parts.get((kids, is_json))
+        if parts is None:
+            fmt = "json" if is_json else "bytes"
+            parts = self._parts[(kids, is_json)] = (
+                b'"enc":%d,"kids":%s,"fmt":"%s","ct":"' % (LINE_VERSION, orjson.dumps(kids), fmt.encode()),
+                _aad_tail(kids, fmt))
+        middle, aad_tail = parts
+        body = data.strip() if is_json else data
+        nonce = self._nonce()
+        sealed = nonce + aead.encrypt(nonce, body, f"{shard}\x00{seq}".encode() + aad_tail)
+        return head + middle + pybase64.b64encode(sealed) + b'"}'
+
+
+def _aad_tail(kids: Sequence[str], fmt: str) -> bytes:
+    return f"\x00{','.join(kids)}\x00{fmt}".encode()
 
 
 def line_is_encrypted(line: Mapping) -> bool:
@@ -160,15 +176,19 @@ def line_open(line: Mapping, keys: Mapping[str, bytes | None], *, uri: str = "",
         raise ArchiveRecordShredded(uri, offset)
     seq, shard, fmt = str(line["seq"]), str(line["shard"]), str(line["fmt"])
     try:
-        body = AESGCM(combined_key(present)).decrypt(
-            base64.b64decode(line["nonce"]), base64.b64decode(line["ct"]), _aad(shard, seq, kids, fmt))
+        sealed = pybase64.b64decode(line["ct"], validate=True)
+    except ValueError as err:
+        raise ArchiveRecordShredded(uri, offset, "damaged line") from err
+    try:
+        body = AESGCM(combined_key(present)).decrypt(sealed[:12], sealed[12:],
+                                                     f"{shard}\x00{seq}".encode() + _aad_tail(kids, fmt))
     except InvalidTag as err:  # a key id reused with another key cannot happen; tampering can
         raise ArchiveRecordShredded(uri, offset, "ciphertext does not open") from err
     head = b'{"seq":%s,"shard":%s,"arrival":%d,' % (orjson.dumps(line["seq"]), orjson.dumps(shard),
                                                     int(line["arrival"]))
     if fmt == "json":
         return head + b'"record":' + body + b"}"
-    return head + b'"record_b64":"' + base64.b64encode(body) + b'"}'
+    return head + b'"record_b64":"' + pybase64.b64encode(body) + b'"}'
 
 
 def subject_hash_key(secret: str) -> bytes:
