@@ -382,3 +382,26 @@ def test_key_material_never_reaches_the_logs(ingest_env, caplog):
     for secret in [*plain, *wrapped, local_master_key_load()]:
         for form in (secret.hex(), base64.b64encode(secret).decode(), repr(secret)):
             assert form not in logged
+
+
+def test_a_shred_reaches_the_cache_of_another_worker_at_its_next_batch(settings):
+    """Two keyrings stand for two worker processes: the one that did not shred still holds the key in
+    memory until its next ``refresh`` (once per batch) reads the moved generation."""
+    from deletion.subject_keys import LocalMasterKey, SubjectKeyring, local_master_key_load
+    from ingest_workers.archive_crypto import subject_hash_key
+
+    def worker_keyring() -> SubjectKeyring:
+        keyring = SubjectKeyring(master=LocalMasterKey(local_master_key_load()),
+                                 hash_key=subject_hash_key(settings.SUBJECT_HASH_SECRET))
+        keyring.refresh()
+        return keyring
+
+    other = worker_keyring()
+    subject = f"platform_user_id:{PERSON_A['user']}"
+    key_id, _ = other.subject_keys([subject])[subject]
+    assert other.keys_by_id([key_id])[key_id] is not None
+    erase(PERSON_A)
+    assert other.keys_by_id([key_id])[key_id] is not None  # cached: the batch in flight still encrypts
+    other.refresh()
+    assert other.keys_by_id([key_id]) == {key_id: None}
+    assert other.suppressed([subject]) and other.subject_keys([subject]) == {}
