@@ -231,6 +231,11 @@ class SubjectKeyring:
             return False
         return any(self.hash_of(s) in self._suppressed for s in subjects)
 
+    @property
+    def suppressing(self) -> bool:
+        """The suppression list is not empty."""
+        return bool(self._suppressed)
+
     def suppressed_of(self, subjects_by_seq: Mapping[str, tuple[str, ...]]) -> set[str]:
         if not self._suppressed:
             return set()
@@ -242,8 +247,8 @@ class SubjectKeyring:
         """The unit's ``LineSealer``: every record's key ids and cipher (one dict lookup per record once
         its combination of subjects is cached). A subject whose key cannot be created because it was
         suppressed meanwhile adds its records to ``suppressed``."""
-        if self.master is None:
-            return None
+        if self.master is None:  # encryption off: suppressed records still leave no record behind
+            return LineSealer({}, suppressed, clear=True) if suppressed else None
         by_subjects = self._sealing
         keys_of: dict[str, tuple[tuple[str, ...], AESGCM]] = {}
         pending: dict[str, tuple[str, ...]] = {}

@@ -120,11 +120,14 @@ class LineSealer:
     """Encrypts one unit's archive lines. ``keys_of[seq]`` is (key ids, AESGCM) for each record;
     ``suppressed`` the sequence numbers dropped by suppression (their line keeps no record)."""
 
-    __slots__ = ("keys_of", "suppressed", "_nonces", "_next", "_parts")
+    __slots__ = ("keys_of", "suppressed", "clear", "_nonces", "_next", "_parts")
 
-    def __init__(self, keys_of: Mapping[str, tuple[tuple[str, ...], AESGCM]], suppressed: Iterable[str] = ()):
+    def __init__(self, keys_of: Mapping[str, tuple[tuple[str, ...], AESGCM]], suppressed: Iterable[str] = (),
+                 *, clear: bool = False):
         self.keys_of = keys_of
         self.suppressed = frozenset(suppressed)
+        #: encryption is off: lines in clear, except that suppressed records still keep no record
+        self.clear = clear
         self._nonces = b""  # random nonces drawn 256 at a time (one getrandom call, not one per line)
         self._next = 0
         #: (key ids, is_json) → (the line's middle, the AAD's tail): built once per unit and key set
@@ -141,6 +144,13 @@ class LineSealer:
         head = b'{"seq":%s,"shard":%s,"arrival":%d,' % (orjson.dumps(seq), orjson.dumps(shard), int(arrival))
         if seq in self.suppressed:
             return head + b'"suppressed":true}'
+        if self.clear:
+            if is_json:
+                body = data.strip()
+                if b"\n" in body or b"\r" in body:  # as archive_line: one line per record
+                    body = orjson.dumps(orjson.loads(body))
+                return head + b'"record":' + body + b"}"
+            return head + b'"record_b64":"' + pybase64.b64encode(data) + b'"}'
         kids, aead = self.keys_of[seq]
         parts = self._parts.get((kids, is_json))
         if parts is None:

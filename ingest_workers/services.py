@@ -644,7 +644,7 @@ def _erased_subjects_apply(records: list[RawRecord], fresh: int, locations: list
     keyring = archive_keyring()
     keyring.refresh()
     subjects = records_subjects(result.events)
-    if fresh and keyring.encrypting:
+    if fresh and (keyring.encrypting or keyring.suppressing):
         earlier = process_batch(records[:fresh], contract_index_current(), stream=stream, batch_id=batch_id,
                                 archive_locations=locations[:fresh], now_micros=now_micros)
         subjects.update(records_subjects(earlier.events))

@@ -84,3 +84,11 @@ def test_the_subjects_of_a_record_are_every_identifier_of_its_events():
         {"identifiers": {"tenant_id": "acme"}, "lineage": {"sequence_number": "2"}},
     ]
     assert records_subjects(events) == {"1": ("anonymous_id:anon-1", "device_id:dev-9", "platform_user_id:u-1")}
+
+
+def test_with_encryption_off_lines_are_clear_but_a_suppressed_record_still_leaves_nothing():
+    other = RawRecord("s", "8", b'{"source":"web-chat","payload":{}}', 2)
+    sealer = LineSealer({}, {RECORD.sequence_number}, clear=True)
+    assert orjson.loads(sealer.line(RECORD.sequence_number, RECORD.shard_id, RECORD.arrival_micros, RECORD.data,
+                                    is_json=True)).get("suppressed") is True
+    assert sealer.line("8", "s", 2, other.data, is_json=True) == archive_line(other, is_json=True)

@@ -405,3 +405,15 @@ def test_a_shred_reaches_the_cache_of_another_worker_at_its_next_batch(settings)
     other.refresh()
     assert other.keys_by_id([key_id]) == {key_id: None}
     assert other.suppressed([subject]) and other.subject_keys([subject]) == {}
+
+
+def test_with_encryption_off_an_erased_subjects_new_record_is_still_neither_landed_nor_archived(ingest_env):
+    ingest_env.ARCHIVE_ENCRYPTION = "off"
+    erase(PERSON_A)
+    marker_a, marker_b = f"off-A-{uuid.uuid4().hex}", f"off-B-{uuid.uuid4().hex}"
+    send([(PERSON_A, marker_a), (PERSON_B, marker_b)])
+    services.pipeline_drain()
+    stored = archived_bytes(ingest_env)
+    assert marker_b.encode() in stored and b'"enc"' not in stored  # in clear: encryption is off
+    assert marker_a.encode() not in stored and stored.count(b'"suppressed":true') == 1
+    assert not lineages(PERSON_A["anon"]) and len(lineages(PERSON_B["anon"])) == 1
