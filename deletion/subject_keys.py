@@ -111,6 +111,35 @@ class KmsMasterKey:
             raise KeyServiceUnavailable(f"KMS Decrypt failed: {type(err).__name__}") from None
 
 
+class KeyMaterialLogFilter(logging.Filter):
+    """Drops botocore's DEBUG records that carry KMS key material: at DEBUG botocore logs request and
+    response bodies, and a ``GenerateDataKey``/``Decrypt`` answer holds the plaintext data key."""
+
+    MARKERS = ("Plaintext", "CiphertextBlob")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted is not ours to keep
+            return False
+        return not any(marker in message for marker in self.MARKERS)
+
+
+_KEY_MATERIAL_FILTER = KeyMaterialLogFilter()
+
+
+def key_material_log_filter_install() -> None:
+    """Attach the filter to every botocore and urllib3 logger (a filter on a parent logger does not see
+    its children's records, so each one gets it)."""
+    for name in ["botocore", "urllib3", *list(logging.root.manager.loggerDict)]:
+        if name.split(".", 1)[0] in ("botocore", "urllib3"):
+            logger = logging.getLogger(name)
+            if _KEY_MATERIAL_FILTER not in logger.filters:
+                logger.addFilter(_KEY_MATERIAL_FILTER)
+
+
 def local_master_key_load() -> bytes:
     """``ARCHIVE_LOCAL_MASTER_KEY`` (base64), else the key file, created (0600, create-only) on first use."""
     configured = getattr(settings, "ARCHIVE_LOCAL_MASTER_KEY", "")
@@ -145,7 +174,9 @@ def master_key_from_settings() -> MasterKey | None:
     if mode == "kms":
         from ingest_workers.aws import kms_client
 
-        return KmsMasterKey(kms_client(), settings.ARCHIVE_KMS_KEY_ID)
+        client = kms_client()
+        key_material_log_filter_install()  # after the client: every botocore module is imported by now
+        return KmsMasterKey(client, settings.ARCHIVE_KMS_KEY_ID)
     return LocalMasterKey(local_master_key_load())
 
 
