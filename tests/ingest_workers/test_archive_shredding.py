@@ -218,7 +218,7 @@ def test_a_worker_counts_suppressed_records_per_source(ingest_env, kinesis):
     assert len(lineages(PERSON_B["anon"])) == 1 and not lineages(PERSON_A["anon"])
 
 
-def test_a_redrive_brings_nothing_of_an_erased_subject_back(ingest_env, engineer, platform_user):
+def test_a_redrive_brings_nothing_of_an_erased_subject_back(ingest_env, engineer, platform_user, client):
     """Records quarantined while the source was switched off are re-driven after it is back on: the
     erased person's record is dropped (suppressed), the other person's lands."""
     from contracts.models import Source
@@ -239,6 +239,10 @@ def test_a_redrive_brings_nothing_of_an_erased_subject_back(ingest_env, engineer
     assert result.count("suppressed") == 1 and result.landed == 1
     assert "dropped: they carry an erased subject's identifier" in result.summary()
     assert not lineages(PERSON_A["anon"]) and len(lineages(PERSON_B["anon"])) == 1
+    dropped = next(o.quarantine_id for o in result.outcomes if o.outcome == "suppressed")
+    client.force_login(engineer)
+    page = client.get(f"/quarantine/{dropped}/")
+    assert page.status_code == 200 and "dropped: erased subject" in page.content.decode()
 
 
 def test_a_replay_of_the_whole_period_brings_nothing_of_the_subject_back(ingest_env):
