@@ -268,9 +268,14 @@ class SubjectKeyring:
         return bool(self._suppressed)
 
     def suppressed_of(self, subjects_by_seq: Mapping[str, tuple[str, ...]]) -> set[str]:
+        """The sequence numbers whose subjects include an erased one. A combination of subjects this
+        process has sealed with since the last generation change is not suppressed (suppression entries
+        arrive only with a generation change, which empties that cache): no hashing for it."""
         if not self._suppressed:
             return set()
-        return {seq for seq, subjects in subjects_by_seq.items() if self.suppressed(subjects)}
+        sealed = self._sealing
+        return {seq for seq, subjects in subjects_by_seq.items()
+                if subjects not in sealed and self.suppressed(subjects)}
 
     # --- writing ---------------------------------------------------------------------------------
     def sealer(self, records: Iterable[Any], subjects_by_seq: Mapping[str, tuple[str, ...]],
