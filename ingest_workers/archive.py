@@ -24,8 +24,11 @@ Every location (object, line) is known before any record is parsed: the pipeline
 it, and the archive lines are then assembled from the raw bytes without parsing them again (the
 pipeline already knows which records are not JSON). Line N (0-based) of an object is the record at
 lineage ``raw_offset`` N: ``{"seq", "shard", "arrival", "record"}`` (the envelope as it was sent), or
-``"record_b64"`` for bytes that were not JSON. Room is left for the erasure work: a line may later
-carry its record encrypted under its subject's key instead. ``RAW_ARCHIVE_URL`` is ``file:///dir``
+``"record_b64"`` for bytes that were not JSON; or, with per-subject encryption on (the default), the
+record encrypted under its subjects' data keys (``ingest_workers.archive_crypto``: ``enc``, ``kids``,
+``nonce``, ``ct``), or no record at all for a record of a suppressed subject. Readers open encrypted
+lines transparently; a line of an erased subject raises ``ArchiveRecordShredded``, which readers skip
+and count. ``RAW_ARCHIVE_URL`` is ``file:///dir``
 (embedded) or ``s3://bucket/prefix``; both go through obstore. Objects written by earlier versions
 (one per unit, ``<first>-<last>.jsonl.zst``; one per source and hour, ``raw/source=…``) read the same way.
 """
@@ -47,6 +50,7 @@ import zstandard
 from obstore.store import LocalStore, S3Store
 
 from ingest_workers import json_numbers
+from ingest_workers.archive_crypto import ArchiveRecordShredded, LineSealer, line_is_encrypted, line_open
 from ingest_workers.pipeline import RawRecord
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -203,14 +207,18 @@ class ShardArchive:
             self._pending.append((obj, record))
         return locations
 
-    def append(self, not_json: Collection[str] | None = None) -> None:
+    def append(self, not_json: Collection[str] | None = None, sealer: LineSealer | None = None) -> None:
         """Add the lines of every placed record (``not_json``: sequence numbers the pipeline found not
-        to be JSON; None: checked here)."""
+        to be JSON; None: checked here). ``sealer`` encrypts each line under its subjects' keys (and
+        writes no record for a suppressed one); None writes lines in clear."""
         lines: dict[int, tuple[_Object, list[bytes]]] = {}
         for obj, record in self._pending:
             if obj.adopted_through is None:
+                is_json = _is_json(record.data, record.sequence_number, not_json)
                 lines.setdefault(id(obj), (obj, []))[1].append(
-                    archive_line(record, is_json=_is_json(record.data, record.sequence_number, not_json)))
+                    archive_line(record, is_json=is_json) if sealer is None else
+                    sealer.line(record.sequence_number, record.shard_id, record.arrival_micros, record.data,
+                                is_json=is_json))
             else:
                 obj.written += 1
         for obj, object_lines in lines.values():  # one compress call per object and unit
@@ -318,15 +326,30 @@ def archive_object_last_seq(key: str, *, url: str | None = None) -> str | None:
 class ArchiveReader:
     """Reads lines of archived objects, fetching and decompressing each object once (a re-drive of
     500 quarantined rows of one unit reads its object once, not 500 times: review M5). Keeps the
-    last ``max_objects`` objects; one reader per re-drive, not shared between requests."""
+    last ``max_objects`` objects; one reader per re-drive, not shared between requests.
 
-    def __init__(self, max_objects: int = 16):
+    Encrypted lines are opened with the process's subject keyring (refreshed when the reader is
+    made, so a key shredded before is seen as gone); a line of an erased subject raises
+    ``ArchiveRecordShredded`` and is counted in ``shredded``."""
+
+    def __init__(self, max_objects: int = 16, keyring=None):
         self.max_objects = max_objects
         self.fetched = 0
+        self.shredded = 0
+        self._keyring = keyring
         self._objects: OrderedDict[str, list[bytes]] = OrderedDict()
 
+    @property
+    def keyring(self):
+        if self._keyring is None:
+            from deletion.subject_keys import archive_keyring
+
+            self._keyring = archive_keyring()
+            self._keyring.refresh()
+        return self._keyring
+
     def read_line(self, uri: str, offset: int) -> dict:
-        """The archived line a lineage pointer names."""
+        """The archived line a lineage pointer names (opened when encrypted)."""
         lines = self._objects.get(uri)
         if lines is None:
             lines = self._objects[uri] = self._fetch(uri)
@@ -335,7 +358,31 @@ class ArchiveReader:
                 self._objects.popitem(last=False)
         else:
             self._objects.move_to_end(uri)
-        return archive_line_parse(lines[offset])
+        return self.line_open(lines[offset], uri=uri, offset=offset)
+
+    def line_open(self, raw: bytes, *, uri: str = "", offset: int = -1) -> dict:
+        """One stored line as data, decrypted when it is encrypted (``ArchiveRecordShredded`` counted)."""
+        line = archive_line_parse(raw)
+        if not line_is_encrypted(line):
+            return line
+        try:
+            keys = self.keyring.keys_by_id(line.get("kids") or ())
+            return archive_line_parse(line_open(line, keys, uri=uri, offset=offset))
+        except ArchiveRecordShredded:
+            self.shredded += 1
+            raise
+
+    def object_lines(self, uri: str) -> list[tuple[int, dict]]:
+        """(line number, line) of every readable line of one object, in order; lines of erased
+        subjects are skipped (and counted in ``shredded``)."""
+        out = []
+        for offset, raw in enumerate(self._fetch(uri)):
+            try:
+                out.append((offset, self.line_open(raw, uri=uri, offset=offset)))
+            except ArchiveRecordShredded:
+                continue
+        self.fetched += 1
+        return out
 
     @staticmethod
     def _fetch(uri: str) -> list[bytes]:

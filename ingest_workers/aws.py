@@ -139,6 +139,11 @@ def s3_client() -> Any:
     return _client(*_settings_key("s3"))
 
 
+def kms_client() -> Any:
+    """The KMS client for the configured endpoint (the raw archive's master key: deletion.subject_keys)."""
+    return _client(*_settings_key("kms"))
+
+
 def _error_code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
 

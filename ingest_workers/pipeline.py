@@ -27,7 +27,7 @@ import base64
 import gc
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ __all__ = [
     "SourceCounts",
     "BatchResult",
     "process_batch",
+    "batch_suppress",
     "quarantine_id",
     "REASON_CODES",
     "QUARANTINE_ID_NAMESPACE",
@@ -282,6 +283,8 @@ class SourceCounts:
     skipped: int = 0
     quarantined: int = 0
     duplicates: int = 0
+    #: records dropped because they carry an erased subject's identifier (``batch_suppress``)
+    suppressed: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     #: per contract version the records validated against: (subject, version) -> [records, events, duplicates]
     versions: dict[tuple[str, int], list[int]] = field(default_factory=dict)
@@ -534,6 +537,30 @@ def _process(  # noqa: C901 - the per-record hot loop is one function on purpose
         per_source=per_source,
         _landing=landing,
     )
+
+
+def batch_suppress(result: BatchResult, suppressed: Mapping[str, str]) -> BatchResult:
+    """The batch without the events of suppressed records (``suppressed``: sequence number → source
+    name): they are not landed, and counted per source as ``suppressed`` instead of as events."""
+    if not suppressed:
+        return result
+    kept: list[dict] = []
+    dropped: dict[str, int] = {}
+    for ev in result.events:
+        seq = ev["lineage"]["sequence_number"]
+        if seq in suppressed:
+            dropped[seq] = dropped.get(seq, 0) + 1
+        else:
+            kept.append(ev)
+    for seq, events in dropped.items():
+        counts = result.per_source.setdefault(suppressed[seq], SourceCounts())
+        counts.events -= events
+        counts.suppressed += 1
+    event_ids = [ev["event_id"] for ev in kept]
+    return BatchResult(
+        events=kept, quarantine=result.quarantine, event_ids=event_ids,
+        in_batch_duplicates=len(event_ids) - len(set(event_ids)), skipped=result.skipped,
+        records=result.records, mapped_records=result.mapped_records - len(dropped), per_source=result.per_source)
 
 
 def _envelope_slow(data: bytes) -> tuple[str, int, dict, str | None]:

@@ -41,6 +41,7 @@ import orjson
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
+from ingest_workers.archive_crypto import ArchiveRecordShredded
 from ingest_workers.envelope import envelope_encode
 from ingest_workers.pipeline import RawRecord, process_batch
 from portal.roles import is_data_engineer
@@ -69,6 +70,8 @@ class RedriveOutcome:
 
     quarantine_id: str
     #: landed | skipped | still_quarantined | not_found | already_redriven | resolved | busy
+    #: | erased (the archived record belongs to an erased subject: unreadable, its key is shredded)
+    #: | suppressed (its events carry an erased subject's identifier: dropped, not landed)
     outcome: str
     events: int = 0
     reason_code: str | None = None
@@ -111,6 +114,10 @@ class RedriveResult:
             parts.append(f"{self.count('skipped')} now skipped on purpose by the contract")
         if self.still_quarantined:
             parts.append(f"{self.still_quarantined} still failing (kept in quarantine, reason updated)")
+        if self.count("erased"):
+            parts.append(f"{self.count('erased')} records unreadable: erased subject")
+        if self.count("suppressed"):
+            parts.append(f"{self.count('suppressed')} dropped: they carry an erased subject's identifier")
         labels = {"not_found": "not found", "already_redriven": "already re-driven", "resolved": "resolved",
                   "busy": "being re-driven by someone else"}
         for name, n in self.not_redriven.items():
@@ -126,6 +133,7 @@ class RedriveResult:
             "request_id": self.request_id, "requested": self.requested, "batch_ids": self.batch_ids,
             "landed": self.landed, "events": self.events, "skipped": self.count("skipped"),
             "still_quarantined": self.still_quarantined, "not_redriven": self.not_redriven,
+            "erased": self.count("erased"), "suppressed": self.count("suppressed"),
             "merged": self.merged, "quarantine_ids": ids[:1000], "more_ids": max(0, len(ids) - 1000),
         }
 
@@ -267,10 +275,15 @@ def _run_claimed(
     reader = ArchiveReader()
     # one stream record per raw pointer (two rows of the same record are re-driven once)
     records: dict[tuple[str, str, str], tuple[RawRecord, tuple[str, int], str]] = {}
+    erased: set[tuple[str, str, str]] = set()  # archived records of erased subjects: never re-driven
     for row in claimed:
         key = _record_key(row)
-        if key not in records:
-            records[key] = _original_record(row, reader)
+        if key not in records and key not in erased:
+            original = _original_record(row, reader)
+            if original is None:
+                erased.add(key)
+            else:
+                records[key] = original
     events: list[dict] = []
     failures: dict[tuple[str, str, str], Any] = {}
     produced: dict[tuple[str, str, str], list[dict]] = {}
@@ -284,6 +297,9 @@ def _run_claimed(
             produced.setdefault((stream, lin["shard_id"], lin["sequence_number"]), []).append(ev)
         for q in batch.quarantine:
             failures[(stream, q.shard_id, q.sequence_number)] = q
+    suppressed = _suppressed_records(produced, reader.keyring)
+    if suppressed:
+        events = [ev for ev in events if _event_key(ev) not in suppressed]
 
     if events:
         from warehouse.landing import landing_append, landing_rows_json
@@ -299,6 +315,14 @@ def _run_claimed(
     updates = []
     for row in claimed:
         key = _record_key(row)
+        if key in erased or key in suppressed:
+            # the subject was erased: nothing of it comes back, and the row is not offered again
+            outcome = "erased" if key in erased else "suppressed"
+            updates.append({"id": row["quarantine_id"], "status": "resolved", "failed": False, "result": {
+                "attempt_id": batch_id, "by": by, "at": now, "outcome": outcome, "events": 0,
+                "history": _history(row, now), "attempts": _attempts(row) + 1}})
+            result.outcomes.append(RedriveOutcome(row["quarantine_id"], outcome))
+            continue
         read_from = records[key][2]
         base = {"attempt_id": batch_id, "by": by, "at": now, "read_from": read_from, "history": _history(row, now)}
         if key in failures:
@@ -324,6 +348,19 @@ def _run_claimed(
             "attempts": _attempts(row) + 1}})
         result.outcomes.append(RedriveOutcome(row["quarantine_id"], outcome, events=len(evs), read_from=read_from))
     _finish(conn, updates, token=batch_id, now=now)
+
+
+def _event_key(ev: dict) -> tuple[str, str, str]:
+    lin = ev["lineage"]
+    return (lin["stream"], lin["shard_id"], lin["sequence_number"])
+
+
+def _suppressed_records(produced: dict[tuple[str, str, str], list[dict]], keyring: Any) -> set[tuple[str, str, str]]:
+    """The records whose events carry an identifier of an erased subject (deletion.suppression)."""
+    from ingest_workers.archive_crypto import event_subjects
+
+    return {key for key, evs in produced.items()
+            if keyring.suppressed(s for ev in evs for s in event_subjects(ev))}
 
 
 def _channel(batch_id: str) -> str:
@@ -443,9 +480,10 @@ def _history(row: dict, now: str) -> list[dict]:
 
 # --- the original stream record --------------------------------------------------------------------
 
-def _original_record(row: dict, reader: Any) -> tuple[RawRecord, tuple[str, int], str]:
-    """(the stream record, its archive location, "archive" | "stored_payload"); ``reader`` is the
-    chunk's ``ArchiveReader`` (each archive object fetched once)."""
+def _original_record(row: dict, reader: Any) -> tuple[RawRecord, tuple[str, int], str] | None:
+    """(the stream record, its archive location, "archive" | "stored_payload"), or None when the
+    archived record belongs to an erased subject; ``reader`` is the chunk's ``ArchiveReader`` (each
+    archive object fetched once)."""
     uri = row.get("raw_archive_uri") or ""
     offset = int(row.get("raw_offset") or 0)
     shard, sequence = row.get("shard_id") or "", row.get("sequence_number") or ""
@@ -453,6 +491,8 @@ def _original_record(row: dict, reader: Any) -> tuple[RawRecord, tuple[str, int]
     if uri:
         try:
             line = reader.read_line(uri, offset)
+        except ArchiveRecordShredded:
+            return None  # an erased subject's record: no fallback to the payload the row kept
         except Exception:  # noqa: BLE001 - gone, unreadable or elsewhere: fall back to the stored payload
             line = None
         if isinstance(line, dict) and str(line.get("seq")) == sequence and line.get("shard") == shard:

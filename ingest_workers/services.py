@@ -38,6 +38,7 @@ from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -47,7 +48,7 @@ from obstore.exceptions import BaseError as ObstoreError
 
 from ingest_workers import archive
 from ingest_workers.models import ShardLease, WorkerLease
-from ingest_workers.pipeline import BatchResult, ContractIndex, RawRecord, process_batch
+from ingest_workers.pipeline import NO_SOURCE, BatchResult, ContractIndex, RawRecord, batch_suppress, process_batch
 from ingest_workers.pipeline_stats import (
     pipeline_lag_record,
     pipeline_merge_record,
@@ -265,16 +266,21 @@ class BatchOutcome:
     skipped: int = 0
     in_batch_duplicates: int = 0
     landed_rows: int = 0
+    #: records dropped because they carry an erased subject's identifier (deletion.suppression), and per source
+    suppressed: int = 0
+    suppressed_per_source: dict[str, int] = dataclasses.field(default_factory=dict)
     finished_shard: bool = False
     millis_behind_latest: int | None = None
     #: this thread's CPU seconds per step of the unit (read, pipeline, archive, land, checkpoint)
     cpu: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def add(self, other: BatchOutcome) -> None:
-        for field in ("read", "valid", "quarantined", "skipped", "in_batch_duplicates", "landed_rows"):
+        for field in ("read", "valid", "quarantined", "skipped", "in_batch_duplicates", "landed_rows", "suppressed"):
             setattr(self, field, getattr(self, field) + getattr(other, field))
         for step, seconds in other.cpu.items():
             self.cpu[step] = self.cpu.get(step, 0.0) + seconds
+        for source, n in other.suppressed_per_source.items():
+            self.suppressed_per_source[source] = self.suppressed_per_source.get(source, 0) + n
 
 
 def _kinesis_call(call: Callable[..., dict], sleep: Callable[[float], None] = time.sleep, **kwargs) -> dict:
@@ -558,10 +564,12 @@ class ShardReader:
         result: BatchResult = process_batch(records[fresh:], contract_index_current(), stream=lease.stream,
                                             batch_id=unit, archive_locations=locations[fresh:], now_micros=clock())
         not_json = {q.sequence_number for q in result.quarantine if q.reason_code == "undecodable"}
+        result, sealer = _erased_subjects_apply(records, fresh, locations, result, stream=lease.stream,
+                                                batch_id=unit, now_micros=clock())
         rows = landing_rows_json(result.landing_json(), result.quarantine_json())
         tick("pipeline")
         # records before ``fresh`` did not go through the pipeline: the archive checks them itself
-        self.archive.append(not_json if fresh == 0 else _not_json_beyond(records, fresh, not_json))
+        self.archive.append(not_json if fresh == 0 else _not_json_beyond(records, fresh, not_json), sealer)
         finished = ended or (bool(lease.ending_sequence_number) and last == lease.ending_sequence_number)
         if finished or archive_roll_seconds() <= 0:
             self.archive.roll()
@@ -591,6 +599,8 @@ class ShardReader:
         outcome.skipped = result.skipped
         outcome.in_batch_duplicates = result.in_batch_duplicates
         outcome.landed_rows = appended_rows
+        outcome.suppressed_per_source = {name: c.suppressed for name, c in result.per_source.items() if c.suppressed}
+        outcome.suppressed = sum(outcome.suppressed_per_source.values())
         outcome.finished_shard = finished
         return outcome
 
@@ -624,6 +634,40 @@ class ShardReader:
                 raise TransientError(f"could not land {unit}: {err}") from err
             raise
         return appended.rows
+
+def _erased_subjects_apply(records: list[RawRecord], fresh: int, locations: list[tuple[str, int]],
+                           result: BatchResult, *, stream: str, batch_id: str, now_micros: int):
+    """(the batch without suppressed records, the unit's line sealer). Once per unit the keyring checks
+    the erasure generation (dropping cached keys after a shred, loading new suppression entries); a
+    record carrying an erased subject's identifier lands nothing and is archived without its record.
+    Records before ``fresh`` (re-read to rebuild an object, not landed again) are run through the
+    pipeline only to learn their subjects."""
+    from deletion.subject_keys import archive_keyring
+    from ingest_workers.archive_crypto import records_subjects
+
+    keyring = archive_keyring()
+    keyring.refresh()
+    subjects = records_subjects(result.events)
+    if fresh and (keyring.encrypting or keyring.suppressing):
+        earlier = process_batch(records[:fresh], contract_index_current(), stream=stream, batch_id=batch_id,
+                                archive_locations=locations[:fresh], now_micros=now_micros)
+        subjects.update(records_subjects(earlier.events))
+    suppressed = keyring.suppressed_of(subjects)
+    sealer = keyring.sealer(records, subjects, suppressed)
+    if suppressed:
+        by_seq = {r.sequence_number: r for r in records}
+        result = batch_suppress(result, {seq: _source_name(by_seq[seq].data) for seq in suppressed})
+        log.info("suppressed %d record(s) of erased subjects in %s", len(suppressed), batch_id)
+    return result, sealer
+
+
+def _source_name(data: bytes) -> str:
+    try:
+        name = orjson.loads(data).get("source")
+    except (orjson.JSONDecodeError, AttributeError):
+        name = None
+    return name if isinstance(name, str) and name else NO_SOURCE
+
 
 def _not_json_beyond(records: list[RawRecord], fresh: int, not_json: set[str]) -> set[str]:
     """``not_json`` for a unit whose first ``fresh`` records skipped the pipeline: checked here."""

@@ -97,6 +97,10 @@ def _outcome_label(result: Any) -> str:
         return f"still failing ({result.get('reason_code')})"
     if outcome == "in_progress":
         return f"re-drive in progress ({result.get('by') or 'someone'})"
+    if outcome == "erased":
+        return "unreadable: erased subject"
+    if outcome == "suppressed":
+        return "dropped: erased subject"
     return str(outcome or "")
 
 

@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "ingest_workers",
     "warehouse",
     "quality",
+    "deletion",
 ]
 
 MIDDLEWARE = [
@@ -334,6 +335,28 @@ elif not DEBUG and not RAW_ARCHIVE_URL.startswith("s3://"):
     where = "the container's own disk, lost with it" if RAW_ARCHIVE_URL.startswith("file://") else "not S3"
     _problems.append(f"RAW_ARCHIVE_URL must be s3://bucket/prefix in production; it is {where}.")
 RAW_ARCHIVE_BUCKET = os.environ.get("RAW_ARCHIVE_BUCKET", "chatorbit-raw-archive")
+# Per-subject encryption of archived records (crypto-shredding, docs/privacy.md): "kms" wraps each
+# subject's data key with ARCHIVE_KMS_KEY_ID (production), "local" with a local master key (the
+# embedded default: ARCHIVE_LOCAL_MASTER_KEY, base64 of 32 bytes, else a key file created on first
+# use), "off" writes lines in clear (benchmarks only; suppression still applies).
+ARCHIVE_ENCRYPTION = os.environ.get("ARCHIVE_ENCRYPTION", "local" if DEBUG else "kms")
+ARCHIVE_KMS_KEY_ID = os.environ.get("ARCHIVE_KMS_KEY_ID", "")
+ARCHIVE_LOCAL_MASTER_KEY = os.environ.get("ARCHIVE_LOCAL_MASTER_KEY", "")
+ARCHIVE_LOCAL_MASTER_KEY_FILE = os.environ.get("ARCHIVE_LOCAL_MASTER_KEY_FILE", str(VAR_DIR / "archive-master.key"))
+# The secret of the keyed hashes under which subject keys and suppressed identifiers are stored.
+# Changing it orphans every key and suppression entry: set it once. Embedded: derived from SECRET_KEY.
+SUBJECT_HASH_SECRET = os.environ.get("SUBJECT_HASH_SECRET", "")
+if ARCHIVE_ENCRYPTION not in ("kms", "local", "off"):
+    _problems.append(f"ARCHIVE_ENCRYPTION must be kms, local or off, not {ARCHIVE_ENCRYPTION!r}.")
+elif not DEBUG and ARCHIVE_ENCRYPTION != "kms":
+    _problems.append("ARCHIVE_ENCRYPTION must be kms in production (the raw archive's erasure relies on it).")
+elif ARCHIVE_ENCRYPTION == "kms" and not ARCHIVE_KMS_KEY_ID:
+    _problems.append("ARCHIVE_KMS_KEY_ID is not set: the KMS key (id, ARN or alias/…) that wraps the "
+                     "raw archive's per-subject data keys.")
+if not DEBUG and len(SUBJECT_HASH_SECRET) < 32:
+    _problems.append("SUBJECT_HASH_SECRET must be set to a random value of at least 32 characters "
+                     "(the keyed hash of erased subjects' identifiers).")
+SUBJECT_HASH_SECRET = SUBJECT_HASH_SECRET or f"derived-from-secret-key:{SECRET_KEY}"
 # Archive objects per shard roll when a record arrives in a later window of this many seconds, or
 # when their records reach this many MB (before zstd, which keeps about a fifth of this JSON). A
 # shard takes at most 1 MB/s, so in production the 5-minute window rolls first (objects of up to

@@ -15,12 +15,15 @@ PASSWORD = "test-password-123"
 # One archive object per landing unit unless a test asks for rolling (tests/ingest_workers/test_archive.py):
 # most tests look at the checkpoint right after a unit. Worker processes the tests start inherit it.
 os.environ.setdefault("RAW_ARCHIVE_ROLL_SECONDS", "0")
+# The raw archive's local master key (deletion.subject_keys): a fixed test key, never the key file in var/.
+os.environ.setdefault("ARCHIVE_LOCAL_MASTER_KEY", "dGVzdC1vbmx5LWFyY2hpdmUtbWFzdGVyLWtleS0zMiE=")
 
 
 def pytest_configure(config):
     from django.conf import settings
 
     settings.RAW_ARCHIVE_ROLL_SECONDS = float(os.environ["RAW_ARCHIVE_ROLL_SECONDS"])
+    settings.ARCHIVE_LOCAL_MASTER_KEY = os.environ["ARCHIVE_LOCAL_MASTER_KEY"]
 
 
 @pytest.fixture

@@ -24,7 +24,9 @@ GOOD_KEY = "k" * 20 + "QmV0dGVyLXRoYW4tYS1kZXYta2V5LWZvci1zdXJl" + "x" * 10
 #: what the settings read; a subprocess never inherits these from the test run
 CONFIGURATION = {"SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DJANGO_ALLOW_ASYNC_UNSAFE",
                  "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "REDIS_URL", "RAW_ARCHIVE_URL",
-                 "RAW_ARCHIVE_BUCKET", "CHATORBIT_VAR_DIR"}
+                 "RAW_ARCHIVE_BUCKET", "CHATORBIT_VAR_DIR",
+                 "ARCHIVE_ENCRYPTION", "ARCHIVE_KMS_KEY_ID", "ARCHIVE_LOCAL_MASTER_KEY",
+                 "ARCHIVE_LOCAL_MASTER_KEY_FILE", "SUBJECT_HASH_SECRET"}
 CONFIGURATION_PREFIXES = ("SNOWFLAKE_", "AWS_")
 
 
@@ -91,6 +93,7 @@ def production_env(key_file) -> dict[str, str]:
         "CELERY_BROKER_URL": "redis://cache.chatorbit.internal:6379/0",
         "REDIS_URL": "redis://cache.chatorbit.internal:6379/1",
         "RAW_ARCHIVE_URL": "s3://chatorbit-raw-archive/raw",
+        "ARCHIVE_KMS_KEY_ID": "alias/chatorbit-raw-archive", "SUBJECT_HASH_SECRET": "h" * 16 + GOOD_KEY[:24],
         "SNOWFLAKE_ACCOUNT": "myorg-chatorbit", "SNOWFLAKE_USER": "CHATORBIT_SVC",
         "SNOWFLAKE_PRIVATE_KEY_FILE": str(key_file),
         "SNOWFLAKE_ROLE": "CHATORBIT_PIPELINE", "SNOWFLAKE_WAREHOUSE": "CHATORBIT_WH",
@@ -132,9 +135,10 @@ def test_production_with_nothing_set_names_every_missing_setting_at_once():
     for expected in ("SECRET_KEY must be set", "ALLOWED_HOSTS", "DATABASE_URL is not set",
                      "CELERY_BROKER_URL is not set", "REDIS_URL is not set", "RAW_ARCHIVE_URL is not set",
                      "SNOWFLAKE_ACCOUNT is not set", "SNOWFLAKE_USER is not set", "No Snowflake credentials",
-                     "SNOWFLAKE_PRIVATE_KEY_FILE", "SNOWFLAKE_PRIVATE_KEY "):
+                     "SNOWFLAKE_PRIVATE_KEY_FILE", "SNOWFLAKE_PRIVATE_KEY ", "ARCHIVE_KMS_KEY_ID is not set",
+                     "SUBJECT_HASH_SECRET must be set"):
         assert expected in message, f"{expected!r} not in:\n{message}"
-    assert "9 problem(s)" in message
+    assert "11 problem(s)" in message
 
 
 def test_production_refuses_every_embedded_value(production_env):

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DeletionConfig(AppConfig):
+    name = "deletion"
+    verbose_name = "Deletion: erasure requests, crypto-shredding, suppression"

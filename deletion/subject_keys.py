@@ -1,0 +1,448 @@
+"""The raw archive's per-subject data keys: wrapped by a master key, stored in PostgreSQL, cached per process.
+
+Master keys (``settings.ARCHIVE_ENCRYPTION``):
+* ``kms``: ``GenerateDataKey`` / ``Decrypt`` on ``ARCHIVE_KMS_KEY_ID`` through boto3 (the moto server in
+  the tests), the encryption context naming the key id, so a wrapped key only opens as itself;
+* ``local``: AES-256-GCM under a local 32-byte key (``ARCHIVE_LOCAL_MASTER_KEY``, else a key file
+  made on first use): the embedded default;
+* ``off``: no encryption (benchmarks); suppression still applies.
+
+``SubjectKeyring`` is one process's view: data keys by subject and by key id in bounded LRU caches,
+the suppression list as a set of keyed hashes, both dropped when ``ErasureGeneration`` moved (checked
+once per batch by ``refresh``). A new subject costs one round trip to the master key and one guarded
+INSERT; two workers creating the same subject's key at once both insert with ``ON CONFLICT DO
+NOTHING`` and both read back the one row that won (the loser unwraps the winner's key). The INSERT is
+also guarded by the suppression list, so a worker whose view is a batch old cannot recreate a key
+that an erasure has just shredded.
+
+Key material is never logged, never put in an exception message, never stored unwrapped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from ingest_workers.archive_crypto import LineSealer, combined_key, subject_hash, subject_hash_key, unattributed_subject
+
+log = logging.getLogger(__name__)
+
+GENERATION = "archive"
+#: subjects (and key ids) whose data keys one process keeps at most
+CACHE_MAX_KEYS = 100_000
+_KMS_CONTEXT_PURPOSE = "chatorbit-raw-archive-subject-key"
+
+
+class KeyServiceUnavailable(Exception):
+    """The master key could not be reached (KMS down, throttled): the unit is retried."""
+
+
+class MasterKey(Protocol):
+    name: str
+
+    def generate(self, key_id: str) -> tuple[bytes, bytes]:
+        """(plaintext data key, wrapped data key) for a new subject key."""
+
+    def unwrap(self, wrapped: bytes, key_id: str) -> bytes: ...
+
+
+class LocalMasterKey:
+    """AES-256-GCM key wrapping under a local key (nonce + ciphertext, AAD = the key id)."""
+
+    def __init__(self, key: bytes):
+        if len(key) != 32:
+            raise ValueError("the local archive master key must be 32 bytes")
+        self._aead = AESGCM(key)
+        self.name = "local:" + subject_hash(key, "fingerprint")[:16]
+
+    def generate(self, key_id: str) -> tuple[bytes, bytes]:
+        key = os.urandom(32)
+        nonce = os.urandom(12)
+        return key, nonce + self._aead.encrypt(nonce, key, key_id.encode())
+
+    def unwrap(self, wrapped: bytes, key_id: str) -> bytes:
+        return self._aead.decrypt(wrapped[:12], wrapped[12:], key_id.encode())
+
+    def __repr__(self) -> str:  # never the key
+        return f"LocalMasterKey({self.name})"
+
+
+class KmsMasterKey:
+    """KMS envelope encryption: one ``GenerateDataKey`` per new subject, one ``Decrypt`` per key a
+    process has not cached. moto's KMS still answers for keys scheduled for deletion, so nothing here
+    relies on the master key's state: shredding deletes the wrapped data key."""
+
+    def __init__(self, client: Any, key_id: str):
+        self.client = client
+        self.key_id = key_id
+        self.name = key_id
+
+    def _context(self, key_id: str) -> dict[str, str]:
+        return {"purpose": _KMS_CONTEXT_PURPOSE, "subject_key_id": key_id}
+
+    def generate(self, key_id: str) -> tuple[bytes, bytes]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            answer = self.client.generate_data_key(KeyId=self.key_id, KeySpec="AES_256",
+                                                   EncryptionContext=self._context(key_id))
+        except (BotoCoreError, ClientError) as err:
+            raise KeyServiceUnavailable(f"KMS GenerateDataKey failed: {type(err).__name__}") from None
+        return answer["Plaintext"], answer["CiphertextBlob"]
+
+    def unwrap(self, wrapped: bytes, key_id: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.decrypt(CiphertextBlob=wrapped, KeyId=self.key_id,
+                                       EncryptionContext=self._context(key_id))["Plaintext"]
+        except (BotoCoreError, ClientError) as err:
+            raise KeyServiceUnavailable(f"KMS Decrypt failed: {type(err).__name__}") from None
+
+
+class KeyMaterialLogFilter(logging.Filter):
+    """Drops botocore's DEBUG records that carry KMS key material: at DEBUG botocore logs request and
+    response bodies, and a ``GenerateDataKey``/``Decrypt`` answer holds the plaintext data key."""
+
+    MARKERS = ("Plaintext", "CiphertextBlob")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted is not ours to keep
+            return False
+        return not any(marker in message for marker in self.MARKERS)
+
+
+_KEY_MATERIAL_FILTER = KeyMaterialLogFilter()
+
+
+def key_material_log_filter_install() -> None:
+    """Attach the filter to every botocore and urllib3 logger (a filter on a parent logger does not see
+    its children's records, so each one gets it)."""
+    for name in ["botocore", "urllib3", *list(logging.root.manager.loggerDict)]:
+        if name.split(".", 1)[0] in ("botocore", "urllib3"):
+            logger = logging.getLogger(name)
+            if _KEY_MATERIAL_FILTER not in logger.filters:
+                logger.addFilter(_KEY_MATERIAL_FILTER)
+
+
+def local_master_key_load() -> bytes:
+    """``ARCHIVE_LOCAL_MASTER_KEY`` (base64), else the key file, created (0600, create-only) on first use."""
+    configured = getattr(settings, "ARCHIVE_LOCAL_MASTER_KEY", "")
+    if configured:
+        try:
+            key = base64.b64decode(configured, validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != 32:
+            raise ValueError("ARCHIVE_LOCAL_MASTER_KEY must be the base64 of 32 random bytes")
+        return key
+    path = str(settings.ARCHIVE_LOCAL_MASTER_KEY_FILE)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass  # made earlier, or by another process just now: read it
+    else:
+        with os.fdopen(fd, "wb") as out:
+            out.write(base64.b64encode(os.urandom(32)))
+    with open(path, "rb") as fh:
+        key = base64.b64decode(fh.read().strip())
+    if len(key) != 32:
+        raise ValueError(f"{path} does not hold a 32-byte base64 key")
+    return key
+
+
+def master_key_from_settings() -> MasterKey | None:
+    mode = getattr(settings, "ARCHIVE_ENCRYPTION", "local")
+    if mode == "off":
+        return None
+    if mode == "kms":
+        from ingest_workers.aws import kms_client
+
+        client = kms_client()
+        key_material_log_filter_install()  # after the client: every botocore module is imported by now
+        return KmsMasterKey(client, settings.ARCHIVE_KMS_KEY_ID)
+    return LocalMasterKey(local_master_key_load())
+
+
+class _Lru(OrderedDict):
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class SubjectKeyring:
+    """One process's subject keys and suppression list (see the module docstring)."""
+
+    def __init__(self, *, master: MasterKey | None, hash_key: bytes, max_keys: int = CACHE_MAX_KEYS):
+        self.master = master
+        self._hash_key = hash_key
+        self._lock = threading.RLock()
+        self._by_subject: _Lru = _Lru(max_keys)   # id_key → (key_id, key)
+        self._by_kid: _Lru = _Lru(max_keys)       # key_id → key
+        self._sealing: _Lru = _Lru(max_keys)      # a record's subjects → (key ids, AESGCM)
+        self._hashes: _Lru = _Lru(max_keys)       # id_key → keyed hash
+        self._suppressed: set[str] = set()
+        self._suppressed_through = 0
+        self._generation: int | None = None
+        #: round trips to the master key (for tests and the benchmark)
+        self.master_calls = 0
+
+    @property
+    def encrypting(self) -> bool:
+        return self.master is not None
+
+    def __repr__(self) -> str:
+        return f"SubjectKeyring({self.master!r}, {len(self._by_subject)} cached)"
+
+    # --- the cache invalidation ------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Once per batch: drop every cached key when an erasure moved the generation, and load the
+        suppression entries added since the last look (one small query when nothing changed)."""
+        from deletion.models import ErasureGeneration, SuppressedSubject
+
+        generation = (ErasureGeneration.objects.filter(name=GENERATION).values_list("value", flat=True).first()
+                      or 0)
+        with self._lock:
+            if generation == self._generation:
+                return
+            if self._generation is not None:
+                self._by_subject.clear()
+                self._by_kid.clear()
+                self._sealing.clear()
+            rows = list(SuppressedSubject.objects.filter(id__gt=self._suppressed_through)
+                        .order_by("id").values_list("id", "id_hash"))
+            if rows:
+                self._suppressed.update(h for _, h in rows)
+                self._suppressed_through = rows[-1][0]
+            self._generation = generation
+
+    def forget(self) -> None:
+        """Drop everything cached (tests; a process that must not hold keys any longer)."""
+        with self._lock:
+            self._by_subject.clear()
+            self._by_kid.clear()
+            self._sealing.clear()
+            self._hashes.clear()
+            self._suppressed.clear()
+            self._suppressed_through = 0
+            self._generation = None
+
+    # --- suppression -----------------------------------------------------------------------------
+    def hash_of(self, id_key: str) -> str:
+        found = self._hashes.get(id_key)
+        if found is None:
+            found = subject_hash(self._hash_key, id_key)
+            self._hashes.put(id_key, found)
+        return found
+
+    def suppressed(self, subjects: Iterable[str]) -> bool:
+        """Whether any of these identifiers belongs to an erased subject (a set lookup each)."""
+        if not self._suppressed:
+            return False
+        return any(self.hash_of(s) in self._suppressed for s in subjects)
+
+    @property
+    def suppressing(self) -> bool:
+        """The suppression list is not empty."""
+        return bool(self._suppressed)
+
+    def suppressed_of(self, subjects_by_seq: Mapping[str, tuple[str, ...]]) -> set[str]:
+        """The sequence numbers whose subjects include an erased one. A combination of subjects this
+        process has sealed with since the last generation change is not suppressed (suppression entries
+        arrive only with a generation change, which empties that cache): no hashing for it."""
+        if not self._suppressed:
+            return set()
+        sealed = self._sealing
+        return {seq for seq, subjects in subjects_by_seq.items()
+                if subjects not in sealed and self.suppressed(subjects)}
+
+    # --- writing ---------------------------------------------------------------------------------
+    def sealer(self, records: Iterable[Any], subjects_by_seq: Mapping[str, tuple[str, ...]],
+               suppressed: set[str]) -> LineSealer | None:
+        """The unit's ``LineSealer``: every record's key ids and cipher (one dict lookup per record once
+        its combination of subjects is cached). A subject whose key cannot be created because it was
+        suppressed meanwhile adds its records to ``suppressed``."""
+        if self.master is None:  # encryption off: suppressed records still leave no record behind
+            return LineSealer({}, suppressed, clear=True) if suppressed else None
+        by_subjects = self._sealing
+        keys_of: dict[str, tuple[tuple[str, ...], AESGCM]] = {}
+        pending: dict[str, tuple[str, ...]] = {}
+        for record in records:
+            seq = record.sequence_number
+            if seq in suppressed:
+                continue
+            subjects = subjects_by_seq.get(seq) or (unattributed_subject(record.arrival_micros),)
+            found = by_subjects.get(subjects)
+            if found is None:
+                pending[seq] = subjects
+            else:
+                keys_of[seq] = found
+        if pending:
+            with self._lock:
+                keys = self.subject_keys({s for subjects in pending.values() for s in subjects})
+                for seq, subjects in pending.items():
+                    if any(s not in keys for s in subjects):
+                        suppressed.add(seq)  # suppressed after this worker's last refresh
+                        continue
+                    found = by_subjects.get(subjects)
+                    if found is None:
+                        pairs = [keys[s] for s in subjects]
+                        found = (tuple(sorted(kid for kid, _ in pairs)), AESGCM(combined_key(pairs)))
+                        by_subjects.put(subjects, found)
+                    keys_of[seq] = found
+        return LineSealer(keys_of, suppressed)
+
+    def subject_keys(self, subjects: Iterable[str]) -> dict[str, tuple[str, bytes]]:
+        """id_key → (key id, data key) for each subject, created on first sight. A subject missing from
+        the answer is suppressed (its key may not be created)."""
+        out: dict[str, tuple[str, bytes]] = {}
+        missing = []
+        with self._lock:
+            for subject in subjects:
+                found = self._by_subject.get(subject)
+                if found is None:
+                    missing.append(subject)
+                else:
+                    out[subject] = found
+            if missing:
+                loaded = self._keys_load(missing)
+                for subject, found in loaded.items():
+                    self._by_subject.put(subject, found)
+                    self._by_kid.put(found[0], found[1])
+                out.update(loaded)
+        return out
+
+    def _keys_load(self, subjects: list[str]) -> dict[str, tuple[str, bytes]]:
+        from deletion.models import SubjectKey
+
+        assert self.master is not None
+        hashes = {self.hash_of(s): s for s in subjects}
+        stored = {row.id_hash: row for row in SubjectKey.objects.filter(id_hash__in=list(hashes))}
+        out: dict[str, tuple[str, bytes]] = {}
+        new: dict[str, tuple[str, bytes, bytes]] = {}  # id_hash → (key id, key, wrapped)
+        for id_hash, subject in hashes.items():
+            row = stored.get(id_hash)
+            if row is not None:
+                out[subject] = (row.key_id, self._unwrap(bytes(row.wrapped_key), row.key_id))
+            elif id_hash not in self._suppressed:
+                key_id = os.urandom(16).hex()
+                self.master_calls += 1
+                key, wrapped = self.master.generate(key_id)
+                new[id_hash] = (key_id, key, wrapped)
+        if new:
+            self._keys_insert(new)
+            won = {row.id_hash: row for row in SubjectKey.objects.filter(id_hash__in=list(new))}
+            for id_hash, (key_id, key, _) in new.items():
+                row = won.get(id_hash)
+                if row is None:  # suppressed by an erasure this process has not seen yet
+                    self._suppressed.add(id_hash)
+                elif row.key_id == key_id:
+                    out[hashes[id_hash]] = (key_id, key)
+                else:  # another worker created it first: its key is the subject's key
+                    out[hashes[id_hash]] = (row.key_id, self._unwrap(bytes(row.wrapped_key), row.key_id))
+        return out
+
+    def _keys_insert(self, new: Mapping[str, tuple[str, bytes, bytes]]) -> None:
+        """INSERT each new key unless the subject has a key already or is suppressed (one statement per
+        key, in one transaction)."""
+        from deletion.models import SubjectKey, SuppressedSubject
+
+        keys, suppressed = SubjectKey._meta.db_table, SuppressedSubject._meta.db_table
+        sql = (f"INSERT INTO {keys} (id_hash, key_id, wrapped_key, master_key, created_at) "  # noqa: S608 - table names only
+               f"SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS "
+               f"(SELECT 1 FROM {suppressed} WHERE id_hash = %s) ON CONFLICT (id_hash) DO NOTHING")
+        assert self.master is not None
+        now = timezone.now()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(sql, [(id_hash, key_id, wrapped, self.master.name, now, id_hash)
+                                     for id_hash, (key_id, _, wrapped) in new.items()])
+
+    def _unwrap(self, wrapped: bytes, key_id: str) -> bytes:
+        assert self.master is not None
+        self.master_calls += 1
+        return self.master.unwrap(wrapped, key_id)
+
+    # --- reading ---------------------------------------------------------------------------------
+    def keys_by_id(self, key_ids: Iterable[str]) -> dict[str, bytes | None]:
+        """Key id → data key, None when the key was shredded (no row)."""
+        from deletion.models import SubjectKey
+
+        out: dict[str, bytes | None] = {}
+        missing = []
+        with self._lock:
+            for kid in key_ids:
+                found = self._by_kid.get(kid)
+                if found is None:
+                    missing.append(kid)
+                else:
+                    out[kid] = found
+            if missing and self.master is not None:
+                for row in SubjectKey.objects.filter(key_id__in=missing):
+                    key = self._unwrap(bytes(row.wrapped_key), row.key_id)
+                    self._by_kid.put(row.key_id, key)
+                    out[row.key_id] = key
+        for kid in missing:
+            out.setdefault(kid, None)
+        return out
+
+
+_keyrings: dict[tuple, SubjectKeyring] = {}
+_keyrings_lock = threading.Lock()
+
+
+def archive_keyring() -> SubjectKeyring:
+    """This process's keyring for the configured master key and hash secret."""
+    config = tuple(str(getattr(settings, name, "")) for name in (
+        "ARCHIVE_ENCRYPTION", "ARCHIVE_KMS_KEY_ID", "ARCHIVE_LOCAL_MASTER_KEY", "ARCHIVE_LOCAL_MASTER_KEY_FILE",
+        "SUBJECT_HASH_SECRET", "AWS_ENDPOINT_URL"))
+    with _keyrings_lock:
+        keyring = _keyrings.get(config)
+        if keyring is None:
+            keyring = _keyrings[config] = SubjectKeyring(
+                master=master_key_from_settings(), hash_key=subject_hash_key(settings.SUBJECT_HASH_SECRET))
+        return keyring
+
+
+def archive_keyrings_forget() -> None:
+    """Forget every keyring of this process (tests: each test's database starts without keys)."""
+    with _keyrings_lock:
+        _keyrings.clear()
+
+
+def erasure_generation_bump() -> int:
+    """Move the generation every process checks per batch (their caches drop what they hold)."""
+    from django.db.models import F
+
+    from deletion.models import ErasureGeneration
+
+    with transaction.atomic():
+        row, _ = ErasureGeneration.objects.select_for_update().get_or_create(name=GENERATION)
+        ErasureGeneration.objects.filter(pk=row.pk).update(value=F("value") + 1)
+        row.refresh_from_db()
+    return row.value
+
+
+def subject_hash_of(id_key: str) -> str:
+    """The keyed hash of one identifier (``kind:value``) under the configured hash secret."""
+    return subject_hash(subject_hash_key(settings.SUBJECT_HASH_SECRET), id_key)

@@ -1,0 +1,71 @@
+"""The suppression list: keyed hashes of erased subjects' identifiers.
+
+New events carrying any of them are dropped at the worker (``ingest_workers.services``: counted per
+source as ``suppressed``; not landed, and archived as a line without its record), and re-drives,
+replays and imports skip them (``suppression_filter``). Workers keep the list as an in-memory set of
+hashes (``deletion.subject_keys.SubjectKeyring``), refreshed when ``ErasureGeneration`` moves:
+one set lookup per identifier per event, nothing at all while the list is empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import transaction
+
+from deletion.erasure_types import ErasureSubject, IdentifierKind, StoreResult
+from deletion.subject_keys import archive_keyring, erasure_generation_bump, subject_hash_of
+from ingest_workers.archive_crypto import SUBJECT_KINDS, event_subjects
+
+STORE = "suppression list"
+
+
+def subject_id_keys(subject: ErasureSubject) -> list[str]:
+    """``kind:value`` of every identifier of the subject that canonical events carry (an e-mail in clear
+    is reached through its ``email_sha256``, which the confirmed subject already holds)."""
+    keys = {i.id_key for i in subject.identifiers if i.kind.value in SUBJECT_KINDS}
+    keys.update(f"{IdentifierKind.EMAIL_SHA256.value}:{i.value}"
+                for i in subject.identifiers if i.kind == IdentifierKind.EMAIL_SHA256)
+    return sorted(keys)
+
+
+def suppression_add(*, subject: ErasureSubject) -> int:
+    """Add the subject's identifiers to the suppression list (idempotent); returns how many were new.
+    Moves the erasure generation so every worker loads them before its next batch."""
+    from deletion.models import SuppressedSubject
+
+    rows = [SuppressedSubject(id_hash=subject_hash_of(id_key), kind=id_key.split(":", 1)[0],
+                              ticket_ref=subject.ticket_ref[:128]) for id_key in subject_id_keys(subject)]
+    with transaction.atomic():
+        before = SuppressedSubject.objects.filter(id_hash__in=[r.id_hash for r in rows]).count()
+        SuppressedSubject.objects.bulk_create(rows, ignore_conflicts=True)
+    erasure_generation_bump()
+    return len(rows) - before
+
+
+def suppression_step_run(subject: ErasureSubject) -> StoreResult:
+    """The erasure step: suppress, then verify every identifier's hash is on the list."""
+    from deletion.models import SuppressedSubject
+
+    added = suppression_add(subject=subject)
+    hashes = [subject_hash_of(k) for k in subject_id_keys(subject)]
+    listed = SuppressedSubject.objects.filter(id_hash__in=hashes).count()
+    return StoreResult(
+        store=STORE, removed=0,
+        verification=f"SELECT COUNT(*) FROM deletion_suppressedsubject WHERE id_hash IN (<{len(hashes)} keyed "  # noqa: S608 - evidence text
+                     f"hashes>) -- expected {len(hashes)}",
+        remaining=len(hashes) - listed, detail={"identifiers_suppressed": len(hashes), "newly_added": added})
+
+
+def suppression_filter(events: Iterable[dict]) -> tuple[list[dict], int]:
+    """(the events that carry no erased subject's identifier, how many were dropped): for re-drives,
+    replays and imports."""
+    keyring = archive_keyring()
+    keyring.refresh()
+    kept, dropped = [], 0
+    for event in events:
+        if keyring.suppressed(event_subjects(event)):
+            dropped += 1
+        else:
+            kept.append(event)
+    return kept, dropped

@@ -1,0 +1,430 @@
+"""Crypto-shredding of the raw archive and suppression of erased subjects, through the real pipeline:
+moto's Kinesis (and KMS), the embedded warehouse, PostgreSQL, the archive on disk or moto's S3."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import io
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import orjson
+import pytest
+import zstandard
+from django.core.management import call_command
+
+from contracts.presets import preset_load
+from deletion.erasure_types import ErasureSubject, Identifier, IdentifierKind
+from ingest_workers import services
+from ingest_workers.archive import ArchiveReader, archive_read_line
+from ingest_workers.archive_crypto import ArchiveRecordShredded
+from ingest_workers.envelope import envelope_encode
+from tests.ingest_workers.test_consumer import _busiest_lease, _direct_write, _reader, warehouse_rows
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ingest_env(settings, engineer, platform_user, stream, warehouse_server, tmp_path):
+    """Seeded demo contracts (the users made first: the seed reuses them), a fresh stream, this test's
+    own warehouse database and archive folder, and the embedded default's local master key."""
+    settings.SNOWFLAKE = {**settings.SNOWFLAKE, "database": f"T_{uuid.uuid4().hex[:12].upper()}"}
+    settings.RAW_ARCHIVE_URL = f"file://{tmp_path}/archive"
+    settings.ARCHIVE_ENCRYPTION = "local"
+    call_command("seed_demo", quiet_keys=True, force=True, stdout=io.StringIO())
+    services.contract_index_current(force=True)
+    return settings
+
+
+@pytest.fixture(autouse=True)
+def keyrings_fresh():
+    """Each test's database starts without keys: no process keyring may remember another test's."""
+    from deletion.subject_keys import archive_keyrings_forget
+
+    archive_keyrings_forget()
+    yield
+    archive_keyrings_forget()
+
+
+@pytest.fixture
+def kms_key(aws_settings):
+    """A KMS key on the moto server, set as the archive's master key."""
+    kms = boto3.client("kms", endpoint_url=aws_settings.AWS_ENDPOINT_URL, region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test")
+    key_id = kms.create_key(Description=f"archive test {uuid.uuid4().hex[:8]}")["KeyMetadata"]["KeyId"]
+    aws_settings.ARCHIVE_ENCRYPTION = "kms"
+    aws_settings.ARCHIVE_KMS_KEY_ID = key_id
+    return key_id
+
+
+PERSON_A = {"anon": "anon-A-7f3e", "user": "cust_A_5512"}
+PERSON_B = {"anon": "anon-B-91c2", "user": "cust_B_8830"}
+
+
+def person_subject(person: dict, ticket: str = "DEL-1") -> ErasureSubject:
+    return ErasureSubject(ticket_ref=ticket, identifiers=(
+        Identifier(IdentifierKind.ANONYMOUS_ID, person["anon"]),
+        Identifier(IdentifierKind.PLATFORM_USER_ID, person["user"])))
+
+
+def chat_message(person: dict, text: str) -> bytes:
+    """A web-chat user message (the preset's sample) of this person, with its own ids and text."""
+    sample = copy.deepcopy(preset_load("web-chat")["contracts"][0]["versions"][1]["samples"][1])
+    sample.update(messageId=str(uuid.uuid4()), anonymousId=person["anon"], userId=person["user"])
+    sample["message"]["id"] = f"wm_{uuid.uuid4().hex[:12]}"
+    sample["message"]["text"] = text
+    return envelope_encode(source="web-chat", payload=sample, received_at=time.time_ns() // 1000, channel="direct")
+
+
+def send(messages: list[tuple[dict, str]]) -> None:
+    """Put the messages on ONE shard (one partition key), so they share archive objects."""
+    _direct_write([("one-partition", chat_message(person, text)) for person, text in messages])
+
+
+def archive_files(settings) -> list[Path]:
+    root = Path(settings.RAW_ARCHIVE_URL.removeprefix("file://"))
+    return sorted(root.rglob("*.jsonl.zst"))
+
+
+def lineages(anon: str) -> list[dict]:
+    rows = warehouse_rows("SELECT ANONYMOUS_ID, LINEAGE FROM CANONICAL.EVENTS")
+    return [r["LINEAGE"] for r in rows if r["ANONYMOUS_ID"] == anon]
+
+
+def archived_bytes(settings) -> bytes:
+    return b"".join(zstandard.ZstdDecompressor().decompressobj().decompress(p.read_bytes())
+                    for p in archive_files(settings))
+
+
+def erase(person: dict) -> list:
+    from deletion.shredding import archive_steps
+
+    subject = person_subject(person)
+    return [(step.name, step.run(subject)) for step in archive_steps()]
+
+
+def test_archived_lines_are_encrypted_and_every_reader_opens_them(ingest_env):
+    from deletion.models import SubjectKey
+
+    marker_a, marker_b = f"pole-set-A-{uuid.uuid4().hex}", f"tent-B-{uuid.uuid4().hex}"
+    send([(PERSON_A, marker_a), (PERSON_B, marker_b), (PERSON_A, marker_a + "-2")])
+    assert services.pipeline_drain().read == 3
+
+    stored = archived_bytes(ingest_env)
+    assert stored.count(b'"enc":1') == 3
+    for secret in (marker_a.encode(), marker_b.encode(), PERSON_A["anon"].encode(), PERSON_A["user"].encode()):
+        assert secret not in stored
+    # one key per identifier, stored under a keyed hash, never the identifier
+    keys = list(SubjectKey.objects.values_list("id_hash", flat=True))
+    assert len(keys) == 4 and not any(PERSON_A["anon"] in k or PERSON_A["user"] in k for k in keys)
+    for lineage in lineages(PERSON_A["anon"]):
+        line = archive_read_line(lineage["raw_archive_uri"], lineage["raw_offset"])
+        assert line["seq"] == lineage["sequence_number"]
+        assert line["record"]["payload"]["message"]["text"].startswith(marker_a)
+
+
+def test_after_shredding_the_subjects_records_are_unreadable_and_the_others_in_the_same_object_read(ingest_env):
+    from deletion.models import SubjectKey
+
+    send([(PERSON_A, "A one"), (PERSON_B, "B one"), (PERSON_A, "A two"), (PERSON_B, "B two")])
+    services.pipeline_drain()
+    a_lines, b_lines = lineages(PERSON_A["anon"]), lineages(PERSON_B["anon"])
+    assert len(a_lines) == 2 and len(b_lines) == 2
+    assert {lin["raw_archive_uri"] for lin in a_lines + b_lines} == {a_lines[0]["raw_archive_uri"]}  # one object
+
+    results = dict(erase(PERSON_A))
+    assert results["archive_suppress"].remaining == 0
+    shred = results["archive_shred"]
+    assert shred.removed == 2 and shred.remaining == 0  # anonymous_id and platform_user_id keys
+    assert SubjectKey.objects.count() == 2  # B's two keys are untouched
+    again = dict(erase(PERSON_A))["archive_shred"]
+    assert again.removed == 0 and again.remaining == 0  # idempotent
+
+    reader = ArchiveReader()
+    for lineage in a_lines:
+        with pytest.raises(ArchiveRecordShredded):
+            reader.read_line(lineage["raw_archive_uri"], lineage["raw_offset"])
+    assert reader.shredded == 2
+    for lineage in b_lines:
+        assert reader.read_line(lineage["raw_archive_uri"], lineage["raw_offset"])["record"]["source"] == "web-chat"
+    whole = ArchiveReader()
+    readable = whole.object_lines(a_lines[0]["raw_archive_uri"])
+    assert whole.shredded == 2 and [o for o, _ in readable] == sorted(lin["raw_offset"] for lin in b_lines)
+
+
+def test_the_platform_keys_were_the_only_way_in(ingest_env):
+    """Even with the master key still alive, a destroyed wrapped data key leaves nothing to decrypt
+    with: the archived line names a key id that no longer exists anywhere."""
+    from deletion.models import SubjectKey
+    from deletion.subject_keys import archive_keyring
+
+    send([(PERSON_A, "A only")])
+    services.pipeline_drain()
+    (lineage,) = lineages(PERSON_A["anon"])
+    raw_line = _raw_line(lineage)
+    kids = orjson.loads(raw_line)["kids"]
+    assert SubjectKey.objects.filter(key_id__in=kids).count() == 2
+    erase(PERSON_A)
+    assert SubjectKey.objects.filter(key_id__in=kids).count() == 0
+    keyring = archive_keyring()
+    keyring.refresh()
+    assert keyring.keys_by_id(kids) == {kid: None for kid in kids}
+    assert _raw_line(lineage) == raw_line  # the object was not rewritten: the key is what went
+
+
+def _raw_line(lineage: dict) -> bytes:
+    from django.conf import settings
+
+    path = Path(settings.RAW_ARCHIVE_URL.removeprefix("file://")) / lineage["raw_archive_uri"].removeprefix(
+        settings.RAW_ARCHIVE_URL.rstrip("/") + "/")
+    data = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+    return [line for line in data.split(b"\n") if line][lineage["raw_offset"]]
+
+
+def test_a_new_event_of_an_erased_subject_is_dropped_at_the_worker(ingest_env):
+    send([(PERSON_A, "before"), (PERSON_B, "before")])
+    services.pipeline_drain()
+    erase(PERSON_A)
+    marker = f"after-{uuid.uuid4().hex}"
+    send([(PERSON_A, marker), (PERSON_B, "after")])
+    report = services.pipeline_drain()
+    assert report.read == 2 and report.quarantined == 0
+    assert len(lineages(PERSON_A["anon"])) == 1  # the one from before (the warehouse erasure is H6's step)
+    assert len(lineages(PERSON_B["anon"])) == 2
+    stored = archived_bytes(ingest_env)
+    assert marker.encode() not in stored and stored.count(b'"suppressed":true') == 1
+    # a record of only ONE of the identifiers is suppressed too
+    _direct_write([("p", chat_message({"anon": "someone-new", "user": PERSON_A["user"]}, "one id"))])
+    services.pipeline_drain()
+    rows = warehouse_rows("SELECT ANONYMOUS_ID, PLATFORM_USER_ID FROM CANONICAL.EVENTS")
+    assert rows and not any(r["PLATFORM_USER_ID"] == PERSON_A["user"] and r["ANONYMOUS_ID"] == "someone-new"
+                            for r in rows)
+
+
+def test_a_worker_counts_suppressed_records_per_source(ingest_env, kinesis):
+    erase(PERSON_A)
+    send([(PERSON_A, "x"), (PERSON_B, "z"), (PERSON_A, "y")])
+    reader = _reader(kinesis, _busiest_lease(kinesis, ingest_env.KINESIS_STREAM_NAME), "w1")
+    outcome = reader.process_unit()
+    reader.flush()
+    assert (outcome.read, outcome.valid, outcome.quarantined) == (3, 1, 0)
+    assert outcome.suppressed == 2 and outcome.suppressed_per_source == {"web-chat": 2}
+    services.pipeline_drain()
+    assert len(lineages(PERSON_B["anon"])) == 1 and not lineages(PERSON_A["anon"])
+
+
+def test_a_redrive_brings_nothing_of_an_erased_subject_back(ingest_env, engineer, platform_user, client):
+    """Records quarantined while the source was switched off are re-driven after it is back on: the
+    erased person's record is dropped (suppressed), the other person's lands."""
+    from contracts.models import Source
+    from contracts.services import source_update
+    from ingest_workers.redrive import quarantine_redrive
+
+    web = Source.objects.get(name="web-chat")
+    source_update(actor=platform_user, source=web, is_active=False)
+    services.contract_index_current(force=True)
+    send([(PERSON_A, "while off"), (PERSON_B, "while off")])
+    services.pipeline_drain()
+    quarantined = warehouse_rows("SELECT QUARANTINE_ID, REASON_CODE FROM RAW.QUARANTINE")
+    assert [r["REASON_CODE"] for r in quarantined] == ["source_disabled", "source_disabled"]
+
+    erase(PERSON_A)
+    source_update(actor=platform_user, source=web, is_active=True)
+    result = quarantine_redrive(actor=engineer, quarantine_ids=[r["QUARANTINE_ID"] for r in quarantined])
+    assert result.count("suppressed") == 1 and result.landed == 1
+    assert "dropped: they carry an erased subject's identifier" in result.summary()
+    assert not lineages(PERSON_A["anon"]) and len(lineages(PERSON_B["anon"])) == 1
+    dropped = next(o.quarantine_id for o in result.outcomes if o.outcome == "suppressed")
+    client.force_login(engineer)
+    page = client.get(f"/quarantine/{dropped}/")
+    assert page.status_code == 200 and "dropped: erased subject" in page.content.decode()
+
+
+def test_a_replay_of_the_whole_period_brings_nothing_of_the_subject_back(ingest_env):
+    from deletion.suppression import suppression_filter
+    from ingest_workers.pipeline import process_batch
+    from ingest_workers.replay import archive_period_read
+
+    send([(PERSON_A, "a1"), (PERSON_B, "b1"), (PERSON_A, "a2")])
+    services.pipeline_drain()
+    erase(PERSON_A)
+    send([(PERSON_A, "a3"), (PERSON_B, "b2")])
+    services.pipeline_drain()
+
+    today = dt.datetime.now(dt.UTC).date()
+    period = archive_period_read(day_from=today - dt.timedelta(days=1), day_to=today + dt.timedelta(days=1))
+    assert period.shredded == 3 and len(period.records) == 2  # a1, a2 (keys gone) and a3 (suppressed)
+    assert "3 records unreadable: erased subject" in period.summary()
+    batch = process_batch([r for r, _ in period.records], services.contract_index_current(), stream="replay",
+                          batch_id="replay-test", archive_locations=[loc for _, loc in period.records],
+                          now_micros=time.time_ns() // 1000)
+    events, dropped = suppression_filter(batch.events)
+    assert dropped == 0 and events
+    assert {ev["identifiers"]["anonymous_id"] for ev in events} == {PERSON_B["anon"]}
+
+
+def test_the_kms_master_key_on_moto_wraps_and_shreds_the_same_way(ingest_env, kms_key):
+    from deletion.models import SubjectKey
+    from deletion.subject_keys import archive_keyring
+
+    send([(PERSON_A, "kms A"), (PERSON_B, "kms B")])
+    services.pipeline_drain()
+    assert set(SubjectKey.objects.values_list("master_key", flat=True)) == {kms_key}
+    (a_line,) = lineages(PERSON_A["anon"])
+    (b_line,) = lineages(PERSON_B["anon"])
+    # a fresh process: every key comes back through KMS Decrypt
+    from deletion.subject_keys import archive_keyrings_forget
+
+    archive_keyrings_forget()
+    assert archive_read_line(a_line["raw_archive_uri"], a_line["raw_offset"])["record"]["source"] == "web-chat"
+    assert archive_keyring().master_calls >= 2
+    results = dict(erase(PERSON_A))
+    assert results["archive_shred"].removed == 2 and results["archive_shred"].remaining == 0
+    with pytest.raises(ArchiveRecordShredded):
+        archive_read_line(a_line["raw_archive_uri"], a_line["raw_offset"])
+    assert archive_read_line(b_line["raw_archive_uri"], b_line["raw_offset"])["record"]["source"] == "web-chat"
+
+
+def test_the_raw_archive_on_s3_with_kms_is_encrypted_and_shreds(ingest_env, kms_key, moto_server):
+    from ingest_workers.aws import bucket_ensure, s3_client
+
+    bucket_ensure("raw-archive-shred")
+    ingest_env.RAW_ARCHIVE_URL = "s3://raw-archive-shred/t" + uuid.uuid4().hex[:6]
+    send([(PERSON_A, "s3 secret text A"), (PERSON_B, "s3 B")])
+    services.pipeline_drain()
+    prefix = ingest_env.RAW_ARCHIVE_URL.removeprefix("s3://raw-archive-shred/")
+    s3 = s3_client()
+    objects = s3.list_objects_v2(Bucket="raw-archive-shred", Prefix=prefix)["Contents"]
+    body = b"".join(zstandard.ZstdDecompressor().decompressobj().decompress(
+        s3.get_object(Bucket="raw-archive-shred", Key=o["Key"])["Body"].read()) for o in objects)
+    assert b"s3 secret text A" not in body and body.count(b'"enc":1') == 2
+    erase(PERSON_A)
+    (a_line,) = lineages(PERSON_A["anon"])
+    with pytest.raises(ArchiveRecordShredded):
+        archive_read_line(a_line["raw_archive_uri"], a_line["raw_offset"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_creating_the_same_subjects_key_at_once_end_with_one_key(settings):
+    """Both generate a key for a subject neither has seen, then both insert: one row wins, and the
+    loser unwraps and uses the winner's key (so both encrypt the subject's records under one key)."""
+    from deletion.models import SubjectKey
+    from deletion.subject_keys import LocalMasterKey, SubjectKeyring, local_master_key_load
+
+    both_generated = threading.Barrier(2, timeout=20)
+
+    class MeetingMasterKey(LocalMasterKey):
+        def generate(self, key_id):
+            made = super().generate(key_id)
+            both_generated.wait()  # neither inserts before both have made a key
+            return made
+
+    answers, errors = {}, []
+
+    def worker(name):
+        from django.db import connection
+
+        try:
+            keyring = SubjectKeyring(master=MeetingMasterKey(local_master_key_load()), hash_key=b"h" * 32)
+            answers[name] = keyring.subject_keys(["platform_user_id:race-1"])
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("w1", "w2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert SubjectKey.objects.count() == 1
+    assert answers["w1"] == answers["w2"]
+    assert answers["w1"]["platform_user_id:race-1"][0] == SubjectKey.objects.get().key_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_is_not_recreated_for_a_subject_suppressed_after_the_worker_last_looked(settings):
+    """A worker whose suppression list is a batch old meets an erased subject: the guarded insert
+    refuses the key, and the worker learns the subject is suppressed."""
+    from deletion.models import SubjectKey
+    from deletion.subject_keys import LocalMasterKey, SubjectKeyring, local_master_key_load
+    from deletion.suppression import suppression_add
+    from ingest_workers.archive_crypto import subject_hash_key
+
+    keyring = SubjectKeyring(master=LocalMasterKey(local_master_key_load()),
+                             hash_key=subject_hash_key(settings.SUBJECT_HASH_SECRET))
+    keyring.refresh()
+    suppression_add(subject=person_subject(PERSON_A))  # after this worker's refresh
+    got = keyring.subject_keys([f"anonymous_id:{PERSON_A['anon']}", "anonymous_id:someone-else"])
+    assert list(got) == ["anonymous_id:someone-else"]
+    assert SubjectKey.objects.count() == 1
+    assert keyring.suppressed([f"anonymous_id:{PERSON_A['anon']}"])
+
+
+@pytest.mark.parametrize("master", ["local", "kms"])
+def test_key_material_never_reaches_the_logs(ingest_env, caplog, master, request):
+    """Every logger at DEBUG, botocore's included (it logs KMS answers, plaintext keys and all)."""
+    from deletion.models import SubjectKey
+
+    if master == "kms":
+        request.getfixturevalue("kms_key")
+    from deletion.subject_keys import archive_keyring, local_master_key_load
+
+    caplog.set_level(logging.DEBUG)
+    send([(PERSON_A, "log A"), (PERSON_B, "log B")])
+    services.pipeline_drain()
+    keyring = archive_keyring()
+    plain = [k for _, k in keyring.subject_keys(
+        [f"anonymous_id:{PERSON_A['anon']}", f"platform_user_id:{PERSON_B['user']}"]).values()]
+    wrapped = [bytes(w) for w in SubjectKey.objects.values_list("wrapped_key", flat=True)]
+    erase(PERSON_A)
+    logged = "\n".join(r.getMessage() + repr(r.args) for r in caplog.records) + repr(keyring)
+    assert "destroyed" in logged  # the shred step did log
+    import base64
+
+    secrets = [*plain, *wrapped] + ([local_master_key_load()] if master == "local" else [])
+    assert len(plain) == 2 and len(wrapped) == 4
+    for secret in secrets:
+        for form in (secret.hex(), base64.b64encode(secret).decode(), repr(secret)):
+            assert form not in logged
+
+
+def test_a_shred_reaches_the_cache_of_another_worker_at_its_next_batch(settings):
+    """Two keyrings stand for two worker processes: the one that did not shred still holds the key in
+    memory until its next ``refresh`` (once per batch) reads the moved generation."""
+    from deletion.subject_keys import LocalMasterKey, SubjectKeyring, local_master_key_load
+    from ingest_workers.archive_crypto import subject_hash_key
+
+    def worker_keyring() -> SubjectKeyring:
+        keyring = SubjectKeyring(master=LocalMasterKey(local_master_key_load()),
+                                 hash_key=subject_hash_key(settings.SUBJECT_HASH_SECRET))
+        keyring.refresh()
+        return keyring
+
+    other = worker_keyring()
+    subject = f"platform_user_id:{PERSON_A['user']}"
+    key_id, _ = other.subject_keys([subject])[subject]
+    assert other.keys_by_id([key_id])[key_id] is not None
+    erase(PERSON_A)
+    assert other.keys_by_id([key_id])[key_id] is not None  # cached: the batch in flight still encrypts
+    other.refresh()
+    assert other.keys_by_id([key_id]) == {key_id: None}
+    assert other.suppressed([subject]) and other.subject_keys([subject]) == {}
+
+
+def test_with_encryption_off_an_erased_subjects_new_record_is_still_neither_landed_nor_archived(ingest_env):
+    ingest_env.ARCHIVE_ENCRYPTION = "off"
+    erase(PERSON_A)
+    marker_a, marker_b = f"off-A-{uuid.uuid4().hex}", f"off-B-{uuid.uuid4().hex}"
+    send([(PERSON_A, marker_a), (PERSON_B, marker_b)])
+    services.pipeline_drain()
+    stored = archived_bytes(ingest_env)
+    assert marker_b.encode() in stored and b'"enc"' not in stored  # in clear: encryption is off
+    assert marker_a.encode() not in stored and stored.count(b'"suppressed":true') == 1
+    assert not lineages(PERSON_A["anon"]) and len(lineages(PERSON_B["anon"])) == 1
