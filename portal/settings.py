@@ -165,6 +165,8 @@ STORAGES = {
 # --- Security (production) ------------------------------------------------------------------------
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # a load balancer's health check comes over plain HTTP from inside: answer it, do not redirect it
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -575,3 +577,6 @@ EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", "10"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "ChatOrbit alerts <alerts@chatorbit.invalid>")
 # /healthz: each dependency's check gives up after this many seconds.
 HEALTHZ_TIMEOUT_S = float(os.environ.get("HEALTHZ_TIMEOUT_S", "3"))
+# The dependencies whose outage makes /healthz answer 503 (the others are reported only). Every one by
+# default: this platform is its pipeline. A load balancer in front of the portal alone may want fewer.
+HEALTHZ_REQUIRED = env_list("HEALTHZ_REQUIRED", "database,broker,stream,archive,warehouse")
