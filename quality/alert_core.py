@@ -82,7 +82,7 @@ def severity_at_least(severity: str, minimum: str) -> bool:
 
 
 def _runbook_url(base_url: str, anchor: str) -> str:
-    return f"{base_url.rstrip('/')}/docs/runbook.md#{anchor}" if anchor else ""
+    return f"{base_url.rstrip('/')}/quality/runbook/#{anchor}" if anchor else ""
 
 
 def notification_text(*, event: str, alert: Mapping[str, Any], base_url: str) -> str:

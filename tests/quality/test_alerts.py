@@ -108,7 +108,7 @@ def test_an_alert_opens_once_while_its_condition_holds_and_resolves_with_exactly
     assert len(webhook_receiver.received) == 1 and len(mailoutbox) == 1
     opened = webhook_receiver.received[0]
     assert opened["text"].startswith("[WARNING] Shard shardId-000000000001 is 90 s behind")
-    assert "runbook.md#shard-lag" in opened["text"] and opened["blocks"][0]["type"] == "section"
+    assert "/quality/runbook/#shard-lag" in opened["text"] and opened["blocks"][0]["type"] == "section"
     assert mailoutbox[0].to == ["oncall@example.com", "data@example.com"]
     assert "Shard shardId-000000000001" in mailoutbox[0].subject
 
