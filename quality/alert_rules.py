@@ -159,9 +159,10 @@ def canonical_newest_received_at() -> dt.datetime | None:
 def collector_accepted_minutes(*, since: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
     """(minute, last accepted at) of each minute since ``since`` in which the collectors accepted events.
     Read straight from the collectors' per-minute answers (ingest_workers has no selector for this)."""
-    from ingest_workers.collector_stats import ACCEPTED
+    from ingest_workers.collector_stats import ACCEPTED, collector_answers_flush
     from ingest_workers.models import CollectorAnswer
 
+    collector_answers_flush()  # this process's latest counts too (a portal process evaluating on demand)
     minute = since.replace(second=0, microsecond=0)
     rows = (CollectorAnswer.objects.filter(code=ACCEPTED, events__gt=0, minute__gte=minute)
             .values_list("minute", "last_at").order_by("minute"))
