@@ -56,14 +56,30 @@ def heading_anchor(text: str) -> str:
     return re.sub(r"\s", "-", re.sub(r"[^\w\- ]", "", text.strip().lower()))
 
 
-@functools.lru_cache(maxsize=4)
-def _rendered(path: str, mtime: float) -> tuple[str, list[tuple[str, str]]]:
+def _unlink_portal_pages(token: Any) -> None:
+    """Drop the links to portal pages from an inline token (their text stays); in-page anchors stay."""
+    children, kept, dropping = token.children or [], [], 0
+    for child in children:
+        if child.type == "link_open" and not str(child.attrGet("href") or "").startswith("#"):
+            dropping += 1
+            continue
+        if child.type == "link_close" and dropping:
+            dropping -= 1
+            continue
+        kept.append(child)
+    token.children = kept
+
+
+@functools.lru_cache(maxsize=8)
+def _rendered(path: str, mtime: float, page_links: bool) -> tuple[str, list[tuple[str, str]]]:
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     tokens = md.parse(Path(path).read_text(encoding="utf-8"))
     sections = []
     for i, token in enumerate(tokens):
+        if token.type == "inline" and not page_links:
+            _unlink_portal_pages(token)
         if token.type == "heading_open" and i + 1 < len(tokens):
             anchor = heading_anchor(tokens[i + 1].content)
             token.attrSet("id", anchor)
@@ -72,10 +88,11 @@ def _rendered(path: str, mtime: float) -> tuple[str, list[tuple[str, str]]]:
     return md.renderer.render(tokens, md.options, {}), sections
 
 
-def runbook_html() -> tuple[str, list[tuple[str, str]]]:
+def runbook_html(*, page_links: bool) -> tuple[str, list[tuple[str, str]]]:
     """docs/runbook.md as HTML (raw HTML in it is escaped), each heading with its GitHub anchor, and the
-    (anchor, title) of each section."""
-    return _rendered(str(RUNBOOK_PATH), RUNBOOK_PATH.stat().st_mtime)
+    (anchor, title) of each section. Without ``page_links`` the links to portal pages are plain text (the
+    pages it names are data engineers' pages: no link that answers 403 to its reader)."""
+    return _rendered(str(RUNBOOK_PATH), RUNBOOK_PATH.stat().st_mtime, page_links)
 
 
 def alert_view_rows(alerts: list[Alert], *, now: dt.datetime | None = None) -> list[dict[str, Any]]:

@@ -164,6 +164,6 @@ def alert_channel_delete(request: HttpRequest, channel_id: int) -> HttpResponse:
 @require_GET
 @login_required
 def runbook(request: HttpRequest) -> HttpResponse:
-    html, sections = alert_selectors.runbook_html()
+    html, sections = alert_selectors.runbook_html(page_links=is_data_engineer(request.user))
     # markdown-it renders with raw HTML disabled (escaped), from a file in the repository
     return render(request, "quality/runbook.html", {"runbook": mark_safe(html), "sections": sections})  # noqa: S308

@@ -82,3 +82,11 @@ def test_the_portal_shows_the_runbook_with_its_anchors(client, engineer):
     for anchor in ANCHORS:
         assert f'id="{anchor}"' in html
     assert "manage.py shard_unpark" in html
+
+
+@pytest.mark.django_db
+def test_readers_who_are_not_engineers_see_no_links_to_pages_they_may_not_open(client, privacy_user):
+    client.force_login(privacy_user)
+    html = client.get("/quality/runbook/").content.decode()
+    assert 'href="/quarantine/"' not in html and "Quarantine page" in html
+    assert 'href="#shard-lag"' in html  # links inside the runbook stay
