@@ -564,9 +564,12 @@ QUALITY_ALERT_NOTIFY_BACKOFF_S = float(os.environ.get("QUALITY_ALERT_NOTIFY_BACK
 QUALITY_ALERT_NOTIFY_BACKOFF_MAX_S = float(os.environ.get("QUALITY_ALERT_NOTIFY_BACKOFF_MAX_S", "1800"))
 QUALITY_ALERT_WEBHOOK_TIMEOUT_S = float(os.environ.get("QUALITY_ALERT_WEBHOOK_TIMEOUT_S", "5"))
 QUALITY_ALERT_SILENCE_MAX_MINUTES = int(os.environ.get("QUALITY_ALERT_SILENCE_MAX_MINUTES", str(7 * 24 * 60)))
-PORTAL_BASE_URL = os.environ.get("PORTAL_BASE_URL", "http://127.0.0.1:8000")
-# Email goes through Django's mail backend: the console by default (embedded), SMTP when EMAIL_HOST is set.
-EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+# (production default: https:// and the first ALLOWED_HOSTS name)
+PORTAL_BASE_URL = os.environ.get("PORTAL_BASE_URL") or (
+    "http://127.0.0.1:8000" if DEBUG or not ALLOWED_HOSTS else f"https://{ALLOWED_HOSTS[0].lstrip('.')}")
+# Email goes through Django's mail backend: the console in the embedded default, SMTP when EMAIL_HOST is set
+# or in production (Django's default host, localhost:25, when EMAIL_HOST is not set).
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "" if DEBUG else "localhost")
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
     "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "587"))
