@@ -229,3 +229,34 @@ def test_bad_channel_input_names_each_field(db, admin_user):
                                   min_severity="apocalyptic")
     assert set(bad.value.errors) == {"name", "target", "min_severity"}
     assert "not-an-address" in bad.value.errors["target"]
+
+
+def test_an_email_that_cannot_be_sent_is_recorded_and_retried(db, admin_user, settings):
+    from warehouse.embedded import free_port
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()  # nothing listens there
+    settings.EMAIL_USE_TLS, settings.EMAIL_TIMEOUT = False, 3
+    notification_channel_save(actor=admin_user, name="ops-mail", kind="email", target="oncall@example.com")
+    SCRIPT["conditions"] = [lag_condition()]
+    now = timezone.now()
+    evaluate(now)
+    mail = AlertNotification.objects.get()
+    attempt = mail.tries.get()
+    assert mail.status == "pending" and mail.next_attempt_at > now
+    assert not attempt.ok and attempt.error.startswith("ConnectionRefusedError")
+
+
+def test_the_command_evaluates_and_prints_the_open_alerts(channels, settings):
+    import io
+
+    from django.core.management import call_command
+
+    settings.QUALITY_ALERT_RULES = [RULE]
+    SCRIPT["conditions"] = [lag_condition()]
+    out = io.StringIO()
+    call_command("alerts_evaluate", "--no-send", stdout=out)
+    text = out.getvalue()
+    assert "1 rules: 1 opened, 0 still open, 0 resolved; notifications: none" in text
+    assert "[warning] Shard shardId-000000000001 is 90 s behind" in text
+    assert set(AlertNotification.objects.values_list("status", flat=True)) == {"pending"}  # due, not sent
