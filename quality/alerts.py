@@ -82,12 +82,12 @@ def _alert_view(alert: Alert) -> dict[str, Any]:
             "resolved_at": f"{alert.resolved_at:%Y-%m-%d %H:%M:%S} UTC" if alert.resolved_at else ""}
 
 
-def _notifications_create(alert: Alert, event: str, now: dt.datetime) -> int:
+def _notifications_create(alert: Alert, event: str, now: dt.datetime, skip_channels: set[int] = frozenset()) -> int:
     """One notification of ``event`` per enabled channel that takes the alert's severity (once: a second
     evaluator racing this one hits the unique constraint and adds nothing)."""
     silenced = alert.silenced_until is not None and alert.silenced_until > now
     made = 0
-    for channel in NotificationChannel.objects.filter(enabled=True):
+    for channel in NotificationChannel.objects.filter(enabled=True).exclude(pk__in=skip_channels):
         if not severity_at_least(alert.severity, channel.min_severity):
             continue
         _, created = AlertNotification.objects.get_or_create(
@@ -125,7 +125,12 @@ def _alert_resolve(key: str, now: dt.datetime) -> Alert | None:
             return None
         alert.resolved_at = now
         alert.save(update_fields=["resolved_at"])
-        _notifications_create(alert, AlertNotification.Event.RESOLVED, now)
+        # an "opened" still waiting for a retry would arrive after the "resolved": neither is news then
+        superseded = AlertNotification.objects.filter(alert=alert, event=AlertNotification.Event.OPENED,
+                                                      status=AlertNotification.Status.PENDING)
+        unsent_channels = set(superseded.values_list("channel_id", flat=True))
+        superseded.update(status=AlertNotification.Status.SUPERSEDED, next_attempt_at=None)
+        _notifications_create(alert, AlertNotification.Event.RESOLVED, now, skip_channels=unsent_channels)
     logger.warning("alert resolved: %s", key)
     return alert
 
@@ -190,7 +195,7 @@ def _claim(notification_id: int, due: dt.datetime | None, now: dt.datetime) -> b
 def notification_send(notification: AlertNotification, *, now: dt.datetime) -> str:
     """Try one claimed notification once, record the attempt, and set its next due time or final status."""
     alert = notification.alert
-    if alert.silenced_until is not None and alert.silenced_until > now:
+    if (alert.silenced_until is not None and alert.silenced_until > now) or not notification.channel.enabled:
         AlertNotification.objects.filter(pk=notification.pk).update(
             status=AlertNotification.Status.SUPPRESSED, next_attempt_at=None)
         return AlertNotification.Status.SUPPRESSED

@@ -187,7 +187,8 @@ class AlertNotification(models.Model):
         PENDING = "pending"
         SENT = "sent"
         FAILED = "failed", "gave up"
-        SUPPRESSED = "suppressed", "suppressed (silenced)"
+        SUPPRESSED = "suppressed", "suppressed (silenced or channel disabled)"
+        SUPERSEDED = "superseded", "not sent (resolved first)"
 
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="notifications")
     channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="notifications")

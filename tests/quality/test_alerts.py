@@ -260,3 +260,18 @@ def test_the_command_evaluates_and_prints_the_open_alerts(channels, settings):
     assert "1 rules: 1 opened, 0 still open, 0 resolved; notifications: none" in text
     assert "[warning] Shard shardId-000000000001 is 90 s behind" in text
     assert set(AlertNotification.objects.values_list("status", flat=True)) == {"pending"}  # due, not sent
+
+
+def test_an_opened_message_still_waiting_for_a_retry_is_not_sent_after_the_alert_resolved(
+        channels, webhook_receiver, mailoutbox):  # noqa: F811
+    webhook_receiver.statuses[:] = [500]
+    SCRIPT["conditions"] = [lag_condition()]
+    now = timezone.now()
+    evaluate(now)
+    SCRIPT["conditions"] = []
+    evaluate(now + dt.timedelta(seconds=5))  # resolved before the webhook's retry was due
+    assert notifications_send_due(now=now + dt.timedelta(hours=1)) == {}
+    by_channel = dict(AlertNotification.objects.values_list("channel__kind", "event").filter(status="superseded"))
+    assert by_channel == {"webhook": "opened"}
+    assert len(webhook_receiver.received) == 1  # the failed try only: no late "opened", no lone "resolved"
+    assert [m.subject.split(":")[0] for m in mailoutbox] == ["[ChatOrbit] Alert (warning)", "[ChatOrbit] Resolved"]
