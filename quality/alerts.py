@@ -199,7 +199,13 @@ def notification_send(notification: AlertNotification, *, now: dt.datetime) -> s
         AlertNotification.objects.filter(pk=notification.pk).update(
             status=AlertNotification.Status.SUPPRESSED, next_attempt_at=None)
         return AlertNotification.Status.SUPPRESSED
-    outcome = _send(notification)
+    try:
+        outcome = _send(notification)
+    except Exception as err:  # noqa: BLE001 - a sender's bug is a failed attempt (counted, retried), not a stuck claim
+        from quality.notifications import SendOutcome
+
+        logger.exception("alert notification %s: the sender failed", notification.pk)
+        outcome = SendOutcome(False, None, f"{type(err).__name__}: {err}"[:2000])
     attempts = notification.attempts + 1
     NotificationAttempt.objects.create(notification=notification, attempted_at=now, ok=outcome.ok,
                                        http_status=outcome.http_status, error=outcome.error,
