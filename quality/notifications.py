@@ -58,7 +58,6 @@ def email_targets(target: str) -> list[str]:
 
 def webhook_send(url: str, payload: Mapping[str, Any], *, allow_private: bool, timeout_s: float) -> SendOutcome:
     """POST ``payload`` as JSON to ``url``; a 2xx answer is success. The address is checked again now."""
-    import certifi
     import urllib3
 
     started = time.monotonic()
@@ -72,32 +71,46 @@ def webhook_send(url: str, payload: Mapping[str, Any], *, allow_private: bool, t
         return done(False, None, f"refused: {problem}")
     parts = urlsplit(url)
     host = parts.hostname or ""
-    https = parts.scheme == "https"
-    port = parts.port or (443 if https else 80)
-    address = addresses[0]
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    timeout = urllib3.Timeout(connect=min(timeout_s, 5.0), read=timeout_s)
-    if https:
-        pool: Any = urllib3.HTTPSConnectionPool(address, port, timeout=timeout, retries=False, maxsize=1,
-                                                server_hostname=host, assert_hostname=host,
-                                                cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+    host_header = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        host_header = f"{host_header}:{parts.port}"
+    body = orjson.dumps(dict(payload))
+    error = ""
+    for address in addresses:  # each checked address in turn until one takes the connection
+        pool = _pool_for(address, parts, timeout_s)
+        try:
+            response = pool.urlopen("POST", path, body=body, redirect=False, preload_content=True,
+                                    headers={"Host": host_header, "Content-Type": "application/json",
+                                             "User-Agent": "chatorbit-alerts/1"})
+            break
+        except urllib3.exceptions.NewConnectionError as err:  # not listening there: the next address
+            error = f"{type(err).__name__}: {err}"
+        except urllib3.exceptions.HTTPError as err:
+            return done(False, None, f"{type(err).__name__}: {err}")
+        finally:
+            pool.close()
     else:
-        pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False, maxsize=1)
-    host_header = host if parts.port is None else f"{host}:{parts.port}"
-    if ":" in host and not host.startswith("["):
-        host_header = f"[{host}]" if parts.port is None else f"[{host}]:{parts.port}"
-    try:
-        response = pool.urlopen("POST", path, body=orjson.dumps(dict(payload)), redirect=False,
-                                headers={"Host": host_header, "Content-Type": "application/json",
-                                         "User-Agent": "chatorbit-alerts/1"}, preload_content=True)
-    except urllib3.exceptions.HTTPError as err:
-        return done(False, None, f"{type(err).__name__}: {err}")
-    finally:
-        pool.close()
+        return done(False, None, error)
     if 200 <= response.status < 300:
         return done(True, response.status)
-    body = response.data[:300].decode("utf-8", "replace")
-    return done(False, response.status, f"HTTP {response.status}: {body}".strip())
+    answer = response.data[:300].decode("utf-8", "replace")
+    return done(False, response.status, f"HTTP {response.status}: {answer}".strip())
+
+
+def _pool_for(address: str, parts: Any, timeout_s: float) -> Any:
+    """A one-connection pool to the checked ``address``; for HTTPS the certificate must name the URL's host."""
+    import certifi
+    import urllib3
+
+    https = parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    timeout = urllib3.Timeout(connect=min(timeout_s, 5.0), read=timeout_s)
+    if https:
+        return urllib3.HTTPSConnectionPool(address, port, timeout=timeout, retries=False, maxsize=1,
+                                           server_hostname=parts.hostname, assert_hostname=parts.hostname,
+                                           cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+    return urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False, maxsize=1)
 
 
 def email_send(recipients: Sequence[str], *, event: str, alert: Mapping[str, Any], base_url: str) -> SendOutcome:

@@ -275,3 +275,69 @@ def test_an_opened_message_still_waiting_for_a_retry_is_not_sent_after_the_alert
     assert by_channel == {"webhook": "opened"}
     assert len(webhook_receiver.received) == 1  # the failed try only: no late "opened", no lone "resolved"
     assert [m.subject.split(":")[0] for m in mailoutbox] == ["[ChatOrbit] Alert (warning)", "[ChatOrbit] Resolved"]
+
+
+def test_a_host_name_is_sent_to_an_address_it_resolves_to_with_its_own_host_header(db, admin_user,
+                                                                                 webhook_receiver):  # noqa: F811
+    from quality.notifications import webhook_send
+
+    url = webhook_receiver.url.replace("127.0.0.1", "localhost")  # may resolve to ::1 first: the next is tried
+    outcome = webhook_send(url, {"text": "hello"}, allow_private=True, timeout_s=5)
+    assert outcome.ok and outcome.http_status == 200
+    assert webhook_receiver.received == [{"text": "hello"}]
+    assert webhook_receiver.headers[0]["Host"] == f"localhost:{url.split(':')[2].split('/')[0]}"
+    refused = webhook_send(url, {"text": "hello"}, allow_private=False, timeout_s=5)
+    assert not refused.ok and refused.error.startswith("refused:") and len(webhook_receiver.received) == 1
+
+
+def test_https_webhooks_verify_the_certificate(tmp_path):
+    import datetime as dt_module
+    import ipaddress
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from quality.notifications import webhook_send
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt_module.datetime.now(dt_module.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt_module.timedelta(days=1))
+            .not_valid_after(now + dt_module.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    hits = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        outcome = webhook_send(f"https://127.0.0.1:{server.server_address[1]}/hook", {"text": "x"},
+                               allow_private=True, timeout_s=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not outcome.ok and "CERTIFICATE_VERIFY_FAILED" in outcome.error and hits == []
