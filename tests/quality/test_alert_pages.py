@@ -61,6 +61,9 @@ def test_a_silenced_alert_is_still_evaluated_and_resolves_without_a_message(clie
     assert alert.resolved_at is not None
     assert len(webhook_receiver.received) == 1  # the opening only
     assert AlertNotification.objects.get(event="resolved").status == "suppressed"
+    html = client.get("/quality/alerts/").content.decode()
+    assert 'data-testid="no-open-alerts"' in html and 'data-testid="resolved-alert"' in html
+    assert 'data-event="resolved" data-status="suppressed"' in html
 
 
 def test_ending_a_silence_and_bad_silence_input(client, engineer, hook):
