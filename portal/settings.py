@@ -166,6 +166,8 @@ STORAGES = {
 # --- Security (production) ------------------------------------------------------------------------
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # a load balancer's health check comes over plain HTTP from inside: answer it, do not redirect it
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -577,3 +579,44 @@ if PROMETHEUS_MULTIPROC_DIR:  # a worker container has no gunicorn to create it
     Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 # /metrics answers the loopback, and any client sending "Authorization: Bearer <METRICS_TOKEN>" when set.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# --- Alerts (quality/alerts.py, docs/quality.md "Alerts") ---------------------------------------------
+# The rules the engine evaluates (dotted paths of rule(now) -> list[Condition]); other apps append theirs.
+QUALITY_ALERT_RULES = env_list("QUALITY_ALERT_RULES", ",".join([
+    "quality.alert_rules.shard_lag",
+    "quality.alert_rules.e2e_latency",
+    "quality.alert_rules.parked_shard",
+    "quality.alert_rules.freshness",
+    "quality.alert_rules.failing_check",
+    "quality.alert_rules.model_run_failed",
+]))
+# Targets: a shard more than this far behind the stream's tip (or not read for this long); the end-to-end
+# p99 (collector receipt → merged into CANONICAL.EVENTS) over the last QUALITY_ALERT_E2E_WINDOW_MINUTES.
+QUALITY_ALERT_SHARD_LAG_MS = int(os.environ.get("QUALITY_ALERT_SHARD_LAG_MS", "60000"))
+QUALITY_ALERT_E2E_P99_MS = int(os.environ.get("QUALITY_ALERT_E2E_P99_MS", "60000"))
+QUALITY_ALERT_E2E_WINDOW_MINUTES = int(os.environ.get("QUALITY_ALERT_E2E_WINDOW_MINUTES", "5"))
+# Notifications: tries per message, the first retry's delay and the largest (exponential, with jitter),
+# the webhook's timeout, the longest silence, and the portal's address used in the messages' links.
+QUALITY_ALERT_NOTIFY_ATTEMPTS = int(os.environ.get("QUALITY_ALERT_NOTIFY_ATTEMPTS", "8"))
+QUALITY_ALERT_NOTIFY_BACKOFF_S = float(os.environ.get("QUALITY_ALERT_NOTIFY_BACKOFF_S", "30"))
+QUALITY_ALERT_NOTIFY_BACKOFF_MAX_S = float(os.environ.get("QUALITY_ALERT_NOTIFY_BACKOFF_MAX_S", "1800"))
+QUALITY_ALERT_WEBHOOK_TIMEOUT_S = float(os.environ.get("QUALITY_ALERT_WEBHOOK_TIMEOUT_S", "5"))
+QUALITY_ALERT_SILENCE_MAX_MINUTES = int(os.environ.get("QUALITY_ALERT_SILENCE_MAX_MINUTES", str(7 * 24 * 60)))
+# (production default: https:// and the first ALLOWED_HOSTS name)
+PORTAL_BASE_URL = os.environ.get("PORTAL_BASE_URL") or (
+    "http://127.0.0.1:8000" if DEBUG or not ALLOWED_HOSTS else f"https://{ALLOWED_HOSTS[0].lstrip('.')}")
+# Email goes through Django's mail backend: the console in the embedded default, SMTP when EMAIL_HOST is set
+# or in production (Django's default host, localhost:25, when EMAIL_HOST is not set).
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "" if DEBUG else "localhost")
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "587"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", "10"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "ChatOrbit alerts <alerts@chatorbit.invalid>")
+# /healthz: each dependency's check gives up after this many seconds.
+HEALTHZ_TIMEOUT_S = float(os.environ.get("HEALTHZ_TIMEOUT_S", "3"))
+# The dependencies whose outage makes /healthz answer 503 (the others are reported only). Every one by
+# default: this platform is its pipeline. A load balancer in front of the portal alone may want fewer.
+HEALTHZ_REQUIRED = env_list("HEALTHZ_REQUIRED", "database,broker,stream,archive,warehouse")

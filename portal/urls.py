@@ -5,7 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from portal import prometheus, views
+from portal import health, prometheus, views
 from portal.login_throttle import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm, throttled_status
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -22,6 +22,8 @@ class FaviconRedirect(RedirectView):
 
 urlpatterns = [
     path("", views.home, name="home"),
+    # each dependency's status, for load balancers (no sign-in; no secrets in the body)
+    path("healthz", health.healthz, name="healthz"),
     # browsers ask for /favicon.ico on pages that name no icon (the Django admin's): answer with ours, not a 404
     path("favicon.ico", FaviconRedirect.as_view()),
     path("accounts/login/", throttled_status(auth_views.LoginView.as_view(

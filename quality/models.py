@@ -87,3 +87,140 @@ class CheckResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.table} {self.check_key}: {self.outcome}"
+
+
+# --- alerts (quality.alerts, docs/quality.md "Alerts") ---------------------------------------------
+
+class Alert(models.Model):
+    """One alert: a condition a rule reported, from the evaluation that first saw it until the first
+    evaluation that did not (``resolved_at``). At most one open alert per ``key`` (the constraint makes
+    two evaluators racing open one alert, not two)."""
+
+    rule = models.CharField(max_length=64)
+    rule_path = models.CharField(max_length=200, help_text="Dotted path of the rule function that reported it")
+    key = models.CharField(max_length=300, help_text="<rule>:<subject>: the same condition keeps the same alert")
+    subject = models.CharField(max_length=200)
+    severity = models.CharField(max_length=16)
+    summary = models.TextField()
+    details = models.JSONField(default=dict, blank=True)
+    runbook = models.CharField(max_length=64, blank=True, help_text="The anchor of its section in docs/runbook.md")
+    link = models.CharField(max_length=300, blank=True)
+    opened_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="+")
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    silenced_until = models.DateTimeField(null=True, blank=True)
+    silenced_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+
+    class Meta:
+        ordering = ("-opened_at", "-id")
+        constraints = [models.UniqueConstraint(fields=("key",), condition=models.Q(resolved_at__isnull=True),
+                                               name="alert_one_open_per_key")]
+        indexes = [models.Index(fields=("resolved_at", "-opened_at"))]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({'resolved' if self.resolved_at else 'open'})"
+
+
+class AlertRuleState(models.Model):
+    """How each configured rule fared at its last evaluation: a rule that raised is shown on the alerts
+    page with its error (its open alerts are left open: an outage is not a recovery)."""
+
+    rule_path = models.CharField(max_length=200, unique=True, help_text="Dotted path of the rule function")
+    evaluated_at = models.DateTimeField()
+    ok = models.BooleanField(default=True)
+    conditions = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    last_ok_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("rule_path",)
+
+    def __str__(self) -> str:
+        return f"{self.rule_path}: {'ok' if self.ok else 'error'}"
+
+
+class NotificationChannel(models.Model):
+    """Where alert notifications go: an email list (Django's mail backend) or a webhook that takes
+    Slack incoming-webhook JSON. A webhook whose host resolves to a non-public address is refused when
+    saved and when sent, unless an admin set ``allow_private_address`` (e.g. an in-VPC relay)."""
+
+    class Kind(models.TextChoices):
+        EMAIL = "email"
+        WEBHOOK = "webhook"
+
+    name = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    target = models.TextField(help_text="Email addresses (comma-separated), or the webhook URL")
+    enabled = models.BooleanField(default=True)
+    min_severity = models.CharField(max_length=16, default="warning",
+                                    help_text="Only alerts of this severity or worse are sent here")
+    allow_private_address = models.BooleanField(
+        default=False, help_text="Admins only: allow a webhook host that resolves to a loopback, link-local or "
+                                 "private address")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+
+class AlertNotification(models.Model):
+    """One message (the alert opened, or it resolved) to one channel: created once, sent until it
+    succeeds or the retry budget is spent. ``next_attempt_at`` is the due time the evaluator polls
+    (exponential backoff with jitter); a sender claims it by moving it forward first."""
+
+    class Event(models.TextChoices):
+        OPENED = "opened"
+        RESOLVED = "resolved"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed", "gave up"
+        SUPPRESSED = "suppressed", "suppressed (silenced or channel disabled)"
+        SUPERSEDED = "superseded", "not sent (resolved first)"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="notifications")
+    channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="notifications")
+    event = models.CharField(max_length=16, choices=Event.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("created_at", "id")
+        constraints = [models.UniqueConstraint(fields=("alert", "channel", "event"),
+                                               name="alert_notification_once")]
+        indexes = [models.Index(fields=("status", "next_attempt_at"))]
+
+    def __str__(self) -> str:
+        return f"{self.alert.key} {self.event} → {self.channel.name}: {self.status}"
+
+
+class NotificationAttempt(models.Model):
+    """Every try at sending a notification: when, the outcome, the HTTP status, and the error."""
+
+    notification = models.ForeignKey(AlertNotification, on_delete=models.CASCADE, related_name="tries")
+    attempted_at = models.DateTimeField()
+    ok = models.BooleanField()
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ("attempted_at", "id")
+
+    def __str__(self) -> str:
+        return f"{self.notification_id} at {self.attempted_at:%H:%M:%S}: {'ok' if self.ok else self.error[:60]}"

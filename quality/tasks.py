@@ -19,3 +19,12 @@ def quality_run_queued(run_id: str) -> int:
     from quality.services import quality_run_execute
 
     return len(quality_run_execute(run_id=run_id))
+
+
+@shared_task(ignore_result=True)
+def alerts_evaluate() -> dict:
+    """The beat's alert cycle (every QUALITY_ALERT_INTERVAL_S): every rule, the alert changes, and the
+    notifications due (first tries and retries)."""
+    from quality.alerts import alerts_evaluate as run
+
+    return run()
