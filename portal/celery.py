@@ -35,6 +35,7 @@ app.conf.task_routes = {
     "warehouse.tasks.models_run_scheduled": {"queue": Queue.MODELS.value},
     "quality.tasks.quality_run_scheduled": {"queue": Queue.QUALITY.value},
     "quality.tasks.quality_run_queued": {"queue": Queue.QUALITY.value},
+    "quality.tasks.scorecards_evaluate": {"queue": Queue.QUALITY.value},
 }
 app.autodiscover_tasks()
 

@@ -539,3 +539,16 @@ QUALITY_RESULTS_RETENTION_DAYS = int(os.environ.get("QUALITY_RESULTS_RETENTION_D
 QUALITY_RUN_STALE_MINUTES = int(os.environ.get("QUALITY_RUN_STALE_MINUTES", "60"))
 QUALITY_SAMPLE_ROWS_PER_SOURCE = int(os.environ.get("QUALITY_SAMPLE_ROWS_PER_SOURCE", "5"))
 QUALITY_SAMPLE_ROWS_MAX = int(os.environ.get("QUALITY_SAMPLE_ROWS_MAX", "50"))
+# Scorecards (docs/quality.md, "Scorecards"): a snapshot per scorecard after each check cycle, kept this many
+# days (the pages chart 30); the hourly rollup per source behind the anomaly baselines is kept this many days,
+# and the baselines compare an hour with the same hour of the past QUALITY_ANOMALY_WEEKS weeks. Quarantine
+# rates over these shares of a window's records turn a scorecard amber / red; a shard lag over these seconds
+# turns the platform's amber / red; a source that sent today and nothing for this many minutes is amber.
+QUALITY_SCORECARD_RETENTION_DAYS = int(os.environ.get("QUALITY_SCORECARD_RETENTION_DAYS", "35"))
+QUALITY_SOURCE_HOURS_KEEP_DAYS = int(os.environ.get("QUALITY_SOURCE_HOURS_KEEP_DAYS", "56"))
+QUALITY_ANOMALY_WEEKS = int(os.environ.get("QUALITY_ANOMALY_WEEKS", "8"))
+QUALITY_SCORECARD_QUARANTINE_AMBER = float(os.environ.get("QUALITY_SCORECARD_QUARANTINE_AMBER", "0.01"))
+QUALITY_SCORECARD_QUARANTINE_RED = float(os.environ.get("QUALITY_SCORECARD_QUARANTINE_RED", "0.05"))
+QUALITY_SCORECARD_LAG_AMBER_S = float(os.environ.get("QUALITY_SCORECARD_LAG_AMBER_S", "60"))
+QUALITY_SCORECARD_LAG_RED_S = float(os.environ.get("QUALITY_SCORECARD_LAG_RED_S", "180"))
+QUALITY_SCORECARD_SILENT_MINUTES = float(os.environ.get("QUALITY_SCORECARD_SILENT_MINUTES", "15"))

@@ -19,3 +19,11 @@ def quality_run_queued(run_id: str) -> int:
     from quality.services import quality_run_execute
 
     return len(quality_run_execute(run_id=run_id))
+
+
+@shared_task(ignore_result=True)
+def scorecards_evaluate() -> dict:
+    """Grade the scorecards now (the scheduled check cycle does it after its checks; this is for on demand)."""
+    from quality.services import scorecards_evaluate as run
+
+    return run()
