@@ -343,6 +343,16 @@ def scorecard_previous_since(kind: str, subject: str, *, before: dt.datetime) ->
     return {r["key"]: _as_utc(r.get("since")) for r in snap.reasons or []}
 
 
+def _shown(snapshot: ScorecardSnapshot) -> ScorecardSnapshot:
+    """The snapshot with its stored ISO times as datetimes for the templates (``reasons_shown``,
+    ``window_start``, ``window_end``)."""
+    snapshot.reasons_shown = [{**r, "since_at": _as_utc(r.get("since"))} for r in snapshot.reasons or []]
+    facts = snapshot.facts or {}
+    snapshot.window_start = _as_utc(facts.get("window_start"))
+    snapshot.window_end = _as_utc(facts.get("window_end"))
+    return snapshot
+
+
 def scorecards_latest(*, user: Any = None) -> dict[str, Any]:
     """The newest snapshot of every scorecard: the platform's, the sources' (the viewer's own first) and the
     contract versions'."""
@@ -351,7 +361,7 @@ def scorecards_latest(*, user: Any = None) -> dict[str, Any]:
     latest_at = ScorecardSnapshot.objects.order_by("-evaluated_at").values_list("evaluated_at", flat=True).first()
     if latest_at is None:
         return {"evaluated_at": None, "platform": None, "own": [], "sources": [], "contracts": []}
-    rows = list(ScorecardSnapshot.objects.filter(evaluated_at=latest_at))
+    rows = [_shown(s) for s in ScorecardSnapshot.objects.filter(evaluated_at=latest_at)]
     own = set()
     if user is not None and getattr(user, "is_authenticated", False) and not is_data_engineer_or_admin(user):
         own = set(sources_user_may_edit(user).values_list("name", flat=True))
@@ -384,7 +394,8 @@ def scorecard_history(kind: str, subject: str, *, now: dt.datetime, days: int = 
 
 
 def scorecard_latest(kind: str, subject: str) -> ScorecardSnapshot | None:
-    return ScorecardSnapshot.objects.filter(kind=kind, subject=subject).order_by("-evaluated_at").first()
+    snapshot = ScorecardSnapshot.objects.filter(kind=kind, subject=subject).order_by("-evaluated_at").first()
+    return None if snapshot is None else _shown(snapshot)
 
 
 def scorecard_check_rows(snapshot: ScorecardSnapshot, *, user: Any) -> list[dict]:
@@ -438,5 +449,5 @@ def scorecard_quarantined(snapshot: ScorecardSnapshot, *, user: Any, limit: int 
                 params)
     except WarehouseError as err:
         return {"rows": [], "allowed": True, "error": f"The warehouse could not be read: {err}"}
-    rows = [{k.lower(): v for k, v in r.items()} for r in rows]
+    rows = [{**{k.lower(): v for k, v in r.items()}, "quarantined_at": _as_utc(r.get("QUARANTINED_AT"))} for r in rows]
     return {"rows": [r for r in rows if scope.allows(r)], "allowed": True, "error": ""}
