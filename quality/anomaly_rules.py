@@ -72,10 +72,10 @@ def volume_conditions(rows: HourRows, *, now: dt.datetime, weeks: int = 8) -> li
     for source, (verdict, _) in sorted(hour_verdicts(rows, now=now, weeks=weeks).items()):
         if verdict is None or not verdict.anomalous:
             continue
-        direction = "drop" if verdict.change < 0 else "surge"
+        direction = "down" if verdict.change < 0 else "up"
         out.append(Condition(
             rule="volume_anomaly", key=f"volume_anomaly:{source}", subject=source, severity=Severity.WARNING,
-            summary=(f"{source}: volume {direction} of {verdict.change * 100:+.0f}% in the hour from "
+            summary=(f"{source}: volume {direction} {abs(verdict.change) * 100:.0f}% in the hour from "
                      f"{hour:%a %H:00} UTC ({verdict.value:g} records against a usual {verdict.baseline.median:g})"),
             runbook="volume-anomaly", link=_link(source),
             details={**verdict.as_dict(), "hour": hour.isoformat(), "source": source}))

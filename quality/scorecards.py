@@ -128,7 +128,7 @@ class SubjectFacts:
 
 def grade_from(reasons: Iterable[Reason], *, has_data: bool = True) -> Grade:
     """Level and score from the reasons (worst first in the result)."""
-    ordered = tuple(sorted(reasons, key=lambda r: (r.severity != CRITICAL, r.key)))
+    ordered = tuple(sorted(reasons, key=lambda r: r.severity != CRITICAL))  # stable: the given order within
     score = max(0, 100 - sum(PENALTY.get(r.severity, 0) for r in ordered))
     if ordered:
         level = "red" if any(r.severity == CRITICAL for r in ordered) else "amber"
