@@ -451,3 +451,17 @@ def scorecard_quarantined(snapshot: ScorecardSnapshot, *, user: Any, limit: int 
         return {"rows": [], "allowed": True, "error": f"The warehouse could not be read: {err}"}
     rows = [{**{k.lower(): v for k, v in r.items()}, "quarantined_at": _as_utc(r.get("QUARANTINED_AT"))} for r in rows]
     return {"rows": [r for r in rows if scope.allows(r)], "allowed": True, "error": ""}
+
+
+def platform_health() -> dict[str, Any] | None:
+    """The home page's glance: the platform's latest grade, its worst reason, and how many sources are at
+    each level. None before the first evaluation."""
+    platform = (ScorecardSnapshot.objects.filter(kind=ScorecardSnapshot.Kind.PLATFORM)
+                .order_by("-evaluated_at").first())
+    if platform is None:
+        return None
+    levels: dict[str, int] = {}
+    for level in ScorecardSnapshot.objects.filter(kind=ScorecardSnapshot.Kind.SOURCE,
+                                                  evaluated_at=platform.evaluated_at).values_list("level", flat=True):
+        levels[level] = levels.get(level, 0) + 1
+    return {"platform": _shown(platform), "sources": levels}

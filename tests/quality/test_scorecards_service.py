@@ -1,0 +1,136 @@
+"""Scorecards on the real parts (PostgreSQL, the embedded warehouse, Soda): the hourly rollup behind the
+anomaly baselines, the two alert rules reading it, snapshots and their retention, the pages and the home page's
+glance, and who sees which failed-row samples (a team member only their own sources', masked)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from quality.models import ScorecardSnapshot, SourceHour
+from quality.services import quality_run, scorecards_evaluate, source_hours_rollup
+from tests.quality.conftest import clean_events, load
+
+pytestmark = pytest.mark.django_db
+
+
+def minute_rows(rows: list[tuple[dt.datetime, str, int, int]]) -> None:
+    from ingest_workers.models import PipelineMinute
+
+    PipelineMinute.objects.bulk_create(
+        PipelineMinute(minute=m, source=s, records=r, events=r - q, quarantined=q) for m, s, r, q in rows)
+
+
+def test_the_hourly_rollup_sums_whole_hours_is_repeatable_and_keeps_eight_weeks(settings):
+    now = timezone.now().replace(minute=30, second=0, microsecond=0)
+    hour = now.replace(minute=0) - dt.timedelta(hours=2)
+    minute_rows([(hour + dt.timedelta(minutes=i), "web-chat", 10, 1) for i in range(60)]
+                + [(hour + dt.timedelta(minutes=5), "ios-app", 7, 0)])
+    SourceHour.objects.create(hour=now.replace(minute=0) - dt.timedelta(days=60), source="web-chat", records=5)
+    source_hours_rollup(now=now)
+    source_hours_rollup(now=now)  # again: recomputed, not added
+    rows = {(r.hour, r.source): r for r in SourceHour.objects.all()}
+    assert set(rows) == {(hour, "web-chat"), (hour, "ios-app")}
+    web = rows[(hour, "web-chat")]
+    assert (web.records, web.events, web.quarantined, web.minutes) == (600, 540, 60, 60)
+
+
+def test_the_rules_read_the_rollup_a_sunday_drop_and_a_rate_jump(settings):
+    from quality.anomaly_rules import quarantine_rate_jump, volume_anomaly
+
+    sunday_15 = dt.datetime(2026, 11, 29, 15, tzinfo=dt.UTC)
+    rows = []
+    for week in range(0, 9):
+        hour = sunday_15 - dt.timedelta(weeks=week)
+        rows.append(SourceHour(hour=hour, source="web-chat", records=300 + week, quarantined=1))
+        rows.append(SourceHour(hour=hour, source="ios-app", records=500 + week, quarantined=1))
+    SourceHour.objects.bulk_create(rows)
+    SourceHour.objects.filter(hour=sunday_15, source="web-chat").update(records=120)          # -60%
+    SourceHour.objects.filter(hour=sunday_15, source="ios-app").update(quarantined=60)        # 12%
+    now = sunday_15 + dt.timedelta(hours=1, minutes=3)
+    assert [c.key for c in volume_anomaly(now)] == ["volume_anomaly:web-chat"]
+    assert [c.key for c in quarantine_rate_jump(now)] == ["quarantine_rate_jump:ios-app"]
+    assert volume_anomaly(now + dt.timedelta(hours=1)) == []   # the next hour has no data: nothing to judge
+
+
+@pytest.fixture
+def two_teams_broken(quality_db, chat_contract, other_platform_user, other_team):
+    """web-chat (the platform user's team) and voice-lab (another team) each send an event with negative
+    tokens on an unknown platform; the checks run for real."""
+    from contracts.services import source_create
+    from tests.warehouse.factories import canonical_event
+
+    voice, _ = source_create(actor=other_platform_user, team=other_team, name="voice-lab", platform="voice",
+                             kind="sdk")
+    web_id, voice_id = str(chat_contract.source_id), str(voice.pk)
+    events = clean_events(web_id)
+    received = events[0]["received_at"]
+    for name, source_id in (("web", web_id), ("voice", voice_id)):
+        bad = canonical_event(f"neg-{name}", template=3, source_id=source_id, received_at=received)
+        bad["attributes"]["input_tokens"] = -5
+        events.append(bad)
+    load(quality_db, events)
+    (run,) = quality_run(tables=["CANONICAL.EVENTS"])
+    assert run.failed >= 1
+    scorecards_evaluate()
+    return {"web": chat_contract.source.name, "voice": "voice-lab"}
+
+
+def test_a_team_member_sees_only_their_own_sources_failed_rows_masked(client, two_teams_broken, platform_user,
+                                                                     other_platform_user, engineer):
+    web = ScorecardSnapshot.objects.get(kind="source", subject="web-chat")
+    voice = ScorecardSnapshot.objects.get(kind="source", subject="voice-lab")
+    assert web.level == voice.level == "red"
+    assert any(r["code"] == "check_failed" and "input_tokens" in r["key"] for r in web.reasons)
+
+    client.force_login(platform_user)
+    page = client.get(reverse("quality_scorecard", args=["platform", "platform"])).content.decode()
+    assert "neg-web" in page and "neg-voice" not in page and "tent poles" not in page
+    assert "‹masked string" in page and 'data-testid="sample-hidden"' in page
+    listing = client.get(reverse("quality_scorecards")).content.decode()
+    own = listing.split('data-testid="own-sources"')[1].split("</table>")[0]
+    assert "web-chat" in own and "voice-lab" not in own           # their own sources first
+
+    client.force_login(other_platform_user)
+    page = client.get(reverse("quality_scorecard", args=["source", "web-chat"])).content.decode()
+    assert "neg-web" not in page and "neg-voice" not in page
+    page = client.get(reverse("quality_scorecard", args=["source", "voice-lab"])).content.decode()
+    assert "neg-voice" in page and "neg-web" not in page
+
+    client.force_login(engineer)
+    page = client.get(reverse("quality_scorecard", args=["platform", "platform"])).content.decode()
+    assert "neg-web" in page and "neg-voice" in page and "tent poles" not in page
+
+
+def test_the_home_page_shows_the_platform_health_and_links_the_scorecards(client, two_teams_broken, platform_user):
+    client.force_login(platform_user)
+    home = client.get("/").content.decode()
+    glance = home.split('data-testid="platform-health"')[1].split("</section>")[0]
+    assert reverse("quality_scorecards") in glance and "level-red" in glance and "score" in glance
+    assert "input_tokens" in glance or "failed" in glance
+    assert reverse("quality_scorecards") in client.get(reverse("quality_overview")).content.decode()
+
+
+def test_history_is_charted_and_snapshots_are_kept_35_days(client, quality_db, chat_contract, engineer, settings):
+    now = timezone.now()
+    old = ScorecardSnapshot.objects.create(kind="platform", subject="platform", level="green", score=100,
+                                           evaluated_at=now - dt.timedelta(days=36))
+    kept = ScorecardSnapshot.objects.create(kind="platform", subject="platform", level="amber", score=85,
+                                            evaluated_at=now - dt.timedelta(days=29))
+    scorecards_evaluate(now=now)
+    assert not ScorecardSnapshot.objects.filter(pk=old.pk).exists()
+    assert ScorecardSnapshot.objects.filter(pk=kept.pk).exists()
+    client.force_login(engineer)
+    page = client.get(reverse("quality_scorecard", args=["platform", "platform"])).content.decode()
+    assert 'id="scorecard-history-data"' in page and '"scores": [85, ' in page
+    assert client.get(reverse("quality_scorecard", args=["source", "no-such-source"])).status_code == 404
+    assert client.get(reverse("quality_scorecard", args=["team", "platform"])).status_code == 404
+
+
+def test_before_the_first_evaluation_the_pages_say_so(client, engineer):
+    client.force_login(engineer)
+    assert 'data-testid="no-scorecards"' in client.get(reverse("quality_scorecards")).content.decode()
+    assert 'data-testid="platform-health"' not in client.get("/").content.decode()
