@@ -77,7 +77,8 @@ def hour_floor(value: dt.datetime) -> dt.datetime:
     return value.replace(minute=0, second=0, microsecond=0)
 
 
-def same_hour_history(series: Mapping[dt.datetime, float], hour: dt.datetime, *, weeks: int) -> list[float]:
+def same_hour_history(series: Mapping[dt.datetime, float | None] | Any, hour: dt.datetime, *, weeks: int
+                      ) -> list[float]:
     """The values at ``hour`` − 1…``weeks`` weeks that ``series`` has (hours without a row are skipped:
     a source that did not exist yet is not a source that sent nothing)."""
     hour = hour_floor(hour)
@@ -96,14 +97,17 @@ def _score(value: float, base: Baseline, floor: float) -> tuple[float, float]:
 
 def volume_verdict(value: float, history: Sequence[float], *, z: float = 4.0, min_change: float = 0.4,
                    min_weeks: int = 3, min_median: float = 20.0) -> Verdict | None:
-    """A volume far from its usual same-hour level, up or down. The spread is floored at the Poisson noise
-    of the median (√median) and at 5% of it, so a very regular series does not alert on a few events.
-    None without ``min_weeks`` of history or when the usual volume is below ``min_median`` (too few events
-    to tell a drop from chance)."""
+    """A volume far from its usual same-hour level, up or down. Compared on a log scale: traffic varies by a
+    factor from week to week (a 20% busier Monday), not by a fixed number of events, so a drop to 40% is as
+    far below as 250% is above. The spread is floored at the Poisson noise of the median (1/√median on that
+    scale) and at 0.05, so a very regular series does not alert on a few events. None without ``min_weeks``
+    of history or when the usual volume is below ``min_median`` (too few events to tell a drop from chance)."""
     base = robust_baseline(history)
     if base is None or base.samples < min_weeks or base.median < min_median:
         return None
-    score, _ = _score(value, base, max(math.sqrt(base.median), 0.05 * base.median))
+    logs = robust_baseline(math.log1p(max(v, 0.0)) for v in history)
+    assert logs is not None
+    score, _ = _score(math.log1p(max(value, 0.0)), logs, max(1 / math.sqrt(base.median), 0.05))
     change = (value - base.median) / base.median
     return Verdict("volume", float(value), base, score, change, abs(score) >= z and abs(change) >= min_change)
 

@@ -9,7 +9,7 @@ hour of the same weekday over the past ``QUALITY_ANOMALY_WEEKS`` weeks (``qualit
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from quality.alert_types import Condition, Severity
@@ -35,13 +35,24 @@ def _link(source: str) -> str:
     return f"/quality/scorecards/source/{source}/"
 
 
+class _Column:
+    """One figure of the hourly rows, read on demand (``same_hour_history`` looks up a few hours only)."""
+
+    def __init__(self, rows: Mapping[dt.datetime, Mapping[str, Any]], figure: Callable[[Mapping[str, Any]], Any]):
+        self.rows, self.figure = rows, figure
+
+    def get(self, hour: dt.datetime) -> Any:
+        row = self.rows.get(hour)
+        return None if row is None else self.figure(row)
+
+
 def _volume(per_hour: Mapping[dt.datetime, Mapping[str, Any]], hour: dt.datetime, *, pipeline_ran: bool,
             weeks: int) -> tuple[float, Verdict | None]:
     current = per_hour.get(hour)
     if current is None and not pipeline_ran:
         return 0.0, None
     value = float((current or {}).get("records") or 0)
-    history = same_hour_history({h: r.get("records") or 0 for h, r in per_hour.items()}, hour, weeks=weeks)
+    history = same_hour_history(_Column(per_hour, lambda r: r.get("records") or 0), hour, weeks=weeks)
     return value, volume_verdict(value, history)
 
 
@@ -49,7 +60,7 @@ def _rate(per_hour: Mapping[dt.datetime, Mapping[str, Any]], hour: dt.datetime, 
     current = per_hour.get(hour)
     if current is None:
         return None
-    past = {h: (r.get("quarantined") or 0) / r["records"] for h, r in per_hour.items() if r.get("records")}
+    past = _Column(per_hour, lambda r: (r.get("quarantined") or 0) / r["records"] if r.get("records") else None)
     return rate_jump_verdict(int(current.get("quarantined") or 0), int(current.get("records") or 0),
                              same_hour_history(past, hour, weeks=weeks))
 
