@@ -13,10 +13,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from quality.alert_types import Condition, Severity
-from quality.anomaly import Verdict, hour_floor, rate_jump_verdict, same_hour_history, volume_verdict
+from quality.anomaly import (
+    Verdict,
+    hour_floor,
+    hour_latency_ms,
+    latency_verdict,
+    rate_jump_verdict,
+    same_hour_history,
+    volume_verdict,
+)
 
 __all__ = ["volume_anomaly", "quarantine_rate_jump", "volume_conditions", "quarantine_rate_conditions",
-           "evaluated_hour", "hour_verdicts"]
+           "evaluated_hour", "hour_verdicts", "latency_hour_verdict"]
 
 #: {source name: {hour (UTC, on the hour): {"records", "events", "quarantined", "max_lag_ms"}}}
 HourRows = Mapping[str, Mapping[dt.datetime, Mapping[str, Any]]]
@@ -72,6 +80,19 @@ def hour_verdicts(rows: HourRows, *, now: dt.datetime, weeks: int = 8) -> dict[s
     return {source: (_volume(per_hour, hour, pipeline_ran=pipeline_ran, weeks=weeks)[1],
                      _rate(per_hour, hour, weeks=weeks))
             for source, per_hour in rows.items() if source}
+
+
+def latency_hour_verdict(rows: HourRows, *, now: dt.datetime, weeks: int = 8) -> Verdict | None:
+    """The stream's latency (``anomaly.hour_latency_ms`` of the stream-wide row) in the last complete hour
+    against the same hour of past weeks."""
+    per_hour = rows.get("", {})
+    hour = evaluated_hour(now)
+    current = per_hour.get(hour)
+    value = None if current is None else hour_latency_ms(current)
+    if value is None:
+        return None
+    history = same_hour_history(_Column(per_hour, hour_latency_ms), hour, weeks=weeks)
+    return latency_verdict(value, history)
 
 
 def volume_conditions(rows: HourRows, *, now: dt.datetime, weeks: int = 8) -> list[Condition]:

@@ -256,7 +256,7 @@ def scorecard_facts(*, now: dt.datetime, start: dt.datetime, warehouse: dict[str
     "contracts": {"<subject> v<n>": SubjectFacts}}. ``warehouse``: ``warehouse_window``'s rows (empty lists
     when the warehouse could not be read: the checks' errors say so)."""
     from contracts.selectors import source_list
-    from quality.anomaly_rules import hour_verdicts
+    from quality.anomaly_rules import hour_verdicts, latency_hour_verdict
     from quality.scorecards import QuarantineFact, SubjectFacts
 
     registered = {str(pk): name for pk, name in source_list().values_list("pk", "name")}
@@ -264,8 +264,9 @@ def scorecard_facts(*, now: dt.datetime, start: dt.datetime, warehouse: dict[str
     checks = _latest_check_facts()
     last_seen, lag_s = _pipeline_recent(now)
     weeks = settings.QUALITY_ANOMALY_WEEKS
-    verdicts = hour_verdicts(source_hours(since=now - dt.timedelta(weeks=weeks, hours=2), until=now),
-                             now=now, weeks=weeks)
+    hours = source_hours(since=now - dt.timedelta(weeks=weeks, hours=2), until=now)
+    verdicts = hour_verdicts(hours, now=now, weeks=weeks)
+    latency = latency_hour_verdict(hours, now=now, weeks=weeks)
 
     counts: dict[tuple[str, str], dict[str, Any]] = {}  # (kind, name) -> records, quarantined, facts
 
@@ -308,7 +309,8 @@ def scorecard_facts(*, now: dt.datetime, start: dt.datetime, warehouse: dict[str
     contract_names |= {f"{v['subject']} v{v['version']}" for v in _versions_in_force()}
     contracts = {name: facts("contract", name, checks=tuple(c for c in checks if name in c.contracts))
                  for name in sorted(contract_names)}
-    platform = facts("platform", "platform", checks=tuple(checks), lag_s=lag_s)
+    platform = facts("platform", "platform", checks=tuple(checks), lag_s=lag_s,
+                     anomalies=(latency.as_dict(),) if latency is not None else ())
     return {"platform": platform, "sources": sources, "contracts": contracts}
 
 

@@ -118,3 +118,18 @@ def test_latency_doubles_and_exceeds_a_floor_before_it_is_anomalous():
     assert not latency_verdict(2_000, [800, 900, 850]).anomalous      # doubled but only 2 s
     assert latency_verdict(30_000, [800, 900, 850]).anomalous
     assert not latency_verdict(1_000, [800, 900, 850]).anomalous
+
+
+def test_the_stream_latency_of_the_hour_is_judged_against_the_same_hour_of_past_weeks():
+    from quality.anomaly_rules import latency_hour_verdict
+    from quality.scorecards import SubjectFacts, platform_grade
+
+    stream = {MONDAY_9 - dt.timedelta(weeks=k): {"max_lag_ms": 900 + 10 * k} for k in range(1, 6)}
+    stream[MONDAY_9] = {"max_lag_ms": 45_000}
+    verdict = latency_hour_verdict({"": stream}, now=MONDAY_9 + dt.timedelta(hours=1, minutes=2), weeks=8)
+    assert verdict.anomalous and verdict.metric == "latency_ms"
+    grade = platform_grade(SubjectFacts(name="platform", window_start=MONDAY_9, window_end=MONDAY_9, records=10,
+                                        anomalies=(verdict.as_dict(),)), now=MONDAY_9)
+    assert grade.level == "amber" and "latency 45.0 s in the last hour" in grade.reasons[0].summary
+    stream[MONDAY_9] = {"max_lag_ms": 950}
+    assert not latency_hour_verdict({"": stream}, now=MONDAY_9 + dt.timedelta(hours=1), weeks=8).anomalous

@@ -134,3 +134,18 @@ def test_before_the_first_evaluation_the_pages_say_so(client, engineer):
     client.force_login(engineer)
     assert 'data-testid="no-scorecards"' in client.get(reverse("quality_scorecards")).content.decode()
     assert 'data-testid="platform-health"' not in client.get("/").content.decode()
+
+
+def test_the_command_grades_and_prints_the_reasons(two_teams_broken):
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("quality_scorecards", "--evaluate", stdout=out)
+    text = out.getvalue()
+    assert "graded " in text and "source web-chat: red" in text and "critical:" in text and "since " in text
+    from quality.management.commands.quality_scorecards import Command
+
+    help_text = Command().create_parser("manage.py", "quality_scorecards").format_help()
+    assert "--evaluate" in help_text and "reasons" in help_text
