@@ -359,13 +359,14 @@ def scorecards_latest(*, user: Any = None) -> dict[str, Any]:
     """The newest snapshot of every scorecard: the platform's, the sources' (the viewer's own first) and the
     contract versions'."""
     from contracts.page_selectors import sources_user_may_edit
+    from portal.roles import is_admin
 
     latest_at = ScorecardSnapshot.objects.order_by("-evaluated_at").values_list("evaluated_at", flat=True).first()
     if latest_at is None:
         return {"evaluated_at": None, "platform": None, "own": [], "sources": [], "contracts": []}
     rows = [_shown(s) for s in ScorecardSnapshot.objects.filter(evaluated_at=latest_at)]
     own = set()
-    if user is not None and getattr(user, "is_authenticated", False) and not is_data_engineer_or_admin(user):
+    if user is not None and getattr(user, "is_authenticated", False) and not is_admin(user):  # admins: every source
         own = set(sources_user_may_edit(user).values_list("name", flat=True))
     rank = {"red": 0, "amber": 1, "unknown": 2, "green": 3}
 
@@ -378,12 +379,6 @@ def scorecards_latest(*, user: Any = None) -> dict[str, Any]:
             "own": [s for s in sources if s.subject in own],
             "sources": [s for s in sources if s.subject not in own],
             "contracts": sorted((s for s in rows if s.kind == ScorecardSnapshot.Kind.CONTRACT), key=order)}
-
-
-def is_data_engineer_or_admin(user: Any) -> bool:
-    from portal.roles import is_data_engineer
-
-    return is_data_engineer(user)
 
 
 def scorecard_history(kind: str, subject: str, *, now: dt.datetime, days: int = 30) -> dict[str, list]:
