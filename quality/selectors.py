@@ -256,6 +256,7 @@ def scorecard_facts(*, now: dt.datetime, start: dt.datetime, warehouse: dict[str
     "contracts": {"<subject> v<n>": SubjectFacts}}. ``warehouse``: ``warehouse_window``'s rows (empty lists
     when the warehouse could not be read: the checks' errors say so)."""
     from contracts.selectors import source_list
+    from ingest_workers.masking import pointer_mask
     from quality.anomaly_rules import hour_verdicts, latency_hour_verdict
     from quality.scorecards import QuarantineFact, SubjectFacts
 
@@ -284,7 +285,9 @@ def scorecard_facts(*, now: dt.datetime, start: dt.datetime, warehouse: dict[str
         n = int(row["N"] or 0)
         source = by_name_or_id.get(str(row.get("SOURCE_ID") or "")) or by_name_or_id.get(str(row.get("SOURCE") or ""))
         contract = _contract_label(row.get("CONTRACT_SUBJECT"), row.get("CONTRACT_VERSION"))
-        fact = QuarantineFact(reason_code=row.get("REASON_CODE") or "unknown", error_path=row.get("ERROR_PATH") or "",
+        # a path is shown to anyone with a portal role: a segment that may be personal (a map key) is masked
+        fact = QuarantineFact(reason_code=row.get("REASON_CODE") or "unknown",
+                              error_path=pointer_mask(row.get("ERROR_PATH") or ""),
                               count=n, first_at=_as_utc(row.get("FIRST_AT")), contract=contract)
         for kind, name in (("platform", "platform"), ("source", source), ("contract", contract)):
             if name:
@@ -419,6 +422,7 @@ def scorecard_check_rows(snapshot: ScorecardSnapshot, *, user: Any) -> list[dict
 def scorecard_quarantined(snapshot: ScorecardSnapshot, *, user: Any, limit: int = 20) -> dict[str, Any]:
     """The quarantined records behind a source's or contract version's scorecard in its window (no payloads:
     the quarantine's own page shows each, masked), if the viewer may see them."""
+    from ingest_workers.masking import pointer_mask
     from ingest_workers.page_selectors import LIST_COLUMNS, quarantine_scope
     from warehouse.connection import WarehouseError, warehouse_connection
     from warehouse.ddl import QUARANTINE, check_identifier, qualified
@@ -446,7 +450,8 @@ def scorecard_quarantined(snapshot: ScorecardSnapshot, *, user: Any, limit: int 
                 params)
     except WarehouseError as err:
         return {"rows": [], "allowed": True, "error": f"The warehouse could not be read: {err}"}
-    rows = [{**{k.lower(): v for k, v in r.items()}, "quarantined_at": _as_utc(r.get("QUARANTINED_AT"))} for r in rows]
+    rows = [{**{k.lower(): v for k, v in r.items()}, "quarantined_at": _as_utc(r.get("QUARANTINED_AT")),
+             "error_path": pointer_mask(r.get("ERROR_PATH") or "")} for r in rows]
     return {"rows": [r for r in rows if scope.allows(r)], "allowed": True, "error": ""}
 
 

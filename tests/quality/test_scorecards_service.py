@@ -149,3 +149,24 @@ def test_the_command_grades_and_prints_the_reasons(two_teams_broken):
 
     help_text = Command().create_parser("manage.py", "quality_scorecards").format_help()
     assert "--evaluate" in help_text and "reasons" in help_text
+
+
+def test_a_path_segment_that_may_be_personal_is_masked_on_the_scorecards(client, quality_db, chat_contract,
+                                                                         engineer):
+    import time
+    import uuid
+
+    import orjson
+
+    from tests.warehouse.factories import land_and_merge, quarantine_row
+
+    row = quarantine_row(quarantine_id=str(uuid.uuid4()), source="web-chat", source_id=str(chat_contract.source_id),
+                         error_path="/traits/maria.santos@example.org/plan", batch_id="test-path",
+                         received_at=time.time_ns() // 1000)
+    land_and_merge(quality_db, [], batch_id="test-path", quarantine=orjson.dumps([row]))
+    scorecards_evaluate()
+    card = ScorecardSnapshot.objects.get(kind="source", subject="web-chat")
+    assert card.level == "red" and card.reasons[0]["details"]["path"].startswith("/traits/‹masked")
+    client.force_login(engineer)
+    page = client.get(reverse("quality_scorecard", args=["source", "web-chat"])).content.decode()
+    assert "maria.santos" not in page and "/plan" in page and 'data-testid="quarantined-row"' in page
