@@ -384,12 +384,26 @@ def scorecards_latest(*, user: Any = None) -> dict[str, Any]:
             "contracts": sorted((s for s in rows if s.kind == ScorecardSnapshot.Kind.CONTRACT), key=order)}
 
 
+#: more evaluations than this in the chart's 30 days (every 5 min makes 8,640) are drawn one point per hour
+HISTORY_POINTS_MAX = 800
+
+
 def scorecard_history(kind: str, subject: str, *, now: dt.datetime, days: int = 30) -> dict[str, list]:
-    """The scorecard's snapshots of the last ``days`` for its chart: labels, scores, levels (oldest first)."""
+    """The scorecard's snapshots of the last ``days`` for its chart: labels, scores, levels (oldest first).
+    Past ``HISTORY_POINTS_MAX`` evaluations, one point per hour: its worst evaluation (a red hour stays red)."""
     since = now - dt.timedelta(days=days)
-    snaps = (ScorecardSnapshot.objects.filter(kind=kind, subject=subject, evaluated_at__gte=since)
-             .order_by("evaluated_at").values_list("evaluated_at", "score", "level"))
-    return {"labels": [at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M") for at, _, _ in snaps],
+    snaps = list(ScorecardSnapshot.objects.filter(kind=kind, subject=subject, evaluated_at__gte=since)
+                 .order_by("evaluated_at").values_list("evaluated_at", "score", "level"))
+    fmt = "%Y-%m-%d %H:%M"
+    if len(snaps) > HISTORY_POINTS_MAX:
+        worst: dict[dt.datetime, tuple[dt.datetime, int, str]] = {}
+        for at, score, level in snaps:
+            hour = at.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+            if hour not in worst or score < worst[hour][1]:
+                worst[hour] = (hour, score, level)
+        snaps = [worst[h] for h in sorted(worst)]
+        fmt = "%Y-%m-%d %H:00"
+    return {"labels": [at.astimezone(dt.UTC).strftime(fmt) for at, _, _ in snaps],
             "scores": [score for _, score, _ in snaps], "levels": [level for _, _, level in snaps]}
 
 

@@ -170,3 +170,17 @@ def test_a_path_segment_that_may_be_personal_is_masked_on_the_scorecards(client,
     client.force_login(engineer)
     page = client.get(reverse("quality_scorecard", args=["source", "web-chat"])).content.decode()
     assert "maria.santos" not in page and "/plan" in page and 'data-testid="quarantined-row"' in page
+
+
+def test_a_month_of_five_minute_evaluations_is_charted_one_point_per_hour_keeping_the_worst():
+    from quality.selectors import scorecard_history
+
+    now = timezone.now().replace(minute=0, second=0, microsecond=0)
+    snaps = [ScorecardSnapshot(kind="source", subject="web-chat", level="green", score=100,
+                               evaluated_at=now - dt.timedelta(minutes=5 * i)) for i in range(1, 12 * 24 * 4)]
+    snaps[20] = ScorecardSnapshot(kind="source", subject="web-chat", level="red", score=45,
+                                  evaluated_at=snaps[20].evaluated_at)
+    ScorecardSnapshot.objects.bulk_create(snaps)
+    history = scorecard_history("source", "web-chat", now=now)
+    assert len(history["scores"]) == 4 * 24 and min(history["scores"]) == 45
+    assert history["levels"].count("red") == 1 and history["labels"][-1].endswith(":00")
