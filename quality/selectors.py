@@ -189,7 +189,7 @@ def _contract_label(subject: Any, version: Any) -> str:
 def warehouse_window(conn: Any, *, start: dt.datetime, end: dt.datetime) -> dict[str, list[dict]]:
     """From the warehouse, for (start, end]: quarantined records grouped by source, contract version, reason
     and path (no payloads), and events landed per source and contract version."""
-    from warehouse.ddl import CANONICAL_EVENTS, QUARANTINE, check_identifier, qualified
+    from warehouse.ddl import LANDING_EVENTS, QUARANTINE, check_identifier, qualified
     from warehouse.load import warehouse_query
 
     database = check_identifier(conn.database)
@@ -200,10 +200,12 @@ def warehouse_window(conn: Any, *, start: dt.datetime, end: dt.datetime) -> dict
               f"FROM {qualified(database, QUARANTINE)} "
               "WHERE QUARANTINED_AT > %(start)s::TIMESTAMP_NTZ(6) AND QUARANTINED_AT <= %(end)s::TIMESTAMP_NTZ(6) "
               "GROUP BY SOURCE, SOURCE_ID, CONTRACT_SUBJECT, CONTRACT_VERSION, REASON_CODE, ERROR_PATH", params)
+    # valid events as landed (every copy, merged or not): the landing table stays in landing order, so a
+    # LANDED_AT range prunes on Snowflake where CANONICAL.EVENTS (clustered by event date) would be scanned
     events = warehouse_query(
         conn, "SELECT SOURCE_ID, CONTRACT:name::VARCHAR AS SUBJECT, CONTRACT:version::NUMBER AS VERSION, "  # noqa: S608
-              f"COUNT(*) AS N FROM {qualified(database, CANONICAL_EVENTS)} "
-              "WHERE INGESTED_AT > %(start)s::TIMESTAMP_NTZ(6) AND INGESTED_AT <= %(end)s::TIMESTAMP_NTZ(6) "
+              f"COUNT(*) AS N FROM {qualified(database, LANDING_EVENTS)} WHERE ROW_KIND = 'event' "
+              "AND LANDED_AT > %(start)s::TIMESTAMP_NTZ(6) AND LANDED_AT <= %(end)s::TIMESTAMP_NTZ(6) "
               "GROUP BY SOURCE_ID, SUBJECT, VERSION", params)
     return {"quarantine": quarantine, "events": events}
 
