@@ -71,8 +71,8 @@ def quality_run_request(*, actor: Any, tables: Sequence[str] | None = None) -> u
 
 
 def quality_run_execute(*, run_id: str | uuid.UUID) -> list[QualityRun]:
-    """Run the queued tables of ``run_id`` (a worker's part of a portal request). Rows another worker
-    already took are left to it."""
+    """Run the queued tables of ``run_id`` (a worker's part of a portal request), then grade the scorecards.
+    Rows another worker already took are left to it."""
     claimed = []
     for run in QualityRun.objects.filter(run_id=run_id, status=QualityRun.Status.QUEUED).order_by("id"):
         taken = QualityRun.objects.filter(pk=run.pk, status=QualityRun.Status.QUEUED).update(
@@ -81,6 +81,8 @@ def quality_run_execute(*, run_id: str | uuid.UUID) -> list[QualityRun]:
             run.refresh_from_db()
             claimed.append(run)
     _runs_execute(claimed)
+    if claimed:
+        scorecards_evaluate()  # the scorecards show what the person asked to check
     return claimed
 
 

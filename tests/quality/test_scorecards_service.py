@@ -184,3 +184,15 @@ def test_a_month_of_five_minute_evaluations_is_charted_one_point_per_hour_keepin
     history = scorecard_history("source", "web-chat", now=now)
     assert len(history["scores"]) == 4 * 24 and min(history["scores"]) == 45
     assert history["levels"].count("red") == 1 and history["labels"][-1].endswith(":00")
+
+
+def test_a_run_asked_for_in_the_portal_grades_the_scorecards_when_the_worker_has_run_it(quality_db, chat_contract,
+                                                                                       engineer):
+    from quality.services import quality_run_execute, quality_run_request
+
+    load(quality_db, clean_events(str(chat_contract.source_id)))
+    run_id = quality_run_request(actor=engineer, tables=["CANONICAL.EVENTS"])
+    assert not ScorecardSnapshot.objects.exists()          # queued: nothing graded yet
+    quality_run_execute(run_id=run_id)                     # what the quality worker does
+    assert ScorecardSnapshot.objects.get(kind="source", subject="web-chat").level == "green"
+    assert ScorecardSnapshot.objects.get(kind="platform").level == "green"
