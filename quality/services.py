@@ -287,8 +287,9 @@ def _store(run: QualityRun, contract: GeneratedContract, database: str, outcomes
 # --------------------------------------------------------------------------------------------
 
 def source_hours_rollup(*, now: dt.datetime | None = None) -> int:
-    """Roll the per-minute pipeline sample up into ``SourceHour`` rows: every hour the sample still holds
-    whole (it keeps 24 h) and the running hour, recomputed from the minutes (so repeating it is harmless);
+    """Roll the per-minute pipeline sample up into ``SourceHour`` rows: the hours since the last rollup (at
+    most those the sample still holds whole: it keeps 24 h) and the running hour, recomputed from the minutes
+    (so repeating it is harmless);
     rows past ``QUALITY_SOURCE_HOURS_KEEP_DAYS`` are deleted. Returns the hours written."""
     from django.db.models import Count, Max, Sum
     from django.db.models.functions import TruncHour
@@ -299,6 +300,10 @@ def source_hours_rollup(*, now: dt.datetime | None = None) -> int:
     now = now or timezone.now()
     # the oldest hour the sample still holds whole (its oldest minutes are being trimmed)
     first = (now - dt.timedelta(hours=24)).replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    # hours rolled up before are final once the next has begun: redo from the hour before the newest only
+    newest = SourceHour.objects.filter(hour__lte=now).order_by("-hour").values_list("hour", flat=True).first()
+    if newest is not None:
+        first = max(first, newest - dt.timedelta(hours=1))
     rows = (PipelineMinute.objects.filter(minute__gte=first, minute__lte=now)
             .annotate(h=TruncHour("minute", tzinfo=dt.UTC)).values("h", "source")
             .annotate(records=Sum("records"), events=Sum("events"), quarantined=Sum("quarantined"),

@@ -196,3 +196,17 @@ def test_a_run_asked_for_in_the_portal_grades_the_scorecards_when_the_worker_has
     quality_run_execute(run_id=run_id)                     # what the quality worker does
     assert ScorecardSnapshot.objects.get(kind="source", subject="web-chat").level == "green"
     assert ScorecardSnapshot.objects.get(kind="platform").level == "green"
+
+
+def test_the_rollup_redoes_only_the_hours_since_the_last_one():
+    now = timezone.now().replace(minute=30, second=0, microsecond=0)
+    this_hour = now.replace(minute=0)
+    minute_rows([(this_hour - dt.timedelta(hours=5), "web-chat", 10, 0), (this_hour + dt.timedelta(minutes=1),
+                                                                          "web-chat", 7, 0)])
+    source_hours_rollup(now=now)
+    assert SourceHour.objects.count() == 2
+    minute_rows([(this_hour + dt.timedelta(minutes=2), "web-chat", 5, 0)])
+    SourceHour.objects.filter(hour=this_hour - dt.timedelta(hours=5)).update(records=999)   # final: not redone
+    source_hours_rollup(now=now + dt.timedelta(minutes=5))
+    assert dict(SourceHour.objects.values_list("hour", "records")) == {this_hour - dt.timedelta(hours=5): 999,
+                                                                        this_hour: 12}
