@@ -17,6 +17,16 @@ from tests.quality.conftest import clean_events, load
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def scorecard_db(quality_db):
+    """The module's warehouse database with no quarantined or landed record left by an earlier test (the
+    scorecards count those in their window)."""
+    database = quality_db.database
+    for table in ("RAW.QUARANTINE", "RAW.LANDING_EVENTS"):
+        quality_db.cursor().execute(f"TRUNCATE TABLE {database}.{table}")
+    return quality_db
+
+
 def minute_rows(rows: list[tuple[dt.datetime, str, int, int]]) -> None:
     from ingest_workers.models import PipelineMinute
 
@@ -57,7 +67,7 @@ def test_the_rules_read_the_rollup_a_sunday_drop_and_a_rate_jump(settings):
 
 
 @pytest.fixture
-def two_teams_broken(quality_db, chat_contract, other_platform_user, other_team):
+def two_teams_broken(scorecard_db, chat_contract, other_platform_user, other_team):
     """web-chat (the platform user's team) and voice-lab (another team) each send an event with negative
     tokens on an unknown platform; the checks run for real."""
     from contracts.services import source_create
@@ -72,7 +82,7 @@ def two_teams_broken(quality_db, chat_contract, other_platform_user, other_team)
         bad = canonical_event(f"neg-{name}", template=3, source_id=source_id, received_at=received)
         bad["attributes"]["input_tokens"] = -5
         events.append(bad)
-    load(quality_db, events)
+    load(scorecard_db, events)
     (run,) = quality_run(tables=["CANONICAL.EVENTS"])
     assert run.failed >= 1
     scorecards_evaluate()
@@ -114,7 +124,7 @@ def test_the_home_page_shows_the_platform_health_and_links_the_scorecards(client
     assert reverse("quality_scorecards") in client.get(reverse("quality_overview")).content.decode()
 
 
-def test_history_is_charted_and_snapshots_are_kept_35_days(client, quality_db, chat_contract, engineer, settings):
+def test_history_is_charted_and_snapshots_are_kept_35_days(client, scorecard_db, chat_contract, engineer, settings):
     now = timezone.now()
     old = ScorecardSnapshot.objects.create(kind="platform", subject="platform", level="green", score=100,
                                            evaluated_at=now - dt.timedelta(days=36))
@@ -151,7 +161,7 @@ def test_the_command_grades_and_prints_the_reasons(two_teams_broken):
     assert "--evaluate" in help_text and "reasons" in help_text
 
 
-def test_a_path_segment_that_may_be_personal_is_masked_on_the_scorecards(client, quality_db, chat_contract,
+def test_a_path_segment_that_may_be_personal_is_masked_on_the_scorecards(client, scorecard_db, chat_contract,
                                                                          engineer):
     import time
     import uuid
@@ -163,7 +173,7 @@ def test_a_path_segment_that_may_be_personal_is_masked_on_the_scorecards(client,
     row = quarantine_row(quarantine_id=str(uuid.uuid4()), source="web-chat", source_id=str(chat_contract.source_id),
                          error_path="/traits/maria.santos@example.org/plan", batch_id="test-path",
                          received_at=time.time_ns() // 1000)
-    land_and_merge(quality_db, [], batch_id="test-path", quarantine=orjson.dumps([row]))
+    land_and_merge(scorecard_db, [], batch_id="test-path", quarantine=orjson.dumps([row]))
     scorecards_evaluate()
     card = ScorecardSnapshot.objects.get(kind="source", subject="web-chat")
     assert card.level == "red" and card.reasons[0]["details"]["path"].startswith("/traits/‹masked")
@@ -186,11 +196,11 @@ def test_a_month_of_five_minute_evaluations_is_charted_one_point_per_hour_keepin
     assert history["levels"].count("red") == 1 and history["labels"][-1].endswith(":00")
 
 
-def test_a_run_asked_for_in_the_portal_grades_the_scorecards_when_the_worker_has_run_it(quality_db, chat_contract,
+def test_a_run_asked_for_in_the_portal_grades_the_scorecards_when_the_worker_has_run_it(scorecard_db, chat_contract,
                                                                                        engineer):
     from quality.services import quality_run_execute, quality_run_request
 
-    load(quality_db, clean_events(str(chat_contract.source_id)))
+    load(scorecard_db, clean_events(str(chat_contract.source_id)))
     run_id = quality_run_request(actor=engineer, tables=["CANONICAL.EVENTS"])
     assert not ScorecardSnapshot.objects.exists()          # queued: nothing graded yet
     quality_run_execute(run_id=run_id)                     # what the quality worker does
