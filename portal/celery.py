@@ -36,6 +36,7 @@ app.conf.task_routes = {
     "quality.tasks.quality_run_scheduled": {"queue": Queue.QUALITY.value},
     "quality.tasks.quality_run_queued": {"queue": Queue.QUALITY.value},
     "quality.tasks.alerts_evaluate": {"queue": Queue.QUALITY.value},
+    "quality.tasks.scorecards_evaluate": {"queue": Queue.QUALITY.value},
 }
 app.autodiscover_tasks()
 

@@ -588,6 +588,8 @@ QUALITY_ALERT_RULES = env_list("QUALITY_ALERT_RULES", ",".join([
     "quality.alert_rules.freshness",
     "quality.alert_rules.failing_check",
     "quality.alert_rules.model_run_failed",
+    "quality.anomaly_rules.volume_anomaly",
+    "quality.anomaly_rules.quarantine_rate_jump",
 ]))
 # Targets: a shard more than this far behind the stream's tip (or not read for this long); the end-to-end
 # p99 (collector receipt → merged into CANONICAL.EVENTS) over the last QUALITY_ALERT_E2E_WINDOW_MINUTES.
@@ -620,3 +622,16 @@ HEALTHZ_TIMEOUT_S = float(os.environ.get("HEALTHZ_TIMEOUT_S", "3"))
 # The dependencies whose outage makes /healthz answer 503 (the others are reported only). Every one by
 # default: this platform is its pipeline. A load balancer in front of the portal alone may want fewer.
 HEALTHZ_REQUIRED = env_list("HEALTHZ_REQUIRED", "database,broker,stream,archive,warehouse")
+# Scorecards (docs/quality.md, "Scorecards"): a snapshot per scorecard after each check cycle, kept this many
+# days (the pages chart 30); the hourly rollup per source behind the anomaly baselines is kept this many days,
+# and the baselines compare an hour with the same hour of the past QUALITY_ANOMALY_WEEKS weeks. Quarantine
+# rates over these shares of a window's records turn a scorecard amber / red; a shard lag over these seconds
+# turns the platform's amber / red; a source that sent today and nothing for this many minutes is amber.
+QUALITY_SCORECARD_RETENTION_DAYS = int(os.environ.get("QUALITY_SCORECARD_RETENTION_DAYS", "35"))
+QUALITY_SOURCE_HOURS_KEEP_DAYS = int(os.environ.get("QUALITY_SOURCE_HOURS_KEEP_DAYS", "56"))
+QUALITY_ANOMALY_WEEKS = int(os.environ.get("QUALITY_ANOMALY_WEEKS", "8"))
+QUALITY_SCORECARD_QUARANTINE_AMBER = float(os.environ.get("QUALITY_SCORECARD_QUARANTINE_AMBER", "0.01"))
+QUALITY_SCORECARD_QUARANTINE_RED = float(os.environ.get("QUALITY_SCORECARD_QUARANTINE_RED", "0.05"))
+QUALITY_SCORECARD_LAG_AMBER_S = float(os.environ.get("QUALITY_SCORECARD_LAG_AMBER_S", "60"))
+QUALITY_SCORECARD_LAG_RED_S = float(os.environ.get("QUALITY_SCORECARD_LAG_RED_S", "180"))
+QUALITY_SCORECARD_SILENT_MINUTES = float(os.environ.get("QUALITY_SCORECARD_SILENT_MINUTES", "15"))

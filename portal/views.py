@@ -47,6 +47,9 @@ def home(request: HttpRequest) -> HttpResponse:
         "my_reviewed": contract_pages.versions_authored_by(
             user, statuses=[VersionStatus.APPROVED, VersionStatus.REJECTED], limit=5),
     }
+    from quality.selectors import platform_health
+
+    context["health"] = platform_health()  # the platform's grade at a glance (quality scorecards)
     if context["is_engineer"]:
         context["waiting_for_me"] = contract_pages.review_queue_waiting_for(user).count()
     if context["is_admin"]:

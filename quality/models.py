@@ -224,3 +224,60 @@ class NotificationAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.notification_id} at {self.attempted_at:%H:%M:%S}: {'ok' if self.ok else self.error[:60]}"
+
+
+class SourceHour(models.Model):
+    """One hour of one source's pipeline figures, rolled up from ``ingest_workers.PipelineMinute`` (kept only
+    24 h) so that the anomaly baselines can compare an hour with the same hour of past weeks. Kept
+    ``QUALITY_SOURCE_HOURS_KEEP_DAYS`` (8 weeks). ``source`` "" is the stream-wide row (merged events and the
+    largest shard lag)."""
+
+    hour = models.DateTimeField()
+    source = models.CharField(max_length=64, blank=True)
+    records = models.PositiveBigIntegerField(default=0)
+    events = models.PositiveBigIntegerField(default=0)
+    quarantined = models.PositiveBigIntegerField(default=0)
+    merged = models.PositiveBigIntegerField(default=0)
+    max_lag_ms = models.BigIntegerField(null=True, blank=True)
+    minutes = models.PositiveSmallIntegerField(default=0, help_text="Per-minute rows the hour was rolled up from")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hour", "source"], name="quality_source_hour_unique")]
+        indexes = [models.Index(fields=["source", "hour"])]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.source or '(stream)'}: {self.records} records"
+
+
+class ScorecardSnapshot(models.Model):
+    """A scorecard's grade at one evaluation (after each check cycle): the history chart reads these.
+    ``subject`` is "platform", a source's name, or "<contract subject> v<version>". Kept
+    ``QUALITY_SCORECARD_RETENTION_DAYS`` (35)."""
+
+    class Kind(models.TextChoices):
+        PLATFORM = "platform"
+        SOURCE = "source"
+        CONTRACT = "contract"
+
+    class Level(models.TextChoices):
+        GREEN = "green"
+        AMBER = "amber"
+        RED = "red"
+        UNKNOWN = "unknown", "no data"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    subject = models.CharField(max_length=200)
+    evaluated_at = models.DateTimeField(default=timezone.now)
+    level = models.CharField(max_length=16, choices=Level.choices)
+    score = models.PositiveSmallIntegerField()
+    #: [{"key", "code", "severity", "summary", "since", "details"}]: what lowered the grade, worst first
+    reasons = models.JSONField(default=list, blank=True)
+    #: the figures graded (records, quarantined, window …), for the drill-down
+    facts = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ("kind", "subject", "-evaluated_at")
+        indexes = [models.Index(fields=("kind", "subject", "-evaluated_at")), models.Index(fields=("evaluated_at",))]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.subject}: {self.level} {self.score} at {self.evaluated_at:%Y-%m-%d %H:%M}"

@@ -35,6 +35,8 @@ __all__ = [
     "quality_results_purge",
     "quality_runs_stale_sweep",
     "row_mask",
+    "source_hours_rollup",
+    "scorecards_evaluate",
 ]
 
 logger = logging.getLogger("quality")
@@ -69,8 +71,8 @@ def quality_run_request(*, actor: Any, tables: Sequence[str] | None = None) -> u
 
 
 def quality_run_execute(*, run_id: str | uuid.UUID) -> list[QualityRun]:
-    """Run the queued tables of ``run_id`` (a worker's part of a portal request). Rows another worker
-    already took are left to it."""
+    """Run the queued tables of ``run_id`` (a worker's part of a portal request), then grade the scorecards.
+    Rows another worker already took are left to it."""
     claimed = []
     for run in QualityRun.objects.filter(run_id=run_id, status=QualityRun.Status.QUEUED).order_by("id"):
         taken = QualityRun.objects.filter(pk=run.pk, status=QualityRun.Status.QUEUED).update(
@@ -79,6 +81,8 @@ def quality_run_execute(*, run_id: str | uuid.UUID) -> list[QualityRun]:
             run.refresh_from_db()
             claimed.append(run)
     _runs_execute(claimed)
+    if claimed:
+        scorecards_evaluate()  # the scorecards show what the person asked to check
     return claimed
 
 
@@ -97,12 +101,14 @@ def quality_run(*, tables: Sequence[str] | None = None, trigger: str = QualityRu
 
 
 def quality_run_scheduled() -> dict:
-    """The beat's run: end runs no worker finished, purge results past retention, check every table."""
+    """The beat's run: end runs no worker finished, purge results past retention, check every table, then
+    grade the scorecards from the results."""
     swept = quality_runs_stale_sweep()
     purged = quality_results_purge()
     runs = quality_run(trigger=QualityRun.Trigger.SCHEDULE)
+    scorecards = scorecards_evaluate()  # the cycle's grades, from the results just stored
     return {"swept": swept, "purged": purged, "tables": len(runs),
-            "errors": sum(1 for r in runs if r.status == QualityRun.Status.ERROR)}
+            "errors": sum(1 for r in runs if r.status == QualityRun.Status.ERROR), "scorecards": scorecards}
 
 
 def quality_results_purge(*, now: dt.datetime | None = None, keep_days: int | None = None) -> int:
@@ -274,3 +280,89 @@ def _store(run: QualityRun, contract: GeneratedContract, database: str, outcomes
         run.passed, run.failed, run.warned = counts["passed"], counts["failed"], counts["warned"]
         run.errors, run.not_evaluated = counts["error"], counts["not_evaluated"]
         run.save()
+
+
+# --------------------------------------------------------------------------------------------
+# scorecards
+# --------------------------------------------------------------------------------------------
+
+def source_hours_rollup(*, now: dt.datetime | None = None) -> int:
+    """Roll the per-minute pipeline sample up into ``SourceHour`` rows: the hours since the last rollup (at
+    most those the sample still holds whole: it keeps 24 h) and the running hour, recomputed from the minutes
+    (so repeating it is harmless);
+    rows past ``QUALITY_SOURCE_HOURS_KEEP_DAYS`` are deleted. Returns the hours written."""
+    from django.db.models import Count, Max, Sum
+    from django.db.models.functions import TruncHour
+
+    from ingest_workers.models import PipelineMinute  # read-only: the per-minute sample it rolls up
+    from quality.models import SourceHour
+
+    now = now or timezone.now()
+    # the oldest hour the sample still holds whole (its oldest minutes are being trimmed)
+    first = (now - dt.timedelta(hours=24)).replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    # hours rolled up before are final once the next has begun: redo from the hour before the newest only
+    newest = SourceHour.objects.filter(hour__lte=now).order_by("-hour").values_list("hour", flat=True).first()
+    if newest is not None:
+        first = max(first, newest - dt.timedelta(hours=1))
+    rows = (PipelineMinute.objects.filter(minute__gte=first, minute__lte=now)
+            .annotate(h=TruncHour("minute", tzinfo=dt.UTC)).values("h", "source")
+            .annotate(records=Sum("records"), events=Sum("events"), quarantined=Sum("quarantined"),
+                      merged=Sum("merged"), max_lag_ms=Max("max_lag_ms"), minutes=Count("id")))
+    written = 0
+    with transaction.atomic():
+        for row in rows:
+            SourceHour.objects.update_or_create(
+                hour=row["h"], source=row["source"],
+                defaults={k: row[k] for k in ("records", "events", "quarantined", "merged", "max_lag_ms", "minutes")})
+            written += 1
+        SourceHour.objects.filter(hour__lt=now - dt.timedelta(days=settings.QUALITY_SOURCE_HOURS_KEEP_DAYS)).delete()
+    return written
+
+
+def scorecards_evaluate(*, now: dt.datetime | None = None) -> dict:
+    """Grade the platform, every registered source and every contract version from the latest check results,
+    the quarantine and pipeline figures since the previous evaluation, and the anomaly baselines; store one
+    snapshot per scorecard (the history chart) and purge snapshots past retention. Runs after each check
+    cycle. A warehouse that cannot be read leaves the quarantine figures empty (the checks' errors say why)."""
+    from quality import scorecards
+    from quality.models import ScorecardSnapshot
+    from quality.selectors import (
+        scorecard_facts,
+        scorecard_previous_since,
+        scorecard_thresholds,
+        scorecard_window_start,
+        warehouse_window,
+    )
+    from warehouse.connection import WarehouseError, warehouse_connection
+
+    now = now or timezone.now()
+    source_hours_rollup(now=now)
+    start = scorecard_window_start(now)
+    warehouse: dict[str, list[dict]] = {}
+    try:
+        with warehouse_connection() as conn:
+            warehouse = warehouse_window(conn, start=start, end=now)
+    except WarehouseError:
+        logger.warning("scorecards: the warehouse could not be read; quarantine figures left out", exc_info=True)
+    facts = scorecard_facts(now=now, start=start, warehouse=warehouse)
+    thresholds = scorecard_thresholds()
+    graded = [(ScorecardSnapshot.Kind.PLATFORM, "platform", scorecards.platform_grade, facts["platform"])]
+    graded += [(ScorecardSnapshot.Kind.SOURCE, n, scorecards.source_grade, f) for n, f in facts["sources"].items()]
+    graded += [(ScorecardSnapshot.Kind.CONTRACT, n, scorecards.contract_grade, f)
+               for n, f in facts["contracts"].items()]
+    snapshots = []
+    for kind, subject, grade_of, subject_facts in graded:
+        grade = grade_of(subject_facts, now=now, thresholds=thresholds)
+        reasons = scorecards.reasons_since(grade.reasons, scorecard_previous_since(kind, subject, before=now), now)
+        snapshots.append(ScorecardSnapshot(kind=kind, subject=subject[:200], evaluated_at=now, level=grade.level,
+                                           score=grade.score, reasons=[r.as_dict() for r in reasons],
+                                           facts=subject_facts.as_dict()))
+    with transaction.atomic():
+        ScorecardSnapshot.objects.bulk_create(snapshots)
+        purged, _ = ScorecardSnapshot.objects.filter(
+            evaluated_at__lt=now - dt.timedelta(days=settings.QUALITY_SCORECARD_RETENTION_DAYS)).delete()
+    levels: dict[str, int] = {}
+    for snap in snapshots:
+        levels[snap.level] = levels.get(snap.level, 0) + 1
+    return {"scorecards": len(snapshots), "levels": levels, "purged": purged,
+            "platform": snapshots[0].level if snapshots else None}

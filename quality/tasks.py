@@ -28,3 +28,11 @@ def alerts_evaluate() -> dict:
     from quality.alerts import alerts_evaluate as run
 
     return run()
+
+
+@shared_task(ignore_result=True)
+def scorecards_evaluate() -> dict:
+    """Grade the scorecards now (the scheduled check cycle does it after its checks; this is for on demand)."""
+    from quality.services import scorecards_evaluate as run
+
+    return run()

@@ -73,3 +73,32 @@ def quality_run_now(request: HttpRequest) -> HttpResponse:
     messages.success(request, f"Checks of {what} queued on the quality queue: the page shows them as queued "
                               "until a worker has run them.")
     return redirect("quality_table", table=label) if label else redirect("quality_overview")
+
+
+@require_GET
+@login_required
+def quality_scorecards(request: HttpRequest) -> HttpResponse:
+    """Every scorecard's latest grade: the platform, the viewer's own sources first, the other sources and
+    the contract versions."""
+    return render(request, "quality/scorecards.html", {"cards": selectors.scorecards_latest(user=request.user)})
+
+
+@require_GET
+@login_required
+def quality_scorecard(request: HttpRequest, kind: str, subject: str) -> HttpResponse:
+    """One scorecard: its grade and reasons with since-when, the 30-day history chart, the failing checks
+    (measured against threshold, failed rows masked and scoped) and the quarantined records behind it."""
+    from django.utils import timezone
+
+    from quality.models import ScorecardSnapshot
+
+    if kind not in ScorecardSnapshot.Kind.values:
+        raise Http404("No such kind of scorecard (platform, source or contract).")
+    snapshot = selectors.scorecard_latest(kind, subject)
+    if snapshot is None:
+        raise Http404(f"No scorecard for {kind} {subject!r} yet.")
+    return render(request, "quality/scorecard.html", {
+        "card": snapshot, "history": selectors.scorecard_history(kind, subject, now=timezone.now()),
+        "checks": selectors.scorecard_check_rows(snapshot, user=request.user),
+        "quarantined": selectors.scorecard_quarantined(snapshot, user=request.user),
+        "scope": selectors.sample_scope(request.user)})

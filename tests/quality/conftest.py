@@ -8,6 +8,17 @@ import uuid
 
 import pytest
 
+# the ingestion fixtures (moto's Kinesis, a stream per test, Redis as the cache, sources with their keys) for
+# the scorecard tests that run the real pipeline
+from tests.ingest_workers.conftest import (  # noqa: F401
+    aws_settings,
+    collector_cache,
+    collector_sources,
+    kinesis,
+    moto_server,
+    stream,
+)
+
 
 @pytest.fixture(scope="module")
 def quality_warehouse(warehouse_server):
