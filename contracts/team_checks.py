@@ -172,8 +172,11 @@ def _threshold(body: Mapping[str, Any], path: str) -> tuple[tuple[str, Any], ...
         else:
             value = _number(value, f"{path}.{key}")
         out.append((str(key), value))
-    if not any(k.startswith("must_") for k, _ in out):
-        raise TeamChecksError(path, "needs a comparison such as must_be or must_be_less_than.")
+    comparisons = [k for k, _ in out if k.startswith("must_")]
+    if len(comparisons) != 1:
+        # Soda builds no threshold from two comparisons: the check would never be evaluated
+        raise TeamChecksError(path, "needs exactly one comparison such as must_be or must_be_less_than"
+                                    + (f", not {' and '.join(comparisons)}." if comparisons else "."))
     return tuple(out)
 
 
