@@ -273,8 +273,12 @@ def _column_or_attribute_check(check_type: str, body: Mapping[str, Any], path: s
         raise TeamChecksError(f"{path}.valid_min", f"{low:g} is above valid_max {high:g}.")
     if values is not None and (low is not None or high is not None):
         raise TeamChecksError(path, "use either valid_values or valid_min/valid_max, not both.")
-    default = (f"{what} is one of {', '.join(map(str, values))}" if values is not None
-               else f"{what} is within [{'' if low is None else f'{low:g}'}, {'' if high is None else f'{high:g}'}]")
+    if values is not None:
+        default = f"{what} is one of {', '.join(map(str, values))}"
+    elif low is not None and high is not None:
+        default = f"{what} is between {low:g} and {high:g}"
+    else:
+        default = f"{what} is at least {low:g}" if low is not None else f"{what} is at most {high:g}"
     return TeamCheck("invalid", (name or default)[:MAX_NAME_CHARS], column=column, attribute=attribute,
                      event_type=event_type, valid_values=values, valid_min=low, valid_max=high, threshold=threshold)
 

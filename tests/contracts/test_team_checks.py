@@ -139,6 +139,17 @@ def test_good_checks_make_a_new_version_shown_in_the_review_diff(api_client_for,
 
 
 @pytest.mark.django_db
+def test_checks_are_immutable_a_change_is_a_new_version(api_client_for, platform_user, chat_v1):
+    api = api_client_for(platform_user)
+    url = f"/api/v1/contracts/{chat_v1.contract.subject}/versions/"
+    assert api.post(url, _proposal(chat_v1, GOOD_CHECKS), format="json").json()["version"] == 2
+    changed = GOOD_CHECKS.replace("100000", "50000")
+    third = api.post(url, _proposal(chat_v1, changed), format="json").json()
+    assert third["version"] == 3 and "50000" in third["team_checks"]
+    assert "100000" in chat_v1.contract.versions.get(version=2).team_checks  # v2 keeps what was reviewed
+
+
+@pytest.mark.django_db
 def test_the_form_shows_the_reason_next_to_the_checks_and_keeps_the_input(client, platform_user, chat_v1):
     client.force_login(platform_user)
     bad = "checks:\n  - missing:\n      column: NOT_THERE\n"
