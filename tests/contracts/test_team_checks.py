@@ -195,3 +195,27 @@ def test_the_cli_exits_1_and_prints_each_refused_check():
     assert lines[0] == "FAIL: web-chat.chat_event: schema compatible under BACKWARD, 1 team check error"
     assert "  team check checks[0].invalid: an invalid check needs valid_values" in lines
     assert any(line.startswith("::error title=Team check error at checks[0].invalid::") for line in lines)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ci_command_line_checks_a_team_checks_file(live_server, platform_user, chat_v1, tmp_path):
+    from contracts.cli import main
+    from portal.services import api_token_create
+
+    token = api_token_create(user=platform_user)[1]
+    schema = tmp_path / "schema.avsc"
+    schema.write_text(chat_v1.schema.schema)
+
+    def check(team_checks: str) -> tuple[int, str]:
+        path = tmp_path / "checks.yml"
+        path.write_text(team_checks)
+        out = io.StringIO()
+        code = main(["check", str(schema), "--subject", chat_v1.contract.subject, "--url", live_server.url,
+                     "--token", token, "--checks", str(path)], out=out, err_out=io.StringIO())
+        return code, out.getvalue()
+
+    code, out = check("checks:\n  - invalid:\n      column: PLATFORM\n")
+    assert code == 1
+    assert "  team check checks[0].invalid: an invalid check needs valid_values, valid_min or valid_max." in out
+    code, out = check(GOOD_CHECKS)
+    assert code == 0 and out.startswith("OK: web-chat.chat_event")
