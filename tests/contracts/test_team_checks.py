@@ -150,6 +150,19 @@ def test_checks_are_immutable_a_change_is_a_new_version(api_client_for, platform
 
 
 @pytest.mark.django_db
+def test_the_version_page_shows_its_checks(api_client_for, platform_user, chat_v1, client):
+    api_client_for(platform_user).post(f"/api/v1/contracts/{chat_v1.contract.subject}/versions/",
+                                       _proposal(chat_v1, GOOD_CHECKS), format="json")
+    client.force_login(platform_user)
+    html = client.get(f"/contracts/{chat_v1.contract.subject}/versions/2/").content.decode()
+    section = html[html.index('data-testid="team-checks"'):]
+    assert "column: CONVERSATION_ID" in section[:section.index("</section>")]
+    v1_html = client.get(f"/contracts/{chat_v1.contract.subject}/versions/1/").content.decode()
+    v1_section = v1_html[v1_html.index('data-testid="team-checks"'):]
+    assert "None." in v1_section[:v1_section.index("</section>")]
+
+
+@pytest.mark.django_db
 def test_the_form_shows_the_reason_next_to_the_checks_and_keeps_the_input(client, platform_user, chat_v1):
     client.force_login(platform_user)
     bad = "checks:\n  - missing:\n      column: NOT_THERE\n"
