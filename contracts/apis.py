@@ -144,7 +144,7 @@ class VersionOut(serializers.ModelSerializer):
 
     class Meta:
         model = ContractVersion
-        fields = ["subject", "version", "status", "schema_id", "schema", "mapping", "sample_payloads",
+        fields = ["subject", "version", "status", "schema_id", "schema", "mapping", "sample_payloads", "team_checks",
                   "compatibility_report", "mapping_errors", "change_summary", "author", "reviewer",
                   "review_comment", "created_at", "submitted_at", "reviewed_at"]
 
@@ -298,12 +298,20 @@ class ContractDetailApi(ServiceErrorsMixin, ApiView):
         return Response(ContractOut(contract).data)
 
 
+TEAM_CHECKS_HELP = ("Optional: the team's own Soda checks on this contract's events in CANONICAL.EVENTS, as YAML "
+                    "(a `checks:` list of missing / invalid on a column or attribute, failed_rows with an SQL "
+                    "expression; docs/quality.md). Validated when sent: each problem names the check and what is "
+                    "wrong.")
+
+
 class CheckIn(serializers.Serializer):
     schema = AvroSchemaField(help_text="The proposed Avro record schema (JSON object, or a string holding it).")
     mapping = MappingField(required=False, allow_null=True, default=None,
                            help_text="Optional mapping to the canonical model (docs/mapping.md).")
     samples = SamplesField(required=False, allow_null=True, default=None,
                            help_text="Optional sample payloads to preview through the mapping.")
+    team_checks = serializers.CharField(required=False, allow_null=True, allow_blank=True, default=None,
+                                        trim_whitespace=False, help_text=TEAM_CHECKS_HELP)
 
 
 CheckOut = inline_serializer("CheckResult", {
@@ -320,6 +328,8 @@ CheckOut = inline_serializer("CheckResult", {
     }),
     "schema_errors": serializers.ListField(child=serializers.DictField()),
     "mapping_errors": serializers.ListField(child=serializers.DictField()),
+    "team_checks_errors": serializers.ListField(child=serializers.DictField(), help_text=(
+        "Problems with the proposed team checks ({path, message}); empty when none were sent or all are valid.")),
     "previews": serializers.ListField(child=serializers.DictField()),
 })
 
@@ -348,13 +358,22 @@ class ContractCheckApi(ServiceErrorsMixin, ApiView):
                            else 400)
         if data["mapping"] is None:
             check.mapping_errors = []  # no mapping proposed: nothing to check
-        return Response(check.as_api_dict())
+        team_checks_errors = []
+        if data["team_checks"]:
+            try:
+                services.team_checks_validate(data["team_checks"], data["mapping"])
+            except ContractError as err:
+                team_checks_errors.append(err.details if isinstance(err.details, dict) else
+                                          {"path": "", "message": err.message})
+        return Response({**check.as_api_dict(), "team_checks_errors": team_checks_errors})
 
 
 class VersionCreateIn(serializers.Serializer):
     schema = AvroSchemaField()
     mapping = MappingField(required=False, allow_null=True, default=None)
     samples = SamplesField(required=False, allow_null=True, default=None)
+    team_checks = serializers.CharField(required=False, allow_null=True, allow_blank=True, default=None,
+                                        trim_whitespace=False, help_text=TEAM_CHECKS_HELP)
     submit = serializers.BooleanField(required=False, default=True,
                                       help_text="true: straight into review; false: save as a draft.")
     change_summary = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
@@ -368,7 +387,9 @@ class VersionListApi(ServiceErrorsMixin, ApiView):
 
     @extend_schema(request=VersionCreateIn, responses={201: VersionOut, 200: VersionOut, **error_responses(409, 413)},
                    summary="Propose a new version (draft or straight into review)",
-                   description="An identical schema and mapping returns the existing version with 200. "
+                   description="An identical schema, mapping and team checks return the existing version with 200. "
+                               "Team checks the platform refuses are answered with 400 `invalid_team_checks` naming "
+                               "the check and the problem. "
                                "A schema that breaks the compatibility mode is refused with 409 when submitted "
                                "for review.")
     def post(self, request, subject: str):
@@ -377,6 +398,7 @@ class VersionListApi(ServiceErrorsMixin, ApiView):
         version, created = services.contract_version_submit(
             actor=request.user, contract=contract, schema=data["schema"], mapping_spec=data["mapping"],
             samples=data["samples"], submit_for_review=data["submit"], change_summary=data["change_summary"],
+            team_checks=data["team_checks"],
         )
         return Response(VersionOut(version).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 

@@ -1,9 +1,10 @@
 """Check a proposed contract against the registry from CI, in one line.
 
     python contracts_cli.py check schema.avsc --subject web-chat.chat_event \\
-        --url https://contracts.chatorbit.internal --token "$CHATORBIT_TOKEN" [--mapping mapping.json] [--github]
+        --url https://contracts.chatorbit.internal --token "$CHATORBIT_TOKEN" [--mapping mapping.json] \\
+        [--checks team_checks.yml] [--github]
 
-Exit codes: 0 compatible, 1 breaking (incompatible schema or mapping errors), 2 could not check
+Exit codes: 0 compatible, 1 breaking (incompatible schema, mapping errors or refused team checks), 2 could not check
 (unreadable file, invalid schema, unknown subject, bad token, server unreachable).
 This file is self-contained (standard library and `requests`, nothing else from the portal): teams'
 CI downloads it from the portal, `GET /api/v1/cli/contracts_cli.py` (the portal serves this very
@@ -43,11 +44,22 @@ def _read_json(path: str, what: str) -> Any:
             from err
 
 
+def _read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise CheckFailed(f"cannot read {what} file {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise CheckFailed(f"{what} file {path} is not UTF-8 text") from err
+
+
 def contract_check_request(*, url: str, token: str, subject: str, schema: Any, mapping: Any = None,
-                           timeout: float = 30.0) -> dict:
+                           team_checks: str | None = None, timeout: float = 30.0) -> dict:
     body: dict[str, Any] = {"schema": schema}
     if mapping is not None:
         body["mapping"] = mapping
+    if team_checks is not None:
+        body["team_checks"] = team_checks
     endpoint = f"{url.rstrip('/')}/api/v1/contracts/{requests.utils.quote(subject, safe='')}/check"
     try:
         response = requests.post(endpoint, json=body, headers={"Authorization": f"Token {token}"}, timeout=timeout)
@@ -66,7 +78,7 @@ def contract_check_request(*, url: str, token: str, subject: str, schema: Any, m
 def exit_code_for(result: dict) -> int:
     if result.get("schema_errors"):
         return EXIT_ERROR
-    if not result.get("compatible") or result.get("mapping_errors"):
+    if not result.get("compatible") or result.get("mapping_errors") or result.get("team_checks_errors"):
         return EXIT_BREAKING
     return EXIT_COMPATIBLE
 
@@ -107,7 +119,9 @@ def headline(result: dict, *, subject: str) -> str:
         schema = f"schema NOT compatible under {mode} ({_count(breaking, 'breaking change')})"
     outcome = "OK" if exit_code_for(result) == EXIT_COMPATIBLE else "FAIL"
     mapping = f", {_count(mapping_errors, 'mapping error')}" if mapping_errors else ""
-    return f"{outcome}: {subject}: {schema}{mapping}"
+    checks_errors = len(result.get("team_checks_errors") or [])
+    checks = f", {_count(checks_errors, 'team check error')}" if checks_errors else ""
+    return f"{outcome}: {subject}: {schema}{mapping}{checks}"
 
 
 def _print_change(change: dict, *, show_version: bool, out: TextIO) -> None:
@@ -145,11 +159,18 @@ def report_print(result: dict, *, subject: str, schema_file: str, github: bool, 
         # Only what breaks is annotated again: notes on changes approved long ago would follow every PR.
         if github and change["severity"] == "error":
             _annotate(change, schema_file=schema_file, out=out)
-    for err in result.get("mapping_errors", []):
-        out.write(f"  mapping {err.get('path')}: {err.get('message')}\n")
-        if github:
-            out.write(f"::error title={_gh_property('Mapping error at ' + str(err.get('path')))}::"
-                      f"{_gh_escape(str(err.get('message')))}\n")
+    _errors_print(result, github=github, out=out)
+
+
+def _errors_print(result: dict, *, github: bool, out: TextIO) -> None:
+    """Mapping errors and refused team checks, one line each (and an annotation in GitHub Actions)."""
+    for label, key in (("mapping", "mapping_errors"), ("team check", "team_checks_errors")):
+        for err in result.get(key) or []:
+            where = str(err.get("path") or "(file)")
+            out.write(f"  {label} {where}: {err.get('message')}\n")
+            if github:
+                title = f"{label.capitalize()} error at {where}"
+                out.write(f"::error title={_gh_property(title)}::{_gh_escape(str(err.get('message')))}\n")
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err_out: TextIO = sys.stderr) -> int:
@@ -160,6 +181,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err_out: TextI
     check.add_argument("schema_file", help="the proposed Avro schema (.avsc / .json)")
     check.add_argument("--subject", required=True, help="subject name, e.g. web-chat.chat_event")
     check.add_argument("--mapping", help="optional mapping file (JSON) to validate too")
+    check.add_argument("--checks", help="optional team checks file (Soda YAML, docs/quality.md) to validate too")
     check.add_argument("--url", default=os.environ.get("CHATORBIT_URL"),
                        help="portal base URL (default: $CHATORBIT_URL)")
     check.add_argument("--token", default=os.environ.get("CHATORBIT_TOKEN"),
@@ -175,8 +197,9 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err_out: TextI
             raise CheckFailed("no --token given and CHATORBIT_TOKEN is not set")
         schema = _read_json(args.schema_file, "schema")
         mapping = _read_json(args.mapping, "mapping") if args.mapping else None
+        team_checks = _read_text(args.checks, "team checks") if args.checks else None
         result = contract_check_request(url=args.url, token=args.token, subject=args.subject, schema=schema,
-                                        mapping=mapping)
+                                        mapping=mapping, team_checks=team_checks)
     except CheckFailed as err:
         err_out.write(f"error: {err}\n")
         if args.github:

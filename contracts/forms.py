@@ -142,6 +142,14 @@ class VersionForm(forms.Form):
         required=False, widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false", "class": "code"}),
         help_text="A JSON array of example payloads, previewed through the mapping (at most 20).",
     )
+    team_checks = forms.CharField(
+        required=False, strip=False,
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "class": "code"}),
+        label="Team checks (Soda YAML, optional)",
+        help_text="Your own data-quality checks on this contract's events in CANONICAL.EVENTS: missing and invalid "
+                  "on a column or attribute, failed_rows with an SQL expression (docs/quality.md). They judge only "
+                  "this version's events, are reviewed with it and run in every quality cycle once approved.",
+    )
     change_summary = forms.CharField(
         required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}),
         help_text="What changed and why, for the reviewer.",
@@ -164,6 +172,7 @@ ERROR_CODE_FIELDS = {
     "invalid_schema": "schema", "schema_too_large": "schema",
     "invalid_mapping": "mapping", "mapping_too_large": "mapping",
     "invalid_samples": "samples", "samples_too_large": "samples",
+    "invalid_team_checks": "team_checks",
 }
 
 

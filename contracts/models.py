@@ -119,6 +119,9 @@ class ContractVersion(models.Model):
     compatibility_report = models.JSONField(default=dict, blank=True)
     mapping_errors = models.JSONField(default=list, blank=True)
     change_summary = models.TextField(blank=True)
+    # The team's own Soda checks (YAML, as written; contracts.team_checks validates them when submitted).
+    # Immutable like the schema: a change is a new version, reviewed and approved with it.
+    team_checks = models.TextField(blank=True, default="")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     reviewer = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -322,3 +322,17 @@ def contract_versions_in_force() -> list[dict]:
     )
     return [{"subject": subject, "version": version, "status": status, "source_id": str(source_id), "source": name}
             for subject, version, status, source_id, name in rows]
+
+
+def team_checks_in_force() -> list[dict]:
+    """The team checks of every approved version of a source's contract, as plain data:
+    ``{"subject", "version", "source_id", "team_checks" (YAML text), "mapping"}``. The quality checks
+    (quality/) add them to the generated contract of CANONICAL.EVENTS."""
+    rows = (
+        ContractVersion.objects.filter(status=VersionStatus.APPROVED, contract__source__isnull=False)
+        .exclude(team_checks="").order_by("contract__subject", "version")
+        .values_list("contract__subject", "version", "contract__source_id", "team_checks", "mapping")
+    )
+    return [{"subject": subject, "version": version, "source_id": str(source_id), "team_checks": text,
+             "mapping": mapping}
+            for subject, version, source_id, text, mapping in rows]

@@ -324,8 +324,37 @@ def schema_text_ensure(schema: dict) -> SchemaText:
         return SchemaText.objects.get(fingerprint=fingerprint)
 
 
-def _content_fingerprint(schema: dict, mapping_spec: Any) -> str:
-    return hashlib.sha256(_canonical_json({"schema": schema, "mapping": mapping_spec or {}}).encode()).hexdigest()
+def _content_fingerprint(schema: dict, mapping_spec: Any, team_checks: str = "") -> str:
+    content: dict[str, Any] = {"schema": schema, "mapping": mapping_spec or {}}
+    if team_checks:  # only when there are some: versions stored before team checks keep their fingerprint
+        content["team_checks"] = team_checks
+    return hashlib.sha256(_canonical_json(content).encode()).hexdigest()
+
+
+def team_checks_validate(text: Any, mapping_spec: Any) -> str:
+    """The team's checks as stored (stripped YAML text, "" for none), after the platform's rules and Soda's
+    own parser have accepted them; ContractError("invalid_team_checks") naming the first problem."""
+    from contracts.team_checks import TeamChecksError, version_team_checks
+
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise ContractError("invalid_team_checks", "The team checks must be YAML text (a 'checks:' list).")
+    text = text.strip()
+    try:
+        checks = version_team_checks(text, mapping_spec)
+    except TeamChecksError as err:
+        raise ContractError("invalid_team_checks", f"Team check {err}" if err.path else str(err),
+                            details={"path": err.path, "message": err.message}) from err
+    if checks:
+        from quality.soda_contracts import team_checks_preview
+        from quality.soda_run import contract_parse_errors
+
+        problems = contract_parse_errors(team_checks_preview(checks).yaml)
+        if problems:
+            raise ContractError("invalid_team_checks", "Soda refused the team checks: " + "; ".join(problems),
+                                details={"path": "checks", "message": "; ".join(problems)})
+    return text if checks else ""
 
 
 def _samples_parse(samples: Any) -> list:
@@ -351,6 +380,7 @@ def _mapping_parse(mapping_spec: Any) -> dict:
 def contract_version_submit(
     *, actor: Any, contract: Contract, schema: Any, mapping_spec: Any = None, samples: Any = None,
     submit_for_review: bool = True, change_summary: str = "", inherit_mapping: bool = False,
+    team_checks: Any = None,
 ) -> tuple[ContractVersion, bool]:
     """Create a version (a draft, or straight into review). Returns (version, created).
 
@@ -370,7 +400,11 @@ def contract_version_submit(
     if not sample_list and inherit_mapping:
         current = selectors.latest_version(contract)
         sample_list = list(current.sample_payloads) if current else []
-    fingerprint = _content_fingerprint(parsed, mapping_spec)
+    if team_checks is None and inherit_mapping:
+        current = selectors.latest_approved_version(contract) or selectors.latest_version(contract)
+        team_checks = current.team_checks if current else ""
+    checks_text = team_checks_validate(team_checks, mapping_spec)
+    fingerprint = _content_fingerprint(parsed, mapping_spec, checks_text)
 
     with transaction.atomic():
         # Lock the contract row so concurrent submissions get distinct version numbers.
@@ -410,7 +444,7 @@ def contract_version_submit(
             )
         version = ContractVersion.objects.create(
             contract=contract, version=number, schema=schema_text_ensure(parsed), mapping=mapping_spec,
-            content_fingerprint=fingerprint, sample_payloads=sample_list,
+            content_fingerprint=fingerprint, sample_payloads=sample_list, team_checks=checks_text,
             status=VersionStatus.IN_REVIEW if submit_for_review else VersionStatus.DRAFT,
             compatibility_report=check.report or {}, mapping_errors=check.mapping_errors,
             change_summary=change_summary[:2000],

@@ -32,7 +32,7 @@ from contracts.forms import (
     SourceCreateForm,
     VersionForm,
 )
-from contracts.line_diff import json_line_diff, pretty_json
+from contracts.line_diff import json_line_diff, pretty_json, side_by_side_line_diff
 from contracts.models import Contract, ContractVersion, Platform, VersionStatus
 from portal.page_selectors import all_teams, teams_user_may_use
 from portal.roles import can_edit_team_objects, is_admin, is_data_engineer
@@ -283,6 +283,7 @@ def _version_form_initial(contract: Contract) -> dict:
         "schema": pretty_json(_schema_for_reading(latest)),
         "mapping": pretty_json(latest.mapping) if latest.mapping else "",
         "samples": pretty_json(latest.sample_payloads or []),
+        "team_checks": latest.team_checks,
     }
 
 
@@ -322,6 +323,7 @@ def _version_submit_from_form(
             actor=request.user, contract=contract, schema=data["schema_json"],
             mapping_spec=data["mapping_json"], samples=data["samples_json"],
             submit_for_review=submit_for_review, change_summary=data["change_summary"],
+            team_checks=data["team_checks"],
         )
     except Forbidden:
         raise
@@ -329,7 +331,7 @@ def _version_submit_from_form(
         _form_error_from(form, err, fields=ERROR_CODE_FIELDS)
         return None
     if not created:
-        messages.info(request, f"Nothing new: this schema and mapping are identical to version "
+        messages.info(request, f"Nothing new: this schema, mapping and team checks are identical to version "
                                f"{version.version} (now {version.get_status_display().lower()}).")
     elif submit_for_review:
         messages.success(request, SUBMITTED_MESSAGE.format(number=version.version))
@@ -353,6 +355,10 @@ def version_check(request: HttpRequest, subject: str) -> HttpResponse:
         elif mapping_spec is not None and not isinstance(mapping_spec, dict):
             form.add_error("mapping", "The mapping must be a JSON object (see docs/mapping.md).")
         else:
+            try:
+                services.team_checks_validate(data["team_checks"], mapping_spec)
+            except ContractError as err:
+                form.add_error("team_checks", err.message)
             context["check"] = selectors.contract_check(
                 contract=contract, schema=data["schema_json"], mapping_spec=mapping_spec,
                 samples=samples or [],
@@ -448,6 +454,7 @@ def review_detail(request: HttpRequest, subject: str, number: int) -> HttpRespon
         "contract": contract, "version": version, "previous": previous, "form": form,
         "schema_diff": json_line_diff(_schema_for_reading(previous) if previous else None, schema),
         "mapping_diff": json_line_diff(previous.mapping if previous else None, version.mapping),
+        "team_checks_diff": side_by_side_line_diff(previous.team_checks if previous else "", version.team_checks),
         "check": _live_check(contract, version),
         "is_own_change": version.author_id == request.user.pk,
         "is_own_submission": version.submitted_by_id == request.user.pk and version.author_id != request.user.pk,

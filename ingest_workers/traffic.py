@@ -9,6 +9,10 @@ identifier. Duplicates (re-sends of an earlier payload, sometimes hours later), 
 events, and a few malformed records are mixed in at the requested fractions, and every generated
 record says what it is so tests can check the outcome.
 
+A `BreakPlan` (the demo's broken source, `generate_traffic --break-source`) makes one source start sending
+a field with the wrong type after a while, then drop its volume, then (optionally) recover: its phases
+follow the caller's clock from the generator's first batch.
+
 Late and out-of-order events are what real clients send: an event of the current conversation held
 back for a few seconds to minutes (a phone that was offline), never earlier than the conversation's
 start. A conversation that has been idle for CONVERSATION_IDLE_US (the caller's clock stood still or
@@ -86,8 +90,43 @@ class GeneratedRecord:
     source: str
     contract: str
     payload: Any                # a dict, or bytes for an undecodable record
-    kind: str                   # "new" | "duplicate" | "malformed" | "unknown_source"
+    kind: str                   # "new" | "duplicate" | "malformed" | "unknown_source" | "broken"
     event_time_micros: int
+
+
+#: the phases of a BreakPlan, in order
+BREAK_PHASES = ("normal", "wrong_type", "dropped", "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class BreakPlan:
+    """One source breaks the way a bad release would: ``after_s`` seconds into the traffic it starts sending
+    a field with the wrong type (``wrong_type``); ``drop_after_s`` later its volume falls to
+    ``volume_fraction`` (``dropped``, still wrong); ``fix_after_s`` after the break it is ``fixed`` (sends
+    as before). ``fix_after_s`` None: it never recovers."""
+
+    source: str
+    after_s: float
+    drop_after_s: float = 60.0
+    volume_fraction: float = 0.1
+    fix_after_s: float | None = 600.0
+
+    def __post_init__(self) -> None:
+        if self.after_s < 0 or self.drop_after_s < 0:
+            raise ValueError("the break's delays must not be negative")
+        if not 0.0 <= self.volume_fraction <= 1.0:
+            raise ValueError("volume_fraction must be between 0 and 1")
+        if self.fix_after_s is not None and self.fix_after_s <= 0:
+            raise ValueError("fix_after_s must be positive (None: never fixed)")
+
+    def phase(self, elapsed_s: float) -> str:
+        """Which phase the source is in ``elapsed_s`` seconds after the traffic started."""
+        since_break = elapsed_s - self.after_s
+        if since_break < 0:
+            return "normal"
+        if self.fix_after_s is not None and since_break >= self.fix_after_s:
+            return "fixed"
+        return "dropped" if since_break >= self.drop_after_s else "wrong_type"
 
 
 def _value_path(spec: Any) -> str | None:
@@ -289,7 +328,8 @@ class TrafficGenerator:
 
     def __init__(self, templates: list[ContractTemplate], *, seed: int = 7, duplicate_fraction: float = 0.05,
                  out_of_order_fraction: float = 0.1, late_fraction: float = 0.01, malformed_fraction: float = 0.002,
-                 min_bytes: int = 1000, max_bytes: int = 4000, people: int = 500, new_person_fraction: float = 0.01):
+                 min_bytes: int = 1000, max_bytes: int = 4000, people: int = 500, new_person_fraction: float = 0.01,
+                 break_plan: BreakPlan | None = None):
         if not templates:
             raise ValueError("no templates to generate traffic from")
         if people < 1:
@@ -302,6 +342,11 @@ class TrafficGenerator:
         self.malformed_fraction = malformed_fraction
         self.min_bytes, self.max_bytes = min_bytes, max_bytes
         self.new_person_fraction = new_person_fraction
+        if break_plan is not None and break_plan.source not in {t.source for t in templates}:
+            raise ValueError(f"cannot break {break_plan.source!r}: it is not one of the sources generated "
+                             f"({', '.join(sorted({t.source for t in templates}))})")
+        self.break_plan = break_plan
+        self._started_micros: int | None = None
         self._sent: list[GeneratedRecord] = []
         #: per template: the current conversation (its session/conversation ids and the person acting it)
         self._groups: dict[str, _Conversation] = {}
@@ -433,15 +478,31 @@ class TrafficGenerator:
                 break
         return payload, event_time
 
+    def break_phase(self, now_micros: int) -> str:
+        """The broken source's phase at ``now_micros`` ("normal" without a plan)."""
+        if self.break_plan is None:
+            return "normal"
+        if self._started_micros is None:
+            self._started_micros = now_micros
+        return self.break_plan.phase((now_micros - self._started_micros) / 1_000_000)
+
     def records(self, count: int, *, now_micros: int) -> Iterator[GeneratedRecord]:
+        """``count`` records (fewer while a broken source has dropped its volume)."""
         rng = self.rng
+        phase = self.break_phase(now_micros)
+        broken = self.break_plan.source if phase in ("wrong_type", "dropped") and self.break_plan else None
         for i in range(count):
             roll = rng.random()
+            template = self.templates[i % len(self.templates)]
+            if broken is not None and template.source == broken:
+                if phase == "dropped" and rng.random() >= self.break_plan.volume_fraction:  # type: ignore[union-attr]
+                    continue
+                yield self._wrong_typed(template, now_micros)
+                continue
             if self._sent and roll < self.duplicate_fraction:
                 original = rng.choice(self._sent)
                 yield dataclasses.replace(original, kind="duplicate")
                 continue
-            template = self.templates[i % len(self.templates)]
             if roll < self.duplicate_fraction + self.malformed_fraction:
                 yield self._malformed(template, now_micros)
                 continue
@@ -459,3 +520,24 @@ class TrafficGenerator:
         else:
             payload = b'{"truncated": '                              # not JSON at all
         return GeneratedRecord(template.source, template.contract, payload, "malformed", event_time)
+
+    def _wrong_typed(self, template: ContractTemplate, now_micros: int) -> GeneratedRecord:
+        """A payload whose first text field (content, else the event time, else the id) holds a number, or
+        whose first numeric one holds text: the contract's schema refuses it, naming the field's path."""
+        payload, event_time = self._payload(template, now_micros)
+        path = wrong_type_path(template)
+        if path is not None:
+            value = _get(payload, path)
+            _set(payload, path, 404 if isinstance(value, str) else "four hundred and four")
+        return GeneratedRecord(template.source, template.contract, payload, "broken", event_time)
+
+
+def wrong_type_path(template: ContractTemplate) -> str | None:
+    """The field a broken source sends with the wrong type: its content, else its time, else its id."""
+    candidates = [*template.content_paths, *([template.time_path] if template.time_path else []),
+                  *template.id_paths]
+    for path in candidates:
+        values = [_get(sample, path) for sample in template.samples]
+        if values and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+            return path
+    return None

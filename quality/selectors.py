@@ -16,6 +16,7 @@ from quality.soda_contracts import (
     ContractRef,
     GeneratedContract,
     GenerationSettings,
+    TeamCheckSet,
     quality_table,
     soda_contract,
     table_label,
@@ -41,10 +42,28 @@ def generation_settings(*, database: str | None = None) -> GenerationSettings:
                                     source_id=v["source_id"], source=v["source"])
                         for v in contract_versions_in_force()))
     return GenerationSettings(
-        database=database or settings.SNOWFLAKE["database"], contract_versions=refs,
+        database=database or settings.SNOWFLAKE["database"], contract_versions=refs, team_checks=team_check_sets(),
         canonical_freshness_minutes=settings.QUALITY_CANONICAL_FRESHNESS_MINUTES,
         curated_freshness_hours=settings.QUALITY_CURATED_FRESHNESS_HOURS,
     )
+
+
+def team_check_sets() -> tuple[TeamCheckSet, ...]:
+    """Every approved version's team checks, validated again (the canonical model may have changed since
+    approval: checks that no longer validate are left out, and the contract's header says why)."""
+    from contracts.selectors import team_checks_in_force
+    from contracts.team_checks import TeamChecksError, version_team_checks
+
+    sets = []
+    for row in team_checks_in_force():
+        try:
+            checks = tuple(version_team_checks(row["team_checks"], row["mapping"]))
+            problem = ""
+        except TeamChecksError as err:
+            checks, problem = (), str(err)
+        sets.append(TeamCheckSet(subject=row["subject"], version=row["version"], source_id=row["source_id"],
+                                 checks=checks, problem=problem))
+    return tuple(sets)
 
 
 def contract_generated(table: str, *, database: str | None = None) -> GeneratedContract:

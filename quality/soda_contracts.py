@@ -20,7 +20,10 @@ table, the checks follow from data the platform already has:
   subject it does not know, or a version above the newest approved one, fails); its source is a
   registered source;
 * **referential** (``failed_rows`` queries where the table's shape allows): a feedback event rates
-  a message that exists; a tool call's result follows its call.
+  a message that exists; a tool call's result follows its call;
+* **team checks**: the checks a team added to an approved contract version (``contracts.team_checks``),
+  each scoped to the rows of that source, subject and version (a ``filter`` on column checks, the same
+  condition ANDed into a ``failed_rows`` expression), so a team's rule never judges another's rows.
 
 The generated YAML starts with the canonical model version and the contract versions it derives
 from, so it changes whenever a contract version is approved or deprecated. Pure: no Django, no
@@ -38,6 +41,7 @@ from typing import Any
 import yaml
 
 from contracts.canonical_model import CANONICAL_VERSION, EVENT_TYPES, PLATFORMS, load_canonical_model
+from contracts.team_checks import TeamCheck
 from warehouse.analytics_ddl import CURATED_TABLES, UNKNOWN
 from warehouse.ddl import CANONICAL_EVENTS, Table, check_identifier
 
@@ -45,6 +49,7 @@ __all__ = [
     "DATA_SOURCE_NAME",
     "QUALITY_TABLES",
     "ContractRef",
+    "TeamCheckSet",
     "GenerationSettings",
     "CheckSpec",
     "GeneratedContract",
@@ -53,6 +58,7 @@ __all__ = [
     "soda_contract",
     "soda_data_source",
     "sample_sql",
+    "team_checks_preview",
 ]
 
 #: the Soda data source name: the first segment of every generated ``dataset:``
@@ -84,9 +90,29 @@ class ContractRef:
 
 
 @dataclasses.dataclass(frozen=True)
+class TeamCheckSet:
+    """The team checks of one approved contract version, and whose rows they judge."""
+
+    subject: str
+    version: int
+    source_id: str
+    checks: tuple[TeamCheck, ...] = ()
+    #: why the stored checks were left out (they no longer validate against the canonical model)
+    problem: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.problem:
+            return f"team checks of {self.subject} v{self.version}: left out ({self.problem})"
+        n = len(self.checks)
+        return f"team checks of {self.subject} v{self.version} ({n} check{'' if n == 1 else 's'})"
+
+
+@dataclasses.dataclass(frozen=True)
 class GenerationSettings:
     database: str
     contract_versions: tuple[ContractRef, ...] = ()
+    team_checks: tuple[TeamCheckSet, ...] = ()
     canonical_freshness_minutes: float = 3.0
     curated_freshness_hours: float = 2.0
     data_source_name: str = DATA_SOURCE_NAME
@@ -180,12 +206,14 @@ class _Builder:
         return tuple(dict.fromkeys(c for c in cols if c in self.columns or c.startswith("(")))
 
     def column_check(self, column: str, check_type: str, body: dict | None, name: str, condition: str | None,
-                     duplicate: bool = False) -> None:
+                     duplicate: bool = False, qualifier: str | None = None, shows: Sequence[str] = ()) -> None:
         checks = self.columns[column].setdefault("checks", [])
-        checks.append({check_type: {"name": name, **(body or {})}})
+        head = {"name": name, "qualifier": qualifier} if qualifier else {"name": name}
+        checks.append({check_type: {**head, **(body or {})}})
         self.specs.append(CheckSpec(
-            check_key(check_type, column), check_type, name, column=column, failing_condition=condition,
-            duplicate_columns=(column,) if duplicate else (), sample_columns=self._samples(column)))
+            check_key(check_type, column, qualifier), check_type, name, column=column, qualifier=qualifier,
+            failing_condition=condition, duplicate_columns=(column,) if duplicate else (),
+            sample_columns=self._samples(column, *shows)))
 
     def freshness(self, column: str, unit: str, limit: float, name: str) -> None:
         self.dataset_checks.append({"freshness": {"name": name, "column": column,
@@ -198,12 +226,14 @@ class _Builder:
                                     sample_columns=self._samples(*columns)))
 
     def failed_rows(self, qualifier: str, name: str, *, expression: str | None = None, query: str | None = None,
-                    shows: Sequence[str] = ()) -> None:
+                    shows: Sequence[str] = (), threshold: dict | None = None) -> None:
         body: dict[str, Any] = {"name": name, "qualifier": qualifier}
         if expression is not None:
             body["expression"] = expression
         else:
             body["query"] = query
+        if threshold:
+            body["threshold"] = threshold
         self.dataset_checks.append({"failed_rows": body})
         self.specs.append(CheckSpec(
             check_key("failed_rows", None, qualifier), "failed_rows", name, qualifier=qualifier,
@@ -276,6 +306,61 @@ def _canonical_referential_checks(b: _Builder, events: str) -> None:
                f"                    AND s.EVENT_TIME <= c.EVENT_TIME)\n"))
 
 
+def _sql_value(value: Any) -> str:
+    return f"{float(value):g}" if isinstance(value, (int, float)) else _sql_list([str(value)])
+
+
+def _team_scope(team: TeamCheckSet, event_type: str | None) -> str:
+    """The rows one version's team checks judge: its source's events of that subject and version."""
+    parts = [f"SOURCE_ID = {_sql_list([team.source_id])}", f"CONTRACT:name::VARCHAR = {_sql_list([team.subject])}",
+             f"CONTRACT:version::NUMBER = {int(team.version)}"]
+    if event_type:
+        parts.append(f"EVENT_TYPE = {_sql_list([event_type])}")
+    return " AND ".join(parts)
+
+
+def _failing_condition(check: TeamCheck, value: str) -> str:
+    """The condition true for a row that fails a missing or invalid check on ``value`` (a column or path)."""
+    if check.type == "missing":
+        return f"{value} IS NULL"
+    if check.valid_values is not None:
+        numeric = all(isinstance(v, (int, float)) for v in check.valid_values)
+        typed = f"{value}::FLOAT" if numeric and value.startswith("ATTRIBUTES:") else (
+            f"{value}::VARCHAR" if value.startswith("ATTRIBUTES:") else value)
+        return f"{typed} IS NOT NULL AND {typed} NOT IN ({', '.join(_sql_value(v) for v in check.valid_values)})"
+    typed = f"{value}::FLOAT" if value.startswith("ATTRIBUTES:") else value
+    bounds = ([f"{typed} < {check.valid_min:g}"] if check.valid_min is not None else []) + (
+        [f"{typed} > {check.valid_max:g}"] if check.valid_max is not None else [])
+    return "(" + " OR ".join(bounds) + ")"
+
+
+def _team_checks(b: _Builder, sets: Sequence[TeamCheckSet]) -> None:
+    """Each approved version's team checks, scoped to its rows: a column check keeps its Soda type with
+    the scope as its ``filter``; an attribute or expression check is a ``failed_rows`` expression."""
+    for team in sets:
+        for number, check in enumerate(team.checks, 1):
+            qualifier = _slug("team", team.subject, f"v{team.version}", str(number))
+            name = f"[{team.subject} v{team.version}] {check.name}"
+            scope = _team_scope(team, check.event_type)
+            threshold = dict(check.threshold) if check.threshold else None
+            if check.column is not None:
+                body: dict[str, Any] = {"filter": scope}
+                if check.type == "invalid":
+                    body.update({k: v for k, v in (("valid_values", list(check.valid_values or []) or None),
+                                                   ("valid_min", check.valid_min), ("valid_max", check.valid_max))
+                                 if v is not None})
+                if threshold:
+                    body["threshold"] = threshold
+                b.column_check(check.column, check.type, body, name,
+                               f"{scope} AND {_failing_condition(check, check.column)}", qualifier=qualifier,
+                               shows=("CONTRACT",))
+                continue
+            condition = check.expression if check.type == "failed_rows" else _failing_condition(
+                check, f"ATTRIBUTES:{check.attribute}")
+            b.failed_rows(qualifier, name, expression=f"{scope} AND ({condition})", shows=("CONTRACT", "ATTRIBUTES"),
+                          threshold=threshold)
+
+
 def _canonical_checks(b: _Builder, settings: GenerationSettings, qualified_name: str) -> None:
     model = load_canonical_model()
     required = [f.name.upper() for f in model.envelope if f.required and f.name.upper() in b.columns]
@@ -297,6 +382,7 @@ def _canonical_checks(b: _Builder, settings: GenerationSettings, qualified_name:
     _registry_checks(b, settings)
     _canonical_attribute_checks(b)
     _canonical_referential_checks(b, qualified_name)
+    _team_checks(b, [t for t in settings.team_checks if not t.problem])
 
 
 def _enum_values(column: str) -> tuple[str, ...] | None:
@@ -381,12 +467,19 @@ def soda_contract(table: Table, settings: GenerationSettings) -> GeneratedContra
     else:
         _curated_checks(b, settings)
     refs = sorted(set(settings.contract_versions))
-    derived_from = (f"canonical model v{CANONICAL_VERSION}", *(r.label for r in refs))
+    team_sets = sorted(settings.team_checks, key=lambda t: (t.subject, t.version)) if table is CANONICAL_EVENTS else []
+    derived_from = (f"canonical model v{CANONICAL_VERSION}", *(r.label for r in refs), *(t.label for t in team_sets))
+    return _rendered(table, b, settings, derived_from, qualified_name, len(refs))
+
+
+def _rendered(table: Table, b: _Builder, settings: GenerationSettings, derived_from: tuple[str, ...],
+              qualified_name: str, n_refs: int) -> GeneratedContract:
+    database = qualified_name.split(".", 1)[0]
     dataset = f"{settings.data_source_name}/{database}/{table.schema}/{table.name}"
     document = {
         "dataset": dataset,
         "description": f"{table_label(table)}: generated from the canonical model v{CANONICAL_VERSION}, the warehouse "
-                       f"DDL and {len(refs)} contract version(s) of the registry. Do not edit: regenerate.",
+                       f"DDL and {n_refs} contract version(s) of the registry. Do not edit: regenerate.",
         "columns": list(b.columns.values()),
         "checks": b.dataset_checks,
     }
@@ -396,6 +489,17 @@ def soda_contract(table: Table, settings: GenerationSettings) -> GeneratedContra
                                                 width=4096)
     return GeneratedContract(table=table_label(table), dataset=dataset, document=document, yaml=text,
                              checks=tuple(b.specs), derived_from=derived_from, canonical_version=CANONICAL_VERSION)
+
+
+def team_checks_preview(checks: Sequence[TeamCheck], *, subject: str = "team-checks.preview", version: int = 1,
+                        source_id: str = "0", database: str = "PREVIEW") -> GeneratedContract:
+    """A contract of CANONICAL.EVENTS holding only ``checks`` (plus schema and row count): what Soda's
+    own parser reads when a version is submitted, before anything is saved."""
+    team = TeamCheckSet(subject=subject, version=version, source_id=source_id, checks=tuple(checks))
+    b = _Builder(CANONICAL_EVENTS, _sample_base(CANONICAL_EVENTS))
+    _team_checks(b, [team])
+    qualified_name = f"{check_identifier(database)}.{CANONICAL_EVENTS.schema}.{CANONICAL_EVENTS.name}"
+    return _rendered(CANONICAL_EVENTS, b, GenerationSettings(database=database), (team.label,), qualified_name, 0)
 
 
 def soda_data_source(*, warehouse: str | None, name: str = DATA_SOURCE_NAME) -> dict:

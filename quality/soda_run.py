@@ -16,7 +16,8 @@ from typing import Any
 
 from quality.soda_contracts import CheckSpec, GeneratedContract, check_key, soda_data_source
 
-__all__ = ["CheckOutcome", "OUTCOMES", "contract_verify", "outcomes_all_error", "outcomes_from_results"]
+__all__ = ["CheckOutcome", "OUTCOMES", "contract_parse_errors", "contract_verify", "outcomes_all_error",
+           "outcomes_from_results"]
 
 #: worst first: how pages order checks and pick a table's worst one
 OUTCOMES = ("error", "failed", "warned", "not_evaluated", "passed")
@@ -142,3 +143,22 @@ def contract_verify(conn: Any, contract: GeneratedContract, *, warehouse: str | 
     results = session.contract_verification_results
     check_results = list(results[0].check_results) if results else []
     return outcomes_from_results(contract, check_results, errors)
+
+
+def contract_parse_errors(contract_yaml: str) -> list[str]:
+    """What Soda Core's own contract parser says is wrong with ``contract_yaml`` (no data source, no
+    query): unknown check types, a check missing what it needs, bad thresholds. [] when it parses."""
+    os.environ.setdefault("SODA_CORE_TELEMETRY_ENABLED", "false")
+    from soda_core.common.logs import Logs
+    from soda_core.common.yaml import ContractYamlSource
+    from soda_core.contracts.impl import contract_verification_impl  # noqa: F401 - registers the check types
+    from soda_core.contracts.impl.contract_yaml import ContractYaml
+
+    logs = Logs()
+    try:
+        ContractYaml.parse(yaml_source=ContractYamlSource.from_str(contract_yaml), provided_variable_values={})
+    except Exception as err:  # noqa: BLE001 - Soda raises its parser errors as plain exceptions
+        return [f"{type(err).__name__}: {err}"]
+    finally:
+        logs.close()
+    return [str(e) for e in logs.get_errors()]

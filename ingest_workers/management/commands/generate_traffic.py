@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from contracts import presets
 from ingest_workers.envelope import envelope_encode
 from ingest_workers.partition import partition_key
-from ingest_workers.traffic import GeneratedRecord, TrafficGenerator, templates_from_preset
+from ingest_workers.traffic import BreakPlan, GeneratedRecord, TrafficGenerator, templates_from_preset
 
 CHANNEL_BY_SOURCE = {"slack-bot": "slack", "voice-assistant": "voice"}
 
@@ -38,6 +38,21 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=200, help="records per put / request")
         parser.add_argument("--wait-for-portal", action="store_true",
                             help="with --via http, wait (up to 2 minutes) until the portal answers")
+        broken = parser.add_argument_group(
+            "a broken source (the demo's bad release)",
+            "--break-source NAME makes that demo source send a field with the wrong type from --break-after "
+            "seconds on (its events are quarantined, naming the field), drop its volume --break-drop-after "
+            "seconds later, and send normally again --break-fix-after seconds after the break.")
+        broken.add_argument("--break-source", metavar="NAME", choices=presets.DEMO_SOURCES,
+                            help=f"the demo source to break: one of {', '.join(presets.DEMO_SOURCES)}")
+        broken.add_argument("--break-after", type=float, default=180.0, metavar="S",
+                            help="seconds of normal traffic before it breaks (default 180)")
+        broken.add_argument("--break-drop-after", type=float, default=60.0, metavar="S",
+                            help="seconds after the break until its volume drops (default 60)")
+        broken.add_argument("--break-volume", type=float, default=0.1, metavar="F",
+                            help="fraction of its volume still sent after the drop (default 0.1)")
+        broken.add_argument("--break-fix-after", type=float, default=600.0, metavar="S",
+                            help="seconds after the break until it is fixed (default 600; 0: never)")
 
     def handle(self, *args, **opts):
         for name in ("duplicate_fraction", "out_of_order_fraction", "late_fraction", "malformed_fraction"):
@@ -50,6 +65,7 @@ class Command(BaseCommand):
             templates, seed=opts["seed"] if opts["seed"] is not None else time.time_ns(),
             duplicate_fraction=opts["duplicate_fraction"], out_of_order_fraction=opts["out_of_order_fraction"],
             late_fraction=opts["late_fraction"], malformed_fraction=opts["malformed_fraction"],
+            break_plan=break_plan_from(opts),
         )
         if opts["via"] == "http" and opts["wait_for_portal"]:
             wait_for_portal(opts["url"])
@@ -59,11 +75,16 @@ class Command(BaseCommand):
         sent = 0
         pending: list[GeneratedRecord] = []
         remaining = opts["count"]
+        phase = "normal"
         while remaining > 0:
             # the clock is read per batch: a long run's events carry the time they were sent
             chunk = min(opts["batch"], remaining)
             remaining -= chunk
-            for record in generator.records(chunk, now_micros=time.time_ns() // 1000):
+            now_micros = time.time_ns() // 1000
+            if generator.break_phase(now_micros) != phase:
+                phase = generator.break_phase(now_micros)
+                self.stderr.write(f"generate_traffic: {opts['break_source']} is now {BREAK_MESSAGES[phase]}")
+            for record in generator.records(chunk, now_micros=now_micros):
                 pending.append(record)
                 counts[record.kind] = counts.get(record.kind, 0) + 1
             sent += sender.send(pending)
@@ -81,6 +102,26 @@ class Command(BaseCommand):
             ahead = sent / rate - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
+
+
+BREAK_MESSAGES = {
+    "wrong_type": "sending a field with the wrong type (its events go to the quarantine)",
+    "dropped": "sending a fraction of its volume (still with the wrong type)",
+    "fixed": "fixed: sending normally again",
+    "normal": "sending normally",
+}
+
+
+def break_plan_from(opts: dict) -> BreakPlan | None:
+    """The --break-* options as a BreakPlan (None without --break-source); CommandError naming a bad one."""
+    if not opts.get("break_source"):
+        return None
+    if opts["break_after"] < 0 or opts["break_drop_after"] < 0 or opts["break_fix_after"] < 0:
+        raise CommandError("--break-after, --break-drop-after and --break-fix-after must be >= 0")
+    if not 0.0 <= opts["break_volume"] <= 1.0:
+        raise CommandError("--break-volume must be between 0 and 1")
+    return BreakPlan(opts["break_source"], after_s=opts["break_after"], drop_after_s=opts["break_drop_after"],
+                     volume_fraction=opts["break_volume"], fix_after_s=opts["break_fix_after"] or None)
 
 
 def wait_for_portal(url: str, timeout: float = 120.0) -> None:

@@ -62,8 +62,27 @@ def exposed_demo_refusal(addrport: str, *, debug: bool, allowed: bool) -> str | 
             "for a real deployment see docs/production.md.")
 
 
+#: the demo source `make run` breaks after a few minutes (the demo's bad release), unless told otherwise
+DEMO_BREAK_SOURCE = "ios-app"
+
+
+def traffic_argv(manage: list[str], addrport: str, *, rate: float, break_source: str | None, break_after: float,
+                 break_fix_after: float) -> list[str]:
+    """The traffic generator's command line: every demo source through the collectors, and the demo's
+    broken source (``break_source``; None: none breaks)."""
+    argv = [*manage, "generate_traffic", "--via", "http", "--url", f"http://{addrport}", "--count", "100000000",
+            "--rate", str(rate), "--batch", "20", "--wait-for-portal"]
+    if break_source:
+        argv += ["--break-source", break_source, "--break-after", f"{break_after:g}",
+                 "--break-fix-after", f"{break_fix_after:g}"]
+    return argv
+
+
 class Command(BaseCommand):
-    help = "Run the embedded platform: emulators, warehouse, workers, traffic and the portal on 127.0.0.1:8000."
+    help = ("Run the embedded platform: emulators, warehouse, workers, traffic and the portal on 127.0.0.1:8000. "
+            f"After --demo-break-after seconds one demo source ({DEMO_BREAK_SOURCE} by default) starts sending a "
+            "field with the wrong type and then drops its volume, and recovers --demo-break-fix-after seconds later "
+            "(--no-demo-break: it never breaks).")
 
     def add_arguments(self, parser):
         parser.add_argument("--addrport", default="127.0.0.1:8000")
@@ -72,8 +91,26 @@ class Command(BaseCommand):
         parser.add_argument("--portal-only", action="store_true", help="only the portal (no pipeline processes)")
         parser.add_argument("--allow-other-hosts", action="store_true",
                             help="listen on an address other hosts can reach, though the demo is not made for it")
+        parser.add_argument("--demo-break-source", default=DEMO_BREAK_SOURCE, metavar="NAME",
+                            help=f"the demo source that breaks after a while (default {DEMO_BREAK_SOURCE}): its "
+                                 "events are quarantined and its checks go red, then it recovers")
+        parser.add_argument("--demo-break-after", type=float, default=300.0, metavar="S",
+                            help="seconds of normal traffic before the demo source breaks (default 300)")
+        parser.add_argument("--demo-break-fix-after", type=float, default=600.0, metavar="S",
+                            help="seconds after breaking until it is fixed (default 600; 0: stays broken)")
+        parser.add_argument("--no-demo-break", action="store_true", help="no demo source breaks")
 
     def handle(self, *args, addrport: str, no_traffic: bool, traffic_rate: float, portal_only: bool, **options):
+        from contracts.presets import DEMO_SOURCES
+
+        self.demo_break = None if options.get("no_demo_break") else options.get("demo_break_source", DEMO_BREAK_SOURCE)
+        if self.demo_break is not None and self.demo_break not in DEMO_SOURCES:
+            raise CommandError(f"--demo-break-source {self.demo_break!r} is not a demo source; use one of "
+                               f"{', '.join(DEMO_SOURCES)} (or --no-demo-break).")
+        self.demo_break_after = float(options.get("demo_break_after", 300.0))
+        self.demo_break_fix_after = float(options.get("demo_break_fix_after", 600.0))
+        if self.demo_break_after < 0 or self.demo_break_fix_after < 0:
+            raise CommandError("--demo-break-after and --demo-break-fix-after must be >= 0.")
         refusal = exposed_demo_refusal(addrport, debug=settings.DEBUG, allowed=options.get("allow_other_hosts", False))
         if refusal:
             raise CommandError(refusal)
@@ -172,10 +209,15 @@ class Command(BaseCommand):
         self.supervisor.start("beat", [*celery, "beat", "-l", "INFO", "-s", str(var / "celerybeat-schedule")])
         self.stdout.write("Celery workers (ingest pool with a shard consumer; the other queues) and beat started.")
         if not no_traffic:
-            self.supervisor.start("traffic", [*manage, "generate_traffic", "--via", "http", "--url", f"http://{addrport}",
-                                    "--count", "100000000", "--rate", str(traffic_rate), "--batch", "20",
-                                    "--wait-for-portal"])
+            self.supervisor.start("traffic", traffic_argv(
+                manage, addrport, rate=traffic_rate, break_source=self.demo_break, break_after=self.demo_break_after,
+                break_fix_after=self.demo_break_fix_after))
             self.stdout.write(f"Traffic generator: {traffic_rate:g} events/s through the collectors.")
+            if self.demo_break:
+                fixed = (f"it is fixed {self.demo_break_fix_after:g} s later" if self.demo_break_fix_after
+                         else "it stays broken")
+                self.stdout.write(f"Demo: in {self.demo_break_after:g} s {self.demo_break} starts sending a field with "
+                                  f"the wrong type, then drops its volume; {fixed} (--no-demo-break turns this off).")
 
     def _print_write_keys(self) -> None:
         """The demo sources' write keys: the same ones the traffic generator sends with, kept across
