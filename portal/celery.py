@@ -35,6 +35,8 @@ app.conf.task_routes = {
     "warehouse.tasks.models_run_scheduled": {"queue": Queue.MODELS.value},
     "quality.tasks.quality_run_scheduled": {"queue": Queue.QUALITY.value},
     "quality.tasks.quality_run_queued": {"queue": Queue.QUALITY.value},
+    "deletion.tasks.deletion_ticket_run": {"queue": Queue.DELETION.value},
+    "deletion.tasks.deletion_resume_stale": {"queue": Queue.DELETION.value},
 }
 app.autodiscover_tasks()
 
@@ -62,6 +64,9 @@ app.conf.beat_schedule = {
     # the data-quality checks (quality/) over CANONICAL.EVENTS and the curated tables, and their retention purge
     "quality-run": {"task": "quality.tasks.quality_run_scheduled",
                     "schedule": float(os.environ.get("QUALITY_RUN_INTERVAL_S", "300"))},
+    # deletion tickets whose worker died (lease lapsed) are queued again and resume where they stopped
+    "deletion-resume-stale": {"task": "deletion.tasks.deletion_resume_stale",
+                              "schedule": float(os.environ.get("DELETION_RESUME_INTERVAL_S", "60"))},
 }
 
 

@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "ingest_workers",
     "warehouse",
     "quality",
+    "deletion",
 ]
 
 MIDDLEWARE = [
@@ -539,3 +540,21 @@ QUALITY_RESULTS_RETENTION_DAYS = int(os.environ.get("QUALITY_RESULTS_RETENTION_D
 QUALITY_RUN_STALE_MINUTES = int(os.environ.get("QUALITY_RUN_STALE_MINUTES", "60"))
 QUALITY_SAMPLE_ROWS_PER_SOURCE = int(os.environ.get("QUALITY_SAMPLE_ROWS_PER_SOURCE", "5"))
 QUALITY_SAMPLE_ROWS_MAX = int(os.environ.get("QUALITY_SAMPLE_ROWS_MAX", "50"))
+
+# --- Deletion requests (deletion/; docs/privacy.md "Deletion requests", "Evidence and SLA") -----------------
+# The SLA per regulation, in elapsed hours from received to done. 72 h for both: CCPA allows longer, but 72 h is
+# the platform's own target (issue 12).
+DELETION_SLA_HOURS = {
+    "gdpr": float(os.environ.get("DELETION_SLA_HOURS_GDPR", "72")),
+    "ccpa": float(os.environ.get("DELETION_SLA_HOURS_CCPA", "72")),
+}
+# The identity expansion (identity graph) a ticket shows before it runs: a dotted path to
+# expand_identifiers(identifiers) -> deletion.erasure_types.Expansion.
+DELETION_EXPANDER = os.environ.get("DELETION_EXPANDER", "deletion.identity_expansion.expand_identifiers")
+# The erasure steps, in order: dotted paths of functions returning list[deletion.erasure_types.ErasureStep].
+DELETION_STEP_PROVIDERS = env_list("DELETION_STEP_PROVIDERS", "deletion.platform_stores.platform_steps")
+# A running ticket's lease: renewed every third of it while a worker runs it; once it lapses (the worker died)
+# the sweeper (beat, every DELETION_RESUME_INTERVAL_S) queues the ticket again and the next worker resumes it.
+DELETION_LEASE_SECONDS = float(os.environ.get("DELETION_LEASE_SECONDS", "60"))
+# Attempts per step on transient failures (retried with exponential backoff) before the ticket fails.
+DELETION_STEP_MAX_ATTEMPTS = int(os.environ.get("DELETION_STEP_MAX_ATTEMPTS", "6"))

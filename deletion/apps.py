@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class DeletionConfig(AppConfig):
+    name = "deletion"
+    verbose_name = "Deletion requests"
+    default_auto_field = "django.db.models.BigAutoField"
