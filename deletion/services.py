@@ -33,7 +33,7 @@ from deletion.models import (
     StepStatus,
     TicketStatus,
 )
-from portal.roles import SYSTEM, Role, user_roles
+from portal.roles import SYSTEM, may_handle_deletions
 from portal.services import audit_record_write
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,6 @@ class DeletionError(Exception):
     def __init__(self, code: str, message: str, *, status_code: int = 400, field: str | None = None):
         super().__init__(message)
         self.code, self.message, self.status_code, self.field = code, message, status_code, field
-
-
-def may_handle_deletions(user: Any) -> bool:
-    """Privacy officers and admins file, review, confirm and read tickets; nobody else sees them."""
-    roles = user_roles(user)
-    return Role.PRIVACY in roles or Role.ADMIN in roles
 
 
 def _require_officer(actor: Any) -> None:
