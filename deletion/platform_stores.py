@@ -102,7 +102,9 @@ class _CacheEntries:
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         if self.redis is not None:
-            for key in self.redis.scan_iter(count=1000):
+            # only the cache's own keys (":1:…"): the broker may share the Redis database, and its lists and
+            # hashes are not cache entries
+            for key in self.redis.scan_iter(match=self.cache.make_key("*"), count=1000):
                 value = self.redis.get(key)
                 yield (key if isinstance(key, bytes) else str(key).encode()), (value or b"")
             return
