@@ -6,7 +6,7 @@ from deletion import apis
 
 urlpatterns = [
     path("deletion-tickets/", apis.TicketFileApi.as_view(), name="api_deletion_file"),
-    path("deletion-tickets/<int:pk>/", apis.TicketApi.as_view(), name="api_deletion_ticket"),
-    path("deletion-tickets/<int:pk>/confirm/", apis.TicketConfirmApi.as_view(), name="api_deletion_confirm"),
-    path("deletion-tickets/<int:pk>/evidence/", apis.TicketEvidenceApi.as_view(), name="api_deletion_evidence"),
+    path("deletion-tickets/<str:pk>/", apis.TicketApi.as_view(), name="api_deletion_ticket"),
+    path("deletion-tickets/<str:pk>/confirm/", apis.TicketConfirmApi.as_view(), name="api_deletion_confirm"),
+    path("deletion-tickets/<str:pk>/evidence/", apis.TicketEvidenceApi.as_view(), name="api_deletion_evidence"),
 ]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
@@ -132,6 +132,10 @@ def _ticket_out(ticket: DeletionTicket) -> dict:
     }).data
 
 
+TICKET_ID = OpenApiParameter("pk", {"type": "integer", "minimum": 1}, OpenApiParameter.PATH,
+                             description="The ticket's number (DEL-000042 is 42)")
+
+
 def _ticket(pk: Any) -> DeletionTicket:
     try:
         return selectors.ticket_get(pk)
@@ -153,19 +157,19 @@ class TicketFileApi(DeletionErrorsMixin, ApiView):
 
 
 class TicketApi(DeletionErrorsMixin, ApiView):
-    @extend_schema(responses={200: TicketOut}, operation_id="deletion_tickets_retrieve",
+    @extend_schema(responses={200: TicketOut}, operation_id="deletion_tickets_retrieve", parameters=[TICKET_ID],
                    summary="A deletion ticket: its SLA clock, expansion and step progress")
-    def get(self, request, pk: int):
+    def get(self, request, pk: str):
         _require_officer(request)
         return Response(_ticket_out(_ticket(pk)))
 
 
 class TicketConfirmApi(DeletionErrorsMixin, ApiView):
     @extend_schema(request=ConfirmIn, responses={202: TicketOut, **error_responses(409)},
-                   operation_id="deletion_tickets_confirm",
+                   operation_id="deletion_tickets_confirm", parameters=[TICKET_ID],
                    summary="Confirm a ticket's expansion (leaving out removals, each with a reason) and queue "
                            "the erasure; a held ticket needs a second officer's review in the portal first")
-    def post(self, request, pk: int):
+    def post(self, request, pk: str):
         _require_officer(request)
         ticket = _ticket(pk)
         data = validated_body(ConfirmIn, request.data if request.data else {})
@@ -178,8 +182,9 @@ class TicketConfirmApi(DeletionErrorsMixin, ApiView):
 
 class TicketEvidenceApi(DeletionErrorsMixin, ApiView):
     @extend_schema(responses={200: serializers.JSONField()}, operation_id="deletion_tickets_evidence",
+                   parameters=[TICKET_ID],
                    summary="The evidence record of a done ticket (every store, removed, verification, remaining)")
-    def get(self, request, pk: int):
+    def get(self, request, pk: str):
         _require_officer(request)
         ticket = _ticket(pk)
         evidence = getattr(ticket, "evidence", None) if ticket.status == TicketStatus.DONE else None

@@ -29,6 +29,8 @@ def ticket_get(pk: Any) -> DeletionTicket:
         number = int(pk)
     except (TypeError, ValueError) as err:
         raise DeletionTicket.DoesNotExist from err
+    if not 1 <= number < 2**63:  # outside a bigint: no such row (and PostgreSQL would refuse the lookup)
+        raise DeletionTicket.DoesNotExist
     return DeletionTicket.objects.select_related("filed_by", "reviewed_by", "confirmed_by").get(pk=number)
 
 
