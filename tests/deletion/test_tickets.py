@@ -311,3 +311,18 @@ def test_sample_payloads_saved_with_contract_versions_are_erased(deletion_env, p
     store = DeletionTicket.objects.get(pk=ticket.pk).evidence.record["stores"][0]
     assert store["step"] == "platform.sample_payloads" and store["removed"] == 3 and store["remaining"] == 0
     assert IdentifierKind.EMAIL.value == "email"
+
+
+def test_the_progress_polls_while_the_job_is_queued_and_stops_once_done(deletion_env, privacy_user, admin_user):
+    ticket = services.ticket_file(actor=admin_user, regulation="gdpr", requester_reference="R-8",
+                                  identifiers=[services.subject.identifier_parse("anonymous_id", "anon-alice-web")],
+                                  received_at=timezone.now())
+    ticket = services.ticket_confirm(actor=admin_user, ticket=ticket)        # admins handle tickets too
+    client = client_for(privacy_user)
+    progress = reverse("deletion_ticket_progress", args=[ticket.pk])
+    queued = client.get(progress).content.decode()
+    assert f'hx-get="{progress}"' in queued and 'hx-trigger="every 3s"' in queued and "Queued on the deletion" in queued
+    run(ticket)
+    done = client.get(progress).content.decode()
+    assert "hx-get" not in done and done.count('data-status="done"') == 5
+    assert reverse("deletion_evidence", args=[ticket.pk]) in done
