@@ -29,10 +29,14 @@ class TicketFileForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["received_tz"].choices = [(name, name) for name in sla.zone_names()]
         for row in range(IDENTIFIER_ROWS):
-            self.fields[f"kind_{row}"] = forms.ChoiceField(choices=KIND_CHOICES, required=False,
-                                                           label=f"Identifier {row + 1}: kind")
-            self.fields[f"value_{row}"] = forms.CharField(required=False, max_length=subject.MAX_VALUE_LENGTH,
-                                                          label=f"Identifier {row + 1}: value", strip=True)
+            # the rows are a table without <label>s: each widget names itself for screen readers (and tests)
+            kind_label, value_label = f"Identifier {row + 1}: kind", f"Identifier {row + 1}: value"
+            self.fields[f"kind_{row}"] = forms.ChoiceField(
+                choices=KIND_CHOICES, required=False, label=kind_label,
+                widget=forms.Select(attrs={"aria-label": kind_label}))
+            self.fields[f"value_{row}"] = forms.CharField(
+                required=False, max_length=subject.MAX_VALUE_LENGTH, label=value_label, strip=True,
+                widget=forms.TextInput(attrs={"aria-label": value_label}))
 
     def fields_received(self):
         return [self[name] for name in ("regulation", "requester_reference", "received_at", "received_tz")]
