@@ -9,7 +9,8 @@
 
 Each step removes, then verifies by looking again (``remaining`` must be 0). Quarantine rows live in the
 warehouse (deletion.warehouse_erasure erases them); the platform writes no export files (evidence downloads are
-streamed, not stored).
+streamed, not stored); the quality checks' failed-row samples (quality.CheckResult.sample) are stored masked, and
+the canonical identifiers are personal fields, so they hold no identifier in clear.
 """
 
 from __future__ import annotations

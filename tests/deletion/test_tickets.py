@@ -79,6 +79,10 @@ def test_privacy_officer_files_confirms_and_gets_evidence_and_identifiers_are_ha
         assert clear not in stored
     assert ticket.identifiers_hashed and all("value_sha256" in row for row in ticket.identifiers)
 
+    done_page = client.get(reverse("deletion_ticket", args=[ticket.pk])).content.decode()
+    assert "identifiers are kept hashed here" in done_page and "removed by privacy" in done_page
+    assert "anon-alice-web" not in done_page and ALICE_EMAIL not in done_page
+
     evidence_page = client.get(reverse("deletion_evidence", args=[ticket.pk]))
     assert evidence_page.status_code == 200
     download = client.get(reverse("deletion_evidence", args=[ticket.pk]), {"format": "json"})
