@@ -270,6 +270,23 @@ def _lease_until() -> ExpressionWrapper:
                              output_field=DateTimeField())
 
 
+BACKOFF_OWNER = "backoff"
+
+
+class StepRetryLater(TransientStoreError):
+    """A step failed transiently: the ticket is held for ``seconds`` (its backoff), then run again."""
+
+    def __init__(self, message: str, seconds: float):
+        super().__init__(message)
+        self.seconds = seconds
+
+
+def retry_delay_seconds(attempts: int) -> float:
+    """Exponential backoff after the ``attempts``-th failed attempt of a step: base, 2×base, 4×base … capped."""
+    base, cap = settings.DELETION_RETRY_BASE_SECONDS, settings.DELETION_RETRY_MAX_SECONDS
+    return min(cap, base * 2 ** max(0, attempts - 1))
+
+
 class LeaseLost(Exception):
     """Another worker took the ticket over (this one stalled past its lease): stop without writing."""
 
@@ -299,8 +316,8 @@ class _Heartbeat(threading.Thread):
 
 def ticket_execute(*, ticket_id: int, worker_id: str) -> str:
     """Run (or resume) a confirmed ticket's erasure. Returns ``done``, ``failed``, ``busy`` (another worker holds
-    it), ``lost`` (taken over), or ``nothing`` (not runnable). Raises TransientStoreError for Celery to retry
-    with backoff while the step has attempts left."""
+    it), ``lost`` (taken over), or ``nothing`` (not runnable). Raises StepRetryLater (a TransientStoreError) with
+    the backoff for the task to retry after, while the step has attempts left."""
     claimed = DeletionTicket.objects.filter(
         Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now()),
         pk=ticket_id, status__in=[TicketStatus.CONFIRMED, TicketStatus.RUNNING],
@@ -373,11 +390,16 @@ def _step_run(ticket: DeletionTicket, row: DeletionStep, step: ErasureStep, targ
     except TransientStoreError as err:
         if row.attempts >= settings.DELETION_STEP_MAX_ATTEMPTS:
             return _step_fail(ticket, row, worker_id, heartbeat, f"{type(err).__name__}: {err}")
+        delay = retry_delay_seconds(row.attempts)
         with transaction.atomic():
             _fenced(ticket.pk, worker_id, heartbeat)
             row.status, row.error = StepStatus.PENDING, f"{type(err).__name__}: {err}"[:2000]
             row.save(update_fields=["status", "error"])
-        raise
+            # held for the backoff: neither the sweeper nor a duplicate task takes it before the retry is due
+            DeletionTicket.objects.filter(pk=ticket.pk).update(
+                lease_owner=BACKOFF_OWNER, lease_expires_at=ExpressionWrapper(
+                    Now() + timedelta(seconds=delay), output_field=DateTimeField()))
+        raise StepRetryLater(str(err), delay) from err
     except Exception as err:  # noqa: BLE001 - not transient: the ticket fails, the officer sees why and retries
         log.exception("deletion: step %s of %s failed", step.name, ticket.reference)
         return _step_fail(ticket, row, worker_id, heartbeat, f"{type(err).__name__}: {err}")

@@ -7,17 +7,18 @@ import socket
 
 from celery import shared_task
 
-from deletion.erasure_types import TransientStoreError
 
+@shared_task(bind=True, ignore_result=True, acks_late=True, max_retries=None)
+def deletion_ticket_run(self, ticket_id: int) -> str:
+    """Run or resume one confirmed ticket. A transient store failure is retried after the backoff the service
+    chose (it holds the ticket until then); it stops retrying (the ticket fails) after
+    DELETION_STEP_MAX_ATTEMPTS attempts of one step."""
+    from deletion.services import StepRetryLater, ticket_execute
 
-@shared_task(ignore_result=True, acks_late=True, autoretry_for=(TransientStoreError,), retry_backoff=True,
-             retry_backoff_max=300, max_retries=None)
-def deletion_ticket_run(ticket_id: int) -> str:
-    """Run or resume one confirmed ticket. A transient store failure is retried with backoff; the service
-    stops retrying (the ticket fails) after DELETION_STEP_MAX_ATTEMPTS attempts of one step."""
-    from deletion.services import ticket_execute
-
-    return ticket_execute(ticket_id=ticket_id, worker_id=f"{socket.gethostname()}:{os.getpid()}:{ticket_id}")
+    try:
+        return ticket_execute(ticket_id=ticket_id, worker_id=f"{socket.gethostname()}:{os.getpid()}:{ticket_id}")
+    except StepRetryLater as err:
+        raise self.retry(countdown=err.seconds + 1, exc=err) from err
 
 
 @shared_task(ignore_result=True)

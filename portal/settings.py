@@ -558,3 +558,6 @@ DELETION_STEP_PROVIDERS = env_list("DELETION_STEP_PROVIDERS", "deletion.platform
 DELETION_LEASE_SECONDS = float(os.environ.get("DELETION_LEASE_SECONDS", "60"))
 # Attempts per step on transient failures (retried with exponential backoff) before the ticket fails.
 DELETION_STEP_MAX_ATTEMPTS = int(os.environ.get("DELETION_STEP_MAX_ATTEMPTS", "6"))
+# The backoff between those attempts: DELETION_RETRY_BASE_SECONDS, doubled each time, at most _MAX_SECONDS.
+DELETION_RETRY_BASE_SECONDS = float(os.environ.get("DELETION_RETRY_BASE_SECONDS", "10"))
+DELETION_RETRY_MAX_SECONDS = float(os.environ.get("DELETION_RETRY_MAX_SECONDS", "300"))

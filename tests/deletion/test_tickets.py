@@ -39,6 +39,12 @@ def run(ticket: DeletionTicket) -> str:
     return services.ticket_execute(ticket_id=ticket.pk, worker_id="test-worker")
 
 
+def backoff_elapses(ticket: DeletionTicket) -> None:
+    """The clock passes the ticket's backoff (the test runs in one transaction, where the database's now() stands
+    still)."""
+    DeletionTicket.objects.filter(pk=ticket.pk).update(lease_expires_at=timezone.now() - timedelta(hours=1))
+
+
 def test_privacy_officer_files_confirms_and_gets_evidence_and_identifiers_are_hashed(
         deletion_env, privacy_user):
     (deletion_env / "files_a" / "anon-alice-web").write_text("x")
@@ -203,9 +209,13 @@ def test_a_transient_failure_is_retried_and_done_steps_are_not_redone(deletion_e
                                   identifiers=[services.subject.identifier_parse("anonymous_id", "anon-alice-web")],
                                   received_at=timezone.now())
     ticket = services.ticket_confirm(actor=privacy_user, ticket=ticket)
-    for _ in range(2):
-        with pytest.raises(services.TransientStoreError):
+    for backoff in (10, 20):                                       # DELETION_RETRY_BASE_SECONDS, doubled
+        with pytest.raises(services.StepRetryLater) as retry:
             run(ticket)
+        assert retry.value.seconds == backoff
+        assert run(ticket) == "busy"                               # held for its backoff
+        assert services.deletion_resume_stale() == []               # the sweeper leaves it alone too
+        backoff_elapses(ticket)
     step = ticket.steps.get(name="test.transient")
     assert step.status == StepStatus.PENDING and step.attempts == 2 and "store busy" in step.error
     assert run(ticket) == "done"
@@ -223,6 +233,7 @@ def test_a_step_gives_up_after_its_attempts_and_a_verification_with_data_left_fa
     ticket = services.ticket_confirm(actor=privacy_user, ticket=ticket)
     with pytest.raises(services.TransientStoreError):
         run(ticket)
+    backoff_elapses(ticket)
     assert run(ticket) == "failed"
     ticket.refresh_from_db()
     assert ticket.status == TicketStatus.FAILED and "test.transient" in ticket.error

@@ -116,3 +116,26 @@ def test_a_ticket_whose_worker_is_killed_mid_step_is_resumed_by_another_worker(
     assert left == []
     assert ticket.evidence.record["all_verified_zero_remaining"]
     assert ticket.lease_owner == ""
+
+
+def test_a_worker_retries_a_transient_store_failure_after_its_backoff(worker_env, deletion_env, privacy_user,
+                                                                      tmp_path):
+    (deletion_env / "transient_failures").write_text("2")
+    env = {**worker_env, "DELETION_STEP_PROVIDERS": "tests.deletion.steps.recording_steps",
+           "DELETION_RETRY_BASE_SECONDS": "1"}
+    log = tmp_path / "w.log"
+    worker = start_worker(env, "w", log)
+    try:
+        ticket = services.ticket_file(actor=privacy_user, regulation="gdpr", requester_reference="R-retry",
+                                      identifiers=[services.subject.identifier_parse("anonymous_id", "anon-1")],
+                                      received_at=timezone.now())
+        services.ticket_confirm(actor=privacy_user, ticket=ticket)
+        wait_for(lambda: DeletionTicket.objects.get(pk=ticket.pk).status in (TicketStatus.DONE, TicketStatus.FAILED),
+                 timeout=90, what="the worker to finish the ticket after two retries", logs=[log])
+    finally:
+        stop(worker)
+    ticket.refresh_from_db()
+    assert ticket.status == TicketStatus.DONE, ticket.error
+    assert steps.runs() == ["test.files_a", "test.transient", "test.transient", "test.transient", "test.files_b"]
+    assert step_states(ticket.pk)["test.transient"] == (StepStatus.DONE, 3)
+    assert "Retry in" in log.read_text()                               # Celery's retry, not the sweeper
