@@ -548,6 +548,10 @@ DELETION_SLA_HOURS = {
     "gdpr": float(os.environ.get("DELETION_SLA_HOURS_GDPR", "72")),
     "ccpa": float(os.environ.get("DELETION_SLA_HOURS_CCPA", "72")),
 }
+for _regulation, _hours in DELETION_SLA_HOURS.items():
+    if not 0 < _hours < 24 * 366:
+        raise ImproperlyConfigured(f"DELETION_SLA_HOURS_{_regulation.upper()} must be a number of hours above 0 "
+                                   f"(and under a year), not {_hours}.")
 # The identity expansion (identity graph) a ticket shows before it runs: a dotted path to
 # expand_identifiers(identifiers) -> deletion.erasure_types.Expansion.
 DELETION_EXPANDER = os.environ.get("DELETION_EXPANDER", "deletion.identity_expansion.expand_identifiers")
