@@ -86,7 +86,13 @@ def deletion_ticket(request: HttpRequest, pk: int) -> HttpResponse:
 def deletion_ticket_progress(request: HttpRequest, pk: int) -> HttpResponse:
     """The step table, polled by htmx while the job runs."""
     _require_officer(request)
-    return render(request, "deletion/_progress.html", _ticket_context(_ticket_or_404(pk)))
+    context = _ticket_context(_ticket_or_404(pk))
+    response = render(request, "deletion/_progress.html", context)
+    if getattr(request, "htmx", False) and not context["running"]:
+        # finished (or failed) since the page was drawn: reload it once so the header, clock and expansion
+        # (hashed now) match; the reloaded page no longer polls
+        response["HX-Refresh"] = "true"
+    return response
 
 
 def _ticket_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:

@@ -338,6 +338,8 @@ def test_the_progress_polls_while_the_job_is_queued_and_stops_once_done(deletion
     queued = client.get(progress).content.decode()
     assert f'hx-get="{progress}"' in queued and 'hx-trigger="every 3s"' in queued and "Queued on the deletion" in queued
     run(ticket)
-    done = client.get(progress).content.decode()
+    polled = client.get(progress, headers={"HX-Request": "true"})
+    assert polled["HX-Refresh"] == "true"                        # the page reloads once to show the final state
+    done = polled.content.decode()
     assert "hx-get" not in done and done.count('data-status="done"') == 5
     assert reverse("deletion_evidence", args=[ticket.pk]) in done

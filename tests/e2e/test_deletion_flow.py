@@ -49,7 +49,9 @@ def test_a_privacy_officer_files_confirms_watches_and_downloads_the_evidence(liv
     ticket = DeletionTicket.objects.get()
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("deletion")       # the task the page queued: run here
     assert services.ticket_execute(ticket_id=ticket.pk, worker_id="e2e") == "done"
-    expect(page.get_by_test_id("ticket-status")).to_have_text("Done", timeout=20_000)   # polled, no reload
+    expect(page.get_by_test_id("ticket-status")).to_have_text("Done", timeout=20_000)   # polled by htmx
+    expect(page.get_by_test_id("ticket-clock")).to_contain_text("Done")         # the page reloaded once
+    expect(page.get_by_test_id("expansion")).not_to_contain_text("device-alice-iphone")  # hashed now
     page.get_by_test_id("evidence-link").click()
     expect(page.get_by_test_id("evidence-store")).to_have_count(5)
     with page.expect_download() as download:
