@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -173,10 +174,11 @@ class TicketConfirmApi(DeletionErrorsMixin, ApiView):
         _require_officer(request)
         ticket = _ticket(pk)
         data = validated_body(ConfirmIn, request.data if request.data else {})
-        for removal in data["removals"]:
-            ticket = services.ticket_identifier_remove(actor=request.user, ticket=ticket,
-                                                       id_key=removal["identifier"], reason=removal["reason"])
-        ticket = services.ticket_confirm(actor=request.user, ticket=ticket)
+        with transaction.atomic():  # all or nothing: a refused confirmation keeps none of the removals
+            for removal in data["removals"]:
+                ticket = services.ticket_identifier_remove(actor=request.user, ticket=ticket,
+                                                           id_key=removal["identifier"], reason=removal["reason"])
+            ticket = services.ticket_confirm(actor=request.user, ticket=ticket)
         return Response(_ticket_out(ticket), status=status.HTTP_202_ACCEPTED)
 
 

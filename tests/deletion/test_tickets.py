@@ -156,10 +156,12 @@ def test_the_api_files_gets_confirms_and_gives_the_evidence(deletion_env, privac
     assert {row["id_key"] for row in body["expansion"]} >= {f"email_sha256:{email_sha256(ALICE_EMAIL)}",
                                                            "anonymous_id:anon-alice-web"}
     ticket_id = body["id"]
-    unknown = api.post(reverse("api_deletion_confirm", args=[ticket_id]),
-                       {"removals": [{"identifier": "device_id:nobody", "reason": "x"}]}, format="json")
+    unknown = api.post(reverse("api_deletion_confirm", args=[ticket_id]), {"removals": [
+        {"identifier": "anonymous_id:anon-alice-web", "reason": "x"},
+        {"identifier": "device_id:nobody", "reason": "x"}]}, format="json")
     assert unknown.status_code == 400 and unknown.json()["details"] == {
         "identifier": ["That identifier is not in this ticket's expansion."]}
+    assert DeletionTicket.objects.get(pk=ticket_id).removals == []           # all or nothing
     confirmed = api.post(reverse("api_deletion_confirm", args=[ticket_id]), {"removals": [
         {"identifier": "device_id:device-alice-iphone", "reason": "wrong link"}]}, format="json")
     assert confirmed.status_code == 202 and confirmed.json()["status"] == "confirmed"
