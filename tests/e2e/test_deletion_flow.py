@@ -37,6 +37,7 @@ def test_a_privacy_officer_files_confirms_watches_and_downloads_the_evidence(liv
     page.get_by_role("button", name="File and show the expansion").click()
 
     expect(page.get_by_test_id("expansion")).to_contain_text("device-alice-iphone")
+    assert violations(page) == []                                            # each page load starts a new list
     expect(page.get_by_test_id("ticket-clock")).to_contain_text("2026-12-04 08:30")   # 09:30 CET + 72 h, in UTC
     row = page.get_by_test_id("linked").filter(has_text="device-alice-iphone")
     row.get_by_label("Reason").fill("a phone she sold")
@@ -52,6 +53,7 @@ def test_a_privacy_officer_files_confirms_watches_and_downloads_the_evidence(liv
     expect(page.get_by_test_id("ticket-status")).to_have_text("Done", timeout=20_000)   # polled by htmx
     expect(page.get_by_test_id("ticket-clock")).to_contain_text("Done")         # the page reloaded once
     expect(page.get_by_test_id("expansion")).not_to_contain_text("device-alice-iphone")  # hashed now
+    assert violations(page) == []
     page.get_by_test_id("evidence-link").click()
     expect(page.get_by_test_id("evidence-store")).to_have_count(5)
     with page.expect_download() as download:
