@@ -336,3 +336,10 @@ def team_checks_in_force() -> list[dict]:
     return [{"subject": subject, "version": version, "source_id": str(source_id), "team_checks": text,
              "mapping": mapping}
             for subject, version, source_id, text, mapping in rows]
+def sample_payloads_matching(matches: Any) -> int:
+    """How many sample payloads saved with contract versions ``matches(payload)`` says hold a person's data
+    (the deletion job's verification: deletion.platform_stores)."""
+    found = 0
+    for samples in ContractVersion.objects.exclude(sample_payloads=[]).values_list("sample_payloads", flat=True):
+        found += sum(1 for payload in samples or [] if matches(payload))
+    return found

@@ -637,3 +637,25 @@ def team_get(name: str) -> Team:
     if team is None:
         raise NotFound("team_not_found", f"Team '{name}' not found.")
     return team
+
+
+def sample_payloads_erase(*, matches: Any, ticket_ref: str) -> int:
+    """Drop every sample payload saved with a contract version that ``matches(payload)`` says holds an erased
+    person's data (a deletion ticket's step). Returns how many were dropped; each changed version is audited
+    (by count, not content: the audit log must not keep the personal data being erased)."""
+    from portal.roles import SYSTEM
+
+    dropped = 0
+    for pk in ContractVersion.objects.exclude(sample_payloads=[]).values_list("pk", flat=True):
+        with transaction.atomic():
+            version = ContractVersion.objects.select_for_update().get(pk=pk)
+            kept = [payload for payload in version.sample_payloads or [] if not matches(payload)]
+            removed = len(version.sample_payloads or []) - len(kept)
+            if not removed:
+                continue
+            version.sample_payloads = kept
+            version.save(update_fields=["sample_payloads"])
+            audit_record_write(actor=SYSTEM, action="contract_version.samples_erase", obj=version,
+                               after={"ticket": ticket_ref, "samples_removed": removed, "samples_kept": len(kept)})
+            dropped += removed
+    return dropped

@@ -83,3 +83,31 @@ class ErasureStep:
     name: str
     store: str
     run: Callable[[ErasureSubject], StoreResult]
+
+
+# --- identity expansion: what deletion.identity_expansion.expand_identifiers returns ---------------------
+
+@dataclasses.dataclass(frozen=True)
+class LinkedIdentifier:
+    """One identifier an expansion reaches. ``given`` is True for an identifier the requester named;
+    ``person_id`` the stitched person it belongs to; ``platforms`` and ``sources`` where it was seen;
+    ``how`` one line saying how it was linked (for the officer, e.g. "same device_id as ..."), and
+    ``group_size`` how many stitched persons share it (a shared device or a default id reaches many)."""
+
+    identifier: Identifier
+    person_id: str
+    platforms: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    how: str = ""
+    given: bool = False
+    group_size: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Expansion:
+    """Every identifier the given ones reach through the identity graph. ``held_reasons`` non-empty means
+    the expansion reaches an unusually large group (a shared device, a default id): a second privacy
+    officer must review it before the ticket runs."""
+
+    linked: tuple[LinkedIdentifier, ...]
+    held_reasons: tuple[str, ...] = ()

@@ -1,8 +1,14 @@
-"""Deletion's tables. This file holds the raw archive's subject keys and the suppression list
-(deletion.subject_keys, deletion.suppression); the tickets live beside them."""
+"""Deletion tickets (GDPR/CCPA erasure requests), each step of their erasure job, and their evidence; the raw
+archive's subject keys and the suppression list (deletion.subject_keys, deletion.suppression).
+
+A ticket is the durable job itself (issue 12): the task that runs it claims it with a lease (owner + expiry on
+the database's clock) and renews it by heartbeat; a run whose lease lapsed (its worker died) is taken over by
+the next task the sweeper queues. Steps are rows so that a resumed run skips the ones already done.
+"""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 
@@ -46,3 +52,104 @@ class ErasureGeneration(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}={self.value}"
+
+
+class Regulation(models.TextChoices):
+    GDPR = "gdpr", "GDPR"
+    CCPA = "ccpa", "CCPA"
+
+
+class TicketStatus(models.TextChoices):
+    FILED = "filed", "Filed"                 # expansion not yet shown (or it failed: see expansion_error)
+    EXPANDED = "expanded", "Expanded"        # waiting for the officer's confirmation
+    HELD = "held", "Held for review"         # reaches a large group: a second officer must review it
+    CONFIRMED = "confirmed", "Confirmed"     # queued on the deletion queue
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+OPEN_STATUSES = (TicketStatus.FILED, TicketStatus.EXPANDED, TicketStatus.HELD, TicketStatus.CONFIRMED,
+                 TicketStatus.RUNNING, TicketStatus.FAILED)
+
+
+class DeletionTicket(models.Model):
+    regulation = models.CharField(max_length=8, choices=Regulation.choices)
+    requester_reference = models.CharField(max_length=200, help_text="The requester's reference (case number)")
+    received_at = models.DateTimeField(help_text="When the request was received (the SLA clock starts here)")
+    due_at = models.DateTimeField(db_index=True)
+    status = models.CharField(max_length=16, choices=TicketStatus.choices, default=TicketStatus.FILED,
+                              db_index=True)
+    #: the identifiers given [{kind, value}]; once done [{kind, value_sha256}] (clear only in the evidence)
+    identifiers = models.JSONField(default=list)
+    #: the expansion shown to the officer [{kind, value, id_key, person_id, platforms, sources, how, given,
+    #: group_size}]; hashed like ``identifiers`` once done
+    expansion = models.JSONField(default=list, blank=True)
+    held_reasons = models.JSONField(default=list, blank=True)
+    expansion_error = models.TextField(blank=True)
+    #: identifiers the officer removed from the expansion [{id_key, reason, by, at}]
+    removals = models.JSONField(default=list, blank=True)
+    identifiers_hashed = models.BooleanField(default=False)
+    filed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    confirmed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("due_at", "id")
+
+    def __str__(self) -> str:
+        return f"{self.reference} ({self.get_regulation_display()}, {self.get_status_display()})"
+
+    @property
+    def reference(self) -> str:
+        return f"DEL-{self.pk:06d}" if self.pk else "DEL-new"
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class DeletionStep(models.Model):
+    ticket = models.ForeignKey(DeletionTicket, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField()
+    name = models.CharField(max_length=120)
+    store = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    #: the step's StoreResult: {store, removed, verification, remaining, detail}
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ("ticket", "position")
+        constraints = [models.UniqueConstraint(fields=["ticket", "name"], name="deletion_step_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.ticket.reference} {self.name}: {self.status}"
+
+
+class DeletionEvidence(models.Model):
+    """The evidence record of a done ticket: every store, what was removed, the verification and its result,
+    timestamps, and the identifiers erased (in clear: the one place a done ticket keeps them)."""
+
+    ticket = models.OneToOneField(DeletionTicket, on_delete=models.CASCADE, related_name="evidence")
+    record = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"evidence of {self.ticket.reference}"

@@ -37,6 +37,8 @@ app.conf.task_routes = {
     "quality.tasks.quality_run_queued": {"queue": Queue.QUALITY.value},
     "quality.tasks.alerts_evaluate": {"queue": Queue.QUALITY.value},
     "quality.tasks.scorecards_evaluate": {"queue": Queue.QUALITY.value},
+    "deletion.tasks.deletion_ticket_run": {"queue": Queue.DELETION.value},
+    "deletion.tasks.deletion_resume_stale": {"queue": Queue.DELETION.value},
 }
 app.autodiscover_tasks()
 
@@ -67,6 +69,9 @@ app.conf.beat_schedule = {
     # the alert rules (quality/alerts.py): open/resolve alerts, send and retry their notifications
     "alerts-evaluate": {"task": "quality.tasks.alerts_evaluate",
                         "schedule": float(os.environ.get("QUALITY_ALERT_INTERVAL_S", "30"))},
+    # deletion tickets whose worker died (lease lapsed) are queued again and resume where they stopped
+    "deletion-resume-stale": {"task": "deletion.tasks.deletion_resume_stale",
+                              "schedule": float(os.environ.get("DELETION_RESUME_INTERVAL_S", "60"))},
 }
 
 

@@ -97,3 +97,9 @@ def may_see_quarantine(user: Any) -> bool:
     link to it is worth showing.
     """
     return is_data_engineer(user) or bool(user_team_ids(user))
+
+
+def may_handle_deletions(user: Any) -> bool:
+    """Privacy officers and admins file, review, confirm and read deletion tickets; nobody else sees them."""
+    roles = user_roles(user)
+    return Role.PRIVACY in roles or Role.ADMIN in roles

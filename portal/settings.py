@@ -590,6 +590,7 @@ QUALITY_ALERT_RULES = env_list("QUALITY_ALERT_RULES", ",".join([
     "quality.alert_rules.model_run_failed",
     "quality.anomaly_rules.volume_anomaly",
     "quality.anomaly_rules.quarantine_rate_jump",
+    "deletion.alert_rules.deletion_sla",
 ]))
 # Targets: a shard more than this far behind the stream's tip (or not read for this long); the end-to-end
 # p99 (collector receipt → merged into CANONICAL.EVENTS) over the last QUALITY_ALERT_E2E_WINDOW_MINUTES.
@@ -635,3 +636,30 @@ QUALITY_SCORECARD_QUARANTINE_RED = float(os.environ.get("QUALITY_SCORECARD_QUARA
 QUALITY_SCORECARD_LAG_AMBER_S = float(os.environ.get("QUALITY_SCORECARD_LAG_AMBER_S", "60"))
 QUALITY_SCORECARD_LAG_RED_S = float(os.environ.get("QUALITY_SCORECARD_LAG_RED_S", "180"))
 QUALITY_SCORECARD_SILENT_MINUTES = float(os.environ.get("QUALITY_SCORECARD_SILENT_MINUTES", "15"))
+# --- Deletion requests (deletion/; docs/privacy.md "Deletion requests", "Evidence and SLA") -----------------
+# The SLA per regulation, in elapsed hours from received to done. 72 h for both: CCPA allows longer, but 72 h is
+# the platform's own target (issue 12).
+DELETION_SLA_HOURS = {
+    "gdpr": float(os.environ.get("DELETION_SLA_HOURS_GDPR", "72")),
+    "ccpa": float(os.environ.get("DELETION_SLA_HOURS_CCPA", "72")),
+}
+for _regulation, _hours in DELETION_SLA_HOURS.items():
+    if not 0 < _hours < 24 * 366:
+        raise ImproperlyConfigured(f"DELETION_SLA_HOURS_{_regulation.upper()} must be a number of hours above 0 "
+                                   f"(and under a year), not {_hours}.")
+# The identity expansion (identity graph) a ticket shows before it runs: a dotted path to
+# expand_identifiers(identifiers) -> deletion.erasure_types.Expansion.
+DELETION_EXPANDER = os.environ.get("DELETION_EXPANDER", "deletion.identity_expansion.expand_identifiers")
+# The erasure steps, in order: dotted paths of functions returning list[deletion.erasure_types.ErasureStep].
+DELETION_STEP_PROVIDERS = env_list("DELETION_STEP_PROVIDERS", ",".join([
+    "deletion.shredding.archive_steps",
+    "deletion.platform_stores.platform_steps",
+]))
+# A running ticket's lease: renewed every third of it while a worker runs it; once it lapses (the worker died)
+# the sweeper (beat, every DELETION_RESUME_INTERVAL_S) queues the ticket again and the next worker resumes it.
+DELETION_LEASE_SECONDS = float(os.environ.get("DELETION_LEASE_SECONDS", "60"))
+# Attempts per step on transient failures (retried with exponential backoff) before the ticket fails.
+DELETION_STEP_MAX_ATTEMPTS = int(os.environ.get("DELETION_STEP_MAX_ATTEMPTS", "6"))
+# The backoff between those attempts: DELETION_RETRY_BASE_SECONDS, doubled each time, at most _MAX_SECONDS.
+DELETION_RETRY_BASE_SECONDS = float(os.environ.get("DELETION_RETRY_BASE_SECONDS", "10"))
+DELETION_RETRY_MAX_SECONDS = float(os.environ.get("DELETION_RETRY_MAX_SECONDS", "300"))

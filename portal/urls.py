@@ -37,6 +37,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("analytics/", include("warehouse.urls")),
     path("quality/", include("quality.urls")),
+    path("deletions/", include("deletion.urls")),
     path("", include("contracts.urls")),
     path("", include("ingest_workers.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api_schema"),
@@ -44,6 +45,7 @@ urlpatterns = [
     path("api/v1/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
     path("api/v1/", include("contracts.api_urls")),
     path("api/v1/", include("warehouse.api_urls")),
+    path("api/v1/", include("deletion.api_urls")),
     path("registry/", include("contracts.registry_urls")),
     path("collect/v1/", include("ingest_workers.collector_urls")),
     # Prometheus text format; loopback or METRICS_TOKEN (portal.prometheus, docs/metrics.md)

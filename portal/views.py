@@ -19,7 +19,7 @@ from contracts.line_diff import top_level_changes
 from contracts.models import VersionStatus
 from portal import page_selectors, selectors, services, token_rules
 from portal.forms import ApiTokenCreateForm
-from portal.roles import Role, has_portal_role, is_admin, is_data_engineer, user_roles
+from portal.roles import Role, has_portal_role, is_admin, is_data_engineer, may_handle_deletions, user_roles
 
 AUDIT_PAGE_SIZE = 50
 
@@ -54,6 +54,11 @@ def home(request: HttpRequest) -> HttpResponse:
         context["waiting_for_me"] = contract_pages.review_queue_waiting_for(user).count()
     if context["is_admin"]:
         context["recent_audit"] = list(selectors.audit_records()[:5])
+    if may_handle_deletions(user):
+        # the privacy officer's home leads with the deletion SLA (issue 12)
+        from deletion.selectors import sla_overview
+
+        context["deletion_sla"] = sla_overview(timezone.now())
     return render(request, "portal/home.html", context)
 
 

@@ -30,7 +30,9 @@ def test_privacy_officers_home_says_what_they_can_do_and_not_to_join_a_team(priv
     assert "Not on a team yet" not in text and "Ask an admin to add you" not in text
     assert "Personal data" in text and f'href="{reverse("canonical_model")}"' in response.content.decode()
     assert "personal values are masked" in text
-    assert "Deletion requests: coming" in text and "erases nothing" in text
+    # the home leads with the deletion requests and their SLA (issue 12)
+    assert text.index("Deletion requests") < text.index("Personal data")
+    assert f'href="{reverse("deletion_file")}"' in response.content.decode()
     assert "audit log, which admins can open" in text
 
 

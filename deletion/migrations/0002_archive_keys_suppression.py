@@ -8,6 +8,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
+        ('deletion', '0001_tickets'),
     ]
 
     operations = [

@@ -1,0 +1,148 @@
+"""Erasure steps for what the platform keeps outside the warehouse and the raw archive.
+
+- **Sample payloads** saved with contract versions (PostgreSQL, contracts app): a sample that mentions one of
+  the subject's identifiers is dropped from every version.
+- **Cache entries** (Redis in production; the portal's cache): the collectors' rate-limit windows and Slack
+  retry markers are keyed by source and event id, but any entry whose key or stored value holds one of the
+  subject's identifiers is deleted, and the analytics dashboard's cached aggregates are dropped so the next
+  view reads the recomputed curated tables.
+
+Each step removes, then verifies by looking again (``remaining`` must be 0). Quarantine rows live in the
+warehouse (deletion.warehouse_erasure erases them); the platform writes no export files (evidence downloads are
+streamed, not stored); the quality checks' failed-row samples (quality.CheckResult.sample) are stored masked, and
+the canonical identifiers are personal fields, so they hold no identifier in clear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from deletion.erasure_types import ErasureStep, ErasureSubject, IdentifierKind, StoreResult
+
+#: a value this short is only matched whole (a short id inside free text would hit unrelated words)
+MIN_SUBSTRING_MATCH = 6
+DASHBOARD_CACHE_PREFIX = "analytics-dashboard:"
+
+
+def _leaves(payload: Any) -> Iterator[str]:
+    if isinstance(payload, dict):
+        for value in payload.values():
+            yield from _leaves(value)
+    elif isinstance(payload, list):
+        for value in payload:
+            yield from _leaves(value)
+    elif isinstance(payload, str):
+        yield payload
+    elif isinstance(payload, int | float) and not isinstance(payload, bool):
+        yield str(payload)
+
+
+def payload_mentions(payload: Any, target: ErasureSubject) -> bool:
+    """Whether a JSON payload holds one of the subject's identifiers: a value equal to one, a text containing
+    one (e-mail addresses in free text), or both halves of a Slack ``team:user`` id (Slack sends them apart)."""
+    leaves = set(_leaves(payload))
+    if not leaves:
+        return False
+    for identifier in target.identifiers:
+        value = identifier.value
+        if value in leaves:
+            return True
+        if len(value) >= MIN_SUBSTRING_MATCH and any(value in leaf for leaf in leaves):
+            return True
+        if identifier.kind == IdentifierKind.PLATFORM_USER_ID and ":" in value:
+            team, _, user = value.partition(":")
+            if team and user and team in leaves and user in leaves:
+                return True
+    for person_id in target.person_ids:
+        if person_id in leaves:
+            return True
+    return False
+
+
+def raw_mentions(data: bytes, target: ErasureSubject) -> bool:
+    """Whether raw bytes (a cache key or its stored value, pickled or not) contain an identifier of the
+    subject, as UTF-8."""
+    needles = [i.value for i in target.identifiers] + list(target.person_ids)
+    return any(needle.encode() in data for needle in needles if needle)
+
+
+# --- sample payloads -------------------------------------------------------------------------------------
+
+def sample_payloads_erase(target: ErasureSubject) -> StoreResult:
+    from contracts import selectors as contract_selectors
+    from contracts import services as contract_services
+
+    def matches(payload: Any) -> bool:
+        return payload_mentions(payload, target)
+
+    removed = contract_services.sample_payloads_erase(matches=matches, ticket_ref=target.ticket_ref)
+    remaining = contract_selectors.sample_payloads_matching(matches)
+    return StoreResult(
+        store="PostgreSQL: contract version sample payloads", removed=removed, remaining=remaining,
+        verification="every sample payload of every contract version checked again for the subject's "
+                     "identifiers (equal value, value inside text, or both halves of a Slack team:user id)",
+        detail={"unit": "sample payloads"})
+
+
+# --- cache entries -------------------------------------------------------------------------------------
+
+class _CacheEntries:
+    """Every entry of the portal's default cache as raw bytes: Redis through SCAN (django's RedisCache), the
+    per-process memory cache of the embedded default by its dict. Django's cache API cannot list keys, hence
+    the backend's own client."""
+
+    def __init__(self) -> None:
+        from django.core.cache import cache
+
+        self.cache = cache
+        self.redis = None
+        backend = getattr(cache, "_cache", None)
+        if backend is not None and hasattr(backend, "get_client"):
+            self.redis = backend.get_client(write=True)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        if self.redis is not None:
+            # only the cache's own keys (":1:…"): the broker may share the Redis database, and its lists and
+            # hashes are not cache entries
+            for key in self.redis.scan_iter(match=self.cache.make_key("*"), count=1000):
+                value = self.redis.get(key)
+                yield (key if isinstance(key, bytes) else str(key).encode()), (value or b"")
+            return
+        store = getattr(self.cache, "_cache", {})
+        for key, value in list(store.items()):
+            yield str(key).encode(), value if isinstance(value, bytes) else repr(value).encode()
+
+    def delete(self, raw_key: bytes) -> None:
+        if self.redis is not None:
+            self.redis.delete(raw_key)
+            return
+        store = getattr(self.cache, "_cache", {})
+        store.pop(raw_key.decode(), None)
+        getattr(self.cache, "_expire_info", {}).pop(raw_key.decode(), None)
+
+
+def cache_entries_erase(target: ErasureSubject) -> StoreResult:
+    entries = _CacheEntries()
+    removed = dashboards = 0
+    for key, value in entries.items():
+        if raw_mentions(key, target) or raw_mentions(value, target):
+            entries.delete(key)
+            removed += 1
+        elif DASHBOARD_CACHE_PREFIX.encode() in key:
+            entries.delete(key)  # aggregates that counted the person: the next view reads the recomputed tables
+            dashboards += 1
+    remaining = sum(1 for key, value in entries.items() if raw_mentions(key, target) or raw_mentions(value, target))
+    return StoreResult(
+        store="Cache (Redis): rate limits, collector markers, cached pages", removed=removed, remaining=remaining,
+        verification="SCAN of every cache key; GET of each; count of keys whose name or value contains one of the "
+                     "subject's identifiers",
+        detail={"unit": "cache entries", "dashboard_entries_dropped": dashboards})
+
+
+def platform_steps() -> list[ErasureStep]:
+    return [
+        ErasureStep(name="platform.sample_payloads", store="PostgreSQL: contract sample payloads",
+                    run=sample_payloads_erase),
+        ErasureStep(name="platform.cache", store="Cache (Redis)", run=cache_entries_erase),
+    ]
