@@ -83,3 +83,20 @@ class ErasureStep:
     name: str
     store: str
     run: Callable[[ErasureSubject], StoreResult]
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkedIdentifier:
+    identifier: Identifier
+    person_id: str
+    platforms: tuple[str, ...]
+    sources: tuple[str, ...]
+    how: str            # e.g. "given", "identified (user.identified event e_…)", "co_occurrence on event e_…"
+    given: bool
+    group_size: int     # how many persons/identifiers this identifier connects (a shared device: many)
+
+
+@dataclasses.dataclass(frozen=True)
+class Expansion:
+    linked: tuple[LinkedIdentifier, ...]
+    held_reasons: tuple[str, ...] = ()   # non-empty: a second officer must review (unusually large group)
