@@ -477,6 +477,8 @@ def curated_erase(subject: ErasureSubject, *, database: str | None = None,
         if release is not None:
             release(holder)
     removed = {k.removesuffix("_removed"): v for k, v in counts.items() if k.endswith("_removed")}
+    # sessions shared with others were deleted and rebuilt without the subject: only the net loss was theirs
+    removed["CONVERSATION_SESSIONS"] = max(0, removed["CONVERSATION_SESSIONS"] - counts["sessions_recomputed"])
     recomputed = {"sessions": counts["sessions"], "hours": counts["hours"], "days": counts["days"],
                   "sessions_rebuilt": counts["sessions_recomputed"], "persons": counts["persons"]}
     return StoreResult(store="warehouse: ANALYTICS.* (curated)", removed=sum(removed.values()),
