@@ -207,3 +207,20 @@ def test_a_shared_device_id_does_not_drag_other_people_into_the_ticket_without_t
     default = expand_identifiers([Identifier(IdentifierKind.DEVICE_ID, "00000000")], conn=warehouse_conn,
                                  limits=HoldLimits(blocklist=frozenset({"00000000"})))
     assert default.held_reasons and "default value" in default.held_reasons[0]
+
+
+@pytest.mark.django_db
+def test_the_curated_step_waits_for_a_running_model_run_and_says_so(stitched):
+    from deletion.erasure_types import TransientStoreError
+    from warehouse.modeling.service import lease_acquire, lease_release
+
+    assert lease_acquire("models-run-in-progress", 60) is None
+    subject = ErasureSubject("DEL-2", (Identifier(IdentifierKind.PLATFORM_USER_ID, "cust-bob"),))
+    curated = next(s for s in warehouse_steps(database=stitched.database) if s.name == "warehouse.curated")
+    with pytest.raises(TransientStoreError, match="model run holds the runner lease"):
+        curated.run(subject)
+    assert [r["SESSION_KEY"] for r in rows(stitched, "ANALYTICS.USER_JOURNEYS")].count("web-b") == 1
+    lease_release("models-run-in-progress")
+    result = curated.run(subject)
+    assert result.remaining == 0 and result.detail["rows_removed"]["USER_JOURNEYS"] == 1
+    assert "web-b" not in [r["SESSION_KEY"] for r in rows(stitched, "ANALYTICS.USER_JOURNEYS")]
