@@ -35,6 +35,7 @@ app.conf.task_routes = {
     "warehouse.tasks.models_run_scheduled": {"queue": Queue.MODELS.value},
     "quality.tasks.quality_run_scheduled": {"queue": Queue.QUALITY.value},
     "quality.tasks.quality_run_queued": {"queue": Queue.QUALITY.value},
+    "deletion.tasks.retention_run_scheduled": {"queue": Queue.DELETION.value},
 }
 app.autodiscover_tasks()
 
@@ -62,6 +63,9 @@ app.conf.beat_schedule = {
     # the data-quality checks (quality/) over CANONICAL.EVENTS and the curated tables, and their retention purge
     "quality-run": {"task": "quality.tasks.quality_run_scheduled",
                     "schedule": float(os.environ.get("QUALITY_RUN_INTERVAL_S", "300"))},
+    # retention purges (deletion/retention.py): raw archive, landing, quarantine payloads, curated tables
+    "retention-run": {"task": "deletion.tasks.retention_run_scheduled",
+                      "schedule": float(os.environ.get("RETENTION_RUN_INTERVAL_S", "86400"))},
 }
 
 
