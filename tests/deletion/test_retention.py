@@ -162,10 +162,14 @@ def test_the_runs_page_lists_each_store_for_privacy_officers_engineers_and_admin
         text = page.content.decode()
         assert 'data-store="archive" data-status="succeeded"' in text
         assert 'data-store="landing" data-status="failed"' in text and "could not be reached" in text
+    # where each looks for it: the privacy officer's home, the engineer's model runs page
     client.force_login(privacy_user)
     assert 'href="/privacy/retention/"' in client.get("/").content.decode()
+    client.force_login(engineer)
+    assert 'href="/privacy/retention/"' in client.get("/analytics/runs/").content.decode()
     client.force_login(platform_user)
     assert client.get("/privacy/retention/").status_code == 403
+    assert 'href="/privacy/retention/"' not in client.get("/analytics/runs/").content.decode()
 
 
 @pytest.mark.django_db
