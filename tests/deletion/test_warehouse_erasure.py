@@ -224,3 +224,14 @@ def test_the_curated_step_waits_for_a_running_model_run_and_says_so(stitched):
     result = curated.run(subject)
     assert result.remaining == 0 and result.detail["rows_removed"]["USER_JOURNEYS"] == 1
     assert "web-b" not in [r["SESSION_KEY"] for r in rows(stitched, "ANALYTICS.USER_JOURNEYS")]
+
+
+def test_an_unreachable_warehouse_is_a_transient_failure_the_job_retries(warehouse_server, settings):
+    from deletion.erasure_types import TransientStoreError
+    from warehouse.embedded import free_port
+
+    settings.SNOWFLAKE = {**copy.deepcopy(settings.SNOWFLAKE), "port": free_port()}
+    subject = ErasureSubject("DEL-3", (Identifier(IdentifierKind.DEVICE_ID, "D-gone-0001"),))
+    canonical = next(s for s in warehouse_steps(database="ANY") if s.name == "warehouse.canonical")
+    with pytest.raises(TransientStoreError, match="could not be reached"):
+        canonical.run(subject)
