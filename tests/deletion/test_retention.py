@@ -183,3 +183,19 @@ def test_the_command_explains_itself_and_runs_the_stores_asked_for(settings, tmp
     call_command("retention_run", "--store", "archive", stdout=out)
     assert out.getvalue().startswith("archive: succeeded, removed 0")
     assert list(RetentionRun.objects.values_list("store", "trigger")) == [("archive", "command")]
+
+
+@pytest.mark.django_db
+def test_the_daily_schedule_runs_every_store_on_the_deletion_queue(warehouse_settings, tmp_path):
+    import importlib
+
+    from portal.celery import app
+
+    warehouse_settings.RAW_ARCHIVE_URL = f"file://{tmp_path}/archive"
+    importlib.import_module("deletion.tasks")
+    entry = app.conf.beat_schedule["retention-run"]
+    assert entry["task"] == "deletion.tasks.retention_run_scheduled" and entry["schedule"] == 86400.0
+    assert app.amqp.router.route({}, entry["task"])["queue"].name == "deletion"
+    assert app.tasks[entry["task"]].apply().get() == 0     # stores that failed
+    assert sorted(RetentionRun.objects.values_list("store", flat=True)) == sorted(
+        ["archive", "landing", "quarantine", "curated"])
