@@ -6,14 +6,16 @@ Order, and why:
 1. ``RAW.LANDING_EVENTS``: every landed copy (event rows by identifier, quarantine rows by the raw payload),
    so a re-merge (the merger reads only landing rows) has nothing to bring back.
 2. ``RAW.QUARANTINE``: rejected records whose raw payload or reason holds one of the identifiers.
-3. ``ANALYTICS.*`` (curated): the subject's EVENT_FACTS, sessions, journeys and feedback are deleted and
+3. ``IDENTITY.*``: the subject's identifiers, observations, merges and persons; the rest of each touched
+   link group is re-stitched from its remaining observations (as a model run would). Before the curated
+   step, so that the sessions it recomputes get the re-stitched persons: an identifier the officer removed
+   from the ticket (wrongly linked) leaves the subject's person and its sessions get a person of their own.
+4. ``ANALYTICS.*`` (curated): the subject's EVENT_FACTS, sessions, journeys and feedback are deleted and
    the aggregates that counted them (sessions shared with others, TOKEN_COST_USAGE hours,
    PLATFORM_ENGAGEMENT_DAILY days and their retention cohorts) are recomputed with the model runner's
    own SQL, in ONE transaction, holding the model runner's lease (the work tables are shared). It runs
-   before step 4 because it finds the subject's events through ``CANONICAL.EVENTS``.
-4. ``CANONICAL.EVENTS`` (and ``RAW.LATE_COPIES`` of those events).
-5. ``IDENTITY.*``: the subject's identifiers, observations, merges and persons; the rest of each touched
-   link group is re-stitched from its remaining observations (as a model run would).
+   before step 5 because it finds the subject's events through ``CANONICAL.EVENTS``.
+5. ``CANONICAL.EVENTS`` (and ``RAW.LATE_COPIES`` of those events).
 
 Matching: an event row matches when one of its identifier columns (EMAIL_SHA256, PLATFORM_USER_ID,
 DEVICE_ID, ANONYMOUS_ID) holds one of the subject's values of that kind, or PERSON_ID one of its persons.
@@ -23,6 +25,9 @@ addresses: unique enough to match inside free text), an e-mail address in any le
 ``team:user`` id when both parts appear as JSON strings (Slack sends them as separate fields).
 Values that identify nobody (``warehouse.modeling.identity.BLOCKED_VALUES``) never match: erasing by
 ``"0"`` would erase everyone.
+
+The subject must carry the person ids of the confirmed expansion (``ErasureSubject.person_ids``): once the
+identity step has run, the curated step finds the subject's sessions, journeys and feedback by them.
 
 Each step returns a ``StoreResult``: rows removed, the verification query it ran afterwards (with
 placeholders, never a personal value) and what it found (0). Warehouse errors that are worth retrying
@@ -317,7 +322,9 @@ def identity_erase(subject: ErasureSubject, *, database: str | None = None) -> S
         params["groups"] = _json(groups)
         in_groups = f"t.LINK_GROUP IN {in_list('groups')}"
         # what is left of the groups once the subject's observations are gone, re-stitched
-        _execute(cur, f"SELECT * FROM {i}.OBSERVATIONS t WHERE {in_groups} AND NOT {where['OBSERVATIONS']}", params)
+        # COALESCE: an observation's empty columns make the match NULL, and NOT NULL would drop it
+        _execute(cur, f"SELECT * FROM {i}.OBSERVATIONS t WHERE {in_groups} "
+                      f"AND NOT COALESCE({where['OBSERVATIONS']}, FALSE)", params)
         names = [d.name.lower() for d in cur.description]
         left = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         restitched = ident.stitch(left)
@@ -491,7 +498,7 @@ def warehouse_steps(*, database: str | None = None) -> list[ErasureStep]:
     return [
         ErasureStep("warehouse.landing", "RAW.LANDING_EVENTS", lambda s: landing_erase(s, database=database)),
         ErasureStep("warehouse.quarantine", "RAW.QUARANTINE", lambda s: quarantine_erase(s, database=database)),
+        ErasureStep("warehouse.identity", "IDENTITY.*", lambda s: identity_erase(s, database=database)),
         ErasureStep("warehouse.curated", "ANALYTICS.*", lambda s: curated_erase(s, database=database)),
         ErasureStep("warehouse.canonical", "CANONICAL.EVENTS", lambda s: canonical_erase(s, database=database)),
-        ErasureStep("warehouse.identity", "IDENTITY.*", lambda s: identity_erase(s, database=database)),
     ]

@@ -235,3 +235,45 @@ def test_an_unreachable_warehouse_is_a_transient_failure_the_job_retries(warehou
     canonical = next(s for s in warehouse_steps(database="ANY") if s.name == "warehouse.canonical")
     with pytest.raises(TransientStoreError, match="could not be reached"):
         canonical.run(subject)
+
+
+@pytest.mark.django_db
+def test_an_identifier_the_officer_removed_as_wrongly_linked_keeps_its_events_under_a_person_of_its_own(
+        warehouse_conn, erasure_settings):  # noqa: F811
+    conn = warehouse_conn
+    pat = {"anonymous_id": "anon-pat-0003", "platform_user_id": "cust-pat"}
+    land_and_merge(conn, [
+        *alice_and_bob(),
+        # Pat signs in to the app once on Alice's phone: the graph joins Pat's account to Alice
+        event("pi1", "session.started", T0 + 5 * HOUR, "ios-p", {"platform_user_id": "cust-pat",
+                                                                 "device_id": "D-alice-iphone"}, {}, platform="ios"),
+        # and chats on the web from Pat's own browser
+        event("pw1", "session.started", T0 + 6 * HOUR, "web-p", pat, {}),
+        event("pw2", "message.sent", T0 + 6 * HOUR + 5 * SECOND, "web-p", pat, {"role": "user"}, message_id="m-pw2"),
+    ], "b1")
+    assert models_run(conn, prices=PRICES).ok
+    expansion = expand_identifiers([Identifier(IdentifierKind.EMAIL, ALICE_EMAIL)], conn=conn, limits=HoldLimits())
+    linked = {li.identifier.id_key: li for li in expansion.linked}
+    assert {"platform_user_id:cust-pat", "anonymous_id:anon-pat-0003"} <= set(linked)
+    # the phone was seen with two accounts: a second officer reviews, and removes Pat's identifiers
+    assert any("D-alice-iphone" in reason for reason in expansion.held_reasons)
+    alice = linked["email_sha256:" + ALICE_SHA].person_id
+    subject = ErasureSubject("DEL-4", tuple(li.identifier for li in expansion.linked
+                                            if "pat" not in li.identifier.value), (alice,))
+
+    results = [step.run(subject) for step in warehouse_steps(database=conn.database)]
+    assert [r.remaining for r in results] == [0] * len(results)
+    for table, table_rows in all_rows(conn).items():
+        assert not [r for r in table_rows if mentions(r, (*ALICE_VALUES, alice))], table
+    # Pat's web chat stays, under a person of Pat's own
+    ids = {r["ID_KEY"]: r["PERSON_ID"] for r in rows(conn, "IDENTITY.IDENTIFIERS")}
+    assert ids["platform_user_id:cust-pat"] == ids["anonymous_id:anon-pat-0003"] != alice
+    [session] = [s for s in rows(conn, "ANALYTICS.CONVERSATION_SESSIONS") if s["SESSION_KEY"] == "web-p"]
+    assert session["PERSON_ID"] == ids["platform_user_id:cust-pat"] and session["EVENT_COUNT"] == 2
+    # the event that carried Alice's phone is gone; a full rebuild agrees with what the erasure left
+    assert [e["EVENT_ID"] for e in rows(conn, "CANONICAL.EVENTS", "EVENT_ID")] == \
+        ["bw1", "bw2", "bw3", "bw4", "pw1", "pw2"]
+    curated = {t: rows(conn, t) for t in ("ANALYTICS.CONVERSATION_SESSIONS", "ANALYTICS.USER_JOURNEYS",
+                                          "ANALYTICS.PLATFORM_ENGAGEMENT_DAILY", "IDENTITY.IDENTIFIERS")}
+    assert models_run(conn, prices=PRICES, full_refresh=True).ok
+    assert {t: rows(conn, t) for t in curated} == curated
