@@ -61,11 +61,15 @@ def alice_and_bob() -> list[dict]:
 
 def quarantined() -> list[dict]:
     return [
-        # a Slack event the contract refused: the raw payload names Alice's team and user, and her address
-        quarantine_row(quarantine_id="q-alice", sequence_number="900",
-                       payload={"team_id": "T1",
-                                "event": {"user": "UALICE", "text": "mail me at " + ALICE_EMAIL.lower()}}),
-        quarantine_row(quarantine_id="q-bob", sequence_number="901",
+        # records the contracts refused: a Slack event naming Alice's team and user (Slack sends them apart),
+        # a payload that was not JSON with her anonymous id in its text, and one with her address in other case
+        quarantine_row(quarantine_id="q-alice-slack", sequence_number="900",
+                       payload={"team_id": "T1", "event": {"user": "UALICE", "text": "hi"}}),
+        quarantine_row(quarantine_id="q-alice-text", sequence_number="901", reason="undecodable",
+                       payload="id=anon-alice-0001&msg=help"),
+        quarantine_row(quarantine_id="q-alice-mail", sequence_number="902",
+                       payload={"contact": "mail me at " + ALICE_EMAIL.upper()}),
+        quarantine_row(quarantine_id="q-bob", sequence_number="903",
                        payload={"team_id": "T1", "event": {"user": "UBOB", "text": "hello"}}),
     ]
 
@@ -135,8 +139,8 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_table_and_aggregates
     assert [r.remaining for r in results] == [0] * len(steps)
     by_store = {r.store: r for r in results}
     assert by_store["warehouse: CANONICAL.EVENTS"].removed == 10
-    assert by_store["warehouse: RAW.LANDING_EVENTS"].removed == 11     # 10 events + the quarantine copy
-    assert by_store["warehouse: RAW.QUARANTINE"].removed == 1
+    assert by_store["warehouse: RAW.LANDING_EVENTS"].removed == 13     # 10 events + 3 quarantine copies
+    assert by_store["warehouse: RAW.QUARANTINE"].removed == 3
     for r in results:   # the evidence names no personal value
         assert not mentions(r.verification, (*ALICE_VALUES, alice, ALICE_EMAIL)), r.verification
 
