@@ -39,7 +39,8 @@ def main() -> int:
     for name, script in (("core", "bench_core.py"), ("hot_path", "bench_hot_path.py"),
                          ("consumer", "bench_consumer.py"), ("e2e", "bench_e2e.py"),
                          ("dedup", "bench_dedup.py"), ("models", "bench_models.py"), ("check", "bench_check.py"),
-                         ("analytics_page", "bench_analytics_page.py"), ("quality", "bench_quality.py")):
+                         ("analytics_page", "bench_analytics_page.py"), ("quality", "bench_quality.py"),
+                         ("deletion", "bench_deletion.py")):
         if only and name not in only:
             continue
         print(f"running {script} …", file=sys.stderr, flush=True)

@@ -27,3 +27,11 @@ def deletion_resume_stale() -> int:
     from deletion.services import deletion_resume_stale as sweep
 
     return len(sweep())
+
+
+@shared_task(acks_late=True)
+def retention_run_scheduled() -> int:
+    """Purge every store of data past its retention (deletion.retention); returns the stores that failed."""
+    from deletion.retention import retention_run
+
+    return sum(1 for r in retention_run(trigger="schedule") if r.status == "failed")

@@ -39,6 +39,7 @@ app.conf.task_routes = {
     "quality.tasks.scorecards_evaluate": {"queue": Queue.QUALITY.value},
     "deletion.tasks.deletion_ticket_run": {"queue": Queue.DELETION.value},
     "deletion.tasks.deletion_resume_stale": {"queue": Queue.DELETION.value},
+    "deletion.tasks.retention_run_scheduled": {"queue": Queue.DELETION.value},
 }
 app.autodiscover_tasks()
 
@@ -72,6 +73,9 @@ app.conf.beat_schedule = {
     # deletion tickets whose worker died (lease lapsed) are queued again and resume where they stopped
     "deletion-resume-stale": {"task": "deletion.tasks.deletion_resume_stale",
                               "schedule": float(os.environ.get("DELETION_RESUME_INTERVAL_S", "60"))},
+    # retention purges (deletion/retention.py): raw archive, landing, quarantine payloads, curated tables
+    "retention-run": {"task": "deletion.tasks.retention_run_scheduled",
+                      "schedule": float(os.environ.get("RETENTION_RUN_INTERVAL_S", "86400"))},
 }
 
 

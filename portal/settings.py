@@ -308,6 +308,21 @@ INGEST_MERGER_LEASE_SECONDS = int(os.environ.get("INGEST_MERGER_LEASE_SECONDS", 
 KINESIS_RETENTION_HOURS = int(os.environ.get("KINESIS_RETENTION_HOURS", "168"))
 RAW_ARCHIVE_TRANSITION_DAYS = int(os.environ.get("RAW_ARCHIVE_TRANSITION_DAYS", "30"))
 RAW_ARCHIVE_RETENTION_DAYS = int(os.environ.get("RAW_ARCHIVE_RETENTION_DAYS", "180"))
+# Retention jobs (deletion/retention.py, docs/privacy.md "Retention"): the raw archive keeps
+# RAW_ARCHIVE_RETENTION_DAYS of dt= partitions; landing rows go once merged and this many days old;
+# quarantine payloads are cleared after RETENTION_QUARANTINE_PAYLOAD_DAYS; the canonical and curated
+# tables keep RETENTION_CURATED_DAYS (3 years); the purge runs every RETENTION_RUN_INTERVAL_S (portal/celery.py).
+RETENTION_LANDING_DAYS = int(os.environ.get("RETENTION_LANDING_DAYS", "7"))
+RETENTION_QUARANTINE_PAYLOAD_DAYS = int(os.environ.get("RETENTION_QUARANTINE_PAYLOAD_DAYS", "30"))
+RETENTION_CURATED_DAYS = int(os.environ.get("RETENTION_CURATED_DAYS", "1096"))
+RETENTION_RUN_INTERVAL_S = float(os.environ.get("RETENTION_RUN_INTERVAL_S", "86400"))
+# Identity expansion of a deletion ticket (docs/privacy.md): held for a second officer's review when a
+# device or anonymous id was seen with more than this many people or accounts, when a person has more
+# than this many identifiers, or when a given value is on this blocklist of defaults (comma-separated).
+DELETION_HOLD_SHARED_ID_PEOPLE = int(os.environ.get("DELETION_HOLD_SHARED_ID_PEOPLE", "1"))
+DELETION_HOLD_PERSON_IDENTIFIERS = int(os.environ.get("DELETION_HOLD_PERSON_IDENTIFIERS", "25"))
+DELETION_HOLD_BLOCKLIST = env_list("DELETION_HOLD_BLOCKLIST",
+                                   "00000000-0000-0000-0000-000000000000,test,demo,default,user")
 # The curated models' run lease: a live run renews it every third of this (a heartbeat thread), so a
 # run whose process died is taken over (and its records marked failed) after at most this long.
 MODELS_RUN_LEASE_SECONDS = float(os.environ.get("MODELS_RUN_LEASE_SECONDS", "60"))
@@ -653,6 +668,7 @@ DELETION_EXPANDER = os.environ.get("DELETION_EXPANDER", "deletion.identity_expan
 # The erasure steps, in order: dotted paths of functions returning list[deletion.erasure_types.ErasureStep].
 DELETION_STEP_PROVIDERS = env_list("DELETION_STEP_PROVIDERS", ",".join([
     "deletion.shredding.archive_steps",
+    "deletion.warehouse_erasure.warehouse_steps",
     "deletion.platform_stores.platform_steps",
 ]))
 # A running ticket's lease: renewed every third of it while a worker runs it; once it lapses (the worker died)

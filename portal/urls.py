@@ -38,6 +38,7 @@ urlpatterns = [
     path("analytics/", include("warehouse.urls")),
     path("quality/", include("quality.urls")),
     path("deletions/", include("deletion.urls")),
+    path("privacy/retention/", include("deletion.retention_urls")),
     path("", include("contracts.urls")),
     path("", include("ingest_workers.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api_schema"),

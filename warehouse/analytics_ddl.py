@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from warehouse.ddl import Column, Table, check_identifier, qualified, table_ddl
+from warehouse.ddl import PERSONAL_DATA_RETENTION_DAYS, Column, Table, check_identifier, qualified, table_ddl
 
 __all__ = [
     "EVENT_FACTS",
@@ -64,6 +64,8 @@ IDENTITY_OBSERVATIONS = Table(
     comment="Distinct identifier sets seen together on one event: the evidence the identity graph is built from.",
     primary_key=("OBSERVATION_KEY",),
     key_constraint=False,
+    transient=True,
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
 )
 
 IDENTITY_IDENTIFIERS = Table(
@@ -80,6 +82,8 @@ IDENTITY_IDENTIFIERS = Table(
     comment="Each identifier belongs to exactly one person.",
     primary_key=("ID_KEY",),
     key_constraint=False,
+    transient=True,
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
 )
 
 IDENTITY_PERSONS = Table(
@@ -98,6 +102,8 @@ IDENTITY_PERSONS = Table(
     comment="One row per stitched person.",
     primary_key=("PERSON_ID",),
     key_constraint=False,
+    transient=True,
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
 )
 
 IDENTITY_MERGES = Table(
@@ -117,6 +123,8 @@ IDENTITY_MERGES = Table(
     comment="Every merge of two persons, and every merge the rules refused, with the event that caused it.",
     primary_key=("MERGE_KEY",),
     key_constraint=False,
+    transient=True,
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -193,6 +201,7 @@ EVENT_FACTS = Table(
     key_constraint=False,
     cluster_by="TO_DATE(EVENT_TIME)",
     transient=True,
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
 )
 
 CONVERSATION_SESSIONS = Table(
@@ -234,6 +243,8 @@ CONVERSATION_SESSIONS = Table(
     primary_key=("SESSION_KEY",),
     key_constraint=False,
     cluster_by="TO_DATE(STARTED_AT)",
+    transient=True,
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
 )
 
 PLATFORM_ENGAGEMENT_DAILY = Table(
@@ -258,6 +269,8 @@ PLATFORM_ENGAGEMENT_DAILY = Table(
     comment="Per day x platform x product: active people, sessions, messages, new people and their retention.",
     primary_key=("DAY", "PLATFORM", "PRODUCT"),
     key_constraint=False,
+    transient=True,
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
 )
 
 TOKEN_COST_USAGE = Table(
@@ -280,6 +293,8 @@ TOKEN_COST_USAGE = Table(
     comment="Per hour x tenant x product x platform x model: tokens by kind, requests and cost.",
     primary_key=("HOUR", "TENANT_ID", "PRODUCT", "PLATFORM", "MODEL"),
     key_constraint=False,
+    transient=True,
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
 )
 
 USER_FEEDBACK = Table(
@@ -307,6 +322,8 @@ USER_FEEDBACK = Table(
     comment="Each feedback event with the message, model, conversation, platform and person it rates.",
     primary_key=("FEEDBACK_EVENT_ID",),
     key_constraint=False,
+    transient=True,
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
 )
 
 USER_JOURNEYS = Table(
@@ -328,6 +345,8 @@ USER_JOURNEYS = Table(
     comment="Each person’s sessions across platforms, in order, with the platform switches.",
     primary_key=("PERSON_ID", "SESSION_KEY"),
     key_constraint=False,
+    transient=True,
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
 )
 
 CURATED_TABLES: tuple[Table, ...] = (
@@ -341,8 +360,9 @@ IDENTITY_TABLES: tuple[Table, ...] = (IDENTITY_OBSERVATIONS, IDENTITY_IDENTIFIER
 # --------------------------------------------------------------------------------------------
 
 def _work(name: str, what: str, *columns: tuple[str, str]) -> Table:
+    # scratch that can hold identifiers (WORK_IDS, WORK_CHANGED_IDS): no Time Travel at all
     return Table("ANALYTICS", name, tuple(Column(n, t) for n, t in columns),
-                 comment=f"Model runner scratch, rewritten by every run: {what}.", transient=True)
+                 comment=f"Model runner scratch, rewritten by every run: {what}.", transient=True, retention_days=0)
 
 
 # Created once and rewritten with INSERT OVERWRITE by each run: one statement per list instead of

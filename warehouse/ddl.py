@@ -38,6 +38,7 @@ __all__ = [
     "LATE_COPIES",
     "COPY_KEY_SQL",
     "DEDUP_WINDOW_DAYS_DEFAULT",
+    "PERSONAL_DATA_RETENTION_DAYS",
     "QUARANTINE",
     "CANONICAL_EVENTS",
     "TABLES",
@@ -133,6 +134,9 @@ class Table:
     cluster_by: str | None = None
     #: TRANSIENT: no Fail-safe (cheaper; the raw archive can rebuild it)
     transient: bool = False
+    #: DATA_RETENTION_TIME_IN_DAYS (Time Travel); None: the account default. Tables holding personal data
+    #: keep at most 1 day, so an erasure is not undone by a Time Travel query (docs/privacy.md)
+    retention_days: int | None = None
     column_index: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -226,6 +230,10 @@ EVENT_COLUMNS: tuple[Column, ...] = event_columns()
 
 _TS = "TIMESTAMP_NTZ(6)"
 
+#: Time Travel (DATA_RETENTION_TIME_IN_DAYS) of every table that holds personal data: at most one day
+#: (docs/privacy.md, "What Snowflake still keeps")
+PERSONAL_DATA_RETENTION_DAYS = 1
+
 #: Days before the merge's date whose events are deduplicated by the MERGE into CANONICAL.EVENTS
 #: (the event-date window; see docs/ingestion.md "Deduplication window").
 DEDUP_WINDOW_DAYS_DEFAULT = 3
@@ -264,6 +272,7 @@ LANDING_EVENTS = Table(
     comment="Every copy of every valid canonical event and every quarantined record, append only "
             "(INSERTs, never updated). The merger MERGEs it into CANONICAL.EVENTS and RAW.QUARANTINE.",
     transient=True,
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
     # no clustering key: rows stay in landing order, which is what the merger's claims prune on
     # (LANDED_AT); a key on another column would make automatic clustering reorder them
 )
@@ -375,6 +384,8 @@ QUARANTINE = Table(
     comment="One row per rejected record, with its reason and raw pointer; re-drivable. Written only by "
             "the merger (MERGE on QUARANTINE_ID), so a record landed twice is quarantined once.",
     primary_key=("QUARANTINE_ID",),
+    # not transient: its statuses and re-drive results cannot be rebuilt from the archive
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
 )
 
 CANONICAL_EVENTS = Table(
@@ -399,6 +410,8 @@ CANONICAL_EVENTS = Table(
     primary_key=("EVENT_DATE", "EVENT_ID"),
     # the dedup MERGE's ON clause is bounded by EVENT_DATE; the id prefix lets a point lookup prune
     cluster_by="EVENT_DATE, SUBSTR(EVENT_ID, 1, 2)",
+    # permanent (rebuilding it is a replay of the whole archive); Time Travel kept to one day
+    retention_days=PERSONAL_DATA_RETENTION_DAYS,
 )
 
 TABLES: tuple[Table, ...] = (
@@ -420,6 +433,8 @@ def table_ddl(table: Table, database: str) -> str:
     sql = f"CREATE {kind} IF NOT EXISTS {qualified(database, table)} (\n" + ",\n".join(lines) + "\n)"
     if table.cluster_by:
         sql += f"\nCLUSTER BY ({table.cluster_by})"
+    if table.retention_days is not None:
+        sql += f"\nDATA_RETENTION_TIME_IN_DAYS = {int(table.retention_days)}"
     if table.comment:
         sql += f"\nCOMMENT = '{_sql_text(table.comment)}'"
     return sql

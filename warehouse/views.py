@@ -20,7 +20,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from portal.roles import is_data_engineer
+from portal.roles import Role, is_data_engineer, user_roles
 from warehouse import selectors, services
 from warehouse.models import TOKEN_KINDS
 
@@ -184,4 +184,6 @@ def runs(request: HttpRequest) -> HttpResponse:
         "runs": recent, "runs_shown": RUNS_SHOWN, "failed_only": failed_only,
         "last_succeeded_at": selectors.model_run_last_succeeded_at(),
         "pending": list(selectors.price_recomputes_pending()), "done": selectors.price_recomputes_done(limit=5),
+        # the retention runs page is for data engineers, privacy officers and admins
+        "may_see_retention": is_data_engineer(request.user) or Role.PRIVACY in user_roles(request.user),
     })
