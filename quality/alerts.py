@@ -330,11 +330,23 @@ def _channel_errors(*, name: str, kind: str, target: str, min_severity: str, all
     return errors
 
 
+def _audit_target(kind: str, target: str) -> str:
+    """What the audit log keeps of a channel's target: a webhook's scheme and host only (a Slack incoming
+    webhook's path is its credential: anyone who reads it can post to the channel)."""
+    if kind != NotificationChannel.Kind.WEBHOOK:
+        return target
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(target)
+    return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}/…"
+
+
 def notification_channel_save(*, actor: Any, name: str, kind: str, target: str, enabled: bool = True,
                               min_severity: str = "warning", allow_private_address: bool | None = None,
                               channel_id: int | None = None) -> NotificationChannel:
     """Create or change a channel. Data engineers and admins manage channels; only an admin may allow a
-    webhook to reach a private address (a non-admin's change keeps the flag as it was). A webhook URL is
+    webhook to reach a private address (a non-admin's change keeps the flag only while the URL stays the one
+    the admin approved). A webhook URL is
     resolved and refused when it reaches a non-public address without that permission."""
     from portal.roles import is_admin
     from portal.services import audit_record_write
@@ -342,7 +354,10 @@ def notification_channel_save(*, actor: Any, name: str, kind: str, target: str, 
     _may_act(actor)
     channel = NotificationChannel.objects.get(pk=channel_id) if channel_id else NotificationChannel()
     if allow_private_address is None:
-        allow_private_address = channel.allow_private_address
+        # a non-admin's change keeps the admin's permission only for the address the admin approved: a
+        # new URL (or kind) on a channel allowed to reach private addresses is judged as a public one
+        retargeted = channel.pk is not None and (kind != channel.kind or target.strip() != channel.target)
+        allow_private_address = channel.allow_private_address and not (retargeted and not is_admin(actor))
     elif allow_private_address != channel.allow_private_address and not is_admin(actor):
         raise AlertActionForbidden("Only an admin may allow (or stop allowing) a webhook to reach a private address.")
     name, target = name.strip(), target.strip()
@@ -352,7 +367,8 @@ def notification_channel_save(*, actor: Any, name: str, kind: str, target: str, 
         errors["name"] = f"A channel named {name} exists already."
     if errors:
         raise ChannelInvalid(errors)
-    before = None if channel.pk is None else {"target": channel.target, "enabled": channel.enabled,
+    before = None if channel.pk is None else {"target": _audit_target(channel.kind, channel.target),
+                                                "enabled": channel.enabled,
                                                 "allow_private_address": channel.allow_private_address}
     channel.name, channel.kind, channel.target, channel.enabled = name, kind, target, enabled
     channel.min_severity, channel.allow_private_address = min_severity, bool(allow_private_address)
@@ -362,7 +378,7 @@ def notification_channel_save(*, actor: Any, name: str, kind: str, target: str, 
     with transaction.atomic():
         channel.save()
         audit_record_write(actor=actor, action="alert_channel.save", obj=channel, before=before, after={
-            "target": channel.target, "enabled": channel.enabled,
+            "target": _audit_target(channel.kind, channel.target), "enabled": channel.enabled,
             "allow_private_address": channel.allow_private_address})
     return channel
 
@@ -373,5 +389,6 @@ def notification_channel_delete(*, actor: Any, channel_id: int) -> None:
     _may_act(actor)
     with transaction.atomic():
         channel = NotificationChannel.objects.get(pk=channel_id)
-        audit_record_write(actor=actor, action="alert_channel.delete", obj=channel, before={"target": channel.target})
+        audit_record_write(actor=actor, action="alert_channel.delete", obj=channel,
+                           before={"target": _audit_target(channel.kind, channel.target)})
         channel.delete()

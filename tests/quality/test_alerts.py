@@ -208,6 +208,27 @@ def test_a_loopback_webhook_is_refused_unless_an_admin_allows_it(db, admin_user,
                                         min_severity="critical", channel_id=channel.pk)
     assert channel.allow_private_address and channel.min_severity == "critical"
     assert not NotificationChannel.objects.filter(allow_private_address=False).exists()
+    # but an engineer cannot point the admin-approved channel somewhere else private (the cloud metadata
+    # address, another loopback port): the permission covered the URL the admin approved, not the channel
+    for elsewhere in ("http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+                      webhook_receiver.url.replace("/hook", "/other") + "?x=1"):
+        with pytest.raises(ChannelInvalid) as retargeted:
+            notification_channel_save(actor=engineer, name="hook", kind="webhook", target=elsewhere,
+                                      channel_id=channel.pk)
+        assert "non-public address" in retargeted.value.errors["target"]
+    channel.refresh_from_db()
+    assert channel.target == webhook_receiver.url and channel.allow_private_address
+    # an admin may retarget it and keep the permission
+    moved = webhook_receiver.url + "?moved=1"
+    channel = notification_channel_save(actor=admin_user, name="hook", kind="webhook", target=moved,
+                                        channel_id=channel.pk)
+    assert channel.target == moved and channel.allow_private_address
+    # the audit log keeps the webhook's host, never its path (a Slack webhook's path is its credential)
+    from portal.models import AuditRecord
+
+    saved = list(AuditRecord.objects.filter(action="alert_channel.save").values_list("before", "after"))
+    assert saved and all("T000" not in str(pair) for pair in saved)
+    assert any("127.0.0.1" in str(after) for _, after in saved)
 
 
 def test_the_address_is_checked_again_when_sending(channels, webhook_receiver):  # noqa: F811
