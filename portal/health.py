@@ -5,6 +5,12 @@ Each check runs in its own thread with ``HEALTHZ_TIMEOUT_S``; a check that has n
 "down" with "timed out". The body names each dependency's status and error and never a secret (URLs lose
 their credentials, errors are cut short). HTTP 200 when every dependency in ``HEALTHZ_REQUIRED`` is up,
 503 otherwise; the others are reported but do not fail it. No sign-in needed.
+
+A probe reaches it whatever its Host header (a load balancer or a Kubernetes probe sends the instance's IP,
+which ALLOWED_HOSTS does not list): ``portal.middleware.RequestGuardMiddleware`` answers it before Django's
+host check. Anyone may ask, so the answer is computed at most once per ``HEALTHZ_CACHE_S`` seconds (one
+warehouse login per period, not per request), and the dependencies' errors (host names, user names, account
+ids) are shown only to the callers ``/metrics`` trusts: the loopback, or a bearer ``METRICS_TOKEN``.
 """
 
 from __future__ import annotations
@@ -123,10 +129,29 @@ def dependency_checks(*, timeout: float | None = None) -> dict[str, dict]:
             for name in DEPENDENCIES}
 
 
+_cached: tuple[float, dict[str, dict]] | None = None
+_cache_lock = threading.Lock()
+
+
+def dependency_checks_cached() -> dict[str, dict]:
+    """``dependency_checks()``, reused for ``HEALTHZ_CACHE_S`` seconds; concurrent callers wait for one check."""
+    global _cached
+    period = float(getattr(settings, "HEALTHZ_CACHE_S", 2.0))
+    with _cache_lock:
+        if _cached is None or time.monotonic() - _cached[0] >= period:
+            _cached = (time.monotonic(), dependency_checks())
+        return _cached[1]
+
+
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    checks = dependency_checks()
+    from portal.prometheus import _client_allowed
+
+    checks = dependency_checks_cached()
+    if not _client_allowed(request):  # statuses only: errors name hosts, users and accounts
+        checks = {name: {key: value for key, value in result.items() if key != "error"}
+                  for name, result in checks.items()}
     required = [name for name in settings.HEALTHZ_REQUIRED if name in checks]
     healthy = all(checks[name]["status"] == "up" for name in required)
     body = {"status": "ok" if healthy else "unavailable",

@@ -108,6 +108,21 @@ PERMISSIONS_POLICY = ", ".join(f"{feature}=()" for feature in (
 ))
 
 
+def _probe_answer(request):
+    """``/healthz`` and ``/metrics`` answered here, before Django's host check: a load balancer, a Kubernetes
+    probe or a Prometheus scrape addresses the instance by its IP, which ALLOWED_HOSTS does not list (and
+    should not: every other page must keep refusing unknown hosts). Neither builds a URL from the host."""
+    if request.path == "/healthz":
+        from portal.health import healthz
+
+        return healthz(request)
+    if request.path == "/metrics":
+        from portal.prometheus import metrics
+
+        return metrics(request)
+    return None
+
+
 class RequestGuardMiddleware:
     """Refuses a NUL character in the address (``nul_refusal``) and puts the Content-Security-Policy and
     Permissions-Policy on every answer (docs/decisions.md, "Content-Security-Policy"): a future escaping
@@ -118,7 +133,7 @@ class RequestGuardMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        response = nul_refusal(request) or self.get_response(request)
+        response = nul_refusal(request) or _probe_answer(request) or self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
         return response

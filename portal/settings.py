@@ -635,6 +635,8 @@ EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", "10"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "ChatOrbit alerts <alerts@chatorbit.invalid>")
 # /healthz: each dependency's check gives up after this many seconds.
 HEALTHZ_TIMEOUT_S = float(os.environ.get("HEALTHZ_TIMEOUT_S", "3"))
+# /healthz answers from one check of every dependency per this many seconds (anyone may call it).
+HEALTHZ_CACHE_S = float(os.environ.get("HEALTHZ_CACHE_S", "2"))
 # The dependencies whose outage makes /healthz answer 503 (the others are reported only). Every one by
 # default: this platform is its pipeline. A load balancer in front of the portal alone may want fewer.
 HEALTHZ_REQUIRED = env_list("HEALTHZ_REQUIRED", "database,broker,stream,archive,warehouse")

@@ -18,6 +18,7 @@ def all_up(settings, stream, warehouse_server, moto_server):  # noqa: F811
     bucket = bucket_ensure("healthz-archive")
     settings.RAW_ARCHIVE_URL = f"s3://{bucket}/raw"
     settings.HEALTHZ_TIMEOUT_S = 5
+    settings.HEALTHZ_CACHE_S = 0  # each test changes a dependency and asks again at once
     return settings
 
 
@@ -68,3 +69,33 @@ def test_errors_lose_credentials():
 
     assert _scrub("cannot reach redis://:s3cr3t@10.0.0.5:6379/0") == "cannot reach redis://***@10.0.0.5:6379/0"
     assert "abc" not in _scrub("https://x.example/?token=abc&password=abc")
+
+
+def test_a_probe_addressing_the_instance_by_ip_gets_the_health_not_a_host_error(client, all_up):
+    # a load balancer or a Kubernetes probe sends the instance's IP as Host, which ALLOWED_HOSTS does not list;
+    # any other page keeps refusing that host
+    assert client.get("/healthz", HTTP_HOST="10.0.3.7").status_code == 200
+    all_up.KINESIS_STREAM_NAME = "no-such-stream"
+    assert client.get("/healthz", HTTP_HOST="10.0.3.7").status_code == 503
+    assert client.get("/accounts/login/", HTTP_HOST="10.0.3.7").status_code == 400
+
+
+def test_a_caller_off_the_loopback_sees_statuses_but_not_the_errors(client, all_up):
+    all_up.KINESIS_STREAM_NAME = "no-such-stream"
+    outside = client.get("/healthz", REMOTE_ADDR="203.0.113.9").json()
+    assert outside["dependencies"]["stream"]["status"] == "down"
+    assert "error" not in outside["dependencies"]["stream"]
+    assert "no-such-stream" not in str(outside)
+    all_up.METRICS_TOKEN = "t0ken-for-the-scraper"
+    trusted = client.get("/healthz", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer t0ken-for-the-scraper")
+    assert "ResourceNotFound" in trusted.json()["dependencies"]["stream"]["error"]
+
+
+def test_anyone_may_ask_but_the_dependencies_are_checked_once_per_period(client, all_up):
+    first = client.get("/healthz").json()  # checked now (the period is 0)
+    all_up.HEALTHZ_CACHE_S = 60
+    all_up.KINESIS_STREAM_NAME = "no-such-stream"  # within the period the answer is the one already checked
+    again = client.get("/healthz").json()
+    assert again == first and again["status"] == "ok"
+    all_up.HEALTHZ_CACHE_S = 0
+    assert client.get("/healthz").json()["dependencies"]["stream"]["status"] == "down"
