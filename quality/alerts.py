@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import threading
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -138,7 +139,33 @@ def _alert_resolve(key: str, now: dt.datetime) -> Alert | None:
 def alerts_evaluate(*, now: dt.datetime | None = None, rule_paths: Iterable[str] | None = None,
                     send: bool = True) -> dict[str, Any]:
     """One evaluation cycle: every configured rule, then the alert changes, then the notifications due.
-    Returns counts (and each failed rule's error) for the command and the task's log."""
+    Returns counts (and each failed rule's error) for the command and the task's log.
+
+    One evaluation at a time (a lease): a cycle slowed by a webhook could otherwise outlast the beat's
+    period, and a stale cycle would resolve an alert a newer one had just opened (notifications flapping).
+    A cycle that finds the lease held returns at once with ``skipped``."""
+    import os
+    import socket
+
+    from ingest_workers.services import worker_lease_acquire, worker_lease_release
+
+    owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    fence = worker_lease_acquire(ALERTS_LEASE, owner, ALERTS_LEASE_SECONDS)
+    if fence is None:
+        return {"skipped": "another alert evaluation is running"}
+    try:
+        return _alerts_evaluate(now=now, rule_paths=rule_paths, send=send)
+    finally:
+        worker_lease_release(ALERTS_LEASE, owner, fence)
+
+
+#: the evaluation lease: longer than a cycle can take (rules, then at most QUALITY_ALERT_NOTIFY_ATTEMPTS
+#: webhook timeouts per due notification), after which a dead evaluator's lease lapses
+ALERTS_LEASE = "quality-alerts-evaluator"
+ALERTS_LEASE_SECONDS = 600
+
+
+def _alerts_evaluate(*, now: dt.datetime | None, rule_paths: Iterable[str] | None, send: bool) -> dict[str, Any]:
     now = now or timezone.now()
     reported: dict[str, list[Condition]] = {}
     failed: dict[str, str] = {}

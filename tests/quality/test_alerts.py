@@ -362,3 +362,17 @@ def test_https_webhooks_verify_the_certificate(tmp_path):
         server.shutdown()
         server.server_close()
     assert not outcome.ok and "CERTIFICATE_VERIFY_FAILED" in outcome.error and hits == []
+
+
+def test_an_evaluation_finding_another_one_running_skips_instead_of_racing_it(channels):
+    # a cycle slowed by a webhook outlasting the beat's period: a second cycle must not resolve what the first
+    # just opened; it returns at once, and runs once the first has finished
+    from ingest_workers.services import worker_lease_acquire, worker_lease_release
+    from quality.alerts import ALERTS_LEASE
+
+    fence = worker_lease_acquire(ALERTS_LEASE, "slow-cycle", 600)
+    SCRIPT["conditions"] = [lag_condition()]
+    assert evaluate() == {"skipped": "another alert evaluation is running"}
+    assert not Alert.objects.exists()
+    worker_lease_release(ALERTS_LEASE, "slow-cycle", fence)
+    assert evaluate()["opened"] == 1

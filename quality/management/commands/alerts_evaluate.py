@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -19,6 +19,8 @@ class Command(BaseCommand):
         from quality.models import Alert
 
         outcome = alerts_evaluate(send=not options["no_send"])
+        if "skipped" in outcome:
+            raise CommandError(f"{outcome['skipped']} (the beat's, or another command's); try again in a moment")
         self.stdout.write(f"{outcome['rules']} rules: {outcome['opened']} opened, {outcome['still_open']} still open, "
                           f"{outcome['resolved']} resolved; notifications: "
                           + (", ".join(f"{n} {s}" for s, n in sorted(outcome["notifications"].items())) or "none"))
