@@ -1,10 +1,10 @@
 """``GET /metrics``: the platform's metrics in the Prometheus text format (docs/metrics.md).
 
-Who may scrape: a client on the loopback (the embedded default, a sidecar), or one that sends
-``Authorization: Bearer <METRICS_TOKEN>`` when that setting is set (production: Prometheus's
-``authorization.credentials_file``). Anyone else gets 403 in the project's JSON error shape: the series
+Who may scrape: with ``METRICS_TOKEN`` set, only a client sending ``Authorization: Bearer <METRICS_TOKEN>``
+(production: Prometheus's ``authorization.credentials_file``); without it, a client on the loopback (the
+embedded default, a sidecar). Anyone else gets 403 in the project's JSON error shape: the series
 name sources, contract versions and shards, which are not for the whole network. (Decision in
-docs/decisions.md, "/metrics: loopback or a bearer token".)
+docs/decisions.md, "/metrics answers the loopback, or a bearer token".)
 
 With ``PROMETHEUS_MULTIPROC_DIR`` the process-counted series are the sum of every process's files in
 that directory (prometheus_client's multiprocess mode); without it, this process's own counts.
@@ -61,9 +61,10 @@ def metrics_registry() -> Any:
 def _client_allowed(request: HttpRequest) -> bool:
     token = getattr(settings, "METRICS_TOKEN", "")
     if token:
+        # with a token set, only the token: behind a reverse proxy on the same host every request comes
+        # from the loopback, so the address proves nothing there
         sent = request.headers.get("Authorization", "")
-        if sent.startswith("Bearer ") and hmac.compare_digest(sent[7:].strip().encode(), token.encode()):
-            return True
+        return sent.startswith("Bearer ") and hmac.compare_digest(sent[7:].strip().encode(), token.encode())
     try:
         return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
     except ValueError:
@@ -74,8 +75,8 @@ def _client_allowed(request: HttpRequest) -> bool:
 def metrics(request: HttpRequest) -> HttpResponse:
     if not _client_allowed(request):
         return JsonResponse({"error": "metrics_forbidden", "message": (
-            "The metrics are served to the loopback, or to a client sending 'Authorization: Bearer "
-            "<METRICS_TOKEN>' (docs/metrics.md).")}, status=403)
+            "The metrics are served to a client sending 'Authorization: Bearer "
+            "<METRICS_TOKEN>', or without METRICS_TOKEN set to the loopback (docs/metrics.md).")}, status=403)
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     response = HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)
