@@ -105,8 +105,17 @@ def email_subject(*, event: str, alert: Mapping[str, Any]) -> str:
     return f"[ChatOrbit] {head}: {alert['summary']}"[:200]
 
 
+def slack_escape(text: Any) -> str:
+    """Slack's three control characters escaped (its message formatting rules): a summary quoting data (an
+    error message, a table name) cannot mention ``<!channel>`` or forge a link."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_payload(*, event: str, alert: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    """Slack incoming-webhook JSON: ``text`` (what every receiver shows) and ``blocks`` (Slack's layout)."""
+    """Slack incoming-webhook JSON: ``text`` (what every receiver shows) and ``blocks`` (Slack's layout).
+    Every value from the alert is escaped (``slack_escape``); only the links built here are Slack markup."""
+    alert = {**alert, **{key: slack_escape(alert[key]) for key in ("summary", "subject", "rule", "severity")
+                         if key in alert}}
     text = notification_text(event=event, alert=alert, base_url=base_url)
     icon = ":white_check_mark:" if event == "resolved" else (
         ":rotating_light:" if alert["severity"] == Severity.CRITICAL else ":warning:")

@@ -376,3 +376,16 @@ def test_an_evaluation_finding_another_one_running_skips_instead_of_racing_it(ch
     assert not Alert.objects.exists()
     worker_lease_release(ALERTS_LEASE, "slow-cycle", fence)
     assert evaluate()["opened"] == 1
+
+
+def test_a_slack_message_cannot_ping_the_channel_or_forge_a_link_through_an_alert_summary():
+    from quality.alert_core import slack_payload
+
+    alert = {"rule": "failing_check", "subject": "ANALYTICS.X", "severity": "critical", "opened_at": "2026-12-04",
+             "summary": "check failed: <!channel> see <https://evil.example|the fix> & more",
+             "runbook": "failing-check", "link": "/quality/"}
+    payload = slack_payload(event="opened", alert=alert, base_url="https://portal.example")
+    rendered = str(payload)
+    assert "<!channel>" not in rendered and "<https://evil.example" not in rendered
+    assert "&lt;!channel&gt;" in payload["text"] and "&amp; more" in payload["blocks"][0]["text"]["text"]
+    assert "<https://portal.example/quality/alerts/|Alerts>" in rendered  # the links built here stay links
