@@ -52,6 +52,7 @@ def evidence_record(*, ticket: Mapping[str, Any], subject: ErasureSubject, steps
         "identifiers_erased": [i.id_key for i in subject.identifiers],
         "person_ids": list(subject.person_ids),
         "removed_from_expansion": [dict(r) for r in removals],
+        "held_for_review": list(ticket.get("held_reasons") or []),
         "stores": stores,
         "all_verified_zero_remaining": all(s["remaining"] == 0 for s in stores),
     }

@@ -82,7 +82,7 @@ class DeletionTicket(models.Model):
     due_at = models.DateTimeField(db_index=True)
     status = models.CharField(max_length=16, choices=TicketStatus.choices, default=TicketStatus.FILED,
                               db_index=True)
-    #: the identifiers given [{kind, value}]; once done [{kind, value_sha256}] (clear only in the evidence)
+    #: the identifiers given [{kind, value}]; once done [{kind, value_hash}] (keyed hashes; clear only in the evidence)
     identifiers = models.JSONField(default=list)
     #: the expansion shown to the officer [{kind, value, id_key, person_id, platforms, sources, how, given,
     #: group_size}]; hashed like ``identifiers`` once done

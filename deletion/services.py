@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,7 +65,15 @@ def _state(ticket: DeletionTicket) -> dict[str, Any]:
     return {"reference": ticket.reference, "status": ticket.status, "regulation": ticket.regulation,
             "received_at": ticket.received_at.isoformat(), "due_at": ticket.due_at.isoformat(),
             "identifiers": len(ticket.identifiers), "linked": len(ticket.expansion),
-            "removed": [subject.identifier_hash(r["id_key"])[:16] for r in ticket.removals if "id_key" in r]}
+            "removed": [subject.identifier_hash(r["id_key"], key=_hash_key())[:16]
+                        for r in ticket.removals if "id_key" in r]}
+
+
+def _hash_key() -> bytes:
+    """The platform's subject-hash key (SUBJECT_HASH_SECRET): what a done ticket's identifiers are hashed with."""
+    from deletion.subject_keys import subject_hash_key
+
+    return subject_hash_key(settings.SUBJECT_HASH_SECRET)
 
 
 # --- filing and expansion -------------------------------------------------------------------------------
@@ -131,7 +140,7 @@ def ticket_expand(*, actor: Any, ticket: DeletionTicket) -> DeletionTicket:
         ticket.status = TicketStatus.HELD if expansion.held_reasons else TicketStatus.EXPANDED
         ticket.save()
         audit_record_write(actor=actor, action="deletion_ticket.expand", obj=ticket, before=before,
-                           after={**_state(ticket), "held_reasons": ticket.held_reasons})
+                           after={**_state(ticket), "held_reasons": len(ticket.held_reasons)})
     return ticket
 
 
@@ -169,7 +178,7 @@ def ticket_identifier_remove(*, actor: Any, ticket: DeletionTicket, id_key: str,
                                               "at": timezone.now().isoformat()}]
         ticket.save(update_fields=["removals"])
         audit_record_write(actor=actor, action="deletion_ticket.remove_identifier", obj=ticket, before=before,
-                           after={**_state(ticket), "reason": reason})
+                           after={**_state(ticket), "reason_given": True})
     return ticket
 
 
@@ -189,7 +198,7 @@ def ticket_review_approve(*, actor: Any, ticket: DeletionTicket) -> DeletionTick
         ticket.reviewed_by, ticket.reviewed_at = actor, timezone.now()
         ticket.save(update_fields=["status", "reviewed_by", "reviewed_at"])
         audit_record_write(actor=actor, action="deletion_ticket.review", obj=ticket, before=before,
-                           after={**_state(ticket), "held_reasons": ticket.held_reasons})
+                           after={**_state(ticket), "held_reasons": len(ticket.held_reasons)})
     return ticket
 
 
@@ -301,15 +310,27 @@ class _Heartbeat(threading.Thread):
         self.lost = threading.Event()
 
     def run(self) -> None:
+        # a failed renewal (a database blip) is retried at the next beat, never the end of the heartbeat: a
+        # heartbeat that stopped for good would let the lease lapse under a long step, and a second worker
+        # would run the same step beside this one (fencing stops its writes, not its store work)
+        failing_since: float | None = None
         try:
             while not self.stopped.wait(settings.DELETION_LEASE_SECONDS / 3):
-                renewed = DeletionTicket.objects.filter(pk=self.ticket_id, lease_owner=self.owner).update(
-                    lease_expires_at=_lease_until())
+                try:
+                    renewed = DeletionTicket.objects.filter(pk=self.ticket_id, lease_owner=self.owner).update(
+                        lease_expires_at=_lease_until())
+                except Exception:  # noqa: BLE001 - logged; renewed again at the next beat
+                    log.warning("deletion: lease renewal of ticket %s failed", self.ticket_id, exc_info=True)
+                    connection.close()  # a broken connection is reopened by the next query
+                    failing_since = failing_since or time.monotonic()
+                    if time.monotonic() - failing_since >= settings.DELETION_LEASE_SECONDS:
+                        self.lost.set()  # the lease has lapsed by now: another worker may hold it
+                        return
+                    continue
+                failing_since = None
                 if not renewed:
                     self.lost.set()
                     return
-        except Exception:  # noqa: BLE001 - a missed renewal is survivable until the lease lapses
-            log.warning("deletion: lease renewal of ticket %s failed", self.ticket_id, exc_info=True)
         finally:
             connection.close()
 
@@ -451,15 +472,19 @@ def _ticket_finish(ticket: DeletionTicket, worker_id: str, heartbeat: _Heartbeat
                     "due_at": ticket.due_at, "filed_by": name(ticket.filed_by),
                     "reviewed_by": name(ticket.reviewed_by), "reviewed_at": ticket.reviewed_at,
                     "confirmed_by": name(ticket.confirmed_by), "confirmed_at": ticket.confirmed_at,
-                    "started_at": ticket.started_at},
+                    "started_at": ticket.started_at, "held_reasons": list(ticket.held_reasons)},
             subject=ticket_subject(ticket),
             steps=list(ticket.steps.order_by("position").values("name", "store", "attempts", "started_at",
                                                                   "finished_at", "result")),
             removals=ticket.removals, finished_at=finished)
         DeletionEvidence.objects.update_or_create(ticket=ticket, defaults={"record": record})
-        ticket.identifiers = subject.rows_hashed(ticket.identifiers)
-        ticket.expansion = subject.rows_hashed(ticket.expansion)
-        ticket.removals = subject.rows_hashed(ticket.removals)
+        key = _hash_key()
+        ticket.identifiers = subject.rows_hashed(ticket.identifiers, key=key)
+        ticket.expansion = subject.rows_hashed(ticket.expansion, key=key)
+        ticket.removals = subject.rows_hashed(ticket.removals, key=key)
+        # the reasons a second review was needed name the shared identifier: the evidence keeps them
+        ticket.held_reasons = [f"{len(ticket.held_reasons)} reason(s) for a second review: see the evidence"] \
+            if ticket.held_reasons else []
         ticket.identifiers_hashed = True
         ticket.status, ticket.finished_at, ticket.error = TicketStatus.DONE, finished, ""
         ticket.save()

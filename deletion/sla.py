@@ -109,6 +109,10 @@ def zone_names() -> list[str]:
     return ["UTC", *sorted(name for name in available_timezones() if "/" in name and not name.startswith("Etc/"))]
 
 
+EARLIEST_RECEIVED_YEAR = 2000
+LATEST_RECEIVED_YEAR = 2999
+
+
 def received_at_in_zone(local: datetime, zone_name: str) -> datetime:
     """The absolute time of wall-clock ``local`` (naive) in zone ``zone_name``, in UTC.
 
@@ -117,6 +121,9 @@ def received_at_in_zone(local: datetime, zone_name: str) -> datetime:
     """
     if local.tzinfo is not None:
         raise ReceivedAtError("Give the received-at time as a wall-clock time and its zone separately.")
+    if not EARLIEST_RECEIVED_YEAR <= local.year <= LATEST_RECEIVED_YEAR:
+        # a typo in the year files a ticket already decades overdue (or due in 9999): refused, not guessed
+        raise ReceivedAtError(f"The year {local.year} cannot be when a request was received: check the year.")
     try:
         zone = ZoneInfo(zone_name)
     except (ZoneInfoNotFoundError, ValueError) as err:

@@ -7,6 +7,7 @@ Pure: no Django, no network, no clock.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -142,26 +143,32 @@ def confirmed_subject(ticket_ref: str, rows: Sequence[Mapping[str, Any]], remove
                           person_ids=tuple(sorted(person_ids)))
 
 
-def identifier_hash(id_key: str) -> str:
-    """How a finished ticket keeps an identifier: SHA-256 (hex) of ``kind:value``, matchable to a later request
-    for the same identifier, never readable back."""
-    return hashlib.sha256(id_key.encode()).hexdigest()
+def identifier_hash(id_key: str, *, key: bytes) -> str:
+    """How a finished ticket keeps an identifier: HMAC-SHA-256 (hex) of ``kind:value`` under the platform's
+    subject-hash key (``SUBJECT_HASH_SECRET``), matchable to a later request for the same identifier by the
+    platform, never readable back. Keyed: a plain SHA-256 of an e-mail address or an account id is reversed
+    with a dictionary of candidates."""
+    return hmac.new(key, id_key.encode(), hashlib.sha256).hexdigest()
 
 
-_CLEAR_FIELDS = ("value", "id_key", "person_id")
+#: clear identifiers, and the officer's free-text reason for a removal (it may quote the person: the evidence
+#: keeps it)
+_CLEAR_FIELDS = ("value", "id_key", "person_id", "reason")
 
 
-def rows_hashed(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with each clear identifier (value, id_key, person id) replaced by its hash; the kind, platforms,
-    sources and how it was linked stay (they name no one)."""
+def rows_hashed(rows: Sequence[Mapping[str, Any]], *, key: bytes) -> list[dict[str, Any]]:
+    """``rows`` with each clear identifier (value, id_key, person id) replaced by its keyed hash and a removal's
+    reason dropped; the kind, platforms, sources and how it was linked stay (they name no one)."""
     out = []
     for row in rows:
         hashed = {k: v for k, v in row.items() if k not in _CLEAR_FIELDS}
         if "value" in row:
-            hashed["value_sha256"] = identifier_hash(f"{row['kind']}:{row['value']}")
+            hashed["value_hash"] = identifier_hash(f"{row['kind']}:{row['value']}", key=key)
         if "id_key" in row:
-            hashed["id_key_sha256"] = identifier_hash(str(row["id_key"]))
+            hashed["id_key_hash"] = identifier_hash(str(row["id_key"]), key=key)
         if row.get("person_id"):
-            hashed["person_id_sha256"] = identifier_hash(f"person_id:{row['person_id']}")
+            hashed["person_id_hash"] = identifier_hash(f"person_id:{row['person_id']}", key=key)
+        if "reason" in row:
+            hashed["reason"] = "(kept in the evidence)"
         out.append(hashed)
     return out

@@ -203,7 +203,6 @@ class SubjectKeyring:
         self._sealing: _Lru = _Lru(max_keys)      # a record's subjects → (key ids, AESGCM)
         self._hashes: _Lru = _Lru(max_keys)       # id_key → keyed hash
         self._suppressed: set[str] = set()
-        self._suppressed_through = 0
         self._generation: int | None = None
         #: round trips to the master key (for tests and the benchmark)
         self.master_calls = 0
@@ -217,8 +216,8 @@ class SubjectKeyring:
 
     # --- the cache invalidation ------------------------------------------------------------------
     def refresh(self) -> None:
-        """Once per batch: drop every cached key when an erasure moved the generation, and load the
-        suppression entries added since the last look (one small query when nothing changed)."""
+        """Once per batch: drop every cached key when an erasure moved the generation, and reload the
+        suppression list (one small query when nothing changed)."""
         from deletion.models import ErasureGeneration, SuppressedSubject
 
         generation = (ErasureGeneration.objects.filter(name=GENERATION).values_list("value", flat=True).first()
@@ -230,11 +229,11 @@ class SubjectKeyring:
                 self._by_subject.clear()
                 self._by_kid.clear()
                 self._sealing.clear()
-            rows = list(SuppressedSubject.objects.filter(id__gt=self._suppressed_through)
-                        .order_by("id").values_list("id", "id_hash"))
-            if rows:
-                self._suppressed.update(h for _, h in rows)
-                self._suppressed_through = rows[-1][0]
+            # the whole list, not the rows after the last id seen: ids are taken in one order and committed in
+            # another (two tickets at once), so a high-water mark would skip a ticket's entries for good in
+            # this process, and a re-drive here could land an erased person's records again. The list is
+            # small (one row per erased identifier) and is read only when an erasure moved the generation.
+            self._suppressed = set(SuppressedSubject.objects.values_list("id_hash", flat=True))
             self._generation = generation
 
     def forget(self) -> None:
@@ -245,7 +244,6 @@ class SubjectKeyring:
             self._sealing.clear()
             self._hashes.clear()
             self._suppressed.clear()
-            self._suppressed_through = 0
             self._generation = None
 
     # --- suppression -----------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def deletion_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def deletion_file(request: HttpRequest) -> HttpResponse:
     _require_officer(request)
-    form = TicketFileForm(request.POST or None)
+    form = TicketFileForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -62,11 +62,11 @@ def deletion_file(request: HttpRequest) -> HttpResponse:
 
 def _ticket_context(ticket: DeletionTicket) -> dict:
     now = timezone.now()
-    removed = {r.get("id_key") or r.get("id_key_sha256"): r for r in ticket.removals}
-    # a done ticket keeps hashes only (value_sha256, person_id_sha256): the page shows whichever it has
-    rows = [{"row": row, "removal": removed.get(row.get("id_key", row.get("id_key_sha256"))),
-             "value": row.get("value") or row.get("value_sha256", ""),
-             "person": row.get("person_id") or row.get("person_id_sha256") or "—"} for row in ticket.expansion]
+    removed = {r.get("id_key") or r.get("id_key_hash"): r for r in ticket.removals}
+    # a done ticket keeps keyed hashes only (value_hash, person_id_hash): the page shows whichever it has
+    rows = [{"row": row, "removal": removed.get(row.get("id_key", row.get("id_key_hash"))),
+             "value": row.get("value") or row.get("value_hash", ""),
+             "person": row.get("person_id") or row.get("person_id_hash") or "—"} for row in ticket.expansion]
     return {"ticket": ticket, "clock": selectors.ticket_clock(ticket, now), "rows": rows,
             "steps": list(ticket.steps.all()), "remove_form": RemoveIdentifierForm(),
             "can_change": ticket.status in (TicketStatus.FILED, TicketStatus.EXPANDED, TicketStatus.HELD),

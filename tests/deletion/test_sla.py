@@ -101,3 +101,13 @@ def test_completion_median_and_p95():
     assert stats.p95 == timedelta(hours=19)                                  # nearest rank: the 19th of 20
     assert completion_stats([timedelta(hours=5)]).p95 == timedelta(hours=5)
     assert completion_stats([]).median is None
+
+
+@pytest.mark.parametrize("local, zone", [
+    (datetime(9999, 12, 31, 23, 50), "Pacific/Pago_Pago"),  # past the end of the calendar in UTC: was a 500
+    (datetime(1, 1, 1, 0, 10), "UTC"),  # a typo filing a ticket 2,000 years overdue (and a critical alert)
+    (datetime(1999, 12, 31, 23, 59), "Europe/Berlin"),
+])
+def test_a_received_at_time_with_an_impossible_year_is_refused_naming_the_year(local, zone):
+    with pytest.raises(ReceivedAtError, match=f"The year {local.year} cannot be"):
+        received_at_in_zone(local, zone)

@@ -81,9 +81,10 @@ def test_privacy_officer_files_confirms_and_gets_evidence_and_identifiers_are_ha
 
     # the ticket keeps no identifier in clear; its evidence does
     stored = json.dumps([ticket.identifiers, ticket.expansion, ticket.removals])
-    for clear in (ALICE_EMAIL, "T0ALICE", "anon-alice-web", "device-alice-iphone", ALICE, email_sha256(ALICE_EMAIL)):
+    for clear in (ALICE_EMAIL, "T0ALICE", "anon-alice-web", "device-alice-iphone", ALICE, email_sha256(ALICE_EMAIL),
+                  "her old phone"):  # the officer's reason for a removal may quote the person: evidence only
         assert clear not in stored
-    assert ticket.identifiers_hashed and all("value_sha256" in row for row in ticket.identifiers)
+    assert ticket.identifiers_hashed and all("value_hash" in row for row in ticket.identifiers)
 
     done_page = client.get(reverse("deletion_ticket", args=[ticket.pk])).content.decode()
     assert "identifiers are kept hashed here" in done_page and "removed by privacy" in done_page
@@ -106,7 +107,8 @@ def test_privacy_officer_files_confirms_and_gets_evidence_and_identifiers_are_ha
                   .values_list("action", flat=True))
     assert actions == {"deletion_ticket.file", "deletion_ticket.expand", "deletion_ticket.remove_identifier",
                        "deletion_ticket.confirm", "deletion_ticket.done", "deletion_ticket.evidence_download"}
-    assert ALICE_EMAIL not in json.dumps(list(AuditRecord.objects.values_list("before", "after")))
+    audited = json.dumps(list(AuditRecord.objects.values_list("before", "after")))
+    assert ALICE_EMAIL not in audited and "her old phone" not in audited
 
 
 def test_a_platform_team_member_cannot_file_or_see_tickets_on_pages_or_api(
@@ -283,6 +285,11 @@ def test_the_filing_form_names_what_is_wrong(deletion_env, privacy_user):
     assert DeletionTicket.objects.count() == 0
     future = client.post(reverse("deletion_file"), file_form(timezone.now() + timedelta(days=2), email=ALICE_EMAIL))
     assert future.status_code == 400 and "in the future" in text_of(future)
+    far = dict(file_form(email=ALICE_EMAIL), received_at="9999-12-31T23:50", received_tz="Pacific/Pago_Pago")
+    refused = client.post(reverse("deletion_file"), far)  # the end of the calendar in UTC: was a 500
+    assert refused.status_code == 400 and "The year 9999 cannot be" in text_of(refused)
+    empty = client.post(reverse("deletion_file"), {})  # an empty form is an error, not a fresh page
+    assert empty.status_code == 400 and DeletionTicket.objects.count() == 0
 
 
 def test_the_sla_page_and_home_show_each_state_and_completion_figures(deletion_env, privacy_user):

@@ -428,3 +428,24 @@ def test_with_encryption_off_an_erased_subjects_new_record_is_still_neither_land
     assert marker_b.encode() in stored and b'"enc"' not in stored  # in clear: encryption is off
     assert marker_a.encode() not in stored and stored.count(b'"suppressed":true') == 1
     assert not lineages(PERSON_A["anon"]) and len(lineages(PERSON_B["anon"])) == 1
+
+
+@pytest.mark.django_db
+def test_suppression_entries_committed_out_of_id_order_all_reach_a_worker(keyrings_fresh):
+    # two tickets at once: ticket A takes the lower ids but commits after ticket B. A worker that refreshed
+    # between the two commits must still learn A's entries (a high-water mark on the id skipped them for good,
+    # and a re-drive in that process could land A's person again)
+    from deletion.models import SuppressedSubject
+    from deletion.subject_keys import archive_keyring, erasure_generation_bump
+
+    keyring = archive_keyring()
+    SuppressedSubject.objects.create(id=20, id_hash=keyring.hash_of("anonymous_id:anon-ticket-b"), kind="anonymous_id",
+                                     ticket_ref="DEL-B")
+    erasure_generation_bump()
+    keyring.refresh()
+    assert keyring.suppressed(["anonymous_id:anon-ticket-b"])
+    SuppressedSubject.objects.create(id=15, id_hash=keyring.hash_of("anonymous_id:anon-ticket-a"), kind="anonymous_id",
+                                     ticket_ref="DEL-A")
+    erasure_generation_bump()
+    keyring.refresh()
+    assert keyring.suppressed(["anonymous_id:anon-ticket-a"]) and keyring.suppressed(["anonymous_id:anon-ticket-b"])
