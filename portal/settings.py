@@ -603,6 +603,7 @@ QUALITY_ALERT_RULES = env_list("QUALITY_ALERT_RULES", ",".join([
     "quality.alert_rules.freshness",
     "quality.alert_rules.failing_check",
     "quality.alert_rules.model_run_failed",
+    "quality.alert_rules.quarantine_over_limit",
     "quality.anomaly_rules.volume_anomaly",
     "quality.anomaly_rules.quarantine_rate_jump",
     "deletion.alert_rules.deletion_sla",

@@ -1,6 +1,6 @@
 """The pipeline's and the checks' alert rules (``rule(now) -> list[Condition]``, quality.alert_types), wired
 in ``QUALITY_ALERT_RULES``: shard lag, end-to-end latency, a parked shard, freshness, a failing check, a
-failed model run.
+failed model run, a source quarantining over the red limit (its scorecard red for its quarantine).
 
 Each rule is a small data-access step (what the platform stores: shard leases, CANONICAL.EVENTS, the
 collectors' answers, the quality check results, the model runs) followed by a pure decision
@@ -23,6 +23,7 @@ __all__ = [
     "freshness", "canonical_freshness_conditions", "curated_freshness_conditions",
     "failing_check", "failing_check_conditions",
     "model_run_failed", "model_run_failed_conditions",
+    "quarantine_over_limit", "quarantine_over_limit_conditions", "SCORECARDS_STALE_AFTER",
 ]
 
 
@@ -288,3 +289,53 @@ def model_run_failed(now: dt.datetime) -> list[Condition]:
                          "run_id": m.run_id} for m in sorted(run["models"], key=lambda m: m.started_at, reverse=True)]}
             for run in model_runs_recent(50)]
     return model_run_failed_conditions(runs)
+
+
+# --- a source quarantining over the limit (its scorecard) -------------------------------------------
+
+#: scorecards older than this are not read as "all fine": the rule raises and its alerts stay open (the check
+#: cycle, which grades them, runs every QUALITY_RUN_INTERVAL_S: 300 s by default)
+SCORECARDS_STALE_AFTER = dt.timedelta(minutes=30)
+
+
+def quarantine_over_limit_conditions(cards: Iterable[Mapping[str, Any]]) -> list[Condition]:
+    """A source whose latest scorecard is red for its quarantine: over ``QUALITY_SCORECARD_QUARANTINE_RED`` of its
+    records in the last check cycle's window were quarantined. An absolute limit, so it needs no history (a fresh
+    install, a new source); ``quarantine_rate_jump`` covers the rates under it that are unusual for the hour.
+    ``cards``: {"subject", "evaluated_at", "reasons"} of each source's latest snapshot. The alert follows the
+    scorecard: it opens with the card turning red and resolves with the first card that is not red for this."""
+    conditions = []
+    for card in cards:
+        worst = [r for r in card["reasons"] if r.get("code") == "quarantine_rate" and r.get("severity") == "critical"]
+        if not worst:
+            continue
+        source, top, details = card["subject"], worst[0], worst[0].get("details") or {}
+        paths = sorted({r["details"]["path"] for r in worst if (r.get("details") or {}).get("path")})
+        rate = details.get("rate")
+        share = f"{rate * 100:.0f}% of its records" if isinstance(rate, (int, float)) else "its records"
+        conditions.append(Condition(
+            rule="quarantine_rate", key=f"quarantine_rate:{source}", subject=source, severity=Severity.CRITICAL,
+            summary=f"{source} is red: {share} quarantined; {top['summary']}"[:500],
+            runbook="quarantine-rate", link=f"/quality/scorecards/source/{source}/",
+            details={"rate": rate, "records": details.get("records"), "paths": paths[:20],
+                     "reason_codes": sorted({(r.get("details") or {}).get("reason_code") or "" for r in worst} - {""}),
+                     "threshold": details.get("threshold"), "since": top.get("since"),
+                     "evaluated_at": card["evaluated_at"]}))
+    return conditions
+
+
+def quarantine_over_limit(now: dt.datetime) -> list[Condition]:
+    """Alert rule: sources whose latest scorecard is red for their quarantine rate (see the pure part)."""
+    from quality.models import ScorecardSnapshot
+
+    latest = (ScorecardSnapshot.objects.filter(kind=ScorecardSnapshot.Kind.PLATFORM, evaluated_at__lte=now)
+              .order_by("-evaluated_at").values_list("evaluated_at", flat=True).first())
+    if latest is None:
+        return []  # never graded (a fresh install): nothing to say yet
+    if now - latest > SCORECARDS_STALE_AFTER:
+        raise RuntimeError(f"the scorecards were last graded at {latest:%Y-%m-%d %H:%M} UTC: is a worker serving "
+                           "the quality queue and the beat running?")
+    cards = (ScorecardSnapshot.objects.filter(kind=ScorecardSnapshot.Kind.SOURCE, evaluated_at=latest)
+             .order_by("subject").values("subject", "evaluated_at", "reasons"))
+    return quarantine_over_limit_conditions(
+        {**card, "evaluated_at": card["evaluated_at"].isoformat()} for card in cards)

@@ -203,3 +203,44 @@ def test_stopping_the_consumers_breaches_freshness_once_and_restarting_resolves_
     assert alert.resolved_at is not None and Alert.objects.count() == 1
     assert len(webhook_receiver.received) == 2 and webhook_receiver.texts()[1].startswith("[RESOLVED]")
     assert set(AlertNotification.objects.values_list("event", "status")) == {("opened", "sent"), ("resolved", "sent")}
+
+
+# --- a source quarantining over the limit (from its scorecard) -------------------------------------------
+
+def snapshot(kind: str, subject: str, at: dt.datetime, reasons: list | None = None, level: str = "green"):
+    from quality.models import ScorecardSnapshot
+
+    return ScorecardSnapshot.objects.create(kind=kind, subject=subject, evaluated_at=at, level=level, score=100,
+                                            reasons=reasons or [])
+
+
+def quarantine_reason(path: str, severity: str = "critical", rate: float = 0.4) -> dict:
+    return {"key": f"quarantine:schema_violation:{path}", "code": "quarantine_rate", "severity": severity,
+            "summary": f"8 of 20 records quarantined for schema_violation at {path}",
+            "since": "2026-12-04T10:00:00+00:00",
+            "details": {"reason_code": "schema_violation", "path": path, "rate": rate, "records": 20,
+                        "threshold": "amber ≥ 1.0%, red ≥ 5.0%"}}
+
+
+def test_a_source_red_for_its_quarantine_alerts_from_its_latest_scorecard_only(db):
+    now = timezone.now()
+    before = now - dt.timedelta(minutes=5)
+    assert alert_rules.quarantine_over_limit(now) == []                      # never graded: nothing to say
+    snapshot("platform", "platform", before, level="red")
+    snapshot("source", "ios-app", before, [quarantine_reason("/client_ts_ms")], level="red")
+    snapshot("source", "web-chat", before, [quarantine_reason("/timestamp", severity="warning", rate=0.02)],
+             level="amber")                                                  # amber: the scorecard's business
+    (condition,) = alert_rules.quarantine_over_limit(now)
+    assert (condition.key, condition.rule, condition.runbook) == ("quarantine_rate:ios-app", "quarantine_rate",
+                                                                  "quarantine-rate")
+    assert condition.severity == "critical" and condition.details["paths"] == ["/client_ts_ms"]
+    assert "ios-app is red: 40% of its records quarantined" in condition.summary
+    assert "/client_ts_ms" in condition.summary
+    assert condition.link == "/quality/scorecards/source/ios-app/"
+    # the next evaluation's card is green: the condition is gone (the alert resolves)
+    snapshot("platform", "platform", now, level="green")
+    snapshot("source", "ios-app", now)
+    assert alert_rules.quarantine_over_limit(now) == []
+    # scorecards nobody graded for long are not "all fine": the rule raises, its alerts stay open
+    with pytest.raises(RuntimeError, match="last graded"):
+        alert_rules.quarantine_over_limit(now + alert_rules.SCORECARDS_STALE_AFTER + dt.timedelta(minutes=1))

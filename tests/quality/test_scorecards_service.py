@@ -59,7 +59,7 @@ def test_the_rules_read_the_rollup_a_sunday_drop_and_a_rate_jump(settings):
         rows.append(SourceHour(hour=hour, source="ios-app", records=500 + week, quarantined=1))
     SourceHour.objects.bulk_create(rows)
     SourceHour.objects.filter(hour=sunday_15, source="web-chat").update(records=120)          # -60%
-    SourceHour.objects.filter(hour=sunday_15, source="ios-app").update(quarantined=60)        # 12%
+    SourceHour.objects.filter(hour=sunday_15, source="ios-app").update(quarantined=20)        # 4%
     now = sunday_15 + dt.timedelta(hours=1, minutes=3)
     assert [c.key for c in volume_anomaly(now)] == ["volume_anomaly:web-chat"]
     assert [c.key for c in quarantine_rate_jump(now)] == ["quarantine_rate_jump:ios-app"]
