@@ -2,10 +2,10 @@
 in ``QUALITY_ALERT_RULES``: shard lag, end-to-end latency, a parked shard, freshness, a failing check, a
 failed model run, a source quarantining over the red limit (its scorecard red for its quarantine).
 
-Each rule is a small data-access step (what the platform stores: shard leases, CANONICAL.EVENTS, the
-collectors' answers, the quality check results, the model runs) followed by a pure decision
-(``*_conditions``) on plain data, testable without a database. A store that cannot be read raises: the
-engine records it and keeps the rule's alerts open.
+Each rule is a small data-access step (what the platform stores: shard leases, the per-minute pipeline
+metrics, CANONICAL.EVENTS, the collectors' answers, the quality check results, the model runs, the
+scorecards) followed by a pure decision (``*_conditions``) on plain data, testable without a database. A
+store that cannot be read raises: the engine records it and keeps the rule's alerts open.
 """
 
 from __future__ import annotations
@@ -101,22 +101,22 @@ def parked_shard(now: dt.datetime) -> list[Condition]:
 # --- end-to-end latency -----------------------------------------------------------------------------
 
 def e2e_latency_p99_ms(*, now: dt.datetime, window_minutes: int) -> float | None:
-    """The end-to-end p99 (collector receipt → merged into CANONICAL.EVENTS) of the events merged in the
-    last ``window_minutes``; None when none were. The one place this rule reads latency: when the
-    per-minute pipeline metrics store p99 (quality metrics), read it here instead."""
-    from django.conf import settings
+    """The end-to-end p99 (collector receipt → merged into CANONICAL.EVENTS) of the event copies merged in the
+    last ``window_minutes`` whole minutes and the running one; None when none were. Read from the latency
+    buckets the merger counts per minute (``ingest_workers.latency``, ``PipelineMetricMinute``: every process,
+    source and contract version added up) instead of scanning CANONICAL.EVENTS each cycle: a few hundred rows in
+    PostgreSQL, and the same figure ``/metrics`` gives Prometheus. Interpolated within a bucket like
+    ``histogram_quantile``, so it is exact at the bucket bounds, and the 60 s target is one."""
+    from ingest_workers.latency import latency_quantile
+    from ingest_workers.pipeline_stats import LATENCY
+    from ingest_workers.selectors import pipeline_metric_minutes
 
-    from warehouse.connection import pooled_connection
-    from warehouse.ddl import CANONICAL_EVENTS, qualified
-    from warehouse.load import warehouse_query
-
-    since = (now - dt.timedelta(minutes=window_minutes)).astimezone(dt.UTC).replace(tzinfo=None)
-    table = qualified(settings.SNOWFLAKE["database"], CANONICAL_EVENTS)
-    sql = (f"SELECT PERCENTILE_CONT(0.99) WITHIN GROUP (ORDER BY DATEDIFF('millisecond', RECEIVED_AT, MERGED_AT))"  # noqa: S608
-           f" AS P99, COUNT(*) AS N FROM {table} WHERE MERGED_AT >= %(since)s")
-    with pooled_connection(workload="dashboards", login_timeout=10) as conn:
-        row = warehouse_query(conn, sql, {"since": since.isoformat(sep=" ")})[0]
-    return float(row["P99"]) if row["N"] and row["P99"] is not None else None
+    since = (now - dt.timedelta(minutes=window_minutes)).replace(second=0, microsecond=0)
+    counts: dict[str, int] = {}
+    for row in pipeline_metric_minutes(since=since, metrics=[LATENCY]):
+        counts[row["label"]] = counts.get(row["label"], 0) + row["value"]
+    p99_s = latency_quantile(counts, 0.99)
+    return None if p99_s is None else p99_s * 1000
 
 
 def e2e_latency_conditions(p99_ms: float | None, *, target_ms: int, window_minutes: int) -> list[Condition]:

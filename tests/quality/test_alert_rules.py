@@ -18,7 +18,6 @@ from quality import alert_rules
 from quality.alerts import alerts_evaluate, notification_channel_save
 from quality.models import Alert, AlertNotification, CheckResult, QualityRun
 from tests.ingest_workers.conftest import aws_settings, kinesis, moto_server, stream  # noqa: F401 - fixtures
-from tests.quality.conftest import load
 from tests.quality.webhook_receiver import webhook_receiver  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.django_db
@@ -92,17 +91,42 @@ def test_a_failed_model_run_alerts_until_the_model_succeeds(db):
     assert alert_rules.model_run_failed(now) == []
 
 
-def test_e2e_latency_from_the_merged_events(quality_db, settings, chat_contract):
-    from tests.warehouse.factories import SECOND, canonical_event
+@pytest.fixture
+def demo_stream(settings, stream, warehouse_server, tmp_path):  # noqa: F811
+    """Seeded demo sources and contracts, a fresh stream, this test's own warehouse database and archive."""
+    from ingest_workers import pipeline_stats, services
+
+    settings.SNOWFLAKE = {**settings.SNOWFLAKE, "database": f"L_{uuid.uuid4().hex[:12].upper()}"}
+    settings.RAW_ARCHIVE_URL = f"file://{tmp_path}/archive"
+    call_command("seed_demo", quiet_keys=True, force=True, stdout=io.StringIO())
+    services.contract_index_current(force=True)
+    for buffer in (pipeline_stats._minutes, pipeline_stats._sums, pipeline_stats._maxima):
+        buffer.pending.clear()  # an earlier test's counts are not this one's
+    return settings
+
+
+def test_e2e_latency_from_the_merged_copies_per_minute_latency(demo_stream, settings):
+    """Records the collectors took 150 s ago, merged now: the merger's per-minute latency buckets give p99."""
+    from contracts import presets
+    from ingest_workers.management.commands.generate_traffic import StreamSender
+    from ingest_workers.services import pipeline_drain
+    from ingest_workers.traffic import TrafficGenerator, templates_from_preset
 
     settings.QUALITY_ALERT_E2E_P99_MS = 60_000
-    received = int(time.time() * 1_000_000) - 150 * SECOND  # merged now: 150 s after the collectors took them
-    load(quality_db, [canonical_event(f"late{i}", received_at=received, template=i % 3,
-                                      source_id=str(chat_contract.source_id)) for i in range(5)])
+    assert alert_rules.e2e_latency(timezone.now()) == []               # nothing merged: nothing to say
+    templates = [t for p in presets.demo_presets() for t in templates_from_preset(p) if t.source == "web-chat"]
+    generator = TrafficGenerator(templates, seed=5, duplicate_fraction=0, malformed_fraction=0)
+    received = time.time_ns() // 1000 - 150_000_000
+    sender = StreamSender()
+    records = list(generator.records(30, now_micros=received))
+    sender.producer.put([(f"k{i}", sender.encode(r, received_at=received)) for i, r in enumerate(records)])
+    assert pipeline_drain().merged > 0
     (slow,) = alert_rules.e2e_latency(timezone.now())
-    assert 140_000 <= slow.details["p99_ms"] <= 200_000 and slow.runbook == "e2e-latency"
+    assert 120_000 <= slow.details["p99_ms"] <= 180_000 and slow.runbook == "e2e-latency"
     settings.QUALITY_ALERT_E2E_P99_MS = 600_000
     assert alert_rules.e2e_latency(timezone.now()) == []
+    # the window moves on: copies merged before it are not counted
+    assert alert_rules.e2e_latency_p99_ms(now=timezone.now() + dt.timedelta(minutes=10), window_minutes=5) is None
 
 
 def test_canonical_freshness_only_while_traffic_flows():
