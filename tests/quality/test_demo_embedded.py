@@ -56,7 +56,7 @@ def test_make_run_demo_breaks_ios_app_red_with_its_path_alerts_and_resolves(tmp_
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "run_embedded", "--addrport", f"127.0.0.1:{port}", "--traffic-rate", "20",
-             "--demo-break-after", "45", "--demo-break-fix-after", "90"],
+             "--demo-break-after", "30", "--demo-break-fix-after", "60"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def logs() -> str:
