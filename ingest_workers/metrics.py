@@ -59,6 +59,9 @@ PIPELINE_QUARANTINED = Counter(
 PIPELINE_DUPLICATES = Counter(
     "chatorbit_pipeline_duplicates", "Event copies whose event id came earlier in the same unit.",
     CONTRACT_LABELS, registry=REGISTRY)
+PIPELINE_SUPPRESSED = Counter(
+    "chatorbit_pipeline_suppressed", "Records of erased subjects dropped at ingest (the suppression list): never "
+    "landed.", ("source",), registry=REGISTRY)
 PIPELINE_LATE = Counter(
     "chatorbit_pipeline_late", "Merged event copies whose event time was older than PIPELINE_LATE_AFTER_S.",
     CONTRACT_LABELS, registry=REGISTRY)
@@ -85,6 +88,8 @@ def pipeline_unit_count(per_source: Mapping[str, Any], quarantined: Mapping[tupl
     for name, counts in per_source.items():
         source = (name or "(none)")[:64]
         PIPELINE_RECORDS.labels(source).inc(counts.records)
+        if counts.suppressed:
+            PIPELINE_SUPPRESSED.labels(source).inc(counts.suppressed)
         for (subject, version), (valid, events, duplicates) in counts.versions.items():
             labels = (source, subject, str(version))
             PIPELINE_VALID.labels(*labels).inc(valid)

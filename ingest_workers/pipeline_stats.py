@@ -35,6 +35,7 @@ VALID = "valid"                # per contract version: records that validated an
 EVENTS = "events"              # per contract version: canonical events landed (every copy)
 QUARANTINED = "quarantined"    # per contract version when known (else per source); label: reason
 DUPLICATES = "duplicates"      # per contract version: copies of an event already in the same unit
+SUPPRESSED = "suppressed"      # per source: records of erased subjects dropped at ingest (never landed)
 MERGED = "merged"              # per contract version: event copies merged into CANONICAL.EVENTS
 LATE = "late"                  # per contract version: merged copies whose event time was older than the lateness
 LATENCY = "latency"            # per contract version; label: bucket upper bound (s) of merge time − receipt
@@ -43,7 +44,8 @@ LATE_COPIES = "late_copies"    # stream-wide: copies that arrived after the dedu
 SHARD_LAG_MS = "shard_lag_ms"  # per shard (label), largest MillisBehindLatest read (max)
 LAST_MERGE_MS = "last_merge_ms"  # stream-wide: epoch ms of the last successful merge round (max)
 NEWEST_MERGED_MS = "newest_merged_received_ms"  # per contract version: newest receipt merged, epoch ms (max)
-SUMMED = (RECORDS, VALID, EVENTS, QUARANTINED, DUPLICATES, MERGED, LATE, LATENCY, MERGE_DUPLICATES, LATE_COPIES)
+SUMMED = (RECORDS, VALID, EVENTS, QUARANTINED, DUPLICATES, SUPPRESSED, MERGED, LATE, LATENCY, MERGE_DUPLICATES,
+          LATE_COPIES)
 MAXED = (SHARD_LAG_MS, LAST_MERGE_MS, NEWEST_MERGED_MS)
 METRICS = SUMMED + MAXED
 
@@ -134,6 +136,8 @@ def pipeline_unit_record(result, *, shard_id: str, lag_ms: int | None, now: floa
     for name, counts in per_source.items():
         source = (name or "(none)")[:64]
         sums.append(((minute, source, "", 0, RECORDS, ""), [counts.records]))
+        if counts.suppressed:  # dropped before any contract version's counts: the source's row
+            sums.append(((minute, source, "", 0, SUPPRESSED, ""), [counts.suppressed]))
         for (subject, version), (valid, events, duplicates) in counts.versions.items():
             sums.append(((minute, source, subject[:128], version, VALID, ""), [valid]))
             sums.append(((minute, source, subject[:128], version, EVENTS, ""), [events]))

@@ -603,6 +603,7 @@ QUALITY_ALERT_RULES = env_list("QUALITY_ALERT_RULES", ",".join([
     "quality.alert_rules.freshness",
     "quality.alert_rules.failing_check",
     "quality.alert_rules.model_run_failed",
+    "quality.alert_rules.quarantine_over_limit",
     "quality.anomaly_rules.volume_anomaly",
     "quality.anomaly_rules.quarantine_rate_jump",
     "deletion.alert_rules.deletion_sla",
@@ -653,6 +654,9 @@ QUALITY_SCORECARD_QUARANTINE_RED = float(os.environ.get("QUALITY_SCORECARD_QUARA
 QUALITY_SCORECARD_LAG_AMBER_S = float(os.environ.get("QUALITY_SCORECARD_LAG_AMBER_S", "60"))
 QUALITY_SCORECARD_LAG_RED_S = float(os.environ.get("QUALITY_SCORECARD_LAG_RED_S", "180"))
 QUALITY_SCORECARD_SILENT_MINUTES = float(os.environ.get("QUALITY_SCORECARD_SILENT_MINUTES", "15"))
+# A source whose last 5 minutes' records per minute fell this share under the hour before's is amber (no history
+# needed; the weekly volume anomaly takes over once there is some).
+QUALITY_SCORECARD_VOLUME_DROP = float(os.environ.get("QUALITY_SCORECARD_VOLUME_DROP", "0.5"))
 # --- Deletion requests (deletion/; docs/privacy.md "Deletion requests", "Evidence and SLA") -----------------
 # The SLA per regulation, in elapsed hours from received to done. 72 h for both: CCPA allows longer, but 72 h is
 # the platform's own target (issue 12).

@@ -1,11 +1,11 @@
 """The pipeline's and the checks' alert rules (``rule(now) -> list[Condition]``, quality.alert_types), wired
 in ``QUALITY_ALERT_RULES``: shard lag, end-to-end latency, a parked shard, freshness, a failing check, a
-failed model run.
+failed model run, a source quarantining over the red limit (its scorecard red for its quarantine).
 
-Each rule is a small data-access step (what the platform stores: shard leases, CANONICAL.EVENTS, the
-collectors' answers, the quality check results, the model runs) followed by a pure decision
-(``*_conditions``) on plain data, testable without a database. A store that cannot be read raises: the
-engine records it and keeps the rule's alerts open.
+Each rule is a small data-access step (what the platform stores: shard leases, the per-minute pipeline
+metrics, CANONICAL.EVENTS, the collectors' answers, the quality check results, the model runs, the
+scorecards) followed by a pure decision (``*_conditions``) on plain data, testable without a database. A
+store that cannot be read raises: the engine records it and keeps the rule's alerts open.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__ = [
     "freshness", "canonical_freshness_conditions", "curated_freshness_conditions",
     "failing_check", "failing_check_conditions",
     "model_run_failed", "model_run_failed_conditions",
+    "quarantine_over_limit", "quarantine_over_limit_conditions", "SCORECARDS_STALE_AFTER",
 ]
 
 
@@ -100,22 +101,22 @@ def parked_shard(now: dt.datetime) -> list[Condition]:
 # --- end-to-end latency -----------------------------------------------------------------------------
 
 def e2e_latency_p99_ms(*, now: dt.datetime, window_minutes: int) -> float | None:
-    """The end-to-end p99 (collector receipt → merged into CANONICAL.EVENTS) of the events merged in the
-    last ``window_minutes``; None when none were. The one place this rule reads latency: when the
-    per-minute pipeline metrics store p99 (quality metrics), read it here instead."""
-    from django.conf import settings
+    """The end-to-end p99 (collector receipt → merged into CANONICAL.EVENTS) of the event copies merged in the
+    last ``window_minutes`` whole minutes and the running one; None when none were. Read from the latency
+    buckets the merger counts per minute (``ingest_workers.latency``, ``PipelineMetricMinute``: every process,
+    source and contract version added up) instead of scanning CANONICAL.EVENTS each cycle: a few hundred rows in
+    PostgreSQL, and the same figure ``/metrics`` gives Prometheus. Interpolated within a bucket like
+    ``histogram_quantile``, so it is exact at the bucket bounds, and the 60 s target is one."""
+    from ingest_workers.latency import latency_quantile
+    from ingest_workers.pipeline_stats import LATENCY
+    from ingest_workers.selectors import pipeline_metric_minutes
 
-    from warehouse.connection import pooled_connection
-    from warehouse.ddl import CANONICAL_EVENTS, qualified
-    from warehouse.load import warehouse_query
-
-    since = (now - dt.timedelta(minutes=window_minutes)).astimezone(dt.UTC).replace(tzinfo=None)
-    table = qualified(settings.SNOWFLAKE["database"], CANONICAL_EVENTS)
-    sql = (f"SELECT PERCENTILE_CONT(0.99) WITHIN GROUP (ORDER BY DATEDIFF('millisecond', RECEIVED_AT, MERGED_AT))"  # noqa: S608
-           f" AS P99, COUNT(*) AS N FROM {table} WHERE MERGED_AT >= %(since)s")
-    with pooled_connection(workload="dashboards", login_timeout=10) as conn:
-        row = warehouse_query(conn, sql, {"since": since.isoformat(sep=" ")})[0]
-    return float(row["P99"]) if row["N"] and row["P99"] is not None else None
+    since = (now - dt.timedelta(minutes=window_minutes)).replace(second=0, microsecond=0)
+    counts: dict[str, int] = {}
+    for row in pipeline_metric_minutes(since=since, metrics=[LATENCY]):
+        counts[row["label"]] = counts.get(row["label"], 0) + row["value"]
+    p99_s = latency_quantile(counts, 0.99)
+    return None if p99_s is None else p99_s * 1000
 
 
 def e2e_latency_conditions(p99_ms: float | None, *, target_ms: int, window_minutes: int) -> list[Condition]:
@@ -288,3 +289,53 @@ def model_run_failed(now: dt.datetime) -> list[Condition]:
                          "run_id": m.run_id} for m in sorted(run["models"], key=lambda m: m.started_at, reverse=True)]}
             for run in model_runs_recent(50)]
     return model_run_failed_conditions(runs)
+
+
+# --- a source quarantining over the limit (its scorecard) -------------------------------------------
+
+#: scorecards older than this are not read as "all fine": the rule raises and its alerts stay open (the check
+#: cycle, which grades them, runs every QUALITY_RUN_INTERVAL_S: 300 s by default)
+SCORECARDS_STALE_AFTER = dt.timedelta(minutes=30)
+
+
+def quarantine_over_limit_conditions(cards: Iterable[Mapping[str, Any]]) -> list[Condition]:
+    """A source whose latest scorecard is red for its quarantine: over ``QUALITY_SCORECARD_QUARANTINE_RED`` of its
+    records in the last check cycle's window were quarantined. An absolute limit, so it needs no history (a fresh
+    install, a new source); ``quarantine_rate_jump`` covers the rates under it that are unusual for the hour.
+    ``cards``: {"subject", "evaluated_at", "reasons"} of each source's latest snapshot. The alert follows the
+    scorecard: it opens with the card turning red and resolves with the first card that is not red for this."""
+    conditions = []
+    for card in cards:
+        worst = [r for r in card["reasons"] if r.get("code") == "quarantine_rate" and r.get("severity") == "critical"]
+        if not worst:
+            continue
+        source, top, details = card["subject"], worst[0], worst[0].get("details") or {}
+        paths = sorted({r["details"]["path"] for r in worst if (r.get("details") or {}).get("path")})
+        rate = details.get("rate")
+        share = f"{rate * 100:.0f}% of its records" if isinstance(rate, (int, float)) else "its records"
+        conditions.append(Condition(
+            rule="quarantine_rate", key=f"quarantine_rate:{source}", subject=source, severity=Severity.CRITICAL,
+            summary=f"{source} is red: {share} quarantined; {top['summary']}"[:500],
+            runbook="quarantine-rate", link=f"/quality/scorecards/source/{source}/",
+            details={"rate": rate, "records": details.get("records"), "paths": paths[:20],
+                     "reason_codes": sorted({(r.get("details") or {}).get("reason_code") or "" for r in worst} - {""}),
+                     "threshold": details.get("threshold"), "since": top.get("since"),
+                     "evaluated_at": card["evaluated_at"]}))
+    return conditions
+
+
+def quarantine_over_limit(now: dt.datetime) -> list[Condition]:
+    """Alert rule: sources whose latest scorecard is red for their quarantine rate (see the pure part)."""
+    from quality.models import ScorecardSnapshot
+
+    latest = (ScorecardSnapshot.objects.filter(kind=ScorecardSnapshot.Kind.PLATFORM, evaluated_at__lte=now)
+              .order_by("-evaluated_at").values_list("evaluated_at", flat=True).first())
+    if latest is None:
+        return []  # never graded (a fresh install): nothing to say yet
+    if now - latest > SCORECARDS_STALE_AFTER:
+        raise RuntimeError(f"the scorecards were last graded at {latest:%Y-%m-%d %H:%M} UTC: is a worker serving "
+                           "the quality queue and the beat running?")
+    cards = (ScorecardSnapshot.objects.filter(kind=ScorecardSnapshot.Kind.SOURCE, evaluated_at=latest)
+             .order_by("subject").values("subject", "evaluated_at", "reasons"))
+    return quarantine_over_limit_conditions(
+        {**card, "evaluated_at": card["evaluated_at"].isoformat()} for card in cards)

@@ -115,17 +115,20 @@ def volume_conditions(rows: HourRows, *, now: dt.datetime, weeks: int = 8) -> li
 
 
 def quarantine_rate_conditions(rows: HourRows, *, now: dt.datetime, weeks: int = 8,
-                               critical_rate: float = 0.05) -> list[Condition]:
-    """A source whose quarantine rate in the last complete hour jumped above its usual same-hour rate."""
+                               limit: float = 0.05) -> list[Condition]:
+    """A source whose quarantine rate in the last complete hour jumped above its usual same-hour rate, yet
+    stayed under ``limit`` (QUALITY_SCORECARD_QUARANTINE_RED): a rate at or over it is the
+    ``quality.alert_rules.quarantine_over_limit`` rule's, which alerts within a check cycle, without history,
+    and resolves with the fix; judging the same hour again here would open a second, late alert for it."""
     hour = evaluated_hour(now)
     out = []
     for source, (_, verdict) in sorted(hour_verdicts(rows, now=now, weeks=weeks).items()):
-        if verdict is None or not verdict.anomalous:
+        if verdict is None or not verdict.anomalous or verdict.value >= limit:
             continue
         current = rows[source][hour]
         out.append(Condition(
             rule="quarantine_rate_jump", key=f"quarantine_rate_jump:{source}", subject=source,
-            severity=Severity.CRITICAL if verdict.value >= critical_rate else Severity.WARNING,
+            severity=Severity.WARNING,
             summary=(f"{source}: {verdict.value * 100:.1f}% of records quarantined in the hour from "
                      f"{hour:%a %H:00} UTC against a usual {verdict.baseline.median * 100:.1f}%"),
             runbook="quarantine-rate", link=_link(source),
@@ -150,6 +153,9 @@ def volume_anomaly(now: dt.datetime) -> list[Condition]:
 
 
 def quarantine_rate_jump(now: dt.datetime) -> list[Condition]:
-    """Alert rule: sources whose last complete hour's quarantine rate jumped above that hour of the week's."""
+    """Alert rule: sources whose last complete hour's quarantine rate jumped above that hour of the week's (under
+    the red limit: over it is ``quarantine_over_limit``'s)."""
+    from django.conf import settings
+
     rows, weeks = _rows(now)
-    return quarantine_rate_conditions(rows, now=now, weeks=weeks)
+    return quarantine_rate_conditions(rows, now=now, weeks=weeks, limit=settings.QUALITY_SCORECARD_QUARANTINE_RED)

@@ -26,6 +26,7 @@ __all__ = [
     "CheckFact",
     "QuarantineFact",
     "SubjectFacts",
+    "VolumeRecent",
     "grade_from",
     "reasons_since",
     "source_grade",
@@ -47,6 +48,8 @@ class Thresholds:
     lag_amber_s: float = 60.0          # largest shard lag
     lag_red_s: float = 180.0           # the 3-minute landing target
     silent_minutes: float = 15.0       # a source that sent in the last day and nothing for this long
+    volume_drop: float = 0.5           # records per minute of the last minutes this far under the hour before's
+    volume_min_per_minute: float = 1.0  # ... when the hour before had at least this many (a trickle is not judged)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +105,20 @@ class QuarantineFact:
 
 
 @dataclasses.dataclass(frozen=True)
+class VolumeRecent:
+    """A source's volume in its last complete minutes against the hour before them (the per-minute sample): what
+    shows a drop before any weekly baseline exists (a fresh install, a new source)."""
+
+    per_minute: float                  # records per minute in the last ``minutes`` complete minutes
+    before_per_minute: float           # records per minute in the hour before them (since the source's first)
+    minutes: int
+    before_minutes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class SubjectFacts:
     """What is graded for one source, one contract version, or the platform (``name`` "platform")."""
 
@@ -115,6 +132,8 @@ class SubjectFacts:
     last_seen_at: dt.datetime | None = None   # last record read (within the last day), None if none
     lag_s: float | None = None                # platform: the largest shard lag read lately
     anomalies: tuple[Mapping[str, Any], ...] = ()  # anomaly.Verdict.as_dict() of the last complete hour
+    #: a source's records per minute lately and in the hour before (``VolumeRecent``), None when not judged
+    volume_recent: VolumeRecent | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "window_start": self.window_start.isoformat(),
@@ -123,6 +142,7 @@ class SubjectFacts:
                 "quarantine_rate": round(self.quarantined / self.records, 4) if self.records else None,
                 "last_seen_at": self.last_seen_at.isoformat() if self.last_seen_at else None,
                 "lag_s": self.lag_s, "anomalies": [dict(a) for a in self.anomalies],
+                "volume_recent": self.volume_recent.as_dict() if self.volume_recent else None,
                 "check_result_ids": [c.result_id for c in self.checks if c.result_id]}
 
 
@@ -227,11 +247,30 @@ def _silence_reason(facts: SubjectFacts, t: Thresholds, now: dt.datetime) -> lis
                    details={"last_seen_at": facts.last_seen_at.isoformat(), "threshold_minutes": t.silent_minutes})]
 
 
+def _volume_drop_reason(facts: SubjectFacts, t: Thresholds) -> list[Reason]:
+    """A source whose last minutes' volume fell under ``1 - volume_drop`` of the hour before's. The weekly
+    anomaly verdict, once there is history, is the better judge: then it speaks instead."""
+    v = facts.volume_recent
+    if v is None or any(a.get("metric") == "volume" for a in facts.anomalies):
+        return []
+    if v.before_per_minute < t.volume_min_per_minute or v.per_minute >= (1 - t.volume_drop) * v.before_per_minute:
+        return []
+    change = v.per_minute / v.before_per_minute - 1
+    return [Reason(key="volume_drop", code="volume_drop", severity=WARNING,
+                   summary=(f"volume down {-change * 100:.0f}%: {v.per_minute:.1f} records/min in the last "
+                            f"{v.minutes} min against {v.before_per_minute:.1f}/min in the {v.before_minutes} min "
+                            "before"),
+                   details={**v.as_dict(), "change": round(change, 3),
+                            "threshold": f"under {(1 - t.volume_drop) * 100:.0f}% of the minutes before"})]
+
+
 def source_grade(facts: SubjectFacts, *, now: dt.datetime, thresholds: Thresholds = Thresholds()) -> Grade:
     """A source: its quarantine rate in the window (each reason and path), failed checks whose failing rows
-    are its own, volume/quarantine anomalies of its last complete hour, and silence after traffic."""
+    are its own, volume/quarantine anomalies of its last complete hour, a drop of its last minutes' volume
+    against the hour before, and silence after traffic."""
+    silent = _silence_reason(facts, thresholds, now)
     reasons = [*_quarantine_reasons(facts, thresholds), *_check_reasons(facts.checks, errors_too=False),
-               *_anomaly_reasons(facts), *_silence_reason(facts, thresholds, now)]
+               *_anomaly_reasons(facts), *([] if silent else _volume_drop_reason(facts, thresholds)), *silent]
     return grade_from(reasons, has_data=bool(facts.records or facts.last_seen_at or facts.checks))
 
 

@@ -167,7 +167,8 @@ def scorecard_thresholds() -> Any:
                       quarantine_red=settings.QUALITY_SCORECARD_QUARANTINE_RED,
                       lag_amber_s=settings.QUALITY_SCORECARD_LAG_AMBER_S,
                       lag_red_s=settings.QUALITY_SCORECARD_LAG_RED_S,
-                      silent_minutes=settings.QUALITY_SCORECARD_SILENT_MINUTES)
+                      silent_minutes=settings.QUALITY_SCORECARD_SILENT_MINUTES,
+                      volume_drop=settings.QUALITY_SCORECARD_VOLUME_DROP)
 
 
 def scorecard_window_start(now: dt.datetime) -> dt.datetime:
@@ -272,6 +273,39 @@ def _pipeline_recent(now: dt.datetime) -> tuple[dict[str, dt.datetime], float | 
     return {k: min(v, now) for k, v in last_seen.items()}, None if lag is None else lag / 1000
 
 
+#: a source's recent volume: its last complete minutes, against the hour before them
+VOLUME_RECENT_MINUTES, VOLUME_BEFORE_MINUTES = 5, 60
+
+
+def volume_recent(now: dt.datetime) -> dict[str, Any]:
+    """{source: scorecards.VolumeRecent} from the per-minute sample: records per minute in the last
+    VOLUME_RECENT_MINUTES complete minutes against the VOLUME_BEFORE_MINUTES before them (counted from the source's
+    first minute there, so a new source or a fresh install has a baseline after a few minutes). Minutes in which
+    the pipeline read nothing from any source are left out of both (stopped consumers are not a source's drop:
+    the freshness alert says so); a source is judged with at least 3 recent and 5 earlier such minutes."""
+    from ingest_workers.models import PipelineMinute  # read-only: the Pipeline page's sample
+    from quality.scorecards import VolumeRecent
+
+    end = now.replace(second=0, microsecond=0)
+    split = end - dt.timedelta(minutes=VOLUME_RECENT_MINUTES)
+    first = split - dt.timedelta(minutes=VOLUME_BEFORE_MINUTES)
+    rows = list(PipelineMinute.objects.filter(minute__gte=first, minute__lt=end, records__gt=0)
+                .exclude(source="").values_list("minute", "source", "records"))
+    running = {minute for minute, _, _ in rows}          # minutes the pipeline read records in
+    out = {}
+    for source in {s for _, s, _ in rows}:
+        mine = [(m, n) for m, s, n in rows if s == source]
+        started = min(m for m, _ in mine)
+        before_minutes = sum(1 for m in running if started <= m < split)
+        recent_minutes = sum(1 for m in running if m >= split)
+        if before_minutes < 5 or recent_minutes < 3:
+            continue
+        out[source] = VolumeRecent(per_minute=round(sum(n for m, n in mine if m >= split) / recent_minutes, 2),
+                                   before_per_minute=round(sum(n for m, n in mine if m < split) / before_minutes, 2),
+                                   minutes=recent_minutes, before_minutes=before_minutes)
+    return out
+
+
 def scorecard_facts(*, now: dt.datetime, start: dt.datetime, warehouse: dict[str, list[dict]]) -> dict[str, Any]:
     """Everything the grades need: {"platform": SubjectFacts, "sources": {name: SubjectFacts},
     "contracts": {"<subject> v<n>": SubjectFacts}}. ``warehouse``: ``warehouse_window``'s rows (empty lists
@@ -285,6 +319,7 @@ def scorecard_facts(*, now: dt.datetime, start: dt.datetime, warehouse: dict[str
     by_name_or_id = {**{n: n for n in registered.values()}, **registered}
     checks = _latest_check_facts()
     last_seen, lag_s = _pipeline_recent(now)
+    volumes = volume_recent(now)
     weeks = settings.QUALITY_ANOMALY_WEEKS
     hours = source_hours(since=now - dt.timedelta(weeks=weeks, hours=2), until=now)
     verdicts = hour_verdicts(hours, now=now, weeks=weeks)
@@ -326,7 +361,7 @@ def scorecard_facts(*, now: dt.datetime, start: dt.datetime, warehouse: dict[str
     for source_id, name in registered.items():
         sources[name] = facts("source", name,
                               checks=tuple(c for c in checks if source_id in c.source_ids and c.outcome != "error"),
-                              last_seen_at=last_seen.get(name),
+                              last_seen_at=last_seen.get(name), volume_recent=volumes.get(name),
                               anomalies=tuple(v.as_dict() for v in verdicts.get(name, ()) if v is not None))
     contract_names = {name for kind, name in counts if kind == "contract"}
     contract_names |= {label_ for c in checks for label_ in c.contracts}

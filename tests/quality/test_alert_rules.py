@@ -18,7 +18,6 @@ from quality import alert_rules
 from quality.alerts import alerts_evaluate, notification_channel_save
 from quality.models import Alert, AlertNotification, CheckResult, QualityRun
 from tests.ingest_workers.conftest import aws_settings, kinesis, moto_server, stream  # noqa: F401 - fixtures
-from tests.quality.conftest import load
 from tests.quality.webhook_receiver import webhook_receiver  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.django_db
@@ -92,17 +91,42 @@ def test_a_failed_model_run_alerts_until_the_model_succeeds(db):
     assert alert_rules.model_run_failed(now) == []
 
 
-def test_e2e_latency_from_the_merged_events(quality_db, settings, chat_contract):
-    from tests.warehouse.factories import SECOND, canonical_event
+@pytest.fixture
+def demo_stream(settings, stream, warehouse_server, tmp_path):  # noqa: F811
+    """Seeded demo sources and contracts, a fresh stream, this test's own warehouse database and archive."""
+    from ingest_workers import pipeline_stats, services
+
+    settings.SNOWFLAKE = {**settings.SNOWFLAKE, "database": f"L_{uuid.uuid4().hex[:12].upper()}"}
+    settings.RAW_ARCHIVE_URL = f"file://{tmp_path}/archive"
+    call_command("seed_demo", quiet_keys=True, force=True, stdout=io.StringIO())
+    services.contract_index_current(force=True)
+    for buffer in (pipeline_stats._minutes, pipeline_stats._sums, pipeline_stats._maxima):
+        buffer.pending.clear()  # an earlier test's counts are not this one's
+    return settings
+
+
+def test_e2e_latency_from_the_merged_copies_per_minute_latency(demo_stream, settings):
+    """Records the collectors took 150 s ago, merged now: the merger's per-minute latency buckets give p99."""
+    from contracts import presets
+    from ingest_workers.management.commands.generate_traffic import StreamSender
+    from ingest_workers.services import pipeline_drain
+    from ingest_workers.traffic import TrafficGenerator, templates_from_preset
 
     settings.QUALITY_ALERT_E2E_P99_MS = 60_000
-    received = int(time.time() * 1_000_000) - 150 * SECOND  # merged now: 150 s after the collectors took them
-    load(quality_db, [canonical_event(f"late{i}", received_at=received, template=i % 3,
-                                      source_id=str(chat_contract.source_id)) for i in range(5)])
+    assert alert_rules.e2e_latency(timezone.now()) == []               # nothing merged: nothing to say
+    templates = [t for p in presets.demo_presets() for t in templates_from_preset(p) if t.source == "web-chat"]
+    generator = TrafficGenerator(templates, seed=5, duplicate_fraction=0, malformed_fraction=0)
+    received = time.time_ns() // 1000 - 150_000_000
+    sender = StreamSender()
+    records = list(generator.records(30, now_micros=received))
+    sender.producer.put([(f"k{i}", sender.encode(r, received_at=received)) for i, r in enumerate(records)])
+    assert pipeline_drain().merged > 0
     (slow,) = alert_rules.e2e_latency(timezone.now())
-    assert 140_000 <= slow.details["p99_ms"] <= 200_000 and slow.runbook == "e2e-latency"
+    assert 120_000 <= slow.details["p99_ms"] <= 180_000 and slow.runbook == "e2e-latency"
     settings.QUALITY_ALERT_E2E_P99_MS = 600_000
     assert alert_rules.e2e_latency(timezone.now()) == []
+    # the window moves on: copies merged before it are not counted
+    assert alert_rules.e2e_latency_p99_ms(now=timezone.now() + dt.timedelta(minutes=10), window_minutes=5) is None
 
 
 def test_canonical_freshness_only_while_traffic_flows():
@@ -203,3 +227,44 @@ def test_stopping_the_consumers_breaches_freshness_once_and_restarting_resolves_
     assert alert.resolved_at is not None and Alert.objects.count() == 1
     assert len(webhook_receiver.received) == 2 and webhook_receiver.texts()[1].startswith("[RESOLVED]")
     assert set(AlertNotification.objects.values_list("event", "status")) == {("opened", "sent"), ("resolved", "sent")}
+
+
+# --- a source quarantining over the limit (from its scorecard) -------------------------------------------
+
+def snapshot(kind: str, subject: str, at: dt.datetime, reasons: list | None = None, level: str = "green"):
+    from quality.models import ScorecardSnapshot
+
+    return ScorecardSnapshot.objects.create(kind=kind, subject=subject, evaluated_at=at, level=level, score=100,
+                                            reasons=reasons or [])
+
+
+def quarantine_reason(path: str, severity: str = "critical", rate: float = 0.4) -> dict:
+    return {"key": f"quarantine:schema_violation:{path}", "code": "quarantine_rate", "severity": severity,
+            "summary": f"8 of 20 records quarantined for schema_violation at {path}",
+            "since": "2026-12-04T10:00:00+00:00",
+            "details": {"reason_code": "schema_violation", "path": path, "rate": rate, "records": 20,
+                        "threshold": "amber ≥ 1.0%, red ≥ 5.0%"}}
+
+
+def test_a_source_red_for_its_quarantine_alerts_from_its_latest_scorecard_only(db):
+    now = timezone.now()
+    before = now - dt.timedelta(minutes=5)
+    assert alert_rules.quarantine_over_limit(now) == []                      # never graded: nothing to say
+    snapshot("platform", "platform", before, level="red")
+    snapshot("source", "ios-app", before, [quarantine_reason("/client_ts_ms")], level="red")
+    snapshot("source", "web-chat", before, [quarantine_reason("/timestamp", severity="warning", rate=0.02)],
+             level="amber")                                                  # amber: the scorecard's business
+    (condition,) = alert_rules.quarantine_over_limit(now)
+    assert (condition.key, condition.rule, condition.runbook) == ("quarantine_rate:ios-app", "quarantine_rate",
+                                                                  "quarantine-rate")
+    assert condition.severity == "critical" and condition.details["paths"] == ["/client_ts_ms"]
+    assert "ios-app is red: 40% of its records quarantined" in condition.summary
+    assert "/client_ts_ms" in condition.summary
+    assert condition.link == "/quality/scorecards/source/ios-app/"
+    # the next evaluation's card is green: the condition is gone (the alert resolves)
+    snapshot("platform", "platform", now, level="green")
+    snapshot("source", "ios-app", now)
+    assert alert_rules.quarantine_over_limit(now) == []
+    # scorecards nobody graded for long are not "all fine": the rule raises, its alerts stay open
+    with pytest.raises(RuntimeError, match="last graded"):
+        alert_rules.quarantine_over_limit(now + alert_rules.SCORECARDS_STALE_AFTER + dt.timedelta(minutes=1))

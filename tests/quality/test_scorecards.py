@@ -10,6 +10,7 @@ from quality.scorecards import (
     Reason,
     SubjectFacts,
     Thresholds,
+    VolumeRecent,
     contract_grade,
     grade_from,
     platform_grade,
@@ -111,3 +112,24 @@ def test_worst_reason_first_and_the_score_never_below_zero():
         Reason(f"c{i}", "x", "critical", "c") for i in range(3)]
     grade = grade_from(many)
     assert grade.score == 0 and [r.severity for r in grade.reasons][:3] == ["critical"] * 3
+
+
+def test_a_drop_of_the_last_minutes_volume_against_the_hour_before_is_amber_without_any_history():
+    dropped = VolumeRecent(per_minute=4.0, before_per_minute=20.0, minutes=5, before_minutes=12)
+    grade = source_grade(facts(records=20, last_seen_at=NOW, volume_recent=dropped), now=NOW)
+    (reason,) = grade.reasons
+    assert grade.level == "amber" and reason.code == "volume_drop" and reason.details["change"] == -0.8
+    assert reason.summary == "volume down 80%: 4.0 records/min in the last 5 min against 20.0/min in the 12 min before"
+    # a usual wobble, a trickle, or a weekly verdict already speaking: no drop reason
+    wobble = VolumeRecent(per_minute=14.0, before_per_minute=20.0, minutes=5, before_minutes=12)
+    trickle = VolumeRecent(per_minute=0.2, before_per_minute=0.6, minutes=5, before_minutes=12)
+    assert source_grade(facts(records=20, last_seen_at=NOW, volume_recent=wobble), now=NOW).level == "green"
+    assert source_grade(facts(records=20, last_seen_at=NOW, volume_recent=trickle), now=NOW).level == "green"
+    weekly = {"metric": "volume", "anomalous": True, "value": 400.0, "median": 2000.0, "change": -0.8}
+    (only,) = source_grade(facts(records=20, last_seen_at=NOW, volume_recent=dropped, anomalies=(weekly,)),
+                           now=NOW).reasons
+    assert only.code == "volume_anomaly"
+    # silent for long: the silence says it, not a second reason
+    silent = source_grade(facts(last_seen_at=NOW - dt.timedelta(minutes=30),
+                                volume_recent=VolumeRecent(0.0, 20.0, 5, 12)), now=NOW)
+    assert [r.code for r in silent.reasons] == ["silent"]

@@ -10,6 +10,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from ingest_workers.models import PipelineMinute
 from quality.models import ScorecardSnapshot, SourceHour
 from quality.services import quality_run, scorecards_evaluate, source_hours_rollup
 from tests.quality.conftest import clean_events, load
@@ -59,7 +60,7 @@ def test_the_rules_read_the_rollup_a_sunday_drop_and_a_rate_jump(settings):
         rows.append(SourceHour(hour=hour, source="ios-app", records=500 + week, quarantined=1))
     SourceHour.objects.bulk_create(rows)
     SourceHour.objects.filter(hour=sunday_15, source="web-chat").update(records=120)          # -60%
-    SourceHour.objects.filter(hour=sunday_15, source="ios-app").update(quarantined=60)        # 12%
+    SourceHour.objects.filter(hour=sunday_15, source="ios-app").update(quarantined=20)        # 4%
     now = sunday_15 + dt.timedelta(hours=1, minutes=3)
     assert [c.key for c in volume_anomaly(now)] == ["volume_anomaly:web-chat"]
     assert [c.key for c in quarantine_rate_jump(now)] == ["quarantine_rate_jump:ios-app"]
@@ -220,3 +221,22 @@ def test_the_rollup_redoes_only_the_hours_since_the_last_one():
     source_hours_rollup(now=now + dt.timedelta(minutes=5))
     assert dict(SourceHour.objects.values_list("hour", "records")) == {this_hour - dt.timedelta(hours=5): 999,
                                                                         this_hour: 12}
+
+
+def test_recent_volume_per_source_leaves_out_minutes_the_pipeline_read_nothing_in(settings):
+    from quality.selectors import volume_recent
+
+    now = dt.datetime(2026, 12, 4, 10, 30, 20, tzinfo=dt.UTC)
+    end = now.replace(second=0)
+    rows = [(end - dt.timedelta(minutes=m), "web-chat", 30, 0) for m in range(1, 21)]          # steady
+    rows += [(end - dt.timedelta(minutes=m), "ios-app", 20 if m > 5 else 2, 0) for m in range(1, 13)]  # dropped
+    rows += [(end, "ios-app", 1, 0)]                            # the running minute: partial, not judged
+    rows += [(end - dt.timedelta(minutes=m), "new-source", 5, 0) for m in range(1, 4)]  # too new to judge
+    minute_rows(rows)
+    for m in (8, 9):  # a pause of the consumers: nobody read anything in those minutes
+        PipelineMinute.objects.filter(minute=end - dt.timedelta(minutes=m)).delete()
+    volumes = volume_recent(now)
+    assert set(volumes) == {"web-chat", "ios-app"}
+    assert (volumes["web-chat"].per_minute, volumes["web-chat"].before_per_minute) == (30.0, 30.0)
+    ios = volumes["ios-app"]
+    assert (ios.per_minute, ios.before_per_minute, ios.minutes, ios.before_minutes) == (2.0, 20.0, 5, 5)
