@@ -421,6 +421,10 @@ def _curated_statements(db: str, gaps: Mapping[str, Any] | None) -> list[tuple[s
             f"(ID_KIND = '{kind.value}' AND ID_VALUE IN {in_list(kind.value)})" for kind in ID_COLUMNS)),
         ("scratch_persons", f"DELETE FROM {w}.WORK_PERSONS WHERE PERSON_ID IN {persons}"),
         ("scratch_old_sessions", f"DELETE FROM {w}.WORK_OLD_SESSIONS WHERE PERSON_ID IN {persons}"),
+        # and this step's own work rows name the subject's events and sessions (session keys often carry an
+        # install or anonymous id): emptied; the runner overwrites them at its next run anyway
+        *((f"scratch_{t.lower()}", f"DELETE FROM {w}.{t}")
+          for t in ("WORK_EVENTS", "WORK_SESSIONS", "WORK_OLD_SESSIONS", "WORK_FEEDBACK")),
     ]
 
 

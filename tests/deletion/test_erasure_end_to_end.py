@@ -53,7 +53,7 @@ ALICE = {"account": f"{TEAM}:U0ALICE", "anon": "anon-alice-web-7f3e", "install":
 BOB = {"account": f"{TEAM}:U0BOB", "anon": "anon-bob-web-91c2", "slack_user": "U0BOB"}
 ALICE_VALUES = (ALICE["account"], ALICE["anon"], ALICE["install"], ALICE["idfv"], ALICE_SHA, ALICE_EMAIL,
                 "U0ALICE", "alice secret")
-BOB_VALUES = (BOB["account"], BOB["anon"])
+BOB_VALUES = (BOB["account"], BOB["anon"], BOB["slack_user"])
 
 
 def preset_sample(source: str, version: int, index: int) -> dict:
@@ -230,6 +230,12 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_store_by_the_real_jo
     bob_events = sorted(r["EVENT_ID"] for r in before["CANONICAL.EVENTS"] if mentioning([r], BOB_VALUES))
     assert bob_events
     archived = {r["EVENT_ID"]: r["LINEAGE"] for r in before["CANONICAL.EVENTS"]}
+    # the archive lines of her events that carry an identifier (the bot's reply in her Slack DM carries none: it
+    # is under its day's unattributed key, see the report of this test's author / docs/privacy.md "Limits")
+    alice_lines = {(r["LINEAGE"]["raw_archive_uri"], r["LINEAGE"]["raw_offset"]) for r in before["CANONICAL.EVENTS"]
+                   if r["EVENT_ID"] not in bob_events
+                   and any(r[c] for c in ("ANONYMOUS_ID", "PLATFORM_USER_ID", "DEVICE_ID", "EMAIL_SHA256"))}
+    assert len(alice_lines) == 7  # web: opened, message, identify; iOS: start, login, message; Slack: message
 
     # the privacy officer files by e-mail address and sees every linked identifier
     ticket = deletion_services.ticket_file(
@@ -276,15 +282,10 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_store_by_the_real_jo
 
     # her archived records cannot be decrypted (counted as erased); Bob's still read
     reader = ArchiveReader()
-    alice_lineages = [lin for eid, lin in archived.items() if eid not in bob_events
-                      and not lin["raw_archive_uri"].endswith("never")]
-    alice_shredded = 0
-    for lineage in alice_lineages:
-        try:
-            reader.read_line(lineage["raw_archive_uri"], lineage["raw_offset"])
-        except ArchiveRecordShredded:
-            alice_shredded += 1
-    assert alice_shredded == len({(lin["raw_archive_uri"], lin["raw_offset"]) for lin in alice_lineages}) > 0
+    for uri, offset in sorted(alice_lines):
+        with pytest.raises(ArchiveRecordShredded):
+            reader.read_line(uri, offset)
+    assert reader.shredded == len(alice_lines)
     for event_id in bob_events:
         line = reader.read_line(archived[event_id]["raw_archive_uri"], archived[event_id]["raw_offset"])
         assert mentioning([line], BOB_VALUES)
@@ -296,7 +297,8 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_store_by_the_real_jo
 
     today = dt.datetime.now(dt.UTC).date()
     period = archive_period_read(day_from=today - dt.timedelta(days=1), day_to=today + dt.timedelta(days=1))
-    assert period.shredded >= alice_shredded
+    assert period.shredded == len(alice_lines)
+    assert f"{len(alice_lines)} records unreadable: erased subject" in period.summary()
     batch = process_batch([r for r, _ in period.records], ingest_services.contract_index_current(), stream="replay",
                           batch_id="replay-e2e", archive_locations=[loc for _, loc in period.records],
                           now_micros=time.time_ns() // 1000)
