@@ -172,6 +172,7 @@ def placeholders(sql: str) -> str:
 
 @contextlib.contextmanager
 def _cursor(database: str | None) -> Iterator[tuple[Any, str]]:
+    from warehouse.analytics_ddl import analytics_ensure
     from warehouse.connection import WarehouseError, warehouse_connect
     from warehouse.ddl import check_identifier
 
@@ -179,14 +180,18 @@ def _cursor(database: str | None) -> Iterator[tuple[Any, str]]:
         conn = warehouse_connect(**({"database": database} if database else {}))
     except WarehouseError as exc:
         raise _translated(exc) from exc
-    cur = conn.cursor()
+    cur = None
     try:
+        # a warehouse no models run has reached yet has no IDENTITY/ANALYTICS tables (one query when it has)
+        analytics_ensure(conn)
+        cur = conn.cursor()
         yield cur, check_identifier(conn.database)
     except WarehouseError as exc:
         raise _translated(exc) from exc
     finally:
-        with contextlib.suppress(Exception):
-            cur.close()
+        if cur is not None:
+            with contextlib.suppress(Exception):
+                cur.close()
         with contextlib.suppress(Exception):
             conn.close()
 
