@@ -254,10 +254,14 @@ def expand_identifiers(identifiers: Sequence[Identifier], *, conn: Any = None,
     """Every identifier linked to ``identifiers`` through the identity graph, with where each was seen and
     how it was linked; held (``held_reasons``) when the group is unusually large. Opens a warehouse
     connection unless ``conn`` is given; raises ``WarehouseError`` when the warehouse fails."""
+    from warehouse.analytics_ddl import analytics_ensure
+
     limits = limits or hold_limits_from_settings()
     if conn is None:
         from warehouse.connection import warehouse_connection
 
         with warehouse_connection() as own:
+            analytics_ensure(own)   # before the first models run the graph's tables do not exist yet: empty
             return expansion_build(identifiers, **graph_read(own, identifiers), limits=limits)
+    analytics_ensure(conn)
     return expansion_build(identifiers, **graph_read(conn, identifiers), limits=limits)

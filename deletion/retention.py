@@ -2,7 +2,8 @@
 """Retention: scheduled purges of data older than each store keeps it (docs/privacy.md, "Retention").
 
 * ``archive`` keeps ``RAW_ARCHIVE_RETENTION_DAYS`` (180): whole objects of the ``dt=`` partitions before the
-  cut-off day are deleted (by key; the objects' contents are never read);
+  cut-off day are deleted (by key; the objects' contents are never read), and the ``unattributed`` day keys
+  of those days are destroyed (crypto-shredding what copies of the objects remain);
 * ``landing`` keeps ``RETENTION_LANDING_DAYS`` (7): RAW.LANDING_EVENTS rows that are merged (their offset at or
   before the channel's MERGE_PROGRESS) and landed before the cut-off are deleted; unmerged rows stay;
 * ``quarantine`` keeps ``RETENTION_QUARANTINE_PAYLOAD_DAYS`` (30): PAYLOAD and REASON_DETAIL of older
@@ -124,6 +125,16 @@ def archive_purge(cutoff: dt.datetime, *, url: str | None = None) -> tuple[int, 
     return sum(removed.values()), {"partitions": removed}
 
 
+def archive_unattributed_keys_expire(cutoff: dt.datetime) -> int:
+    """Destroy the per-day ``unattributed`` keys (archived records with no known identifier: quarantined
+    ones, identifier-less events) of the days before the cut-off day: the same days whose objects the
+    archive purge deletes, so copies of them elsewhere (S3 versions, replicas, backups) cannot be read either.
+    Returns how many keys were destroyed."""
+    from deletion.shredding import archive_unattributed_keys_shred
+
+    return archive_unattributed_keys_shred(before_day=(cutoff.date() - dt.date(1970, 1, 1)).days)
+
+
 def _execute(cur: Any, sql: str, params: dict | None = None) -> int:
     from warehouse.load import execute_bound
 
@@ -234,6 +245,7 @@ def retention_run(*, stores: Sequence[str] | None = None, trigger: str = "schedu
         try:
             if store == "archive":
                 removed, detail = archive_purge(cutoff)
+                detail["unattributed_keys_destroyed"] = archive_unattributed_keys_expire(cutoff)
             else:
                 with warehouse_connection() as conn:
                     purge = {"landing": landing_purge, "quarantine": quarantine_purge, "curated": curated_purge}[store]

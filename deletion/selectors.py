@@ -64,3 +64,13 @@ def tickets_at_risk_or_overdue(now: datetime) -> list[TicketClock]:
     clocks = [ticket_clock(t, now) for t in DeletionTicket.objects.exclude(status=TicketStatus.DONE)
               .order_by("due_at", "pk")]
     return [c for c in clocks if c.state in (sla.SlaState.AT_RISK, sla.SlaState.OVERDUE)]
+
+
+def requests_at_risk_samples(now: datetime | None = None) -> list[tuple[tuple[str, ...], float]]:
+    """The /metrics gauge ``chatorbit_deletion_requests_at_risk``: tickets not done, at risk and overdue, one
+    sample per state (0 included, so an alert can tell "none" from "not scraped")."""
+    from django.utils import timezone
+
+    clocks = tickets_at_risk_or_overdue(now or timezone.now())
+    return [((state.value,), float(sum(1 for c in clocks if c.state == state)))
+            for state in (sla.SlaState.AT_RISK, sla.SlaState.OVERDUE)]

@@ -172,6 +172,7 @@ def placeholders(sql: str) -> str:
 
 @contextlib.contextmanager
 def _cursor(database: str | None) -> Iterator[tuple[Any, str]]:
+    from warehouse.analytics_ddl import analytics_ensure
     from warehouse.connection import WarehouseError, warehouse_connect
     from warehouse.ddl import check_identifier
 
@@ -179,14 +180,18 @@ def _cursor(database: str | None) -> Iterator[tuple[Any, str]]:
         conn = warehouse_connect(**({"database": database} if database else {}))
     except WarehouseError as exc:
         raise _translated(exc) from exc
-    cur = conn.cursor()
+    cur = None
     try:
+        # a warehouse no models run has reached yet has no IDENTITY/ANALYTICS tables (one query when it has)
+        analytics_ensure(conn)
+        cur = conn.cursor()
         yield cur, check_identifier(conn.database)
     except WarehouseError as exc:
         raise _translated(exc) from exc
     finally:
-        with contextlib.suppress(Exception):
-            cur.close()
+        if cur is not None:
+            with contextlib.suppress(Exception):
+                cur.close()
         with contextlib.suppress(Exception):
             conn.close()
 
@@ -421,6 +426,10 @@ def _curated_statements(db: str, gaps: Mapping[str, Any] | None) -> list[tuple[s
             f"(ID_KIND = '{kind.value}' AND ID_VALUE IN {in_list(kind.value)})" for kind in ID_COLUMNS)),
         ("scratch_persons", f"DELETE FROM {w}.WORK_PERSONS WHERE PERSON_ID IN {persons}"),
         ("scratch_old_sessions", f"DELETE FROM {w}.WORK_OLD_SESSIONS WHERE PERSON_ID IN {persons}"),
+        # and this step's own work rows name the subject's events and sessions (session keys often carry an
+        # install or anonymous id): emptied; the runner overwrites them at its next run anyway
+        *((f"scratch_{t.lower()}", f"DELETE FROM {w}.{t}")
+          for t in ("WORK_EVENTS", "WORK_SESSIONS", "WORK_OLD_SESSIONS", "WORK_FEEDBACK")),
     ]
 
 

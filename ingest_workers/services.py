@@ -762,6 +762,9 @@ class DrainReport:
     batches: int = 0
     retries: int = 0
     parked: int = 0
+    #: records of erased subjects dropped at the worker (deletion.suppression), and per source
+    suppressed: int = 0
+    suppressed_per_source: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -873,6 +876,9 @@ class _Drain:
         report.valid += outcome.valid
         report.quarantined += outcome.quarantined
         report.skipped += outcome.skipped
+        report.suppressed += outcome.suppressed
+        for source, n in outcome.suppressed_per_source.items():
+            report.suppressed_per_source[source] = report.suppressed_per_source.get(source, 0) + n
         if self.progress:
             self.progress(f"{held.shard_id}: {report.read} read, {report.valid} valid, "
                           f"{report.quarantined} quarantined")

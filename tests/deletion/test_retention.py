@@ -88,6 +88,32 @@ def test_the_archive_keeps_180_days_of_partitions_and_deletes_older_objects_whol
     assert (again.status, again.removed) == ("succeeded", 0)
 
 
+@pytest.mark.django_db
+def test_the_archive_purge_destroys_the_unattributed_day_keys_of_the_days_it_expires(settings, tmp_path):
+    """Records with no known identifier are encrypted under their arrival day's key: the days the archive no
+    longer keeps lose their key too, so a copy of those objects (S3 versions, a backup) cannot be read."""
+    from deletion.models import SubjectKey
+    from deletion.subject_keys import SubjectKeyring, archive_keyring, archive_keyrings_forget, master_key_from_settings
+    from ingest_workers.archive_crypto import unattributed_subject
+
+    settings.RAW_ARCHIVE_URL = f"file://{tmp_path}/archive"
+    settings.ARCHIVE_ENCRYPTION = "local"
+    archive_keyrings_forget()
+    ages = (400, 181, 180, 179, 0)
+    subjects = {age: unattributed_subject(micros(age)) for age in ages}
+    keys = archive_keyring().subject_keys(subjects.values())
+    assert SubjectKey.objects.count() == len(ages)
+
+    [run] = retention_run(stores=["archive"], now=NOW, policy=POLICY)
+    assert run.status == "succeeded" and run.detail["unattributed_keys_destroyed"] == 2   # 400 and 181 days old
+    fresh = SubjectKeyring(master=master_key_from_settings(), hash_key=b"unused")
+    opened = fresh.keys_by_id(keys[subjects[age]][0] for age in ages)
+    assert [opened[keys[subjects[age]][0]] is None for age in ages] == [True, True, False, False, False]
+    [again] = retention_run(stores=["archive"], now=NOW, policy=POLICY)
+    assert again.detail["unattributed_keys_destroyed"] == 0 and SubjectKey.objects.count() == 3
+    archive_keyrings_forget()
+
+
 @pytest.fixture
 def warehouse_settings(settings, warehouse_conn):  # noqa: F811
     settings.SNOWFLAKE = {**copy.deepcopy(settings.SNOWFLAKE), "database": warehouse_conn.database}
