@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -183,7 +184,7 @@ class TicketConfirmApi(DeletionErrorsMixin, ApiView):
 
 
 class TicketEvidenceApi(DeletionErrorsMixin, ApiView):
-    @extend_schema(responses={200: serializers.JSONField()}, operation_id="deletion_tickets_evidence",
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, operation_id="deletion_tickets_evidence",
                    parameters=[TICKET_ID],
                    summary="The evidence record of a done ticket (every store, removed, verification, remaining)")
     def get(self, request, pk: str):
