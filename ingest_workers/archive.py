@@ -25,8 +25,10 @@ it, and the archive lines are then assembled from the raw bytes without parsing 
 pipeline already knows which records are not JSON). Line N (0-based) of an object is the record at
 lineage ``raw_offset`` N: ``{"seq", "shard", "arrival", "record"}`` (the envelope as it was sent), or
 ``"record_b64"`` for bytes that were not JSON; or, with per-subject encryption on (the default), the
-record encrypted under its subjects' data keys (``ingest_workers.archive_crypto``: ``enc``, ``kids``,
-``nonce``, ``ct``), or no record at all for a record of a suppressed subject. Readers open encrypted
+record encrypted under its subjects' data keys (``ingest_workers.archive_crypto``: version 2 seals the
+records of one key set in one unit as one block compressed with the shared synthetic dictionary, on
+its first record's line, the others' lines pointing to it; version 1, one ciphertext per line, still
+reads), or no record at all for a record of a suppressed subject. Readers open encrypted
 lines transparently; a line of an erased subject raises ``ArchiveRecordShredded``, which readers skip
 and count. ``RAW_ARCHIVE_URL`` is ``file:///dir``
 (embedded) or ``s3://bucket/prefix``; both go through obstore. Objects written by earlier versions
