@@ -188,43 +188,43 @@ class LineSealer:
             return [self.line(seq, shard, arrival, data, is_json=is_json)
                     for seq, shard, arrival, data, is_json in records]
         suppressed, keys_of = self.suppressed, self.keys_of
-        blocks: dict[tuple[str, ...], list[int]] = {}
-        for index, record in enumerate(records):
-            if record[0] not in suppressed:
-                blocks.setdefault(keys_of[record[0]][0], []).append(index)
-        out: list[bytes] = [b""] * len(records)
-        for index, record in enumerate(records):
-            if record[0] in suppressed:
-                out[index] = _head(record) + b'"suppressed":true}'
+        shard_json = {}
+        out: list[bytes] = []
+        #: key ids → [index of the first member, its head, cipher, member bodies]
+        blocks: dict[tuple[str, ...], list] = {}
+        for index, (seq, shard, arrival, data, is_json) in enumerate(records):
+            shard_part = shard_json.get(shard)
+            if shard_part is None:
+                shard_part = shard_json[shard] = orjson.dumps(shard)
+            head = b'{"seq":%s,"shard":%s,"arrival":%d,' % (orjson.dumps(seq), shard_part, arrival)
+            if seq in suppressed:
+                out.append(head + b'"suppressed":true}')
+                continue
+            if is_json:
+                body = data.strip()
+                if b"\n" in body or b"\r" in body:  # as archive_line: one line per record
+                    body = orjson.dumps(orjson.loads(body))
+                body = b"j" + body
+            else:
+                body = b"b" + pybase64.b64encode(data)
+            kids, aead = keys_of[seq]
+            block = blocks.get(kids)
+            if block is None:
+                blocks[kids] = [index, head, aead, [body]]
+                out.append(b"")  # the block's line, sealed below
+            else:
+                out.append(head + b'"enc":%d,"at":%d,"i":%d}' % (BLOCK_VERSION, first_line + block[0],
+                                                                 len(block[3])))
+                block[3].append(body)
         fmt = f"zd{DICTIONARY_VERSION}"
-        for kids, members in blocks.items():
-            bodies = []
-            for index in members:
-                data = records[index][3]
-                if records[index][4]:
-                    body = data.strip()
-                    if b"\n" in body or b"\r" in body:  # as archive_line: one line per record
-                        body = orjson.dumps(orjson.loads(body))
-                    bodies.append(b"j" + body)
-                else:
-                    bodies.append(b"b" + pybase64.b64encode(data))
-            first = records[members[0]]
-            aead = keys_of[first[0]][1]
+        for kids, (index, head, aead, bodies) in blocks.items():
             nonce = self._nonce()
             sealed = nonce + aead.encrypt(nonce, block_compress(b"\n".join(bodies)),
-                                          _block_aad(first[1], first[0], len(members), kids, fmt))
-            out[members[0]] = (_head(first) + b'"enc":%d,"kids":%s,"fmt":"%s","n":%d,"ct":"'
-                               % (BLOCK_VERSION, orjson.dumps(kids), fmt.encode(), len(members))
-                               + pybase64.b64encode(sealed) + b'"}')
-            at = first_line + members[0]
-            for i, index in enumerate(members[1:], start=1):
-                out[index] = _head(records[index]) + b'"enc":%d,"at":%d,"i":%d}' % (BLOCK_VERSION, at, i)
+                                          _block_aad(records[index][1], records[index][0], len(bodies), kids, fmt))
+            out[index] = (head + b'"enc":%d,"kids":%s,"fmt":"%s","n":%d,"ct":"'
+                          % (BLOCK_VERSION, orjson.dumps(kids), fmt.encode(), len(bodies))
+                          + pybase64.b64encode(sealed) + b'"}')
         return out
-
-
-def _head(record: tuple[str, str, int, bytes, bool]) -> bytes:
-    return b'{"seq":%s,"shard":%s,"arrival":%d,' % (orjson.dumps(record[0]), orjson.dumps(record[1]),
-                                                    int(record[2]))
 
 
 def _block_aad(shard: str, seq: str, n: int, kids: Sequence[str], fmt: str) -> bytes:

@@ -21,7 +21,9 @@ import zstandard
 
 DICTIONARY_VERSION = 1
 DICTIONARY_BYTES = 65_536
-ZSTD_LEVEL = 3
+#: blocks are compressed at level 1: on the demo records, 1% bigger than level 3 for ~15% less CPU
+ZSTD_LEVEL = 1
+_TRAINING_LEVEL = 3  # part of the training: changing it changes the dictionary's bytes
 _TRAINING_SEED = 20261204
 _TRAINING_RECORDS = 5_000
 _TRAINING_NOW_MICROS = 1_796_000_000_000_000  # a fixed clock: the same training makes the same bytes
@@ -77,4 +79,4 @@ def dictionary_train() -> bytes:
                                  out_of_order_fraction=0.1, late_fraction=0.0)
     samples = [StreamSender.encode(r, received_at=_TRAINING_NOW_MICROS)
                for r in generator.records(_TRAINING_RECORDS, now_micros=_TRAINING_NOW_MICROS)]
-    return zstandard.train_dictionary(DICTIONARY_BYTES, samples, level=ZSTD_LEVEL, threads=0).as_bytes()
+    return zstandard.train_dictionary(DICTIONARY_BYTES, samples, level=_TRAINING_LEVEL, threads=0).as_bytes()
