@@ -10,6 +10,11 @@ its channel, checkpoints) and reads its wall time and ``time.process_time()`` (e
 process, in steady state: from the end of its first unit to the end of its last; start-up is
 reported apart). The hot path (``process_batch``) runs here on the same records for the ratio the
 capacity plan needs: ``consumer_cpu_vs_hot_path`` (goal ≤ 2).
+
+``archive_bytes_per_record`` is the archive objects' bytes per record read (and
+``archive_compression_ratio`` the records' bytes over them). ``ARCHIVE_ENCRYPTION`` (``local``, the
+embedded default, or ``off``) passes through to the consumer: run both, one after the other, to compare
+the encrypted archive's size and CPU with the clear one's.
 """
 
 from __future__ import annotations
@@ -140,6 +145,9 @@ def main() -> int:
             child.terminate()
             child.wait(timeout=20)
     read = consumer["read"]
+    # the raw archive as written: its objects' bytes per record, against the records' own bytes
+    archive_bytes = sum(f.stat().st_size for f in (var / "archive").rglob("*.zst"))
+    record_bytes = sum(len(data) for data in encoded)
     # steady state: from the end of the consumer's first unit to the end of its last (start-up, paid
     # once by a long-lived process, is reported apart)
     consumer_us = consumer["steady_cpu_seconds"] / max(1, consumer["steady_records"]) * 1e6
@@ -162,6 +170,10 @@ def main() -> int:
         # the consuming thread's CPU per record, by step of a unit (the rest of the process: the
         # heartbeat thread, the connector's threads, the interpreter)
         "consumer_cpu_us_per_event_by_step": {step: round(us, 1) for step, us in by_step.items()},
+        "archive_encryption": os.environ.get("ARCHIVE_ENCRYPTION", "local"),
+        "archive_bytes_per_record": round(archive_bytes / max(1, read), 1),
+        "archive_record_bytes_per_record": round(record_bytes / max(1, len(encoded)), 1),
+        "archive_compression_ratio": round(record_bytes / max(1, archive_bytes), 2),
         "consumer_units": consumer["units"], "consumer_shards": args.shards, "consumer_put_s": round(put_s, 1),
         "consumer_path": "moto Kinesis → ShardConsumer (archive zstd files, pipeline, channel INSERT) → fakesnow",
     }

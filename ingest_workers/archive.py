@@ -25,8 +25,10 @@ it, and the archive lines are then assembled from the raw bytes without parsing 
 pipeline already knows which records are not JSON). Line N (0-based) of an object is the record at
 lineage ``raw_offset`` N: ``{"seq", "shard", "arrival", "record"}`` (the envelope as it was sent), or
 ``"record_b64"`` for bytes that were not JSON; or, with per-subject encryption on (the default), the
-record encrypted under its subjects' data keys (``ingest_workers.archive_crypto``: ``enc``, ``kids``,
-``nonce``, ``ct``), or no record at all for a record of a suppressed subject. Readers open encrypted
+record encrypted under its subjects' data keys (``ingest_workers.archive_crypto``: version 2 seals the
+records of one key set in one unit as one block compressed with the shared synthetic dictionary, on
+its first record's line, the others' lines pointing to it; version 1, one ciphertext per line, still
+reads), or no record at all for a record of a suppressed subject. Readers open encrypted
 lines transparently; a line of an erased subject raises ``ArchiveRecordShredded``, which readers skip
 and count. ``RAW_ARCHIVE_URL`` is ``file:///dir``
 (embedded) or ``s3://bucket/prefix``; both go through obstore. Objects written by earlier versions
@@ -50,7 +52,15 @@ import zstandard
 from obstore.store import LocalStore, S3Store
 
 from ingest_workers import json_numbers
-from ingest_workers.archive_crypto import ArchiveRecordShredded, LineSealer, line_is_encrypted, line_open
+from ingest_workers.archive_crypto import (
+    BLOCK_VERSION,
+    ArchiveRecordShredded,
+    LineSealer,
+    block_member_line,
+    block_open,
+    line_is_encrypted,
+    line_open,
+)
 from ingest_workers.pipeline import RawRecord
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -211,16 +221,17 @@ class ShardArchive:
         """Add the lines of every placed record (``not_json``: sequence numbers the pipeline found not
         to be JSON; None: checked here). ``sealer`` encrypts each line under its subjects' keys (and
         writes no record for a suppressed one); None writes lines in clear."""
-        lines: dict[int, tuple[_Object, list[bytes]]] = {}
+        lines: dict[int, tuple[_Object, list]] = {}
         for obj, record in self._pending:
             if obj.adopted_through is None:
                 is_json = _is_json(record.data, record.sequence_number, not_json)
                 lines.setdefault(id(obj), (obj, []))[1].append(
                     archive_line(record, is_json=is_json) if sealer is None else
-                    sealer.line(record.sequence_number, record.shard_id, record.arrival_micros, record.data,
-                                is_json=is_json))
+                    (record.sequence_number, record.shard_id, record.arrival_micros, record.data, is_json))
             else:
                 obj.written += 1
+        if sealer is not None:  # sealed by block: the records of one key set in one unit compress together
+            lines = {key: (obj, sealer.lines(records, obj.written)) for key, (obj, records) in lines.items()}
         for obj, object_lines in lines.values():  # one compress call per object and unit
             obj.add(object_lines)
         self._pending.clear()
@@ -338,6 +349,8 @@ class ArchiveReader:
         self.shredded = 0
         self._keyring = keyring
         self._objects: OrderedDict[str, list[bytes]] = OrderedDict()
+        #: the last opened blocks ((uri, block line) → bodies): a block's members are read together
+        self._blocks: OrderedDict[tuple[str, int], list[bytes]] = OrderedDict()
 
     @property
     def keyring(self):
@@ -358,27 +371,48 @@ class ArchiveReader:
                 self._objects.popitem(last=False)
         else:
             self._objects.move_to_end(uri)
-        return self.line_open(lines[offset], uri=uri, offset=offset)
+        return self.line_open(lines[offset], uri=uri, offset=offset, lines=lines)
 
-    def line_open(self, raw: bytes, *, uri: str = "", offset: int = -1) -> dict:
-        """One stored line as data, decrypted when it is encrypted (``ArchiveRecordShredded`` counted)."""
+    def line_open(self, raw: bytes, *, uri: str = "", offset: int = -1, lines: Sequence[bytes] = ()) -> dict:
+        """One stored line as data, decrypted when it is encrypted (``ArchiveRecordShredded`` counted).
+        ``lines``: the object's lines (a block member's block is another line of its object)."""
         line = archive_line_parse(raw)
         if not line_is_encrypted(line):
             return line
         try:
+            if line.get("enc") == BLOCK_VERSION:
+                return archive_line_parse(self._member_open(line, uri=uri, offset=offset, lines=lines))
             keys = self.keyring.keys_by_id(line.get("kids") or ())
             return archive_line_parse(line_open(line, keys, uri=uri, offset=offset))
         except ArchiveRecordShredded:
             self.shredded += 1
             raise
 
+    def _member_open(self, line: dict, *, uri: str, offset: int, lines: Sequence[bytes]) -> bytes:
+        at, index = (offset, 0) if "ct" in line else (int(line["at"]), int(line["i"]))
+        bodies = self._blocks.get((uri, at))
+        if bodies is None:
+            if not 0 <= at < len(lines):
+                raise ArchiveRecordShredded(uri, offset, "its block is not in the object")
+            block = line if at == offset else orjson.loads(lines[at])
+            if block.get("enc") != BLOCK_VERSION or "ct" not in block:
+                raise ArchiveRecordShredded(uri, offset, "its block is not in the object")
+            bodies = block_open(block, self.keyring.keys_by_id(block.get("kids") or ()), uri=uri, offset=at)
+            self._blocks[(uri, at)] = bodies
+            while len(self._blocks) > 64:
+                self._blocks.popitem(last=False)
+        if not 0 <= index < len(bodies):
+            raise ArchiveRecordShredded(uri, offset, "damaged block")
+        return block_member_line(line, bodies[index])
+
     def object_lines(self, uri: str) -> list[tuple[int, dict]]:
         """(line number, line) of every readable line of one object, in order; lines of erased
         subjects are skipped (and counted in ``shredded``)."""
         out = []
-        for offset, raw in enumerate(self._fetch(uri)):
+        lines = self._fetch(uri)
+        for offset, raw in enumerate(lines):
             try:
-                out.append((offset, self.line_open(raw, uri=uri, offset=offset)))
+                out.append((offset, self.line_open(raw, uri=uri, offset=offset, lines=lines)))
             except ArchiveRecordShredded:
                 continue
         self.fetched += 1
