@@ -226,8 +226,10 @@ def _archive_steps(index: ContractIndex, batches, locations):
             sealer = keyring.sealer(batch, subjects, suppressed)
             res.landing_json()
             not_json = {q.sequence_number for q in res.quarantine if q.reason_code == "undecodable"}
-            lines = [sealer.line(r.sequence_number, r.shard_id, r.arrival_micros, r.data,
-                                 is_json=r.sequence_number not in not_json) for r in batch]
+            # what ShardArchive.append does: the unit's lines in one call (version 2: the records that
+            # share a key set compressed together with the shared dictionary, then sealed, one block each)
+            lines = sealer.lines([(r.sequence_number, r.shard_id, r.arrival_micros, r.data,
+                                   r.sequence_number not in not_json) for r in batch], 0)
             lines_total += len(lines)
             if measure_size:
                 sizes["encrypted"] += len(zstandard.ZstdCompressor(level=3).compress(b"\n".join(lines)))
