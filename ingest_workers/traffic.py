@@ -83,6 +83,10 @@ class ContractTemplate:
     content_paths: tuple[str, ...]
     #: (identifier kind, payload path): where the person acting the conversation puts their identifiers
     identity_paths: tuple[tuple[str, str], ...] = ()
+    #: (path, started value, completed value) of a contract whose events come in pairs (a tool call's started and
+    #: completed phases share the natural key): a completed event reuses the ids of a started one of its
+    #: conversation, no earlier in time, as the platform's referential check expects
+    phases: tuple[str, str, str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,8 +216,24 @@ def templates_from_preset(preset: dict) -> list[ContractTemplate]:
             if isinstance(time_spec, dict) else None,
             group_paths=tuple(p for p in group if p), content_paths=tuple(sorted(p for p in content if p)),
             identity_paths=_identity_paths(mapping, samples),
+            phases=_paired_phases(rules),
         ))
     return templates
+
+
+def _paired_phases(rules: list[dict]) -> tuple[str, str, str] | None:
+    """(path, started value, completed value) when the mapping's event rules tell a ``*.started`` from a
+    ``*.completed`` event of the same thing by one field's value (the tool-call contracts)."""
+    by_suffix: dict[str, tuple[str, str, str]] = {}
+    for rule in rules:
+        when, kind = rule.get("when") or {}, str(rule.get("type") or "")
+        if isinstance(when, dict) and isinstance(when.get("path"), str) and "equals" in when:
+            stem, _, suffix = kind.rpartition(".")
+            by_suffix[suffix] = (stem, when["path"], when["equals"])
+    started, completed = by_suffix.get("started"), by_suffix.get("completed")
+    if started and completed and started[:2] == completed[:2]:
+        return started[1], started[2], completed[2]
+    return None
 
 
 def _template_paths(spec: Any) -> list[str]:
@@ -305,6 +325,8 @@ class _Conversation:
     person: _Person
     started_micros: int
     last_micros: int
+    #: per template (paired phases): the ids and event time of started events not yet completed
+    open_calls: dict[str, collections.deque] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(eq=False)
@@ -353,6 +375,10 @@ class TrafficGenerator:
         #: per template: its last finished conversations, which late events belong to
         self._recent: dict[str, collections.deque[_Conversation]] = {}
         self._samples_json = {id(t): tuple(orjson.dumps(sample) for sample in t.samples) for t in templates}
+        #: per paired template: its samples of the started phase (a completed event with no call open becomes one)
+        self._started_json = {id(t): tuple(orjson.dumps(sample) for sample in t.samples
+                                           if _get(sample, t.phases[0]) == t.phases[1])
+                              for t in templates if t.phases}
         self._client_platforms = sorted({t.platform for t in templates} - BACKEND_PLATFORMS)
         self._account_platforms = [p for p in self._client_platforms if p not in OWN_USER_ID_PLATFORMS]
         self._people: list[_Person] = []
@@ -438,7 +464,35 @@ class TrafficGenerator:
         group.last_micros = now_micros
         return group
 
-    def _payload(self, template: ContractTemplate, now_micros: int) -> tuple[dict, int]:
+    def _pair_phase(self, template: ContractTemplate, key: str, group: _Conversation, payload: dict,
+                    event_time: int, opens: bool) -> tuple[int, dict]:
+        """A started event opens a call in its conversation; a completed one closes the oldest open call, with
+        its ids and no earlier than it. A completed event with no call open is sent as a started one."""
+        if not template.phases:
+            return event_time, payload
+        path, started, completed = template.phases
+        calls = group.open_calls.setdefault(key, collections.deque(maxlen=16))
+        if _get(payload, path) == completed:
+            if calls:
+                ids, opened_at = calls.popleft()
+                for id_path, value in ids.items():
+                    _set(payload, id_path, value)
+                return max(event_time, opened_at + 1_000), payload
+            choices = self._started_json.get(id(template))
+            if not choices:
+                return event_time, payload
+            fresh = orjson.loads(self.rng.choice(choices))
+            for id_path in (*template.id_paths, *group.ids):
+                _set(fresh, id_path, _get(payload, id_path))
+            for _, id_path in template.identity_paths:
+                if _get(payload, id_path) is not None and _get(fresh, id_path) is not None:
+                    _set(fresh, id_path, _get(payload, id_path))
+            payload = fresh
+        if opens and _get(payload, path) == started:  # a started event that will not land opens nothing
+            calls.append(({p: _get(payload, p) for p in template.id_paths}, event_time))
+        return event_time, payload
+
+    def _payload(self, template: ContractTemplate, now_micros: int, lands: bool = True) -> tuple[dict, int]:
         rng = self.rng
         payload = orjson.loads(rng.choice(self._samples_json[id(template)]))   # a fresh copy, faster than deepcopy
         key = f"{template.source}.{template.contract}"
@@ -465,6 +519,7 @@ class TrafficGenerator:
                 _set(payload, path, self._identifier(group.person, kind, template, like))
         for path in template.id_paths:
             _set(payload, path, _fresh_id(_get(payload, path), rng, event_time))
+        event_time, payload = self._pair_phase(template, key, group, payload, event_time, lands)
         if template.time_path:
             _set(payload, template.time_path, _format_time(event_time, template.time_transform,
                                                            _get(payload, template.time_path)))
@@ -514,7 +569,7 @@ class TrafficGenerator:
             yield record
 
     def _malformed(self, template: ContractTemplate, now_micros: int) -> GeneratedRecord:
-        payload, event_time = self._payload(template, now_micros)
+        payload, event_time = self._payload(template, now_micros, lands=False)
         if template.id_paths and self.rng.random() < 0.7:
             _set(payload, template.id_paths[0], {"not": "an id"})   # breaks the contract's schema
         else:
@@ -524,7 +579,7 @@ class TrafficGenerator:
     def _wrong_typed(self, template: ContractTemplate, now_micros: int) -> GeneratedRecord:
         """A payload whose first text field (content, else the event time, else the id) holds a number, or
         whose first numeric one holds text: the contract's schema refuses it, naming the field's path."""
-        payload, event_time = self._payload(template, now_micros)
+        payload, event_time = self._payload(template, now_micros, lands=False)
         path = wrong_type_path(template)
         if path is not None:
             value = _get(payload, path)

@@ -333,3 +333,18 @@ def test_a_conversation_idle_while_the_clock_jumps_is_not_continued():
     before = sessions_of(list(generator.records(400, now_micros=NOW)))
     after = sessions_of(list(generator.records(400, now_micros=NOW + 2 * 3600 * 1_000_000)))
     assert before and after and not set(before) & set(after)
+
+
+def test_every_completed_tool_call_follows_a_started_one_with_its_id(new_records):
+    # the platform's referential check (docs/quality.md): a tool_call.completed has a tool_call.started with the
+    # same tool_call_id no later. Fresh ids on both phases failed it from the demo's first check cycle.
+    events = [e for r in run_pipeline(new_records) for e in r.events]
+    started: dict[str, list[str]] = defaultdict(list)
+    for e in events:
+        if e["event_type"] == "tool_call.started":
+            started[e["attributes"]["tool_call_id"]].append(e["event_time"])
+    completed = [e for e in events if e["event_type"] == "tool_call.completed"]
+    assert len(completed) >= 20 and len(started) >= len(completed)
+    orphans = [e["attributes"]["tool_call_id"] for e in completed
+               if not any(t <= e["event_time"] for t in started.get(e["attributes"]["tool_call_id"], ()))]
+    assert orphans == []
