@@ -62,9 +62,24 @@ def payload_mentions(payload: Any, target: ErasureSubject) -> bool:
 
 def raw_mentions(data: bytes, target: ErasureSubject) -> bool:
     """Whether raw bytes (a cache key or its stored value, pickled or not) contain an identifier of the
-    subject, as UTF-8."""
+    subject, as UTF-8. An identifier shorter than ``MIN_RAW_MATCH`` characters matches only quoted (``"42"``, as
+    JSON writes it): bare, a short id occurs inside unrelated entries, and deleting those would erase other
+    people's data."""
     needles = [i.value for i in target.identifiers] + list(target.person_ids)
-    return any(needle.encode() in data for needle in needles if needle)
+    for needle in needles:
+        if not needle:
+            continue
+        raw = needle.encode()
+        if len(needle) >= MIN_RAW_MATCH:
+            if raw in data:
+                return True
+        elif b'"' + raw + b'"' in data:
+            return True
+    return False
+
+
+#: the warehouse's free-text matching uses the same floor (deletion.warehouse_erasure: 8 characters)
+MIN_RAW_MATCH = 8
 
 
 # --- sample payloads -------------------------------------------------------------------------------------

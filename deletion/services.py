@@ -244,10 +244,11 @@ def ticket_retry(*, actor: Any, ticket: DeletionTicket) -> DeletionTicket:
     return ticket
 
 
-def evidence_download_record(*, actor: Any, ticket: DeletionTicket) -> None:
-    """The evidence names the person in clear: each download is in the audit log."""
+def evidence_download_record(*, actor: Any, ticket: DeletionTicket, viewed: bool = False) -> None:
+    """The evidence names the person in clear: each download, and each view of its page, is in the audit log."""
     _require_officer(actor)
-    audit_record_write(actor=actor, action="deletion_ticket.evidence_download", obj=ticket, after=_state(ticket))
+    audit_record_write(actor=actor, action="deletion_ticket.evidence_view" if viewed else
+                       "deletion_ticket.evidence_download", obj=ticket, after=_state(ticket))
 
 
 def _enqueue(ticket_id: int) -> None:

@@ -156,4 +156,5 @@ def deletion_evidence(request: HttpRequest, pk: int) -> HttpResponse:
                                 content_type="application/json; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{ticket.reference}-evidence.json"'
         return response
+    services.evidence_download_record(actor=request.user, ticket=ticket, viewed=True)
     return render(request, "deletion/evidence.html", {"ticket": ticket, "record": evidence.record})

@@ -29,17 +29,36 @@ def _with_notifications(alerts):
                  .prefetch_related("tries").order_by("created_at", "id")))
 
 
-def alerts_open() -> list[Alert]:
-    return list(_with_notifications(Alert.objects.filter(resolved_at__isnull=True)).order_by("-opened_at"))
+#: the deletion SLA's alerts name deletion tickets: only those who may see tickets see them (portal.roles)
+DELETION_RULE = "deletion_sla"
 
 
-def alerts_recent(*, days: int = 7, limit: int = 50, now: dt.datetime | None = None) -> list[Alert]:
+def _visible_to(alerts, viewer: Any):
+    from portal.roles import may_handle_deletions
+
+    return alerts if viewer is None or may_handle_deletions(viewer) else alerts.exclude(rule=DELETION_RULE)
+
+
+def alert_may_act(viewer: Any, alert: Alert) -> bool:
+    """Data engineers and admins acknowledge and silence alerts; privacy officers those of the deletion SLA."""
+    from portal.roles import is_data_engineer, may_handle_deletions
+
+    return is_data_engineer(viewer) or (alert.rule == DELETION_RULE and may_handle_deletions(viewer))
+
+
+def alerts_open(viewer: Any = None) -> list[Alert]:
+    return list(_with_notifications(_visible_to(Alert.objects.filter(resolved_at__isnull=True), viewer))
+                .order_by("-opened_at"))
+
+
+def alerts_recent(viewer: Any = None, *, days: int = 7, limit: int = 50, now: dt.datetime | None = None) -> list[Alert]:
     since = (now or timezone.now()) - dt.timedelta(days=days)
-    return list(_with_notifications(Alert.objects.filter(resolved_at__gte=since)).order_by("-resolved_at")[:limit])
+    return list(_with_notifications(_visible_to(Alert.objects.filter(resolved_at__gte=since), viewer))
+                .order_by("-resolved_at")[:limit])
 
 
-def alert_open_count() -> int:
-    return Alert.objects.filter(resolved_at__isnull=True).count()
+def alert_open_count(viewer: Any = None) -> int:
+    return _visible_to(Alert.objects.filter(resolved_at__isnull=True), viewer).count()
 
 
 def alert_rule_states() -> list[AlertRuleState]:
@@ -95,7 +114,8 @@ def runbook_html(*, page_links: bool) -> tuple[str, list[tuple[str, str]]]:
     return _rendered(str(RUNBOOK_PATH), RUNBOOK_PATH.stat().st_mtime, page_links)
 
 
-def alert_view_rows(alerts: list[Alert], *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+def alert_view_rows(alerts: list[Alert], *, viewer: Any = None, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     now = now or timezone.now()
     return [{"alert": a, "silenced": bool(a.silenced_until and a.silenced_until > now),
-             "notifications": list(a.notifications.all())} for a in alerts]
+             "notifications": list(a.notifications.all()),
+             "can_act": viewer is not None and alert_may_act(viewer, a)} for a in alerts]

@@ -26,24 +26,25 @@ from quality.models import Alert, NotificationChannel
 @login_required
 def alert_list(request: HttpRequest) -> HttpResponse:
     return render(request, "quality/alerts.html", {
-        "open_rows": alert_selectors.alert_view_rows(alert_selectors.alerts_open()),
-        "recent_rows": alert_selectors.alert_view_rows(alert_selectors.alerts_recent()),
+        "open_rows": alert_selectors.alert_view_rows(alert_selectors.alerts_open(request.user), viewer=request.user),
+        "recent_rows": alert_selectors.alert_view_rows(alert_selectors.alerts_recent(request.user),
+                                                       viewer=request.user),
         "rule_states": alert_selectors.alert_rule_states(),
         "channel_count": len(alert_selectors.channels()),
         "can_act": is_data_engineer(request.user), "silence_choices": alert_selectors.SILENCE_CHOICES})
 
 
-def _alert_or_404(alert_id: int) -> Alert:
-    try:
-        return Alert.objects.get(pk=alert_id)
-    except Alert.DoesNotExist as err:
-        raise Http404("No such alert.") from err
+def _alert_or_404(alert_id: int, viewer) -> Alert:
+    alert = next(iter(alert_selectors._visible_to(Alert.objects.filter(pk=alert_id), viewer)), None)
+    if alert is None:
+        raise Http404("No such alert.")
+    return alert
 
 
 @require_POST
 @login_required
 def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
-    alert = _alert_or_404(alert_id)
+    alert = _alert_or_404(alert_id, request.user)
     try:
         alerts.alert_acknowledge(actor=request.user, alert_id=alert.pk)
     except alerts.AlertActionForbidden as err:
@@ -59,7 +60,7 @@ class SilenceForm(forms.Form):
 @require_POST
 @login_required
 def alert_silence(request: HttpRequest, alert_id: int) -> HttpResponse:
-    alert = _alert_or_404(alert_id)
+    alert = _alert_or_404(alert_id, request.user)
     form = SilenceForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose how long to silence the alert for: "

@@ -271,9 +271,16 @@ class AlertActionForbidden(PermissionError):
     """Only data engineers and admins acknowledge and silence alerts, and manage channels."""
 
 
-def _may_act(actor: Any) -> None:
+def _may_act(actor: Any, alert: Alert | None = None) -> None:
     from portal.roles import is_data_engineer
 
+    if alert is not None:
+        from quality.alert_selectors import alert_may_act
+
+        if not alert_may_act(actor, alert):
+            raise AlertActionForbidden("Only data engineers and admins (and privacy officers, for the deletion "
+                                       "SLA's alerts) may acknowledge or silence alerts.")
+        return
     if not is_data_engineer(actor):
         raise AlertActionForbidden("Only data engineers and admins may acknowledge or silence alerts.")
 
@@ -282,9 +289,9 @@ def alert_acknowledge(*, actor: Any, alert_id: int) -> Alert:
     """Record who acknowledged the alert and when (the first acknowledgement is kept)."""
     from portal.services import audit_record_write
 
-    _may_act(actor)
     with transaction.atomic():
         alert = Alert.objects.select_for_update().get(pk=alert_id)
+        _may_act(actor, alert)
         if alert.acknowledged_at is None:
             alert.acknowledged_by, alert.acknowledged_at = actor, timezone.now()
             alert.save(update_fields=["acknowledged_by", "acknowledged_at"])
@@ -297,11 +304,11 @@ def alert_silence(*, actor: Any, alert_id: int, minutes: int | None) -> Alert:
     and resolves as usual; the messages due while it is silenced are suppressed, not sent later."""
     from portal.services import audit_record_write
 
-    _may_act(actor)
     if minutes is not None and not 0 <= minutes <= settings.QUALITY_ALERT_SILENCE_MAX_MINUTES:
         raise ValueError(f"A silence lasts from 1 to {settings.QUALITY_ALERT_SILENCE_MAX_MINUTES} minutes.")
     with transaction.atomic():
         alert = Alert.objects.select_for_update().get(pk=alert_id)
+        _may_act(actor, alert)
         before = {"silenced_until": alert.silenced_until.isoformat() if alert.silenced_until else None}
         if minutes:
             alert.silenced_until, alert.silenced_by = timezone.now() + dt.timedelta(minutes=minutes), actor

@@ -81,3 +81,10 @@ def test_payload_mentions_values_text_and_split_slack_ids():
     assert not payload_mentions({"text": "odd1 and d12"}, target)              # a short id only matches whole
     assert raw_mentions(b"\x80\x04collect:T0ALICE:U0ALICE", target)
     assert not raw_mentions(b"collect:rate:web-chat:1700000000", target)
+
+
+def test_a_short_identifier_matches_cache_bytes_only_quoted():
+    # bare, "42" is inside every timestamp and counter: a cache erasure by it would delete other people's entries
+    short = ErasureSubject("DEL-2", (Identifier(IdentifierKind.PLATFORM_USER_ID, "42"),))
+    assert not raw_mentions(b"collect:rate:web-chat:1700000042", short)
+    assert raw_mentions(b'{"user_id": "42", "plan": "pro"}', short)

@@ -106,7 +106,8 @@ def test_privacy_officer_files_confirms_and_gets_evidence_and_identifiers_are_ha
     actions = set(AuditRecord.objects.filter(object_id=str(ticket.pk), object_type="deletion.deletionticket")
                   .values_list("action", flat=True))
     assert actions == {"deletion_ticket.file", "deletion_ticket.expand", "deletion_ticket.remove_identifier",
-                       "deletion_ticket.confirm", "deletion_ticket.done", "deletion_ticket.evidence_download"}
+                       "deletion_ticket.confirm", "deletion_ticket.done", "deletion_ticket.evidence_view",
+                       "deletion_ticket.evidence_download"}
     audited = json.dumps(list(AuditRecord.objects.values_list("before", "after")))
     assert ALICE_EMAIL not in audited and "her old phone" not in audited
 

@@ -118,3 +118,31 @@ def test_a_failing_rule_shows_on_the_page(client, engineer, settings):
     settings.QUALITY_ALERT_RULES = [RULE]
     html = client.get("/quality/alerts/").content.decode()
     assert 'data-testid="rule-error"' in html and "warehouse could not be reached" in html
+
+
+def test_deletion_sla_alerts_are_seen_and_handled_by_the_privacy_team_only(client, platform_user, engineer,
+                                                                           privacy_user):
+    # a deletion SLA alert names a deletion ticket: only those who may see tickets see it, and privacy officers
+    # (who cannot act on other alerts) acknowledge it
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from deletion.alert_rules import sla_conditions
+
+    due = timezone.now() - dt.timedelta(hours=2)
+    SCRIPT["conditions"] = sla_conditions([("DEL-000042", "running", due, "/deletions/42/")], timezone.now())
+    alerts_evaluate(rule_paths=[RULE])
+    alert = Alert.objects.get(resolved_at__isnull=True)
+    assert alert.rule == "deletion_sla"
+    for outsider in (platform_user, engineer):
+        client.force_login(outsider)
+        assert "DEL-000042" not in client.get("/quality/alerts/").content.decode()
+        assert 'data-testid="alert-count">1<' not in client.get("/").content.decode()
+        assert client.post(f"/quality/alerts/{alert.pk}/acknowledge/").status_code == 404
+    client.force_login(privacy_user)
+    page = client.get("/quality/alerts/").content.decode()
+    assert "DEL-000042" in page and 'data-testid="acknowledge"' in page
+    client.post(f"/quality/alerts/{alert.pk}/acknowledge/")
+    alert.refresh_from_db()
+    assert alert.acknowledged_by == privacy_user
