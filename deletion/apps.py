@@ -8,7 +8,7 @@ class DeletionConfig(AppConfig):
 
     def ready(self) -> None:
         from deletion.selectors import requests_at_risk_samples
-        from ingest_workers.metrics import state_gauge_provide
+        from ingest_workers.metric_providers import state_gauge_provide
 
         # /metrics reads the SLA states at scrape time (docs/metrics.md; the alert in docs/ops/prometheus-alerts.yml)
         state_gauge_provide("chatorbit_deletion_requests_at_risk",

@@ -121,21 +121,9 @@ def pipeline_merge_count(*, inserted: int, updated: int, late_copies: int, laten
 
 # --- read at scrape time -----------------------------------------------------------------------------
 
-StateRead = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
-#: providers of scrape-time gauges other apps own: name -> (help, label names, read() -> [(labels, value)])
-_STATE_PROVIDERS: dict[str, tuple[str, tuple[str, ...], StateRead | None]] = {
-    # the deletion app registers its reader (deletion_requests_at_risk_provide); until then the series
-    # is declared without samples
-    "chatorbit_deletion_requests_at_risk": (
-        "Deletion requests open past the share of their 72-hour SLA that puts them at risk.", (), None),
-}
-
-
-def state_gauge_provide(name: str, documentation: str, labelnames: tuple[str, ...],
-                        read: StateRead) -> None:
-    """Expose a gauge another app reads from its own store at scrape time (e.g. the deletion app's
-    requests at risk: ``state_gauge_provide("chatorbit_deletion_requests_at_risk", …)`` in its ready())."""
-    _STATE_PROVIDERS[name] = (documentation, labelnames, read)
+# the providers of scrape-time gauges live in ingest_workers.metric_providers, which imports no
+# prometheus_client: apps register there from their ready(), before a process knows its multiprocess mode
+from ingest_workers.metric_providers import _STATE_PROVIDERS, StateRead, state_gauge_provide  # noqa: E402,F401
 
 
 class PipelineStateCollector(Collector):

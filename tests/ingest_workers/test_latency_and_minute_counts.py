@@ -85,3 +85,17 @@ def test_the_pipeline_trends_draw_latency_p50_p99_late_and_duplicates_per_minute
     assert series["latency_p50_s"] == [None, 1.5, None]   # halfway through the (1, 2] bucket
     assert series["latency_p99_s"] == [None, 52.5, None]  # the 99th of 100: the first of 2 in (45, 60]
     assert series["late"] == [0, 4, 0] and series["duplicates"] == [0, 3, 0]
+
+
+def test_loading_the_apps_and_urls_does_not_import_prometheus_client():
+    # prometheus_client picks single- or multiprocess mode when first imported, and run_embedded sets
+    # PROMETHEUS_MULTIPROC_DIR after the apps and URLs have loaded: an import from an app's ready() put the portal
+    # in single-process mode and its collectors' counts vanished from /metrics (the deletion app's gauge did)
+    import subprocess
+    import sys
+
+    code = ("import os, sys; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'portal.settings'); import django; "
+            "django.setup(); from django.urls import get_resolver; get_resolver().url_patterns; "
+            "print('prometheus_client' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
