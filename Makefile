@@ -7,6 +7,11 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1s
 # Tests run against this machine's real PostgreSQL and Redis.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatorbit
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+# The suite runs in TEST_WORKERS pytest-xdist processes, a file at a time each (module fixtures stay shared);
+# each worker has its own test database (test_chatorbit_gwN) and its own Redis database, from this list (one
+# URL per worker: tests/xdist_slots.py).
+TEST_WORKERS ?= 2
+TEST_REDIS_URLS ?= $(TEST_REDIS_URL) redis://127.0.0.1:6379/1
 
 .PHONY: run test bench install browser lint clean
 
@@ -29,7 +34,7 @@ run: install
 test: install browser
 	@scripts/services_up.sh
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) REDIS_URL=$(TEST_REDIS_URL) \
-		$(PY) -m pytest
+		TEST_REDIS_URLS="$(TEST_REDIS_URLS)" $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: install
 	$(PY) bench/run.py
