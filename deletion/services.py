@@ -5,7 +5,8 @@ Every officer action runs in one transaction with its audit record. The job is t
 it with a conditional UPDATE (lease owner + expiry on the database's clock), renews the lease by heartbeat
 while a step runs, and records each step before and after it runs, so a worker killed mid-ticket leaves a
 ticket that the sweeper (``deletion_resume_stale``) queues again once the lease lapses; the next worker skips
-the steps done and re-runs the one that was running (steps are idempotent).
+the steps done and re-runs the one that was running (steps are idempotent). A queued ticket holds a ``queued``
+lease for DELETION_QUEUED_GRACE_SECONDS, which its task may claim and the sweeper respects.
 """
 
 from __future__ import annotations
@@ -251,9 +252,23 @@ def evidence_download_record(*, actor: Any, ticket: DeletionTicket, viewed: bool
                        "deletion_ticket.evidence_download", obj=ticket, after=_state(ticket))
 
 
+QUEUED_OWNER = "queued"
+
+
+def _queued_until() -> ExpressionWrapper:
+    return ExpressionWrapper(Now() + timedelta(seconds=settings.DELETION_QUEUED_GRACE_SECONDS),
+                             output_field=DateTimeField())
+
+
 def _enqueue(ticket_id: int) -> None:
+    """Queue the ticket's task and mark the ticket queued (lease owner ``queued``, until the grace period
+    ends): the sweeper leaves a ticket waiting in the queue alone until then, and the task may still claim it."""
     from deletion.tasks import deletion_ticket_run
 
+    DeletionTicket.objects.filter(
+        Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now()) | Q(lease_owner=QUEUED_OWNER),
+        pk=ticket_id, status__in=[TicketStatus.CONFIRMED, TicketStatus.RUNNING],
+    ).update(lease_owner=QUEUED_OWNER, lease_expires_at=_queued_until())
     deletion_ticket_run.delay(ticket_id)
 
 
@@ -341,7 +356,7 @@ def ticket_execute(*, ticket_id: int, worker_id: str) -> str:
     it), ``lost`` (taken over), or ``nothing`` (not runnable). Raises StepRetryLater (a TransientStoreError) with
     the backoff for the task to retry after, while the step has attempts left."""
     claimed = DeletionTicket.objects.filter(
-        Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now()),
+        Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now()) | Q(lease_owner=QUEUED_OWNER),
         pk=ticket_id, status__in=[TicketStatus.CONFIRMED, TicketStatus.RUNNING],
     ).update(lease_owner=worker_id, lease_expires_at=_lease_until(), status=TicketStatus.RUNNING,
              started_at=Coalesce("started_at", Now()))
@@ -497,7 +512,11 @@ def _ticket_finish(ticket: DeletionTicket, worker_id: str, heartbeat: _Heartbeat
 
 def deletion_resume_stale() -> list[int]:
     """Queue again every confirmed or running ticket nobody holds (its worker died, or its task was lost): the
-    task that takes it resumes after the last step done. Run by the beat every DELETION_RESUME_INTERVAL_S."""
+    task that takes it resumes after the last step done. Run by the beat every DELETION_RESUME_INTERVAL_S.
+
+    A ticket merely waiting in the queue is held by its ``queued`` mark (``_enqueue``) and is left alone until
+    DELETION_QUEUED_GRACE_SECONDS pass without a worker taking it (its task was lost, or the queue is that
+    far behind): one more task then, not one per sweep."""
     stale = list(DeletionTicket.objects.filter(
         Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now()),
         status__in=[TicketStatus.CONFIRMED, TicketStatus.RUNNING]).values_list("pk", flat=True))
