@@ -443,9 +443,8 @@ def _step_run(ticket: DeletionTicket, row: DeletionStep, step: ErasureStep, targ
     result_row = {"store": result.store, "removed": result.removed, "verification": result.verification,
                   "remaining": result.remaining, "detail": dict(result.detail)}
     if result.remaining != 0:
-        row.result = result_row
         return _step_fail(ticket, row, worker_id, heartbeat,
-                          f"the verification found {result.remaining} remaining after the erasure")
+                          f"the verification found {result.remaining} remaining after the erasure", result=result_row)
     with transaction.atomic():
         _fenced(ticket.pk, worker_id, heartbeat)
         row.status, row.result, row.finished_at = StepStatus.DONE, result_row, timezone.now()
@@ -454,11 +453,17 @@ def _step_run(ticket: DeletionTicket, row: DeletionStep, step: ErasureStep, targ
 
 
 def _step_fail(ticket: DeletionTicket, row: DeletionStep, worker_id: str, heartbeat: _Heartbeat,
-               error: str) -> str:
+               error: str, *, result: dict[str, Any] | None = None) -> str:
+    """Fail the step (and the ticket). Its ``result`` is written only when given: a step may have kept a
+    journal there while it ran (deletion.shredding), which this worker's copy of the row has not seen."""
     with transaction.atomic():
         _fenced(ticket.pk, worker_id, heartbeat)
         row.status, row.error, row.finished_at = StepStatus.FAILED, error[:2000], timezone.now()
-        row.save(update_fields=["status", "error", "finished_at", "result"])
+        fields = ["status", "error", "finished_at"]
+        if result is not None:
+            row.result = result
+            fields.append("result")
+        row.save(update_fields=fields)
     return _ticket_fail(ticket, worker_id, heartbeat, f"Step {row.name} ({row.store}) failed: {error}")
 
 
