@@ -7,6 +7,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from contracts.errors import NotFound
+from ingest_workers.collectors import CONTRACT_NAME_RE
 from ingest_workers.events_import import ImportReport, ImportStopped, events_import
 
 #: refused lines listed one by one in the summary; the rest are counted (--json lists them all)
@@ -29,6 +30,8 @@ class Command(BaseCommand):
     def handle(self, *args, path, source, contract=None, start_line=1, **options):
         if start_line < 1:
             raise CommandError("--start-line counts from 1.")
+        if contract is not None and not CONTRACT_NAME_RE.match(contract):
+            raise CommandError("--contract names one of the source's event streams, e.g. 'chat_event'.")
         try:
             handle = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - closed below
         except OSError as err:
