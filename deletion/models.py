@@ -116,6 +116,12 @@ class DeletionTicket(models.Model):
     def reference(self) -> str:
         return f"DEL-{self.pk:06d}" if self.pk else "DEL-new"
 
+    @staticmethod
+    def pk_of_reference(reference: str) -> int | None:
+        """The ticket id a reference (``DEL-000042``) names, None for anything else."""
+        number = reference.removeprefix("DEL-")
+        return int(number) if number != reference and number.isdigit() else None
+
 
 class StepStatus(models.TextChoices):
     PENDING = "pending", "Pending"

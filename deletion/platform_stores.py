@@ -7,10 +7,13 @@
   subject's identifiers is deleted, and the analytics dashboard's cached aggregates are dropped so the next
   view reads the recomputed curated tables.
 
+- **Quality failed-row samples** (PostgreSQL, quality.CheckResult.sample): stored masked, but they are the
+  subject's rows all the same; each sampled row keeps the keyed hashes of its identifiers (quality.samples), by
+  which the subject's rows are dropped from every sample (and by an identifier value left unmasked).
+
 Each step removes, then verifies by looking again (``remaining`` must be 0). Quarantine rows live in the
 warehouse (deletion.warehouse_erasure erases them); the platform writes no export files (evidence downloads are
-streamed, not stored); the quality checks' failed-row samples (quality.CheckResult.sample) are stored masked, and
-the canonical identifiers are personal fields, so they hold no identifier in clear.
+streamed, not stored).
 """
 
 from __future__ import annotations
@@ -100,6 +103,65 @@ def sample_payloads_erase(target: ErasureSubject) -> StoreResult:
         detail={"unit": "sample payloads"})
 
 
+# --- quality failed-row samples -------------------------------------------------------------------------
+
+def _sample_item_matches(item: Any, hashes: set[str], target: ErasureSubject) -> bool:
+    if not isinstance(item, dict):
+        return False
+    return bool(hashes.intersection(item.get("subjects") or ())) or payload_mentions(item.get("row"), target)
+
+
+def _sample_candidates(hashes: set[str], target: ErasureSubject) -> Any:
+    """The check results whose sample may hold a row of the subject: one of its hashes in a row's ``subjects``
+    (JSON containment), or one of its values anywhere in the sample's text (a row stored before samples kept
+    hashes, or an identifier in a column that is not masked). Each candidate row is then matched exactly."""
+    from django.db.models import Q, TextField
+    from django.db.models.functions import Cast
+
+    from quality.models import CheckResult
+
+    needles = {i.value for i in target.identifiers} | set(target.person_ids)
+    needles |= {half for i in target.identifiers if i.kind == IdentifierKind.PLATFORM_USER_ID
+                for half in i.value.split(":", 1)}
+    condition = Q(pk__in=[])
+    for digest in sorted(hashes):
+        condition |= Q(sample__contains=[{"subjects": [digest]}])
+    for needle in sorted(n for n in needles if n):
+        condition |= Q(sample_text__contains=needle)
+    return CheckResult.objects.annotate(sample_text=Cast("sample", TextField())).filter(condition)
+
+
+def quality_samples_erase(target: ErasureSubject) -> StoreResult:
+    """Drop the subject's rows from the quality checks' failed-row samples (masked, but the subject's rows all
+    the same): matched by the keyed hashes of their identifiers the sample keeps (quality.samples), or by an
+    identifier value left unmasked; then look again."""
+    from django.conf import settings
+    from django.db import transaction
+
+    from deletion.suppression import subject_id_keys
+    from ingest_workers.archive_crypto import subject_hash_key
+    from quality.samples import subject_id_key_hashes
+
+    hashes = subject_id_key_hashes(subject_id_keys(target), target.person_ids,
+                                   hash_key=subject_hash_key(settings.SUBJECT_HASH_SECRET))
+    removed = results = 0
+    with transaction.atomic():
+        for result in _sample_candidates(hashes, target).select_for_update(of=("self",)).only("id", "sample"):
+            kept = [item for item in result.sample or [] if not _sample_item_matches(item, hashes, target)]
+            if len(kept) != len(result.sample or []):
+                removed += len(result.sample) - len(kept)
+                results += 1
+                result.sample = kept
+                result.save(update_fields=["sample"])
+    remaining = sum(1 for result in _sample_candidates(hashes, target).only("id", "sample")
+                    for item in result.sample or [] if _sample_item_matches(item, hashes, target))
+    return StoreResult(
+        store="PostgreSQL: quality check failed-row samples", removed=removed, remaining=remaining,
+        verification="every failed-row sample holding one of the subject's keyed identifier hashes or values "
+                     "checked again, row by row (hash in the row's subjects, equal value, or value inside text)",
+        detail={"unit": "sampled rows", "check_results_changed": results})
+
+
 # --- cache entries -------------------------------------------------------------------------------------
 
 class _CacheEntries:
@@ -159,5 +221,7 @@ def platform_steps() -> list[ErasureStep]:
     return [
         ErasureStep(name="platform.sample_payloads", store="PostgreSQL: contract sample payloads",
                     run=sample_payloads_erase),
+        ErasureStep(name="platform.quality_samples", store="PostgreSQL: quality failed-row samples",
+                    run=quality_samples_erase),
         ErasureStep(name="platform.cache", store="Cache (Redis)", run=cache_entries_erase),
     ]

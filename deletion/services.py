@@ -5,7 +5,8 @@ Every officer action runs in one transaction with its audit record. The job is t
 it with a conditional UPDATE (lease owner + expiry on the database's clock), renews the lease by heartbeat
 while a step runs, and records each step before and after it runs, so a worker killed mid-ticket leaves a
 ticket that the sweeper (``deletion_resume_stale``) queues again once the lease lapses; the next worker skips
-the steps done and re-runs the one that was running (steps are idempotent).
+the steps done and re-runs the one that was running (steps are idempotent). A queued ticket holds a ``queued``
+lease for DELETION_QUEUED_GRACE_SECONDS, which its task may claim and the sweeper respects.
 """
 
 from __future__ import annotations
@@ -251,9 +252,23 @@ def evidence_download_record(*, actor: Any, ticket: DeletionTicket, viewed: bool
                        "deletion_ticket.evidence_download", obj=ticket, after=_state(ticket))
 
 
+QUEUED_OWNER = "queued"
+
+
+def _queued_until() -> ExpressionWrapper:
+    return ExpressionWrapper(Now() + timedelta(seconds=settings.DELETION_QUEUED_GRACE_SECONDS),
+                             output_field=DateTimeField())
+
+
 def _enqueue(ticket_id: int) -> None:
+    """Queue the ticket's task and mark the ticket queued (lease owner ``queued``, until the grace period
+    ends): the sweeper leaves a ticket waiting in the queue alone until then, and the task may still claim it."""
     from deletion.tasks import deletion_ticket_run
 
+    DeletionTicket.objects.filter(
+        Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now()) | Q(lease_owner=QUEUED_OWNER),
+        pk=ticket_id, status__in=[TicketStatus.CONFIRMED, TicketStatus.RUNNING],
+    ).update(lease_owner=QUEUED_OWNER, lease_expires_at=_queued_until())
     deletion_ticket_run.delay(ticket_id)
 
 
@@ -341,7 +356,7 @@ def ticket_execute(*, ticket_id: int, worker_id: str) -> str:
     it), ``lost`` (taken over), or ``nothing`` (not runnable). Raises StepRetryLater (a TransientStoreError) with
     the backoff for the task to retry after, while the step has attempts left."""
     claimed = DeletionTicket.objects.filter(
-        Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now()),
+        Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now()) | Q(lease_owner=QUEUED_OWNER),
         pk=ticket_id, status__in=[TicketStatus.CONFIRMED, TicketStatus.RUNNING],
     ).update(lease_owner=worker_id, lease_expires_at=_lease_until(), status=TicketStatus.RUNNING,
              started_at=Coalesce("started_at", Now()))
@@ -428,9 +443,8 @@ def _step_run(ticket: DeletionTicket, row: DeletionStep, step: ErasureStep, targ
     result_row = {"store": result.store, "removed": result.removed, "verification": result.verification,
                   "remaining": result.remaining, "detail": dict(result.detail)}
     if result.remaining != 0:
-        row.result = result_row
         return _step_fail(ticket, row, worker_id, heartbeat,
-                          f"the verification found {result.remaining} remaining after the erasure")
+                          f"the verification found {result.remaining} remaining after the erasure", result=result_row)
     with transaction.atomic():
         _fenced(ticket.pk, worker_id, heartbeat)
         row.status, row.result, row.finished_at = StepStatus.DONE, result_row, timezone.now()
@@ -439,11 +453,17 @@ def _step_run(ticket: DeletionTicket, row: DeletionStep, step: ErasureStep, targ
 
 
 def _step_fail(ticket: DeletionTicket, row: DeletionStep, worker_id: str, heartbeat: _Heartbeat,
-               error: str) -> str:
+               error: str, *, result: dict[str, Any] | None = None) -> str:
+    """Fail the step (and the ticket). Its ``result`` is written only when given: a step may have kept a
+    journal there while it ran (deletion.shredding), which this worker's copy of the row has not seen."""
     with transaction.atomic():
         _fenced(ticket.pk, worker_id, heartbeat)
         row.status, row.error, row.finished_at = StepStatus.FAILED, error[:2000], timezone.now()
-        row.save(update_fields=["status", "error", "finished_at", "result"])
+        fields = ["status", "error", "finished_at"]
+        if result is not None:
+            row.result = result
+            fields.append("result")
+        row.save(update_fields=fields)
     return _ticket_fail(ticket, worker_id, heartbeat, f"Step {row.name} ({row.store}) failed: {error}")
 
 
@@ -497,7 +517,11 @@ def _ticket_finish(ticket: DeletionTicket, worker_id: str, heartbeat: _Heartbeat
 
 def deletion_resume_stale() -> list[int]:
     """Queue again every confirmed or running ticket nobody holds (its worker died, or its task was lost): the
-    task that takes it resumes after the last step done. Run by the beat every DELETION_RESUME_INTERVAL_S."""
+    task that takes it resumes after the last step done. Run by the beat every DELETION_RESUME_INTERVAL_S.
+
+    A ticket merely waiting in the queue is held by its ``queued`` mark (``_enqueue``) and is left alone until
+    DELETION_QUEUED_GRACE_SECONDS pass without a worker taking it (its task was lost, or the queue is that
+    far behind): one more task then, not one per sweep."""
     stale = list(DeletionTicket.objects.filter(
         Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now()),
         status__in=[TicketStatus.CONFIRMED, TicketStatus.RUNNING]).values_list("pk", flat=True))

@@ -19,6 +19,7 @@ Key material is never logged: only counts and random key ids are.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.db import transaction
 
@@ -29,6 +30,9 @@ from deletion.suppression import subject_id_keys, suppression_step_run
 log = logging.getLogger(__name__)
 
 STORE = "raw archive"
+SHRED_STEP = "archive_shred"
+#: the step row's ``result`` entry listing the key ids destroyed so far (replaced by the result once done)
+JOURNAL = "destroyed_key_ids_so_far"
 
 
 def archive_steps() -> list[ErasureStep]:
@@ -36,30 +40,67 @@ def archive_steps() -> list[ErasureStep]:
     keys are shredded)."""
     return [
         ErasureStep(name="archive_suppress", store="suppression list", run=suppression_step_run),
-        ErasureStep(name="archive_shred", store=STORE, run=archive_shred_run),
+        ErasureStep(name=SHRED_STEP, store=STORE, run=archive_shred_run),
     ]
 
 
-def subject_keys_shred(id_hashes: list[str]) -> list[str]:
-    """Delete the wrapped data keys stored under these keyed hashes; returns the destroyed key ids."""
+def subject_keys_shred(id_hashes: list[str], *,
+                       journal: Callable[[list[str]], None] | None = None) -> list[str]:
+    """Delete the wrapped data keys stored under these keyed hashes; returns the destroyed key ids.
+    ``journal`` is told the key ids in the same transaction as the delete (it commits with it or not at all)."""
     from deletion.models import SubjectKey
 
     with transaction.atomic():
         rows = list(SubjectKey.objects.select_for_update().filter(id_hash__in=id_hashes).values_list("pk", "key_id"))
+        if journal is not None and rows:
+            journal([kid for _, kid in rows])
         SubjectKey.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
     if rows:
         erasure_generation_bump()
     return [kid for _, kid in rows]
 
 
+def _journal_of(ticket_ref: str) -> tuple[Callable[[list[str]], None], Callable[[], list[str]]]:
+    """(record, recorded): the key ids this ticket's shred step destroyed, kept on its step row (``result``)
+    as they are destroyed. A worker that dies between destroying keys and recording the step's result leaves
+    them there, so the resumed step counts every key the erasure destroyed, not only those it found left.
+    Without a ticket's step row (a subject erased outside a ticket) nothing is kept."""
+    from deletion.models import DeletionStep, DeletionTicket
+
+    ticket_id = DeletionTicket.pk_of_reference(ticket_ref)
+    rows = (DeletionStep.objects.filter(ticket_id=ticket_id, name=SHRED_STEP) if ticket_id
+            else DeletionStep.objects.none())
+
+    def recorded() -> list[str]:
+        row = rows.first()
+        result = (row.result if row is not None else None) or {}
+        return list(result.get(JOURNAL) or (result.get("detail") or {}).get("destroyed_key_ids") or [])
+
+    def record(key_ids: list[str]) -> None:
+        row = rows.select_for_update().first()
+        if row is not None:
+            before = recorded()
+            row.result = {**(row.result or {}), JOURNAL: before + [k for k in key_ids if k not in before]}
+            row.save(update_fields=["result"])
+
+    return record, recorded
+
+
 def archive_shred_run(subject: ErasureSubject) -> StoreResult:
     """Destroy the subject's data keys and verify they are gone and cannot be opened (idempotent: a
-    second run destroys nothing and verifies again)."""
+    second run destroys nothing and verifies again; the keys an earlier, interrupted run of the ticket
+    destroyed are counted from its journal)."""
     from deletion.models import SubjectKey
 
     hashes = [subject_hash_of(k) for k in subject_id_keys(subject)]
-    destroyed = subject_keys_shred(hashes)
-    log.info("ticket %s: %d archive data key(s) destroyed", subject.ticket_ref, len(destroyed))
+    record, recorded = _journal_of(subject.ticket_ref)
+    earlier = recorded()
+    now = subject_keys_shred(hashes, journal=record)
+    destroyed = earlier + [kid for kid in now if kid not in earlier]
+    if earlier and not now:
+        erasure_generation_bump()  # the interrupted run may have died before it moved the generation
+    log.info("ticket %s: %d archive data key(s) destroyed (%d by this run)", subject.ticket_ref, len(destroyed),
+             len(now))
     remaining = SubjectKey.objects.filter(id_hash__in=hashes).count()
     # a keyring that has cached nothing, as any worker has after the generation moved
     fresh = SubjectKeyring(master=master_key_from_settings(), hash_key=b"verification")

@@ -141,7 +141,7 @@ def key_material_log_filter_install() -> None:
 
 
 def local_master_key_load() -> bytes:
-    """``ARCHIVE_LOCAL_MASTER_KEY`` (base64), else the key file, created (0600, create-only) on first use."""
+    """``ARCHIVE_LOCAL_MASTER_KEY`` (base64), else the key file, created (0600, atomically) on first use."""
     configured = getattr(settings, "ARCHIVE_LOCAL_MASTER_KEY", "")
     if configured:
         try:
@@ -152,19 +152,38 @@ def local_master_key_load() -> bytes:
             raise ValueError("ARCHIVE_LOCAL_MASTER_KEY must be the base64 of 32 random bytes")
         return key
     path = str(settings.ARCHIVE_LOCAL_MASTER_KEY_FILE)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass  # made earlier, or by another process just now: read it
-    else:
-        with os.fdopen(fd, "wb") as out:
-            out.write(base64.b64encode(os.urandom(32)))
+    if not os.path.exists(path):
+        local_master_key_file_create(path)
     with open(path, "rb") as fh:
         key = base64.b64decode(fh.read().strip())
     if len(key) != 32:
         raise ValueError(f"{path} does not hold a 32-byte base64 key")
     return key
+
+
+def local_master_key_file_create(path: str) -> bool:
+    """Create the key file unless it exists; True when this call's key is the one that won.
+
+    Two processes starting together must end up with one key: the key is written whole to a temporary file
+    beside it, then hard-linked to ``path`` (``link`` fails when ``path`` exists, so exactly one process wins
+    and nobody ever sees an empty or half-written file, nor has its key replaced); the losers read the winner's.
+    """
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    temp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(base64.b64encode(os.urandom(32)))
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return False  # made earlier, or by another process just now: its key is the key
+        return True
+    finally:
+        os.unlink(temp)
 
 
 def master_key_from_settings() -> MasterKey | None:

@@ -2,9 +2,9 @@
 
 New events carrying any of them are dropped at the worker (``ingest_workers.services``: counted per
 source as ``suppressed``; not landed, and archived as a line without its record), and re-drives,
-replays and imports skip them (``suppression_filter``). Workers keep the list as an in-memory set of
-hashes (``deletion.subject_keys.SubjectKeyring``), refreshed when ``ErasureGeneration`` moves:
-one set lookup per identifier per event, nothing at all while the list is empty.
+replays (``suppression_filter``) and imports (``ingest_workers.events_import``) skip them. Workers keep
+the list as an in-memory set of hashes (``deletion.subject_keys.SubjectKeyring``), refreshed when
+``ErasureGeneration`` moves: one set lookup per identifier per event, nothing at all while the list is empty.
 """
 
 from __future__ import annotations

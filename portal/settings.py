@@ -680,6 +680,9 @@ DELETION_STEP_PROVIDERS = env_list("DELETION_STEP_PROVIDERS", ",".join([
 # A running ticket's lease: renewed every third of it while a worker runs it; once it lapses (the worker died)
 # the sweeper (beat, every DELETION_RESUME_INTERVAL_S) queues the ticket again and the next worker resumes it.
 DELETION_LEASE_SECONDS = float(os.environ.get("DELETION_LEASE_SECONDS", "60"))
+# A queued ticket (confirmed, its task on the deletion queue) is not queued again by the sweeper for this long:
+# a task waiting behind others is not duplicated every sweep; one lost (a broker restart) is replaced after it.
+DELETION_QUEUED_GRACE_SECONDS = float(os.environ.get("DELETION_QUEUED_GRACE_SECONDS", "900"))
 # Attempts per step on transient failures (retried with exponential backoff) before the ticket fails.
 DELETION_STEP_MAX_ATTEMPTS = int(os.environ.get("DELETION_STEP_MAX_ATTEMPTS", "6"))
 # The backoff between those attempts: DELETION_RETRY_BASE_SECONDS, doubled each time, at most _MAX_SECONDS.

@@ -21,7 +21,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ingest_workers.archive_crypto import subject_hash_key
 from quality.models import CheckResult, QualityRun
+from quality.samples import sample_row_subjects, subject_columns_of
 from quality.selectors import generation_settings, table_labels
 from quality.soda_contracts import GeneratedContract, quality_table, sample_sql, soda_contract, table_label
 from quality.soda_run import CheckOutcome, contract_verify, outcomes_all_error
@@ -198,17 +200,20 @@ def _table_check(conn: Any, run: QualityRun, contract: GeneratedContract, databa
     table = quality_table(contract.table)
     for outcome in outcomes:
         if outcome.outcome in ("failed", "warned"):
-            samples[outcome.spec.key] = _sample(conn, outcome, qualified_name, "SOURCE_ID" in table.column_index)
+            samples[outcome.spec.key] = _sample(conn, outcome, qualified_name, "SOURCE_ID" in table.column_index,
+                                                subject_columns_of(table.column_index))
     _store(run, contract, database, outcomes, samples, time.monotonic() - started, run_error)
 
 
-def _sample(conn: Any, outcome: CheckOutcome, qualified_name: str, has_source: bool) -> tuple[list, str]:
+def _sample(conn: Any, outcome: CheckOutcome, qualified_name: str, has_source: bool,
+            subject_columns: Sequence[str] = ()) -> tuple[list, str]:
     """Up to QUALITY_SAMPLE_ROWS_PER_SOURCE failing rows per source, masked, and an error text if the
     sample could not be read (the check's result stands either way)."""
     from warehouse.connection import WarehouseError, warehouse_errors
 
     sql = sample_sql(outcome.spec, qualified_name=qualified_name, has_source=has_source,
-                     per_source=settings.QUALITY_SAMPLE_ROWS_PER_SOURCE, limit=settings.QUALITY_SAMPLE_ROWS_MAX)
+                     per_source=settings.QUALITY_SAMPLE_ROWS_PER_SOURCE, limit=settings.QUALITY_SAMPLE_ROWS_MAX,
+                     subject_columns=subject_columns)
     if sql is None:
         return [], ""
     try:
@@ -222,11 +227,13 @@ def _sample(conn: Any, outcome: CheckOutcome, qualified_name: str, has_source: b
                 cur.close()
     except WarehouseError as err:
         return [], f"The failing rows could not be read: {err}"
+    hash_key = subject_hash_key(settings.SUBJECT_HASH_SECRET)
     out = []
     for values in rows:
-        row = dict(zip(names, values, strict=True))
+        row, subjects = sample_row_subjects(dict(zip(names, values, strict=True)), hash_key=hash_key)
+        # "subjects": keyed hashes of the row's identifiers, for an erasure (deletion.platform_stores)
         out.append({"source_id": None if row.get("SOURCE_ID") is None else str(row["SOURCE_ID"]),
-                    "row": row_mask(row)})
+                    "row": row_mask(row), "subjects": subjects})
     return out, ""
 
 

@@ -511,13 +511,17 @@ def soda_data_source(*, warehouse: str | None, name: str = DATA_SOURCE_NAME) -> 
                            "warehouse": warehouse or "EMBEDDED_WH"}}
 
 
-def sample_sql(spec: CheckSpec, *, qualified_name: str, has_source: bool, per_source: int, limit: int) -> str | None:
+def sample_sql(spec: CheckSpec, *, qualified_name: str, has_source: bool, per_source: int, limit: int,
+               subject_columns: Sequence[str] = ()) -> str | None:
     """SQL selecting up to ``per_source`` failing rows of each source (``limit`` in all) for ``spec``, or
-    None when the check has no rows to show (schema, row count, freshness)."""
+    None when the check has no rows to show (schema, row count, freshness). ``subject_columns`` (the table's
+    identifier columns) are selected too, as ``SUBJECT__<column>``: the sample keeps them only as keyed hashes
+    (quality.samples), so an erasure finds the subject's sampled rows."""
     if spec.failing_query is not None:
         inner = f"SELECT * FROM (\n{spec.failing_query.rstrip()}\n) q"  # noqa: S608
     elif spec.sample_columns and (spec.failing_condition or spec.duplicate_columns):
-        cols = ", ".join(spec.sample_columns)
+        cols = ", ".join([*spec.sample_columns,
+                          *(f"{check_identifier(c)} AS SUBJECT__{check_identifier(c)}" for c in subject_columns)])
         if spec.duplicate_columns:
             keys = ", ".join(spec.duplicate_columns)
             not_null = " AND ".join(f"{c} IS NOT NULL" for c in spec.duplicate_columns)

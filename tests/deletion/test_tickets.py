@@ -96,7 +96,8 @@ def test_privacy_officer_files_confirms_and_gets_evidence_and_identifiers_are_ha
     assert download["Content-Disposition"] == f'attachment; filename="{ticket.reference}-evidence.json"'
     record = json.loads(download.content)
     assert [s["step"] for s in record["stores"]] == [
-        "platform.sample_payloads", "platform.cache", "test.files_a", "test.transient", "test.files_b"]
+        "platform.sample_payloads", "platform.quality_samples", "platform.cache", "test.files_a", "test.transient",
+        "test.files_b"]
     assert all(s["remaining"] == 0 and s["verification"] and s["finished_at"] for s in record["stores"])
     assert record["all_verified_zero_remaining"] and record["within_sla"]
     assert {s["step"]: s["removed"] for s in record["stores"]}["test.files_a"] == 1
@@ -171,7 +172,7 @@ def test_the_api_files_gets_confirms_and_gives_the_evidence(deletion_env, privac
     assert api.get(reverse("api_deletion_evidence", args=[ticket_id])).status_code == 404
     assert run(DeletionTicket.objects.get(pk=ticket_id)) == "done"
     got = api.get(reverse("api_deletion_ticket", args=[ticket_id])).json()
-    assert got["status"] == "done" and [s["status"] for s in got["steps"]] == ["done"] * 5
+    assert got["status"] == "done" and [s["status"] for s in got["steps"]] == ["done"] * 6
     assert "T0ALICE:U0ALICE" not in json.dumps(got)
     evidence = api.get(reverse("api_deletion_evidence", args=[ticket_id])).json()
     assert "platform_user_id:T0ALICE:U0ALICE" in evidence["identifiers_erased"]
@@ -351,5 +352,5 @@ def test_the_progress_polls_while_the_job_is_queued_and_stops_once_done(deletion
     polled = client.get(progress, headers={"HX-Request": "true"})
     assert polled["HX-Refresh"] == "true"                        # the page reloads once to show the final state
     done = polled.content.decode()
-    assert "hx-get" not in done and done.count('data-status="done"') == 5
+    assert "hx-get" not in done and done.count('data-status="done"') == 6
     assert reverse("deletion_evidence", args=[ticket.pk]) in done
