@@ -288,6 +288,25 @@ def canonical_erase(subject: ErasureSubject, *, database: str | None = None) -> 
     return _delete_and_verify("warehouse: CANONICAL.EVENTS", database, subject, plan)
 
 
+def subject_conversations(subject: ErasureSubject, *, database: str | None = None) -> set[tuple[Any, Any, Any]]:
+    """``(SOURCE_ID, SESSION_ID, CONVERSATION_ID)`` of every event the warehouse erasure deletes as the
+    subject's (``subject_events_sql``: the identified events and the identifier-less ones in their sessions or
+    conversations), in ``CANONICAL.EVENTS`` and, for rows not merged yet, ``RAW.LANDING_EVENTS``. Read only:
+    the archive's conversation step (``deletion.shredding``) turns them into conversation subjects before the
+    warehouse steps delete the rows."""
+    terms = match_terms(subject)
+    if terms.empty:
+        return set()
+    with _cursor(database) as (cur, db):
+        canonical, landing = f"{db}.CANONICAL.EVENTS", f"{db}.RAW.LANDING_EVENTS"
+        sql = (f"SELECT DISTINCT t.SOURCE_ID, t.SESSION_ID, t.CONVERSATION_ID FROM {canonical} t "
+               f"WHERE {subject_events_sql(canonical, 't')} UNION "
+               f"SELECT DISTINCT t.SOURCE_ID, t.SESSION_ID, t.CONVERSATION_ID FROM {landing} t "
+               f"WHERE t.ROW_KIND = 'event' AND {subject_events_sql(landing, 't')}")
+        _execute(cur, sql, terms.binds())
+        return {tuple(row) for row in cur.fetchall()}
+
+
 def _persons_of(cur: Any, db: str, terms: MatchTerms) -> tuple[str, ...]:
     """The subject's persons: those the ticket names and those its identifiers belong to."""
     _execute(cur, f"SELECT DISTINCT PERSON_ID FROM {db}.IDENTITY.IDENTIFIERS WHERE ID_KEY IN {in_list('id_keys')}",
