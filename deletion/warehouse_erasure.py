@@ -298,12 +298,17 @@ def subject_conversations(subject: ErasureSubject, *, database: str | None = Non
     if terms.empty:
         return set()
     with _cursor(database) as (cur, db):
-        canonical, landing = f"{db}.CANONICAL.EVENTS", f"{db}.RAW.LANDING_EVENTS"
-        sql = (f"SELECT DISTINCT t.SOURCE_ID, t.SESSION_ID, t.CONVERSATION_ID FROM {canonical} t "
-               f"WHERE {subject_events_sql(canonical, 't')} UNION "
-               f"SELECT DISTINCT t.SOURCE_ID, t.SESSION_ID, t.CONVERSATION_ID FROM {landing} t "
-               f"WHERE t.ROW_KIND = 'event' AND {subject_events_sql(landing, 't')}")
-        _execute(cur, sql, terms.binds())
+        # a warehouse nothing has landed in yet has no ingest tables (an erasure before the first event)
+        _execute(cur, f"SELECT TABLE_SCHEMA || '.' || TABLE_NAME FROM {db}.INFORMATION_SCHEMA.TABLES "
+                      f"WHERE TABLE_SCHEMA IN ('CANONICAL', 'RAW') AND TABLE_NAME IN ('EVENTS', 'LANDING_EVENTS')")
+        present = {str(row[0]).upper() for row in cur.fetchall()}
+        selects = [f"SELECT DISTINCT t.SOURCE_ID, t.SESSION_ID, t.CONVERSATION_ID FROM {db}.{table} t "
+                   f"WHERE {kind}{subject_events_sql(f'{db}.{table}', 't')}"
+                   for table, kind in (("CANONICAL.EVENTS", ""), ("RAW.LANDING_EVENTS", "t.ROW_KIND = 'event' AND "))
+                   if table in present]
+        if not selects:
+            return set()
+        _execute(cur, " UNION ".join(selects), terms.binds())
         return {tuple(row) for row in cur.fetchall()}
 
 
