@@ -117,7 +117,8 @@ SHARD = "shardId-000000000000"
 
 def archive_write(events: list[dict]) -> dict:
     """The seed's records in the archive as the consumer writes them: placed in hourly objects, each line
-    encrypted under the data keys of its event's identifiers (``unattributed`` day keys for the others)."""
+    encrypted under the data keys of its event's identifiers (its conversation's key for an event without
+    any, ``unattributed`` day keys for the others)."""
     from django.conf import settings
 
     from deletion.subject_keys import archive_keyring
@@ -175,6 +176,20 @@ def archive_subjects_of(conn, person_id: str) -> set[str]:
     db = conn.database
     return {r["ID_KEY"] for r in warehouse_query(
         conn, f"SELECT ID_KEY FROM {db}.IDENTITY.IDENTIFIERS WHERE PERSON_ID = %(p)s", {"p": person_id})}
+
+
+def person_archive_subjects(conn, person_id: str) -> set[str]:
+    """The person's identifiers and their conversations (the subjects of their lines without identifiers), as
+    the erasure's conversation step finds them."""
+    from deletion.erasure_types import ErasureSubject, Identifier, IdentifierKind
+    from deletion.warehouse_erasure import subject_conversations
+    from ingest_workers.archive_crypto import conversation_subject
+
+    id_keys = archive_subjects_of(conn, person_id)
+    subject = ErasureSubject("bench", tuple(Identifier(IdentifierKind(k.split(":", 1)[0]), k.split(":", 1)[1])
+                                            for k in sorted(id_keys)), (person_id,))
+    conversations = {conversation_subject(*row) for row in subject_conversations(subject, database=conn.database)}
+    return id_keys | (conversations - {None})
 
 
 def archive_check(archive: dict, person_lines: list) -> tuple[int, int]:
@@ -279,8 +294,8 @@ def main() -> int:  # noqa: C901 - a linear script
               f"in {archive_s:.1f} s", file=sys.stderr, flush=True)
 
         identifier, person = subject_identifier(conn)
-        person_lines = [loc for loc, subjects in archive["subjects"].items()
-                        if set(subjects) & archive_subjects_of(conn, person["PERSON_ID"])]
+        of_person = person_archive_subjects(conn, person["PERSON_ID"])
+        person_lines = [loc for loc, subjects in archive["subjects"].items() if set(subjects) & of_person]
         timings, results, expansion = ticket_run(identifier)
         total = timings["expansion"] + timings["job"]
         unreadable, readable = archive_check(archive, person_lines)

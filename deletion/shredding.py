@@ -9,6 +9,15 @@ with nothing cached can no longer open any of the destroyed keys. Every archived
 subject, in every object and every copy of it, was encrypted under a key derived from those keys,
 so it is unreadable without rewriting an object.
 
+Then ``archive_conversations``: the lines of records without identifiers that belong to the person's
+conversations (the bot's reply in their Slack DM, an assistant reply) are under ``conversation``
+subjects (``ingest_workers.archive_crypto.conversation_subject``). The step reads the subject's
+conversations from the warehouse (``warehouse_erasure.subject_conversations``: the sessions and
+conversations of the rows the warehouse steps will delete, so it runs before them), lists their keyed
+hashes on the suppression list FIRST (kind ``conversation``, the ticket's reference: that is the step's
+record of them, so a retry after the warehouse rows are gone still finds them), then destroys their
+keys. New identifier-less records in those conversations are suppressed like the identifiers' records.
+
 The master key (KMS) is never deleted here: it wraps every subject's key. The proof of
 unreadability is that the platform's wrapped data key is gone (moto's KMS would still decrypt with a
 key scheduled for deletion, and so would real KMS for the 7-30 days of its window).
@@ -25,7 +34,7 @@ from django.db import transaction
 
 from deletion.erasure_types import ErasureStep, ErasureSubject, StoreResult
 from deletion.subject_keys import SubjectKeyring, erasure_generation_bump, master_key_from_settings, subject_hash_of
-from deletion.suppression import subject_id_keys, suppression_step_run
+from deletion.suppression import subject_id_keys, suppression_hashes_add, suppression_step_run
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,7 @@ def archive_steps() -> list[ErasureStep]:
     return [
         ErasureStep(name="archive_suppress", store="suppression list", run=suppression_step_run),
         ErasureStep(name=SHRED_STEP, store=STORE, run=archive_shred_run),
+        ErasureStep(name="archive_conversations", store=STORE + ": conversations", run=archive_conversations_run),
     ]
 
 
@@ -112,6 +122,38 @@ def archive_shred_run(subject: ErasureSubject) -> StoreResult:
         remaining=remaining + still_open,
         detail={"keys_destroyed": len(destroyed), "destroyed_key_ids": destroyed,
                 "identifiers": len(hashes)})
+
+
+CONVERSATION_KIND = "conversation"
+
+
+def archive_conversations_run(subject: ErasureSubject) -> StoreResult:
+    """Suppress, then destroy the keys of, the subject's conversation subjects (module docstring). Idempotent
+    and resumable: the hashes found are listed before any key goes, and a run lists again what it finds plus
+    what the ticket listed before (the warehouse rows may be gone by a retry)."""
+    from deletion.models import SubjectKey, SuppressedSubject
+    from deletion.warehouse_erasure import subject_conversations
+    from ingest_workers.archive_crypto import conversation_subject
+
+    found = {conversation_subject(*row) for row in subject_conversations(subject)}
+    hashes = {subject_hash_of(s) for s in found if s is not None}
+    added = suppression_hashes_add(hashes, kind=CONVERSATION_KIND, ticket_ref=subject.ticket_ref)
+    hashes.update(SuppressedSubject.objects.filter(kind=CONVERSATION_KIND, ticket_ref=subject.ticket_ref[:128])
+                  .values_list("id_hash", flat=True))
+    ordered = sorted(hashes)
+    destroyed = subject_keys_shred(ordered)
+    log.info("ticket %s: %d conversation key(s) destroyed of %d conversation(s)", subject.ticket_ref,
+             len(destroyed), len(ordered))
+    remaining = SubjectKey.objects.filter(id_hash__in=ordered).count()
+    unlisted = len(ordered) - SuppressedSubject.objects.filter(id_hash__in=ordered).count()
+    return StoreResult(
+        store=STORE + ": conversations", removed=len(destroyed),
+        verification=(f"SELECT COUNT(*) FROM deletion_subjectkey WHERE id_hash IN (<{len(ordered)} keyed hashes of "  # noqa: S608 - evidence text, never run
+                      f"conversations>) -- expected 0; the same hashes on deletion_suppressedsubject -- expected "
+                      f"{len(ordered)}"),
+        remaining=remaining + unlisted,
+        detail={"conversations": len(ordered), "conversation_keys_destroyed": len(destroyed),
+                "destroyed_key_ids": destroyed, "conversations_newly_suppressed": added})
 
 
 def archive_unattributed_keys_shred(*, before_day: int, days_back: int = 3660) -> int:

@@ -1,10 +1,12 @@
-"""The suppression list: keyed hashes of erased subjects' identifiers.
+"""The suppression list: keyed hashes of erased subjects' identifiers, and of their conversations (the
+``conversation`` subjects of ``ingest_workers.archive_crypto``, added by the ``archive_conversations`` step).
 
-New events carrying any of them are dropped at the worker (``ingest_workers.services``: counted per
-source as ``suppressed``; not landed, and archived as a line without its record), and re-drives,
-replays (``suppression_filter``) and imports (``ingest_workers.events_import``) skip them. Workers keep
-the list as an in-memory set of hashes (``deletion.subject_keys.SubjectKeyring``), refreshed when
-``ErasureGeneration`` moves: one set lookup per identifier per event, nothing at all while the list is empty.
+New events carrying any of them (an event without identifiers: in an erased conversation) are dropped at
+the worker (``ingest_workers.services``: counted per source as ``suppressed``; not landed, and archived
+as a line without its record), and re-drives, replays (``suppression_filter``) and imports
+(``ingest_workers.events_import``) skip them. Workers keep the list as an in-memory set of hashes
+(``deletion.subject_keys.SubjectKeyring``), refreshed when ``ErasureGeneration`` moves: one set lookup per
+identifier per event, nothing at all while the list is empty.
 """
 
 from __future__ import annotations
@@ -43,6 +45,21 @@ def suppression_add(*, subject: ErasureSubject) -> int:
     return len(rows) - before
 
 
+def suppression_hashes_add(id_hashes: Iterable[str], *, kind: str, ticket_ref: str) -> int:
+    """Add keyed hashes already computed (conversation subjects) to the list (idempotent: a hash another
+    ticket listed first keeps that ticket's row); returns how many were new. Moves the erasure generation."""
+    from deletion.models import SuppressedSubject
+
+    rows = [SuppressedSubject(id_hash=h, kind=kind, ticket_ref=ticket_ref[:128]) for h in sorted(set(id_hashes))]
+    if not rows:
+        return 0
+    with transaction.atomic():
+        before = SuppressedSubject.objects.filter(id_hash__in=[r.id_hash for r in rows]).count()
+        SuppressedSubject.objects.bulk_create(rows, ignore_conflicts=True)
+    erasure_generation_bump()
+    return len(rows) - before
+
+
 def suppression_step_run(subject: ErasureSubject) -> StoreResult:
     """The erasure step: suppress, then verify every identifier's hash is on the list."""
     from deletion.models import SuppressedSubject
@@ -58,8 +75,8 @@ def suppression_step_run(subject: ErasureSubject) -> StoreResult:
 
 
 def suppression_filter(events: Iterable[dict]) -> tuple[list[dict], int]:
-    """(the events that carry no erased subject's identifier, how many were dropped): for re-drives,
-    replays and imports."""
+    """(the events that carry no erased subject's identifier, nor, for an event without identifiers, an
+    erased conversation; how many were dropped): for re-drives, replays and imports."""
     keyring = archive_keyring()
     keyring.refresh()
     kept, dropped = [], 0

@@ -288,6 +288,30 @@ def canonical_erase(subject: ErasureSubject, *, database: str | None = None) -> 
     return _delete_and_verify("warehouse: CANONICAL.EVENTS", database, subject, plan)
 
 
+def subject_conversations(subject: ErasureSubject, *, database: str | None = None) -> set[tuple[Any, Any, Any]]:
+    """``(SOURCE_ID, SESSION_ID, CONVERSATION_ID)`` of every event the warehouse erasure deletes as the
+    subject's (``subject_events_sql``: the identified events and the identifier-less ones in their sessions or
+    conversations), in ``CANONICAL.EVENTS`` and, for rows not merged yet, ``RAW.LANDING_EVENTS``. Read only:
+    the archive's conversation step (``deletion.shredding``) turns them into conversation subjects before the
+    warehouse steps delete the rows."""
+    terms = match_terms(subject)
+    if terms.empty:
+        return set()
+    with _cursor(database) as (cur, db):
+        # a warehouse nothing has landed in yet has no ingest tables (an erasure before the first event)
+        _execute(cur, f"SELECT TABLE_SCHEMA || '.' || TABLE_NAME FROM {db}.INFORMATION_SCHEMA.TABLES "
+                      f"WHERE TABLE_SCHEMA IN ('CANONICAL', 'RAW') AND TABLE_NAME IN ('EVENTS', 'LANDING_EVENTS')")
+        present = {str(row[0]).upper() for row in cur.fetchall()}
+        selects = [f"SELECT DISTINCT t.SOURCE_ID, t.SESSION_ID, t.CONVERSATION_ID FROM {db}.{table} t "
+                   f"WHERE {kind}{subject_events_sql(f'{db}.{table}', 't')}"
+                   for table, kind in (("CANONICAL.EVENTS", ""), ("RAW.LANDING_EVENTS", "t.ROW_KIND = 'event' AND "))
+                   if table in present]
+        if not selects:
+            return set()
+        _execute(cur, " UNION ".join(selects), terms.binds())
+        return {tuple(row) for row in cur.fetchall()}
+
+
 def _persons_of(cur: Any, db: str, terms: MatchTerms) -> tuple[str, ...]:
     """The subject's persons: those the ticket names and those its identifiers belong to."""
     _execute(cur, f"SELECT DISTINCT PERSON_ID FROM {db}.IDENTITY.IDENTIFIERS WHERE ID_KEY IN {in_list('id_keys')}",

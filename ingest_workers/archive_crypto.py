@@ -6,9 +6,18 @@ warehouse, while the line is written at ingest. A record whose events carry seve
 encrypted under a key derived from the data keys of ALL of them (``combined_key``): destroying any
 one of those keys makes the line unreadable. An erasure destroys the keys of every identifier in the
 ticket's confirmed expansion, so it reaches every line of the person whatever identifier combination
-a line was written under. A record with no identifier (a quarantined record, whose identifiers the
-pipeline never learnt, or an event without one) is encrypted under its arrival day's
-``unattributed`` key, which the retention job may destroy like any other key.
+a line was written under.
+
+A record whose events carry no identifier but name a session or conversation (the bot's reply in a
+Slack DM, an assistant reply, a tool call from the API) is encrypted under its **conversation**
+subject (``conversation_subject``: ``conversation:<source id>:<session key>``, the session key being
+the warehouse's ``SESSION_ID``, else ``conversation:`` + ``CONVERSATION_ID``): an erasure finds the
+person's conversations in the warehouse, as its warehouse steps do, and destroys those keys too. A
+record with an identified event keeps only its identifiers' subjects (its conversation is not added:
+one key lookup fewer, and an identified line is reached through its identifiers anyway). Only a
+record with neither (a quarantined record, whose identifiers and conversation the pipeline never
+learnt, or an event with no identifier and no session or conversation) is encrypted under its arrival
+day's ``unattributed`` key, which the retention job may destroy like any other key.
 
 An encrypted line keeps its stream position in clear (``seq``, ``shard``, ``arrival``: checkpoints,
 adoption and lineage need them) and carries ``kids`` (random key ids, never identifiers or their
@@ -51,6 +60,7 @@ __all__ = [
     "ArchiveRecordShredded",
     "LineSealer",
     "combined_key",
+    "conversation_subject",
     "event_subjects",
     "line_is_encrypted",
     "block_member_line",
@@ -67,6 +77,7 @@ SUBJECT_KINDS: tuple[str, ...] = ("anonymous_id", "platform_user_id", "device_id
 LINE_VERSION = 1
 BLOCK_VERSION = 2
 UNATTRIBUTED = "unattributed"
+CONVERSATION = "conversation"
 _COMBINE_LABEL = b"chatorbit-archive-combined-key-v1"
 
 
@@ -91,34 +102,73 @@ def unattributed_subject(arrival_micros: int) -> str:
     return f"{UNATTRIBUTED}:{day}"
 
 
+def conversation_subject(source_id: object, session_id: object, conversation_id: object) -> str | None:
+    """The subject of an event without identifiers: its source and its session key as the warehouse
+    computes it (``warehouse.modeling.sql.session_key``: the session id, else ``conversation:`` + the
+    conversation id; an empty id counts as none), namespaced by the source (two sources may reuse an
+    id). None when the event names neither: it falls back to the day key."""
+    if session_id.__class__ is str and session_id:
+        key = session_id
+    elif conversation_id.__class__ is str and conversation_id:
+        key = "conversation:" + conversation_id
+    else:
+        return None
+    return f"{CONVERSATION}:{source_id if source_id.__class__ is str else ''}:{key}"
+
+
 def event_subjects(event: Mapping) -> list[str]:
-    """``kind:value`` of each subject identifier of one canonical event."""
+    """``kind:value`` of each subject identifier of one canonical event; for an event with none, its
+    conversation subject (if it names a session or conversation)."""
     ids = event.get("identifiers")
-    if ids.__class__ is not dict:
-        return []
     out = []
-    for kind in SUBJECT_KINDS:
-        value = ids.get(kind)
-        if value.__class__ is str and value:
-            out.append(f"{kind}:{value}")
+    if ids.__class__ is dict:
+        for kind in SUBJECT_KINDS:
+            value = ids.get(kind)
+            if value.__class__ is str and value:
+                out.append(f"{kind}:{value}")
+    if not out:
+        conversation = conversation_subject(event.get("source_id"), event.get("session_id"),
+                                            event.get("conversation_id"))
+        if conversation is not None:
+            out.append(conversation)
     return out
 
 
 def records_subjects(events: Iterable[Mapping]) -> dict[str, tuple[str, ...]]:
-    """Sequence number → the subject identifiers of every event the record produced, in a fixed order
-    (``SUBJECT_KINDS`` order for one event, sorted when several events add up). The hot path."""
+    """Sequence number → the subjects of the record's events, in a fixed order (``SUBJECT_KINDS``
+    order for one event, sorted when several events add up): the identifiers of its identified events;
+    for a record with none, the conversation subjects of its events (``conversation_subject``). A
+    record missing from the answer falls back to its day key. The hot path."""
     found: dict[str, tuple[str, ...]] = {}
+    unidentified: dict[str, tuple[str, ...]] = {}
     kinds = SUBJECT_KINDS
     for event in events:
         ids = event.get("identifiers")
-        if ids.__class__ is not dict:
-            continue
         subjects = tuple([kind + ":" + value for kind in kinds
-                          if (value := ids.get(kind)) and value.__class__ is str])
+                          if (value := ids.get(kind)) and value.__class__ is str]) if ids.__class__ is dict else ()
         if subjects:
             seq = event["lineage"]["sequence_number"]
             before = found.get(seq)
             found[seq] = subjects if before is None or before == subjects else tuple(sorted({*before, *subjects}))
+            continue
+        # inline conversation_subject (per event on the hot path: no call)
+        session = event.get("session_id")
+        if session.__class__ is str and session:
+            key = session
+        else:
+            conversation = event.get("conversation_id")
+            if conversation.__class__ is not str or not conversation:
+                continue
+            key = "conversation:" + conversation
+        source = event.get("source_id")
+        subject = (CONVERSATION + ":" + (source if source.__class__ is str else "") + ":" + key,)
+        seq = event["lineage"]["sequence_number"]
+        before = unidentified.get(seq)
+        unidentified[seq] = subject if before is None or before == subject else tuple(sorted({*before, *subject}))
+    if unidentified:
+        for seq, subjects in unidentified.items():
+            if seq not in found:  # an identified event of the record keys it by its identifiers only
+                found[seq] = subjects
     return found
 
 

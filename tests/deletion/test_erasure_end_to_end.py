@@ -1,13 +1,15 @@
 """Issue 12's end-to-end test, on every real part at once: a person seen on the web, on iOS and in Slack is sent
-through the real collectors (HTTP, write keys, Slack's signed webhook) → moto's Kinesis → the shard consumer (archive
-encrypted per subject) → landing → merge → the models run (stitched into one person), next to another person who
-must stay untouched. A privacy officer files a ticket by e-mail address, sees the linked identifiers, confirms, and
-a real Celery worker of the ``deletion`` queue runs every configured step (``DELETION_STEP_PROVIDERS`` as shipped).
+through the real collectors (HTTP, write keys, Slack's signed webhook) → moto's Kinesis → the shard consumer
+(archive encrypted per subject) → landing → merge → the models run (stitched into one person), next to another
+person who must stay untouched. A privacy officer files a ticket by e-mail address, sees the linked identifiers,
+confirms, and a real Celery worker of the ``deletion`` queue runs every configured step (``DELETION_STEP_PROVIDERS``
+as shipped).
 
 Then nothing of the person is left in any warehouse table, their archived records cannot be decrypted (counted as
-erased) while the other person's still read, the aggregates are recomputed, a replay of the whole period and a
-re-merge of every channel bring nothing back, a new event of the person is suppressed, and the evidence lists
-every store with zero remaining."""
+erased, and so is the bot's reply in her Slack DM, which carries no identifier: it is under her conversation's key)
+while the other person's still read (the bot's reply to him too), the aggregates are recomputed, a replay of the
+whole period and a re-merge of every channel bring nothing back, a new event of the person is suppressed, and the
+evidence lists every store with zero remaining."""
 
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ ALICE = {"account": f"{TEAM}:U0ALICE", "anon": "anon-alice-web-7f3e", "install":
          "idfv": "6D1F2A8C-ALICE-IPHONE-0001", "slack_user": "U0ALICE"}
 BOB = {"account": f"{TEAM}:U0BOB", "anon": "anon-bob-web-91c2", "slack_user": "U0BOB"}
 ALICE_VALUES = (ALICE["account"], ALICE["anon"], ALICE["install"], ALICE["idfv"], ALICE_SHA, ALICE_EMAIL,
-                "U0ALICE", "alice secret")
+                "U0ALICE", "alice secret", "Hi Alice")
 BOB_VALUES = (BOB["account"], BOB["anon"], BOB["slack_user"])
 
 
@@ -106,12 +108,13 @@ def slack_message(user: str, text: str, channel: str) -> dict:
     return event
 
 
-def slack_bot_reply(text: str, channel: str) -> dict:
+def slack_bot_reply(text: str, to: dict) -> dict:
+    """The help bot's reply in the thread of the message ``to`` (in its channel): no user, no identifier."""
     event = preset_sample("slack-bot", 1, 3)
     ts = f"{time.time():.6f}"
     event.update(event_id=f"Ev{uuid.uuid4().hex[:10].upper()}", event_time=int(time.time()))
-    event["event"] = {**event["event"], "text": text, "ts": ts, "event_ts": ts, "channel": channel}
-    event["event"].pop("thread_ts", None)
+    event["event"] = {**event["event"], "text": text, "ts": ts, "event_ts": ts, "channel": to["event"]["channel"],
+                      "thread_ts": to["event"]["ts"]}
     return event
 
 
@@ -207,13 +210,15 @@ def daily_web(tables) -> dict:
 def test_a_person_on_web_ios_and_slack_is_erased_from_every_store_by_the_real_job(
         client, pipeline, privacy_user, deletion_worker_env, tmp_path):
     sources = pipeline
+    alice_dm, bob_dm = slack_message("U0ALICE", "alice secret in slack", "D0ALICEDM"), \
+        slack_message("U0BOB", "bob in slack", "D0BOBDM")
+    bob_reply_text = f"Hi there, ticket IT-2 is open {uuid.uuid4().hex}"
     sent = collect(client, sources,
                    web=web_events(ALICE, email=ALICE_EMAIL, text="alice secret: my order 48213")
                    + web_events(BOB, email=None, text="bob asks about tents"),
                    ios=ios_events(ALICE, text="alice secret from the app"),
-                   slack=[slack_message("U0ALICE", "alice secret in slack", "D0ALICEDM"),
-                          slack_bot_reply("Hi Alice, ticket IT-1 is open", "D0ALICEDM"),
-                          slack_message("U0BOB", "bob in slack", "D0BOBDM")])
+                   slack=[alice_dm, slack_bot_reply("Hi Alice, ticket IT-1 is open", alice_dm),
+                          bob_dm, slack_bot_reply(bob_reply_text, bob_dm)])
     report = ingest_services.pipeline_drain()
     assert report.read == sent and report.quarantined == 0, report
     models_run()
@@ -230,12 +235,18 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_store_by_the_real_jo
     bob_events = sorted(r["EVENT_ID"] for r in before["CANONICAL.EVENTS"] if mentioning([r], BOB_VALUES))
     assert bob_events
     archived = {r["EVENT_ID"]: r["LINEAGE"] for r in before["CANONICAL.EVENTS"]}
-    # the archive lines of her events that carry an identifier (the bot's reply in her Slack DM carries none: it
-    # is under its day's unattributed key, see the report of this test's author / docs/privacy.md "Limits")
+    id_columns = ("ANONYMOUS_ID", "PLATFORM_USER_ID", "DEVICE_ID", "EMAIL_SHA256")
+    # the archive lines of her events: those that carry an identifier, and the bot's reply in her Slack DM, which
+    # carries none (it is under her conversation's key, not its day's)
     alice_lines = {(r["LINEAGE"]["raw_archive_uri"], r["LINEAGE"]["raw_offset"]) for r in before["CANONICAL.EVENTS"]
-                   if r["EVENT_ID"] not in bob_events
-                   and any(r[c] for c in ("ANONYMOUS_ID", "PLATFORM_USER_ID", "DEVICE_ID", "EMAIL_SHA256"))}
+                   if r["EVENT_ID"] not in bob_events and any(r[c] for c in id_columns)}
     assert len(alice_lines) == 7  # web: opened, message, identify; iOS: start, login, message; Slack: message
+    [alice_reply] = [r for r in before["CANONICAL.EVENTS"] if mentioning([r], ("Hi Alice",))]
+    [bob_reply] = [r for r in before["CANONICAL.EVENTS"] if mentioning([r], (bob_reply_text,))]
+    for reply in (alice_reply, bob_reply):
+        assert not any(reply[c] for c in id_columns), reply
+    alice_lines.add((alice_reply["LINEAGE"]["raw_archive_uri"], alice_reply["LINEAGE"]["raw_offset"]))
+    assert mentioning([ArchiveReader().read_line(*sorted(alice_lines)[0])], ALICE_VALUES)  # readable until erased
 
     # the privacy officer files by e-mail address and sees every linked identifier
     ticket = deletion_services.ticket_file(
@@ -270,6 +281,8 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_store_by_the_real_jo
     assert evidence["all_verified_zero_remaining"] and evidence["within_sla"]
     stores = {s["step"]: s for s in evidence["stores"]}
     assert stores["archive_shred"]["detail"]["keys_destroyed"] >= 5
+    # her conversations' keys (the Slack DM thread the bot replied in among them)
+    assert stores["archive_conversations"]["detail"]["conversation_keys_destroyed"] >= 1
     assert stores["warehouse.canonical"]["removed"] > 0 and stores["warehouse.curated"]["removed"] > 0
 
     # zero rows of her in every warehouse table; Bob's are all there; the aggregates went down by her share
@@ -289,6 +302,11 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_store_by_the_real_jo
     for event_id in bob_events:
         line = reader.read_line(archived[event_id]["raw_archive_uri"], archived[event_id]["raw_offset"])
         assert mentioning([line], BOB_VALUES)
+    # the bot's reply to Bob, without identifiers too, is under his conversation's key: it still reads and lands
+    assert mentioning([reader.read_line(bob_reply["LINEAGE"]["raw_archive_uri"], bob_reply["LINEAGE"]["raw_offset"])],
+                      (bob_reply_text,))
+    assert [r["EVENT_ID"] for r in after["CANONICAL.EVENTS"] if mentioning([r], (bob_reply_text,))] == \
+        [bob_reply["EVENT_ID"]]
 
     # a replay of the whole period and a re-merge of every channel bring nothing of her back
     from deletion.suppression import suppression_filter
@@ -304,6 +322,7 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_store_by_the_real_jo
                           now_micros=time.time_ns() // 1000)
     replayed, dropped = suppression_filter(batch.events)
     assert replayed and not mentioning(replayed, (*ALICE_VALUES, alice))
+    assert mentioning(replayed, (bob_reply_text,))
     from tests.warehouse.factories import TEST_WINDOW_DAYS
     from warehouse.connection import warehouse_connect
     from warehouse.landing import merge_channels
@@ -316,15 +335,20 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_store_by_the_real_jo
     for table, table_rows in warehouse_tables().items():
         assert not mentioning(table_rows, (*ALICE_VALUES, alice)), table
 
-    # a new event with one of her identifiers is suppressed: counted, not landed, not archived readable
+    # a new event with one of her identifiers, and a new bot reply in her DM thread, are suppressed: counted, not
+    # landed, not archived readable; a new bot reply to Bob lands
     marker = f"alice secret after erasure {uuid.uuid4().hex}"
-    sent = collect(client, sources, slack=[slack_message("U0ALICE", marker, "D0ALICEDM")],
-                   web=web_events(BOB, email=None, text="bob again"))
+    reply_marker, bob_marker = f"Hi Alice again {uuid.uuid4().hex}", f"bob reply again {uuid.uuid4().hex}"
+    sent = collect(client, sources, web=web_events(BOB, email=None, text="bob again"),
+                   slack=[slack_message("U0ALICE", marker, "D0ALICEDM"), slack_bot_reply(reply_marker, alice_dm),
+                          slack_bot_reply(bob_marker, bob_dm)])
     report = ingest_services.pipeline_drain()
     assert report.read == sent and report.quarantined == 0
-    assert report.suppressed == 1 and report.suppressed_per_source == {"slack-bot": 1}
+    assert report.suppressed == 2 and report.suppressed_per_source == {"slack-bot": 2}
     final = warehouse_tables()
-    assert not mentioning(final["CANONICAL.EVENTS"] + final["RAW.LANDING_EVENTS"], (marker, ALICE["account"]))
+    assert not mentioning(final["CANONICAL.EVENTS"] + final["RAW.LANDING_EVENTS"],
+                          (marker, reply_marker, ALICE["account"]))
     assert len([r for r in final["CANONICAL.EVENTS"] if mentioning([r], BOB_VALUES)]) > len(bob_events)
+    assert mentioning(final["CANONICAL.EVENTS"], (bob_marker,))
     everything = archive_period_read(day_from=today - dt.timedelta(days=1), day_to=today + dt.timedelta(days=1))
-    assert not [r for r, _ in everything.records if marker.encode() in r.data]
+    assert not [r for r, _ in everything.records if marker.encode() in r.data or reply_marker.encode() in r.data]

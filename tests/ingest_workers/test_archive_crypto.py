@@ -13,6 +13,7 @@ from ingest_workers.archive_crypto import (
     ArchiveRecordShredded,
     LineSealer,
     combined_key,
+    event_subjects,
     line_open,
     records_subjects,
 )
@@ -84,6 +85,42 @@ def test_the_subjects_of_a_record_are_every_identifier_of_its_events():
         {"identifiers": {"tenant_id": "acme"}, "lineage": {"sequence_number": "2"}},
     ]
     assert records_subjects(events) == {"1": ("anonymous_id:anon-1", "device_id:dev-9", "platform_user_id:u-1")}
+
+
+def _event(seq: str, *, source: str = "slack-9", session: str | None = None, conversation: str | None = None,
+           **identifiers: str) -> dict:
+    return {"source_id": source, "session_id": session, "conversation_id": conversation,
+            "identifiers": {"tenant_id": "T1", "person_id": None, **identifiers}, "lineage": {"sequence_number": seq}}
+
+
+def test_a_record_without_identifiers_is_keyed_to_its_conversation_not_its_day():
+    events = [
+        # the user's message and the bot's reply in her Slack DM thread (the reply names nobody)
+        _event("1", conversation="D0ALICE:1772.01", platform_user_id="T1:U0ALICE"),
+        _event("2", conversation="D0ALICE:1772.01"),
+        # an assistant reply in a web session: the session wins over the conversation, as in the warehouse
+        _event("3", source="web-17", session="ws-1", conversation="wc-1"),
+        # the same conversation id in another source is another conversation
+        _event("4", source="api-4", conversation="D0ALICE:1772.01"),
+        # a record of two identifier-less events in two conversations: both keys, sorted
+        _event("5", conversation="c-b"), _event("5", conversation="c-a"),
+        # an identified event and an identifier-less one in one record: only the identifier keys it
+        _event("6", conversation="c-x", anonymous_id="anon-6"), _event("6", conversation="c-y"),
+        # neither an identifier nor a session or conversation (an empty id is none): the day key
+        _event("7"), _event("8", session="", conversation=""),
+    ]
+    assert records_subjects(events) == {
+        "1": ("platform_user_id:T1:U0ALICE",),
+        "2": ("conversation:slack-9:conversation:D0ALICE:1772.01",),
+        "3": ("conversation:web-17:ws-1",),
+        "4": ("conversation:api-4:conversation:D0ALICE:1772.01",),
+        "5": ("conversation:slack-9:conversation:c-a", "conversation:slack-9:conversation:c-b"),
+        "6": ("anonymous_id:anon-6",),
+    }
+    # what suppression checks per event (re-drives, replays): the same subjects
+    assert [event_subjects(e) for e in events[1:3]] == [["conversation:slack-9:conversation:D0ALICE:1772.01"],
+                                                        ["conversation:web-17:ws-1"]]
+    assert event_subjects(events[0]) == ["platform_user_id:T1:U0ALICE"] and event_subjects(events[-1]) == []
 
 
 def test_with_encryption_off_lines_are_clear_but_a_suppressed_record_still_leaves_nothing():

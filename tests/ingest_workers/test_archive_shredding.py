@@ -449,3 +449,78 @@ def test_suppression_entries_committed_out_of_id_order_all_reach_a_worker(keyrin
     erasure_generation_bump()
     keyring.refresh()
     assert keyring.suppressed(["anonymous_id:anon-ticket-a"]) and keyring.suppressed(["anonymous_id:anon-ticket-b"])
+
+
+
+def slack_thread(user: str, channel: str, reply: str) -> tuple[dict, dict]:
+    """A Slack DM message of ``user`` and the help bot's reply in its thread (the reply names nobody)."""
+    sample = preset_load("slack-bot")["contracts"][0]["versions"][0]["samples"]
+    ts = f"{time.time():.6f}"
+    message = copy.deepcopy(sample[0])
+    message.update(event_id=f"Ev{uuid.uuid4().hex[:10].upper()}")
+    message["event"] = {**message["event"], "user": user, "ts": ts, "event_ts": ts, "channel": channel,
+                        "client_msg_id": str(uuid.uuid4())}
+    return message, bot_reply(message, reply)
+
+
+def bot_reply(message: dict, text: str) -> dict:
+    answer = copy.deepcopy(preset_load("slack-bot")["contracts"][0]["versions"][0]["samples"][3])
+    ts = f"{time.time():.6f}"
+    answer.update(event_id=f"Ev{uuid.uuid4().hex[:10].upper()}")
+    answer["event"] = {**answer["event"], "text": text, "ts": ts, "event_ts": ts,
+                       "channel": message["event"]["channel"], "thread_ts": message["event"]["ts"]}
+    return answer
+
+
+def send_slack(payloads) -> None:
+    _direct_write([("one-partition", envelope_encode(source="slack-bot", payload=p, received_at=time.time_ns() // 1000,
+                                                     channel="direct")) for p in payloads])
+
+
+def test_a_bots_reply_in_the_erased_persons_thread_is_shredded_even_by_a_retry_after_the_rows_went(
+        ingest_env, monkeypatch):
+    """The reply carries no identifier: it is under its conversation's key. The conversation step lists the
+    conversation's hash before it destroys any key, so a retry after a crash, once the warehouse rows are
+    gone, still destroys it; the other person's thread reads on. A new reply in her thread is suppressed."""
+    from deletion import shredding
+    from deletion.models import SuppressedSubject
+    from deletion.warehouse_erasure import canonical_erase, landing_erase
+
+    reply_a, reply_b = f"reply-A-{uuid.uuid4().hex}", f"reply-B-{uuid.uuid4().hex}"
+    thread_a, thread_b = slack_thread("U0A", "D0A", reply_a), slack_thread("U0B", "D0B", reply_b)
+    send_slack([*thread_a, *thread_b])
+    assert services.pipeline_drain().read == 4
+    rows = warehouse_rows("SELECT PLATFORM_USER_ID, LINEAGE, TO_JSON(ATTRIBUTES) AS A FROM CANONICAL.EVENTS")
+    [line_a] = [r["LINEAGE"] for r in rows if reply_a in r["A"]]
+    [line_b] = [r["LINEAGE"] for r in rows if reply_b in r["A"]]
+    [user_a] = {r["PLATFORM_USER_ID"] for r in rows if (r["PLATFORM_USER_ID"] or "").endswith("U0A")}
+    subject = ErasureSubject(ticket_ref="DEL-9", identifiers=(Identifier(IdentifierKind.PLATFORM_USER_ID, user_a),))
+
+    # the first attempt dies after it found and listed the conversation, before any key went
+    def killed(hashes):
+        raise RuntimeError("worker killed")
+    monkeypatch.setattr(shredding, "subject_keys_shred", killed)
+    with pytest.raises(RuntimeError):
+        shredding.archive_conversations_run(subject)
+    monkeypatch.undo()
+    assert SuppressedSubject.objects.filter(ticket_ref="DEL-9", kind="conversation").count() == 1
+    assert ArchiveReader().read_line(line_a["raw_archive_uri"], line_a["raw_offset"])
+    # the warehouse rows go (as the later steps would), then the step is retried
+    for erase_step in (landing_erase, canonical_erase):
+        assert erase_step(subject).remaining == 0
+    assert not [r for r in warehouse_rows("SELECT TO_JSON(ATTRIBUTES) AS A FROM CANONICAL.EVENTS") if reply_a in r["A"]]
+    result = shredding.archive_conversations_run(subject)
+    assert result.remaining == 0 and result.detail["conversation_keys_destroyed"] == 1
+
+    reader = ArchiveReader()
+    with pytest.raises(ArchiveRecordShredded):
+        reader.read_line(line_a["raw_archive_uri"], line_a["raw_offset"])
+    assert reply_b in orjson.dumps(reader.read_line(line_b["raw_archive_uri"], line_b["raw_offset"])).decode()
+    again_a, again_b = f"again-A-{uuid.uuid4().hex}", f"again-B-{uuid.uuid4().hex}"
+    send_slack([bot_reply(thread_a[0], again_a), bot_reply(thread_b[0], again_b)])
+    report = services.pipeline_drain()
+    assert report.read == 2 and report.suppressed == 1
+    stored = archived_bytes(ingest_env)
+    landed = orjson.dumps(warehouse_rows("SELECT ATTRIBUTES FROM CANONICAL.EVENTS")).decode()
+    assert again_a not in landed and again_b in landed
+    assert stored.count(b'"suppressed":true') == 1  # her new reply's line keeps no record
