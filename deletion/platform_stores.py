@@ -112,9 +112,10 @@ def _sample_item_matches(item: Any, hashes: set[str], target: ErasureSubject) ->
 
 
 def _sample_candidates(hashes: set[str], target: ErasureSubject) -> Any:
-    """The check results whose sample may hold a row of the subject: one of its hashes in a row's ``subjects``
-    (JSON containment), or one of its values anywhere in the sample's text (a row stored before samples kept
-    hashes, or an identifier in a column that is not masked). Each candidate row is then matched exactly."""
+    """The check results whose sample may hold a row of the subject: one of its hashes or values anywhere in
+    the sample's text (a hash in a row's ``subjects``; a row stored before samples kept hashes, or an
+    identifier in a column that is not masked). Each candidate row is then matched exactly. Text, not JSON
+    containment: SQLite (the embedded default's portal database) has no JSON ``contains`` lookup."""
     from django.db.models import Q, TextField
     from django.db.models.functions import Cast
 
@@ -124,9 +125,7 @@ def _sample_candidates(hashes: set[str], target: ErasureSubject) -> Any:
     needles |= {half for i in target.identifiers if i.kind == IdentifierKind.PLATFORM_USER_ID
                 for half in i.value.split(":", 1)}
     condition = Q(pk__in=[])
-    for digest in sorted(hashes):
-        condition |= Q(sample__contains=[{"subjects": [digest]}])
-    for needle in sorted(n for n in needles if n):
+    for needle in sorted(hashes | {n for n in needles if n}):
         condition |= Q(sample_text__contains=needle)
     return CheckResult.objects.annotate(sample_text=Cast("sample", TextField())).filter(condition)
 

@@ -19,6 +19,26 @@ os.environ.setdefault("RAW_ARCHIVE_ROLL_SECONDS", "0")
 os.environ.setdefault("ARCHIVE_LOCAL_MASTER_KEY", "dGVzdC1vbmx5LWFyY2hpdmUtbWFzdGVyLWtleS0zMiE=")
 
 
+# Files that run the whole stack in subprocesses for one to three minutes. They are collected first, so under
+# pytest-xdist (`make test`, a file at a time per worker) they start at once rather than leaving one worker
+# alone on a long file at the end. A file missing from this list only runs later; nothing else depends on it.
+LONG_RUNNING_FILES = (
+    "tests/quality/test_demo_embedded.py",
+    "tests/portal/test_embedded_default.py",
+    "tests/ingest_workers/test_celery_workers.py",
+    "tests/deletion/test_erasure_end_to_end.py",
+    "tests/quality/test_demo_story.py",
+    "tests/deletion/test_worker_resume.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def starts_late(item) -> bool:
+        return not any(item.nodeid.startswith(path) for path in LONG_RUNNING_FILES)
+
+    items.sort(key=starts_late)  # stable: the order within each group stays the collection order
+
+
 def pytest_configure(config):
     from django.conf import settings
 

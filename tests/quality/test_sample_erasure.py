@@ -66,3 +66,21 @@ def test_a_sample_stored_without_hashes_is_matched_by_an_unmasked_identifier(qua
     erased = quality_samples_erase(ErasureSubject(ticket_ref="DEL-000002",
                                                   identifiers=(Identifier(IdentifierKind.ANONYMOUS_ID, ERASED),)))
     assert (erased.removed, erased.remaining) == (1, 0) and platform_sample() == []
+
+
+def test_the_sample_lookup_compiles_on_sqlite_the_embedded_defaults_portal_database():
+    """`make run` keeps the portal on SQLite, which has no JSON `contains` lookup: the candidate query failed
+    there with NotSupportedError and every deletion ticket of the embedded default failed at this step."""
+    from django.db.backends.sqlite3.base import DatabaseWrapper
+
+    from deletion.platform_stores import _sample_candidates
+
+    sqlite = DatabaseWrapper({"NAME": ":memory:", "ENGINE": "django.db.backends.sqlite3", "TIME_ZONE": None,
+                              "OPTIONS": {}, "CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": False, "AUTOCOMMIT": True,
+                              "ATOMIC_REQUESTS": False, "USER": "", "PASSWORD": "", "HOST": "", "PORT": "",
+                              "TEST": {}}, alias="sqlite-check")
+    subject = ErasureSubject(ticket_ref="DEL-1", identifiers=(Identifier(IdentifierKind.ANONYMOUS_ID, ERASED),),
+                             person_ids=("p-1",))
+    queryset = _sample_candidates({"ab" * 32}, subject)
+    sql, params = queryset.query.get_compiler(connection=sqlite).as_sql()
+    assert "ab" * 32 in str(params) and ERASED in str(params)
