@@ -97,7 +97,7 @@ def sample_payloads_erase(target: ErasureSubject) -> StoreResult:
     removed = contract_services.sample_payloads_erase(matches=matches, ticket_ref=target.ticket_ref)
     remaining = contract_selectors.sample_payloads_matching(matches)
     return StoreResult(
-        store="PostgreSQL: contract version sample payloads", removed=removed, remaining=remaining,
+        store="Portal database: contract version sample payloads", removed=removed, remaining=remaining,
         verification="every sample payload of every contract version checked again for the subject's "
                      "identifiers (equal value, value inside text, or both halves of a Slack team:user id)",
         detail={"unit": "sample payloads"})
@@ -155,7 +155,7 @@ def quality_samples_erase(target: ErasureSubject) -> StoreResult:
     remaining = sum(1 for result in _sample_candidates(hashes, target).only("id", "sample")
                     for item in result.sample or [] if _sample_item_matches(item, hashes, target))
     return StoreResult(
-        store="PostgreSQL: quality check failed-row samples", removed=removed, remaining=remaining,
+        store="Portal database: quality check failed-row samples", removed=removed, remaining=remaining,
         verification="every failed-row sample holding one of the subject's keyed identifier hashes or values "
                      "checked again, row by row (hash in the row's subjects, equal value, or value inside text)",
         detail={"unit": "sampled rows", "check_results_changed": results})
@@ -210,7 +210,8 @@ def cache_entries_erase(target: ErasureSubject) -> StoreResult:
             dashboards += 1
     remaining = sum(1 for key, value in entries.items() if raw_mentions(key, target) or raw_mentions(value, target))
     return StoreResult(
-        store="Cache (Redis): rate limits, collector markers, cached pages", removed=removed, remaining=remaining,
+        store="Portal cache (Redis; memory in the embedded default): rate limits, collector markers, cached pages",
+        removed=removed, remaining=remaining,
         verification="SCAN of every cache key; GET of each; count of keys whose name or value contains one of the "
                      "subject's identifiers",
         detail={"unit": "cache entries", "dashboard_entries_dropped": dashboards})
@@ -218,9 +219,9 @@ def cache_entries_erase(target: ErasureSubject) -> StoreResult:
 
 def platform_steps() -> list[ErasureStep]:
     return [
-        ErasureStep(name="platform.sample_payloads", store="PostgreSQL: contract sample payloads",
+        ErasureStep(name="platform.sample_payloads", store="Portal database: contract sample payloads",
                     run=sample_payloads_erase),
-        ErasureStep(name="platform.quality_samples", store="PostgreSQL: quality failed-row samples",
+        ErasureStep(name="platform.quality_samples", store="Portal database: quality failed-row samples",
                     run=quality_samples_erase),
-        ErasureStep(name="platform.cache", store="Cache (Redis)", run=cache_entries_erase),
+        ErasureStep(name="platform.cache", store="Portal cache", run=cache_entries_erase),
     ]
