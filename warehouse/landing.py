@@ -32,6 +32,7 @@ SQL text is assembled only from checked identifiers and generated column lists; 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 import time
 import uuid
@@ -495,6 +496,16 @@ class _StatementWatchdog:
 
 
 _statement_watchdog = _StatementWatchdog()
+
+
+def _statement_watchdog_renew() -> None:
+    """A forked child (a prefork pool's worker) starts with no statement of its own and without the
+    parent's thread, whose lock may have been held at the fork: it gets a fresh watchdog."""
+    global _statement_watchdog
+    _statement_watchdog = _StatementWatchdog()
+
+
+os.register_at_fork(after_in_child=_statement_watchdog_renew)
 
 
 def _connector_requests_fast() -> None:
