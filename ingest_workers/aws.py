@@ -19,6 +19,7 @@ from typing import Any, NotRequired, TypedDict
 import boto3
 import botocore.session
 import msgspec
+import pybase64
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserFactory
@@ -44,7 +45,7 @@ def _settings_key(service: str) -> tuple:
 class _GetRecord(TypedDict):
     SequenceNumber: str
     ApproximateArrivalTimestamp: dt.datetime
-    Data: bytes
+    Data: str  # base64, decoded by pybase64 in ``_get_records_answer`` (SIMD: a fraction of msgspec's bytes)
     PartitionKey: str
     EncryptionType: NotRequired[str]
 
@@ -56,9 +57,10 @@ class _GetRecordsBody(TypedDict):
     ChildShards: NotRequired[list[Any] | None]
 
 
-#: One pass in C over a GetRecords body: the JSON parsed, each ``Data`` base64-decoded to bytes and
-#: each arrival time (epoch seconds) made an aware UTC datetime. Not strict, as botocore is not: a
-#: timestamp may come as a number or as an ISO-8601 string.
+#: One pass in C over a GetRecords body: the JSON parsed and each arrival time (epoch seconds) made an
+#: aware UTC datetime; each ``Data`` is then base64-decoded to bytes by pybase64 (msgspec's own bytes
+#: decoding took as long as the rest of the parse). Not strict, as botocore is not: a timestamp may come
+#: as a number or as an ISO-8601 string.
 _GET_RECORDS_DECODER = msgspec.json.Decoder(_GetRecordsBody, strict=False)
 
 
@@ -86,6 +88,9 @@ class _GetRecordsParser:
 
 def _get_records_answer(response: dict) -> dict:
     answer: dict[str, Any] = _GET_RECORDS_DECODER.decode(response["body"])
+    decode = pybase64.b64decode
+    for record in answer["Records"]:
+        record["Data"] = decode(record["Data"], validate=True)  # bad base64: ValueError, botocore's turn
     for key in ("NextShardIterator", "MillisBehindLatest", "ChildShards"):
         if key in answer and answer[key] is None:
             del answer[key]  # as botocore: a null member is left out

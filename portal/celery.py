@@ -108,7 +108,7 @@ class ShardConsumerStep(bootsteps.StartStopStep):
 
         from ingest_workers.consumer import ShardConsumer
 
-        self.consumer = ShardConsumer(worker_id=f"{worker.hostname}:{os.getpid()}")
+        self.consumer = ShardConsumer(worker_id=f"{worker.hostname}:{os.getpid()}", gc_settle=True)
         self.thread = threading.Thread(target=self.consumer.run, name="shard-consumer", daemon=True)
         self.thread.start()
 

@@ -31,8 +31,8 @@ SQL text is assembled only from checked identifiers and generated column lists; 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
+import os
 import threading
 import time
 import uuid
@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pybase64
 
 from warehouse.channels import (
     AppendResult,
@@ -223,9 +224,11 @@ def landing_append(
                     for chunk in _json_array_chunks(body, max_statement_bytes):
                         # base64: ASCII without a character to escape, so the request body (JSON,
                         # written by orjson in the embedded client: ``_FastJson``) is copied, never
-                        # transcoded; the JSON text itself (non-ASCII, quotes) measured slower
+                        # transcoded; the JSON text itself (non-ASCII, quotes) measured slower. SIMD
+                        # base64 straight to a str: the standard library's cost the consumer 2.7 us
+                        # of CPU per event (a unit's rows are megabytes), pybase64's a tenth of that
                         execute_bound(cur, _landing_insert_sql(db),
-                                      {**params, "rows": base64.b64encode(chunk).decode("ascii")})
+                                      {**params, "rows": pybase64.b64encode_as_string(chunk)})
                         count += int(cur.rowcount or 0)
                 # the token, in the same transaction; refused (nothing commits) when a later writer
                 # has opened the channel: one statement, no extra round trip for the fence
@@ -408,6 +411,103 @@ class _FastJson:
             return json.dumps(obj, **kwargs)
 
 
+class _StatementDeadline:
+    """The connector's per-statement timeout (``_TrackedQueryCancellationTimer``, a
+    ``threading.Timer``: one new thread per statement, started and cancelled around every request),
+    kept by one watchdog thread for the whole process instead: the same call (the cursor's
+    cancel-query) after the same interval, unless cancelled first. A landing unit runs four
+    statements; their timer threads cost the consumer more CPU than its whole checkpoint step
+    (bench/bench_consumer.py). Same interface as the timer: ``start``, ``cancel``, ``executed``."""
+
+    __slots__ = ("interval", "function", "args", "kwargs", "executed", "deadline", "cancelled")
+
+    def __init__(self, interval: float, function: Any, args: Any = None, kwargs: Any = None):
+        self.interval = interval
+        self.function = function
+        self.args = list(args or ())
+        self.kwargs = dict(kwargs or {})
+        self.executed = False  # the function ran (the cursor words its "canceled" error by it)
+        self.deadline = 0.0
+        self.cancelled = False
+
+    def start(self) -> None:
+        self.deadline = time.monotonic() + float(self.interval)
+        _statement_watchdog.add(self)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        # the watchdog keeps a cancelled deadline until it is due: let go of the cursor meanwhile
+        self.function, self.args, self.kwargs = None, [], {}
+
+    def fire(self) -> None:
+        function, args, kwargs = self.function, self.args, self.kwargs
+        if self.cancelled or function is None:
+            return
+        try:
+            function(*args, **kwargs)
+        finally:
+            self.executed = True
+
+
+class _StatementWatchdog:
+    """One daemon thread that fires due ``_StatementDeadline``s, earliest first; each fires in a
+    thread of its own (cancelling a statement is a request to the server, which must not hold up
+    the next deadline). A cancelled deadline stays queued until it is due, then is dropped: a
+    statement's start costs one heap push under a lock, and the thread wakes only when a deadline
+    earlier than every queued one arrives."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _StatementDeadline]] = []
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: _StatementDeadline) -> None:
+        import heapq
+
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._heap, (deadline.deadline, self._count, deadline))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="warehouse-statement-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is deadline:
+                self._cond.notify()
+
+    def queued(self) -> int:
+        with self._cond:
+            return len(self._heap)
+
+    def _run(self) -> None:
+        import heapq
+
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                due, _, deadline = self._heap[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            if not deadline.cancelled:
+                threading.Thread(target=deadline.fire, name="warehouse-statement-cancel", daemon=True).start()
+
+
+_statement_watchdog = _StatementWatchdog()
+
+
+def _statement_watchdog_renew() -> None:
+    """A forked child (a prefork pool's worker) starts with no statement of its own and without the
+    parent's thread, whose lock may have been held at the fork: it gets a fresh watchdog."""
+    global _statement_watchdog
+    _statement_watchdog = _StatementWatchdog()
+
+
+os.register_at_fork(after_in_child=_statement_watchdog_renew)
+
+
 def _connector_requests_fast() -> None:
     """Make the connector's requests cheaper in CPU for the embedded writer, whose landing sends a
     unit's rows as one bind value of megabytes to a server on the loopback (each was measured with
@@ -416,13 +516,16 @@ def _connector_requests_fast() -> None:
     * the connector gzips every request body at level 9: level 0 instead (``_FastGzip``);
     * it writes the request body with ``json.dumps``: orjson instead (``_FastJson``);
     * it tries to import OpenTelemetry for every request, to add trace headers: without the package
-      the failed import searched every ``sys.path`` entry each time; it is now remembered as missing.
+      the failed import searched every ``sys.path`` entry each time; it is now remembered as missing;
+    * it starts a timer thread per statement for the statement timeout: one watchdog thread keeps
+      every statement's deadline instead (``_StatementDeadline``), cancelling as the timer did.
 
     Only the embedded landing client applies this (production lands through Snowpipe Streaming,
     not these requests). Each is skipped if the connector no longer has the hook."""
     import importlib.util
     import sys
 
+    import snowflake.connector.cursor as cursor
     import snowflake.connector.network as network
 
     if not isinstance(getattr(network, "gzip", None), _FastGzip) and hasattr(network, "gzip"):
@@ -431,6 +534,8 @@ def _connector_requests_fast() -> None:
         network.json = _FastJson()  # type: ignore[assignment]
     if "opentelemetry" not in sys.modules and importlib.util.find_spec("opentelemetry") is None:
         sys.modules["opentelemetry"] = None  # type: ignore[assignment]  # import fails at once, as it would
+    if hasattr(cursor, "_TrackedQueryCancellationTimer"):
+        cursor._TrackedQueryCancellationTimer = _StatementDeadline  # type: ignore[assignment,misc]
 
 
 def _no_environment_proxies(conn: Any) -> None:

@@ -832,3 +832,30 @@ def test_an_archive_object_written_before_a_crash_is_adopted_not_rewritten(inges
     assert _archived_seqs(tmp_path / "archive") == seqs
     lease.refresh_from_db()
     assert lease.checkpoint == seqs[-1]
+
+
+def test_settling_the_collector_for_steady_state_still_collects_cycles_made_afterwards():
+    # a consumer process freezes what its start-up loaded and collects its youngest generation less
+    # often (CPU per event); garbage made afterwards, reference cycles included, is still collected
+    import gc
+    import weakref
+
+    from ingest_workers.consumer import GC_YOUNG_THRESHOLD, gc_settle_for_steady_state
+
+    before = gc.get_threshold()
+    try:
+        gc_settle_for_steady_state()
+        assert gc.get_freeze_count() > 0 and gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+
+        class Node:
+            pass
+
+        node = Node()
+        node.me = node
+        gone = weakref.ref(node)
+        del node
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

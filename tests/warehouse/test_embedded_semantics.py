@@ -269,6 +269,41 @@ def test_the_clients_statement_timeout_cancels_a_lock_wait(server, connect):
     assert values(watcher, "CANCELED") == {1: 1, 2: 0}  # the canceled UPDATE never ran
 
 
+def test_the_embedded_clients_statement_deadlines_start_no_thread_per_statement_and_still_cancel(
+        server, connect, monkeypatch):
+    # the embedded landing client replaces the connector's timer thread per statement with one
+    # watchdog thread: statements start no thread each, and a statement over its timeout is still
+    # cancelled by the client (the error says so, as with the connector's own timer)
+    import snowflake.connector.cursor as cursor
+
+    from warehouse.landing import _connector_requests_fast, _StatementDeadline
+
+    monkeypatch.setattr(cursor, "_TrackedQueryCancellationTimer", cursor._TrackedQueryCancellationTimer)
+    _connector_requests_fast()
+    assert cursor._TrackedQueryCancellationTimer is _StatementDeadline
+    holder, waiter, watcher = connect(server), connect(server), connect(server)
+    started: list[threading.Thread] = []
+    thread_start = threading.Thread.start
+
+    def counted_start(thread: threading.Thread) -> None:
+        started.append(thread)
+        thread_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counted_start)
+    for _ in range(5):
+        assert run(watcher, "SELECT 1", timeout=30) == [(1,)]
+    assert [t.name for t in started if t.name != "warehouse-statement-deadlines"] == []
+    table(holder, "CANCELED_BY_WATCHDOG")
+    run(holder, "BEGIN")
+    run(holder, "UPDATE CANCELED_BY_WATCHDOG SET V = 1 WHERE ID = 1")
+    with pytest.raises(ProgrammingError) as err:
+        Background(lambda: run(waiter, "UPDATE CANCELED_BY_WATCHDOG SET V = 99", timeout=1)).result()
+    assert err.value.errno == 604 and "cancelled by the client due to a timeout" in err.value.msg
+    assert locks(watcher, "CANCELED_BY_WATCHDOG", "WAITING") == []
+    run(holder, "COMMIT")
+    assert values(watcher, "CANCELED_BY_WATCHDOG") == {1: 1, 2: 0}
+
+
 # --- DuckDB's own errors ----------------------------------------------------------------------------
 
 

@@ -322,3 +322,22 @@ def test_the_stored_gzip_member_is_read_back_by_gzip_and_by_zlib_at_every_block_
         broken[20] ^= 0xFF  # a flipped data byte fails the CRC-32 check
         with pytest.raises((OSError, zlib.error)):
             gzip.decompress(bytes(broken))
+
+
+def test_a_statement_deadline_fires_once_due_and_a_cancelled_one_never_does():
+    # the embedded client's statement timeouts (one watchdog thread for all): a statement that ends
+    # first cancels its deadline; one still running when its deadline is due has it fired
+    import time
+
+    from warehouse.landing import _StatementDeadline
+
+    fired: list[str] = []
+    finished = _StatementDeadline(0.05, fired.append, ["finished in time"])
+    finished.start()
+    finished.cancel()
+    overdue = _StatementDeadline(0.1, fired.append, ["overdue"])
+    overdue.start()
+    end = time.monotonic() + 30
+    while not overdue.executed and time.monotonic() < end:
+        time.sleep(0.02)
+    assert fired == ["overdue"] and overdue.executed and not finished.executed

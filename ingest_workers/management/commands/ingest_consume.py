@@ -21,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print the counts and this process's CPU time as JSON")
 
     def handle(self, *args, stream=None, max_seconds=None, **options):
-        consumer = ShardConsumer(stream=stream)
+        consumer = ShardConsumer(stream=stream, gc_settle=True)  # this process only consumes
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: consumer.stop())
         self.stderr.write(f"consumer {consumer.worker_id} on {consumer.stream}")
