@@ -214,7 +214,9 @@ def test_make_run_restarts_a_killed_child_and_ctrl_c_stops_everything(tmp_path):
         children = _supervised_pids(tmp_path)
         supervisor = json.loads((tmp_path / "processes.json").read_text())["supervisor_pid"]
         os.killpg(make.pid, signal.SIGINT)                               # Ctrl-C in make's terminal
-        assert make.wait(timeout=45) != 0                                # make waited, then reports the interrupt
+        # make waited, then reports the interrupt; the supervisor's own bound is ~65 s (each tier's grace, then
+        # SIGKILL: portal.supervision.stop_all), reached only when the machine is loaded
+        assert make.wait(timeout=90) != 0
         _assert_gone([supervisor, *children], within_s=1)
         states = {row["name"]: row["state"] for row in
                   json.loads((tmp_path / "processes.json").read_text())["children"]}
