@@ -279,6 +279,13 @@ class SubjectKeyring:
             return False
         return any(self.hash_of(s) in self._suppressed for s in subjects)
 
+    def suppressed_uncached(self, subjects: Iterable[str]) -> bool:
+        """``suppressed`` for guesses (the string leaves of a record no event was mapped from: mostly not
+        identifiers at all): hashed without the cache, so they do not push out the identifiers in use."""
+        if not self._suppressed:
+            return False
+        return any(subject_hash(self._hash_key, s) in self._suppressed for s in subjects)
+
     @property
     def suppressing(self) -> bool:
         """The suppression list is not empty."""

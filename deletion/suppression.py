@@ -11,8 +11,12 @@ identifier per event, nothing at all while the list is empty.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable
+from typing import Any
 
+import orjson
 from django.db import transaction
 
 from deletion.erasure_types import ErasureSubject, IdentifierKind, StoreResult
@@ -86,3 +90,58 @@ def suppression_filter(events: Iterable[dict]) -> tuple[list[dict], int]:
         else:
             kept.append(event)
     return kept, dropped
+
+
+#: keys whose string value names a Slack team, and a Slack user: a payload holding both may carry the
+#: person's ``platform_user_id`` only as the pair ``T:U`` (the Slack preset's template ``{team_id}:{event.user}``)
+_TEAM_KEYS = frozenset(("team_id", "team"))
+_USER_KEYS = frozenset(("user", "user_id"))
+#: a string literal of JSON text (a payload kept as text: undecodable, or a number beyond 64 bits)
+_JSON_STRING = re.compile(rb'"((?:[^"\\]|\\.)*)"')
+
+
+def payload_leaf_subjects(payload: Any) -> set[str]:
+    """Every subject a raw payload the contracts could not map might name: each string leaf as each
+    ``SUBJECT_KINDS`` kind (and as ``email_sha256`` of the trimmed lower-cased text when it holds an "@"),
+    and every Slack team+user pair as ``platform_user_id:T:U``. A leaf that is JSON text (a record kept as
+    text) adds its string literals. Pure; used where a record of an erased person could otherwise be kept in
+    clear because no event was mapped from it (quarantine at the worker, imports)."""
+    leaves: set[str] = set()
+    teams: set[str] = set()
+    users: set[str] = set()
+    stack = [payload]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, str) and item:
+                    if key in _TEAM_KEYS:
+                        teams.add(item)
+                    elif key in _USER_KEYS:
+                        users.add(item)
+                stack.append(item)
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and value:
+            leaves.add(value)
+            if value[:1] in ("{", "["):
+                leaves.update(_json_string_literals(value))
+    subjects = {f"{kind}:{leaf}" for leaf in leaves for kind in SUBJECT_KINDS}
+    subjects.update(f"{IdentifierKind.EMAIL_SHA256.value}:"
+                    + hashlib.sha256(leaf.strip().lower().encode("utf-8")).hexdigest()
+                    for leaf in leaves if "@" in leaf)
+    subjects.update(f"{IdentifierKind.PLATFORM_USER_ID.value}:{team}:{user}" for team in teams for user in users)
+    return subjects
+
+
+def _json_string_literals(text: str) -> set[str]:
+    out = set()
+    for match in _JSON_STRING.finditer(text.encode("utf-8", "surrogatepass")):
+        literal = match.group(1)
+        try:
+            decoded = orjson.loads(b'"' + literal + b'"')
+        except orjson.JSONDecodeError:
+            decoded = literal.decode("utf-8", "replace")
+        if decoded:
+            out.add(decoded)
+    return out

@@ -1,14 +1,17 @@
 """Importing a backfill: a file of one source's raw payloads, one JSON object a line (NDJSON), put on the stream
 the way the collector puts them (``manage.py events_import``; docs/ingestion.md).
 
-Each line gets the collector's up-front checks (UTF-8, JSON, an object, no integer beyond 64 bits, at most
-COLLECTOR_MAX_EVENT_BYTES) and becomes one raw envelope of the source (channel as its collector would: batch,
-slack or voice; ``request_id`` names the import). A refused line is listed with its number and reason and the
-import goes on. Before a chunk is put, its records are mapped with the current contracts (the pure pipeline,
-nothing landed) and a record whose events carry an erased subject's identifier is dropped and counted
-(``deletion.suppression``, as re-drives and replays skip them): it never reaches the stream nor the archive.
-A record the contracts cannot map yet is put all the same: the worker quarantines it, as it would the
-collector's.
+Each line gets the collector's up-front checks (UTF-8, JSON, an object, no integer beyond 64 bits, its
+envelope encodable (orjson's nesting limit), at most COLLECTOR_MAX_EVENT_BYTES; a line is read at most
+``IMPORT_LINE_READ_FACTOR`` times that limit, the rest of a longer one skipped) and becomes one raw envelope
+of the source (channel as its collector would: batch, slack or voice; ``request_id`` names the import). A
+refused line is listed with its number and reason and the import goes on. Before a chunk is put, its records
+are mapped with the current contracts (the pure pipeline, nothing landed) and a record whose subjects
+(``records_subjects``: the worker's rule) include an erased one is dropped and counted
+(``deletion.suppression``): it never reaches the stream nor the archive. While the suppression list is not
+empty, a line no event was mapped from (the contracts cannot map it yet) is checked by its string leaves
+(``deletion.suppression.payload_leaf_subjects``) and dropped the same way if one is an erased identifier;
+otherwise it is put and the worker quarantines it, as it would the collector's.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -30,6 +33,13 @@ IMPORT_CHUNK = 500
 #: a put may wait this long for the stream (per chunk) before the import stops
 IMPORT_PUT_DEADLINE_SECONDS = 60.0
 UTF8_BOM = b"\xef\xbb\xbf"
+#: a line is read at most this many times COLLECTOR_MAX_EVENT_BYTES (its JSON may be longer than the event
+#: it decodes to: spaces, escapes); a longer one is skipped unread and refused as ``event_too_large``
+IMPORT_LINE_READ_FACTOR = 4
+
+
+class ImportSourceRefused(ValueError):
+    """The source cannot take events (disabled): raised before any line is read."""
 
 
 class ImportStopped(Exception):
@@ -62,30 +72,50 @@ class ImportReport:
                 "rejected": [{"line": n, "error": code, "message": msg} for n, code, msg in self.rejected]}
 
 
-def import_line_check(line: bytes, *, max_event_bytes: int) -> tuple[dict | None, str, str]:
-    """(the payload, "", "") for a line the collector would accept, else (None, reason code, message). Pure."""
+def import_line_check(line: bytes, *, max_event_bytes: int,
+                      envelope: dict[str, Any]) -> tuple[dict | None, bytes, str, str]:
+    """(the payload, its stream record, "", "") for a line the collector would accept, else (None, b"",
+    reason code, message). ``envelope``: the envelope's fields but the payload. Pure."""
     if line.startswith(UTF8_BOM):
         line = line[len(UTF8_BOM):]
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as err:
-        return None, "invalid_utf8", f"The line is not valid UTF-8 (byte {err.start})."
+        return None, b"", "invalid_utf8", f"The line is not valid UTF-8 (byte {err.start})."
     try:
         payload = orjson.loads(line)
     except orjson.JSONDecodeError as err:
-        return None, "invalid_json", f"The line is not valid JSON: {err}."
+        return None, b"", "invalid_json", f"The line is not valid JSON: {err}."
     if not isinstance(payload, dict):
-        return None, "not_an_object", f"An event must be a JSON object, not {type(payload).__name__}."
+        return None, b"", "not_an_object", f"An event must be a JSON object, not {type(payload).__name__}."
     problem = json_numbers.big_integer_problem(line)
     if problem is not None:
-        return None, json_numbers.NUMBER_OUT_OF_RANGE, problem
-    try:
-        size = len(orjson.dumps(payload))
+        return None, b"", json_numbers.NUMBER_OUT_OF_RANGE, problem
+    try:  # the envelope adds a level: a payload at orjson's limit encodes alone but not in it
+        data = envelope_encode(payload=payload, **envelope)
     except orjson.JSONEncodeError:
-        return None, "too_deep", "The event is nested too deeply (over 250 levels)."
+        return None, b"", "too_deep", "The event is nested too deeply (over 250 levels)."
+    size = len(data) - len(envelope_encode(payload={}, **envelope)) + 2
     if size > max_event_bytes:
-        return None, "event_too_large", f"The event is {size} bytes as JSON; the limit is {max_event_bytes}."
-    return payload, "", ""
+        return None, b"", "event_too_large", f"The event is {size} bytes as JSON; the limit is {max_event_bytes}."
+    return payload, data, "", ""
+
+
+def numbered_lines(handle: BinaryIO, *, limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number from 1, the line) for each line of a binary file; None for a line longer than
+    ``limit`` bytes, whose rest is read and skipped in pieces of ``limit`` (never held whole)."""
+    number = 0
+    while True:
+        piece = handle.readline(limit + 1)
+        if not piece:
+            return
+        number += 1
+        if len(piece) <= limit or piece.endswith(b"\n"):
+            yield number, piece
+            continue
+        while piece and not piece.endswith(b"\n"):
+            piece = handle.readline(limit)
+        yield number, None
 
 
 def source_channel(source: Any) -> str:
@@ -96,11 +126,12 @@ def source_channel(source: Any) -> str:
 
 
 def events_import(
-    lines: Iterable[bytes], *, source_name: str, contract: str | None = None, start_line: int = 1,
+    handle: BinaryIO, *, source_name: str, contract: str | None = None, start_line: int = 1,
     progress: Callable[[ImportReport], None] | None = None, producer: Any = None,
 ) -> ImportReport:
-    """Import the lines (numbered from 1; those before ``start_line`` are skipped). Raises NotFound for an
-    unknown source, ValueError for a disabled one, ImportStopped when the stream stays unavailable."""
+    """Import the lines of a binary file (numbered from 1; those before ``start_line`` are skipped). Raises
+    NotFound for an unknown source, ImportSourceRefused for a disabled one, ImportStopped when the stream
+    stays unavailable."""
     from django.conf import settings
 
     from contracts.selectors import source_by_name_or_id
@@ -108,23 +139,22 @@ def events_import(
 
     source = source_by_name_or_id(source_name)
     if not source.is_active:
-        raise ValueError(f"Source '{source.name}' is disabled: enable it before importing its events.")
+        raise ImportSourceRefused(f"Source '{source.name}' is disabled: enable it before importing its events.")
     request_id = f"import-{uuid.uuid4().hex}"
     report = ImportReport(source=source.name, request_id=request_id)
     producer = producer or StreamProducer(deadline_seconds=IMPORT_PUT_DEADLINE_SECONDS)
     common = {"source": source.name, "request_id": request_id, "channel": source_channel(source),
               "contract": contract}
-    pending: list[tuple[int, dict]] = []
+    pending: list[tuple[int, dict, bytes]] = []
+    max_event_bytes = settings.COLLECTOR_MAX_EVENT_BYTES
+    read_limit = IMPORT_LINE_READ_FACTOR * max_event_bytes
 
     def flush() -> None:
         if not pending:
             return
-        received_at = time.time_ns() // 1000
-        records = [(number, partition_key(source.name, payload),
-                    envelope_encode(payload=payload, received_at=received_at, **common))
-                   for number, payload in pending]
-        dropped = _suppressed_lines(records, now_micros=received_at)
-        kept = [(key, data) for number, key, data in records if number not in dropped]
+        records = [(number, partition_key(source.name, payload), data, payload) for number, payload, data in pending]
+        dropped = _suppressed_lines(records, now_micros=time.time_ns() // 1000)
+        kept = [(key, data) for number, key, data, _ in records if number not in dropped]
         try:
             if kept:
                 producer.put(kept)
@@ -139,29 +169,44 @@ def events_import(
         if progress is not None:
             progress(report)
 
-    for number, raw in enumerate(lines, start=1):
+    for number, raw in numbered_lines(handle, limit=read_limit):
         if number < start_line:
             continue
-        line = raw.strip(b" \t\r\n")
-        if not line:
+        checked = _line_read(raw, read_limit=read_limit, max_event_bytes=max_event_bytes, envelope=common)
+        if checked is None:
             continue
         report.read += 1
-        payload, code, message = import_line_check(line, max_event_bytes=settings.COLLECTOR_MAX_EVENT_BYTES)
+        payload, data, code, message = checked
         if payload is None:
             report.rejected.append((number, code, message))
             report.last_line = number
             continue
-        pending.append((number, payload))
+        pending.append((number, payload, data))
         if len(pending) >= IMPORT_CHUNK:
             flush()
     flush()
     return report
 
 
-def _suppressed_lines(records: list[tuple[int, str, bytes]], *, now_micros: int) -> set[int]:
-    """The line numbers whose record maps to an event carrying an erased subject's identifier."""
+def _line_read(raw: bytes | None, *, read_limit: int, max_event_bytes: int,
+               envelope: dict[str, Any]) -> tuple[dict | None, bytes, str, str] | None:
+    """``import_line_check`` of one line read (None: longer than ``read_limit``); None for a blank line."""
+    if raw is None:
+        return None, b"", "event_too_large", f"The line is over {read_limit} bytes; the limit is {max_event_bytes}."
+    line = raw.strip(b" \t\r\n")
+    if not line:
+        return None
+    return import_line_check(line, max_event_bytes=max_event_bytes,
+                             envelope={**envelope, "received_at": time.time_ns() // 1000})
+
+
+def _suppressed_lines(records: list[tuple[int, str, bytes, dict]], *, now_micros: int) -> set[int]:
+    """The line numbers of the records the worker would suppress (``records_subjects``: the subjects of a
+    record's identified events, else its conversations), and, of the lines no event was mapped from,
+    those a string leaf of which is an erased identifier (``payload_leaf_subjects``)."""
     from deletion.subject_keys import archive_keyring
-    from ingest_workers.archive_crypto import event_subjects
+    from deletion.suppression import payload_leaf_subjects
+    from ingest_workers.archive_crypto import records_subjects
     from ingest_workers.pipeline import RawRecord, process_batch
     from ingest_workers.services import contract_index_current
 
@@ -169,8 +214,12 @@ def _suppressed_lines(records: list[tuple[int, str, bytes]], *, now_micros: int)
     keyring.refresh()
     if not keyring.suppressing:
         return set()  # nobody erased: no mapping needed
-    raw = [RawRecord("import", str(number), data, now_micros) for number, _, data in records]
+    raw = [RawRecord("import", str(number), data, now_micros) for number, _, data, _ in records]
     batch = process_batch(raw, contract_index_current(force=True), stream="import", batch_id="import",
                           archive_locations=[("", 0)] * len(raw), now_micros=now_micros)
-    return {int(ev["lineage"]["sequence_number"]) for ev in batch.events
-            if keyring.suppressed(event_subjects(ev))}
+    subjects = records_subjects(batch.events)
+    dropped = {int(seq) for seq, found in subjects.items() if keyring.suppressed(found)}
+    mapped = {ev["lineage"]["sequence_number"] for ev in batch.events}
+    dropped.update(number for number, _, _, payload in records
+                   if str(number) not in mapped and keyring.suppressed_uncached(payload_leaf_subjects(payload)))
+    return dropped

@@ -540,8 +540,9 @@ def _process(  # noqa: C901 - the per-record hot loop is one function on purpose
 
 
 def batch_suppress(result: BatchResult, suppressed: Mapping[str, str]) -> BatchResult:
-    """The batch without the events of suppressed records (``suppressed``: sequence number → source
-    name): they are not landed, and counted per source as ``suppressed`` instead of as events."""
+    """The batch without the events and quarantine rows of suppressed records (``suppressed``: sequence
+    number → source name): they are not landed, and counted per source as ``suppressed`` instead of as
+    events or quarantined."""
     if not suppressed:
         return result
     kept: list[dict] = []
@@ -556,9 +557,24 @@ def batch_suppress(result: BatchResult, suppressed: Mapping[str, str]) -> BatchR
         counts = result.per_source.setdefault(suppressed[seq], SourceCounts())
         counts.events -= events
         counts.suppressed += 1
+    quarantine = result.quarantine
+    if any(row.sequence_number in suppressed for row in quarantine):
+        quarantine = []
+        for row in result.quarantine:
+            if row.sequence_number not in suppressed:
+                quarantine.append(row)
+                continue
+            counts = result.per_source.setdefault(suppressed[row.sequence_number], SourceCounts())
+            counts.quarantined -= 1
+            counts.suppressed += 1
+            left = counts.reasons.get(row.reason_code, 0) - 1
+            if left > 0:
+                counts.reasons[row.reason_code] = left
+            else:
+                counts.reasons.pop(row.reason_code, None)
     event_ids = [ev["event_id"] for ev in kept]
     return BatchResult(
-        events=kept, quarantine=result.quarantine, event_ids=event_ids,
+        events=kept, quarantine=quarantine, event_ids=event_ids,
         in_batch_duplicates=len(event_ids) - len(set(event_ids)), skipped=result.skipped,
         records=result.records, mapped_records=result.mapped_records - len(dropped), per_source=result.per_source)
 

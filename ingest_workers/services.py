@@ -639,10 +639,13 @@ def _erased_subjects_apply(records: list[RawRecord], fresh: int, locations: list
                            result: BatchResult, *, stream: str, batch_id: str, now_micros: int):
     """(the batch without suppressed records, the unit's line sealer). Once per unit the keyring checks
     the erasure generation (dropping cached keys after a shred, loading new suppression entries); a
-    record carrying an erased subject's identifier lands nothing and is archived without its record.
+    record carrying an erased subject's identifier lands nothing and is archived without its record; so
+    does a quarantined record one of whose string leaves is an erased identifier (``payload_leaf_subjects``:
+    not kept in clear in RAW.QUARANTINE nor under the day key).
     Records before ``fresh`` (re-read to rebuild an object, not landed again) are run through the
     pipeline only to learn their subjects."""
     from deletion.subject_keys import archive_keyring
+    from deletion.suppression import payload_leaf_subjects
     from ingest_workers.archive_crypto import records_subjects
 
     keyring = archive_keyring()
@@ -653,6 +656,11 @@ def _erased_subjects_apply(records: list[RawRecord], fresh: int, locations: list
                                 archive_locations=locations[:fresh], now_micros=now_micros)
         subjects.update(records_subjects(earlier.events))
     suppressed = keyring.suppressed_of(subjects)
+    if keyring.suppressing:
+        # a record no event was mapped from names nobody the keyring knows: its string leaves are checked
+        quarantined = result.quarantine if not fresh else [*earlier.quarantine, *result.quarantine]
+        suppressed.update(row.sequence_number for row in quarantined
+                          if keyring.suppressed_uncached(payload_leaf_subjects(row.payload)))
     sealer = keyring.sealer(records, subjects, suppressed)
     if suppressed:
         by_seq = {r.sequence_number: r for r in records}

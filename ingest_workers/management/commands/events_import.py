@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from contracts.errors import NotFound
 from ingest_workers.collectors import CONTRACT_NAME_RE
-from ingest_workers.events_import import ImportReport, ImportStopped, events_import
+from ingest_workers.events_import import ImportReport, ImportSourceRefused, ImportStopped, events_import
 
 #: refused lines listed one by one in the summary; the rest are counted (--json lists them all)
 LISTED_REJECTIONS = 50
@@ -40,9 +40,7 @@ class Command(BaseCommand):
         try:
             report = events_import(handle, source_name=source, contract=contract, start_line=start_line,
                                    progress=None if quiet else self._progress)
-        except NotFound as err:
-            raise CommandError(f"{err} Nothing was imported.") from err
-        except ValueError as err:
+        except (NotFound, ImportSourceRefused) as err:  # the source lookup: before any line is read
             raise CommandError(f"{err} Nothing was imported.") from err
         except ImportStopped as err:
             self._summary(err.report, quiet)
