@@ -140,11 +140,22 @@ def subject_events_sql(table: str, alias: str) -> str:
     event that carries no identifier at all (an assistant reply, a tool call from the API) in a session or
     conversation where the subject's identified events are. One statement, so a retry after a crash
     still finds those sessions (they are found before the identified events go)."""
-    from warehouse.modeling.sql import session_key, usable
+    from warehouse.modeling.sql import usable
 
     anonymous = " AND ".join(f"{usable(f'{alias}.{col}')} IS NULL" for col in (*ID_COLUMNS.values(), "PERSON_ID"))
-    return (f"({event_match_sql(alias)} OR ({anonymous} AND {session_key(alias)} IN "
-            f"(SELECT {session_key('s')} FROM {table} s WHERE {event_match_sql('s')})))")
+    return (f"({event_match_sql(alias)} OR ({anonymous} AND {erasure_session_key(alias)} IN "
+            f"(SELECT {erasure_session_key('s')} FROM {table} s WHERE {event_match_sql('s')})))")
+
+
+def erasure_session_key(alias: str) -> str:
+    """SQL: the event's session key (``warehouse.modeling.sql.session_key``) with placeholder ids (``null``,
+    ``0``, ``guest``...: ``usable``) counted as none, NULL when nothing usable is left. The same rule as the
+    archive's ``conversation_subject``: an SDK that sends one placeholder session id on every reply must not
+    make one person's erasure take every user's replies."""
+    from warehouse.modeling.sql import usable
+
+    return (f"COALESCE({usable(f'{alias}.SESSION_ID')}, "
+            f"'conversation:' || {usable(f'{alias}.CONVERSATION_ID')})")
 
 
 def payload_match_sql(expr: str, terms: MatchTerms) -> str:

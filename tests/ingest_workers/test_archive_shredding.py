@@ -524,3 +524,51 @@ def test_a_bots_reply_in_the_erased_persons_thread_is_shredded_even_by_a_retry_a
     landed = orjson.dumps(warehouse_rows("SELECT ATTRIBUTES FROM CANONICAL.EVENTS")).decode()
     assert again_a not in landed and again_b in landed
     assert stored.count(b'"suppressed":true') == 1  # her new reply's line keeps no record
+
+
+def llm_call(user: str | None, content: str) -> dict:
+    """One LLM gateway call whose SDK sends the placeholder ``"null"`` as session and conversation id; without
+    ``user`` it names nobody (an assistant reply)."""
+    call = copy.deepcopy(preset_load("llm-gateway")["contracts"][0]["versions"][-1]["samples"][0])
+    call.update(call_id=f"llmc_{uuid.uuid4().hex}")
+    call["origin"] = {**call["origin"], "session_id": "null", "conversation_id": "null", "user_id": user,
+                      "anonymous_id": None, "user_message_id": None}
+    call["response"] = {**call["response"], "id": f"resp_{uuid.uuid4().hex[:12]}",
+                        "message": {**call["response"]["message"], "id": f"m_{uuid.uuid4().hex[:10]}",
+                                    "content": content}}
+    return call
+
+
+def test_a_placeholder_session_id_is_no_conversation_one_erasure_leaves_the_others_replies(ingest_env):
+    """Every call of this source carries session_id "null": that is no conversation, so erasing one user
+    neither shreds nor deletes the other users' identifier-less replies (they stay under their day's key)."""
+    from deletion import shredding
+    from deletion.warehouse_erasure import canonical_erase, landing_erase
+    from ingest_workers.archive_crypto import conversation_subject
+
+    assert conversation_subject("llm-gateway", "null", None) is None  # falls back to the day key
+    assert conversation_subject("llm-gateway", " Undefined", "0") is None
+    assert conversation_subject("llm-gateway", "guest", "c-1") == "conversation:llm-gateway:conversation:c-1"
+
+    mine, reply_a, reply_b = (f"{n}-{uuid.uuid4().hex}" for n in ("mine", "reply-A", "reply-B"))
+    calls = [llm_call("cust_A", mine), llm_call(None, reply_a), llm_call("cust_B", "theirs"),
+             llm_call(None, reply_b)]
+    _direct_write([("one-partition", envelope_encode(source="llm-gateway", payload=c,
+                                                     received_at=time.time_ns() // 1000, channel="direct"))
+                   for c in calls])
+    assert services.pipeline_drain().read == 4
+    rows = warehouse_rows("SELECT PLATFORM_USER_ID, SESSION_ID, LINEAGE, TO_JSON(ATTRIBUTES) AS A "
+                          "FROM CANONICAL.EVENTS")
+    assert len(rows) == 4 and {r["SESSION_ID"] for r in rows} == {"null"}
+    [user_a] = {r["PLATFORM_USER_ID"] for r in rows if (r["PLATFORM_USER_ID"] or "").endswith("cust_A")}
+    [line_b] = [r["LINEAGE"] for r in rows if reply_b in r["A"]]
+    subject = ErasureSubject(ticket_ref="DEL-11", identifiers=(Identifier(IdentifierKind.PLATFORM_USER_ID, user_a),))
+
+    result = shredding.archive_conversations_run(subject)
+    assert result.remaining == 0 and result.detail["conversations"] == 0
+    for erase_step in (landing_erase, canonical_erase):
+        assert erase_step(subject).remaining == 0
+
+    landed = orjson.dumps(warehouse_rows("SELECT TO_JSON(ATTRIBUTES) AS A FROM CANONICAL.EVENTS")).decode()
+    assert mine not in landed and reply_b in landed and reply_a in landed
+    assert reply_b in orjson.dumps(ArchiveReader().read_line(line_b["raw_archive_uri"], line_b["raw_offset"])).decode()
