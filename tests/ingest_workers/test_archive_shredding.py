@@ -497,7 +497,7 @@ def test_a_bots_reply_in_the_erased_persons_thread_is_shredded_even_by_a_retry_a
     subject = ErasureSubject(ticket_ref="DEL-9", identifiers=(Identifier(IdentifierKind.PLATFORM_USER_ID, user_a),))
 
     # the first attempt dies after it found and listed the conversation, before any key went
-    def killed(hashes):
+    def killed(hashes, **journal):
         raise RuntimeError("worker killed")
     monkeypatch.setattr(shredding, "subject_keys_shred", killed)
     with pytest.raises(RuntimeError):
