@@ -17,6 +17,9 @@ conversations of the rows the warehouse steps will delete, so it runs before the
 hashes on the suppression list FIRST (kind ``conversation``, the ticket's reference: that is the step's
 record of them, so a retry after the warehouse rows are gone still finds them), then destroys their
 keys. New identifier-less records in those conversations are suppressed like the identifiers' records.
+A conversation in which somebody else's identified events appear too (a shared thread, a reused session
+id: ``warehouse_erasure.subject_conversations_shared``) is left alone and listed in the step's evidence
+as a shared conversation left: shredding it would take the other people's replies, for good.
 
 The master key (KMS) is never deleted here: it wraps every subject's key. The proof of
 unreadability is that the platform's wrapped data key is gone (moto's KMS would still decrypt with a
@@ -134,11 +137,13 @@ def archive_conversations_run(subject: ErasureSubject) -> StoreResult:
     what the ticket listed before (the warehouse rows may be gone by a retry); the keys an earlier, interrupted
     run destroyed are counted from its journal, as in ``archive_shred_run``."""
     from deletion.models import SubjectKey, SuppressedSubject
-    from deletion.warehouse_erasure import subject_conversations
+    from deletion.warehouse_erasure import subject_conversations, subject_conversations_shared
     from ingest_workers.archive_crypto import conversation_subject
 
-    found = {conversation_subject(*row) for row in subject_conversations(subject)}
-    hashes = {subject_hash_of(s) for s in found if s is not None}
+    shared = {conversation_subject(*row) for row in subject_conversations_shared(subject)} - {None}
+    found = {conversation_subject(*row) for row in subject_conversations(subject)} - {None} - shared
+    shared_hashes = sorted(subject_hash_of(s) for s in shared)
+    hashes = {subject_hash_of(s) for s in found}
     added = suppression_hashes_add(hashes, kind=CONVERSATION_KIND, ticket_ref=subject.ticket_ref)
     hashes.update(SuppressedSubject.objects.filter(kind=CONVERSATION_KIND, ticket_ref=subject.ticket_ref[:128])
                   .values_list("id_hash", flat=True))
@@ -160,7 +165,9 @@ def archive_conversations_run(subject: ErasureSubject) -> StoreResult:
                       f"{len(ordered)}"),
         remaining=remaining + unlisted,
         detail={"conversations": len(ordered), "conversation_keys_destroyed": len(destroyed),
-                "destroyed_key_ids": destroyed, "conversations_newly_suppressed": added})
+                "destroyed_key_ids": destroyed, "conversations_newly_suppressed": added,
+                # somebody else's identified events are in them too: not shredded nor suppressed (docs/privacy.md)
+                "shared_conversations_left": len(shared_hashes), "shared_conversation_hashes": shared_hashes})
 
 
 def archive_unattributed_keys_shred(*, before_day: int, days_back: int = 3660) -> int:

@@ -572,3 +572,43 @@ def test_a_placeholder_session_id_is_no_conversation_one_erasure_leaves_the_othe
     landed = orjson.dumps(warehouse_rows("SELECT TO_JSON(ATTRIBUTES) AS A FROM CANONICAL.EVENTS")).decode()
     assert mine not in landed and reply_b in landed and reply_a in landed
     assert reply_b in orjson.dumps(ArchiveReader().read_line(line_b["raw_archive_uri"], line_b["raw_offset"])).decode()
+
+
+def test_a_conversation_another_person_is_in_too_is_left_and_listed_not_shredded(ingest_env):
+    """A session id another user's calls reuse is shared: erasing one of them must not shred and suppress the
+    assistant replies in it for good. Her own conversation's reply is shredded."""
+    from deletion import shredding
+    from ingest_workers.archive_crypto import conversation_subject
+
+    def in_session(call: dict, session: str) -> dict:
+        call["origin"] = {**call["origin"], "session_id": session, "conversation_id": None}
+        return call
+
+    shared, own = f"s-shared-{uuid.uuid4().hex[:8]}", f"s-own-{uuid.uuid4().hex[:8]}"
+    reply_shared, reply_own = f"reply-shared-{uuid.uuid4().hex}", f"reply-own-{uuid.uuid4().hex}"
+    calls = [in_session(llm_call("cust_A", "hers"), shared), in_session(llm_call("cust_B", "his"), shared),
+             in_session(llm_call(None, reply_shared), shared),
+             in_session(llm_call("cust_A", "hers again"), own), in_session(llm_call(None, reply_own), own)]
+    _direct_write([("one-partition", envelope_encode(source="llm-gateway", payload=c,
+                                                     received_at=time.time_ns() // 1000, channel="direct"))
+                   for c in calls])
+    assert services.pipeline_drain().read == 5
+    rows = warehouse_rows("SELECT SOURCE_ID, PLATFORM_USER_ID, LINEAGE, TO_JSON(ATTRIBUTES) AS A "
+                          "FROM CANONICAL.EVENTS")
+    [user_a] = {r["PLATFORM_USER_ID"] for r in rows if (r["PLATFORM_USER_ID"] or "").endswith("cust_A")}
+    [line_shared] = [r["LINEAGE"] for r in rows if reply_shared in r["A"]]
+    [line_own] = [r["LINEAGE"] for r in rows if reply_own in r["A"]]
+    source = rows[0]["SOURCE_ID"]
+    subject = ErasureSubject(ticket_ref="DEL-12", identifiers=(Identifier(IdentifierKind.PLATFORM_USER_ID, user_a),))
+
+    result = shredding.archive_conversations_run(subject)
+    assert result.remaining == 0
+    assert result.detail["conversations"] == 1 and result.detail["conversation_keys_destroyed"] == 1
+    assert result.detail["shared_conversations_left"] == 1
+    assert result.detail["shared_conversation_hashes"] == [
+        shredding.subject_hash_of(conversation_subject(source, shared, None))]
+    reader = ArchiveReader()
+    assert reply_shared in orjson.dumps(reader.read_line(line_shared["raw_archive_uri"],
+                                                         line_shared["raw_offset"])).decode()
+    with pytest.raises(ArchiveRecordShredded):
+        reader.read_line(line_own["raw_archive_uri"], line_own["raw_offset"])
