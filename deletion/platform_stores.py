@@ -111,23 +111,21 @@ def _sample_item_matches(item: Any, hashes: set[str], target: ErasureSubject) ->
     return bool(hashes.intersection(item.get("subjects") or ())) or payload_mentions(item.get("row"), target)
 
 
-def _sample_candidates(hashes: set[str], target: ErasureSubject) -> Any:
-    """The check results whose sample may hold a row of the subject: one of its hashes or values anywhere in
-    the sample's text (a hash in a row's ``subjects``; a row stored before samples kept hashes, or an
-    identifier in a column that is not masked). Each candidate row is then matched exactly. Text, not JSON
-    containment: SQLite (the embedded default's portal database) has no JSON ``contains`` lookup."""
-    from django.db.models import Q, TextField
-    from django.db.models.functions import Cast
-
+def _sampled_results() -> Any:
+    """Every check result that keeps a failed-row sample. Scanned whole, row by row (``_sample_item_matches``),
+    not prefiltered by the sample's text: a text search misses values the database stores escaped (a ``"``
+    or ``\\`` on PostgreSQL; any non-ASCII character on SQLite, which stores JSON with ``ensure_ascii``), and
+    a verification that reran the removal's own filter could not see what that filter missed. The table holds
+    one row per check, and this is an erasure step, not a hot path."""
     from quality.models import CheckResult
 
-    needles = {i.value for i in target.identifiers} | set(target.person_ids)
-    needles |= {half for i in target.identifiers if i.kind == IdentifierKind.PLATFORM_USER_ID
-                for half in i.value.split(":", 1)}
-    condition = Q(pk__in=[])
-    for needle in sorted(hashes | {n for n in needles if n}):
-        condition |= Q(sample_text__contains=needle)
-    return CheckResult.objects.annotate(sample_text=Cast("sample", TextField())).filter(condition)
+    return CheckResult.objects.exclude(sample__isnull=True).only("id", "sample")
+
+
+def _sample_items_remaining(hashes: set[str], target: ErasureSubject) -> int:
+    """How many sampled rows, in every check result, are still the subject's (the step's verification)."""
+    return sum(1 for result in _sampled_results().iterator()
+               for item in result.sample or [] if _sample_item_matches(item, hashes, target))
 
 
 def quality_samples_erase(target: ErasureSubject) -> StoreResult:
@@ -143,21 +141,22 @@ def quality_samples_erase(target: ErasureSubject) -> StoreResult:
 
     hashes = subject_id_key_hashes(subject_id_keys(target), target.person_ids,
                                    hash_key=subject_hash_key(settings.SUBJECT_HASH_SECRET))
+    holding = [result.pk for result in _sampled_results().iterator()
+               if any(_sample_item_matches(item, hashes, target) for item in result.sample or [])]
     removed = results = 0
-    with transaction.atomic():
-        for result in _sample_candidates(hashes, target).select_for_update(of=("self",)).only("id", "sample"):
+    with transaction.atomic():  # only the results that hold the subject's rows are locked, then matched again
+        for result in _sampled_results().filter(pk__in=holding).select_for_update(of=("self",)):
             kept = [item for item in result.sample or [] if not _sample_item_matches(item, hashes, target)]
             if len(kept) != len(result.sample or []):
                 removed += len(result.sample) - len(kept)
                 results += 1
                 result.sample = kept
                 result.save(update_fields=["sample"])
-    remaining = sum(1 for result in _sample_candidates(hashes, target).only("id", "sample")
-                    for item in result.sample or [] if _sample_item_matches(item, hashes, target))
+    remaining = _sample_items_remaining(hashes, target)
     return StoreResult(
         store="Portal database: quality check failed-row samples", removed=removed, remaining=remaining,
-        verification="every failed-row sample holding one of the subject's keyed identifier hashes or values "
-                     "checked again, row by row (hash in the row's subjects, equal value, or value inside text)",
+        verification="every failed-row sample of every check result checked again, row by row (one of the "
+                     "subject's keyed identifier hashes in the row's subjects, equal value, or value inside text)",
         detail={"unit": "sampled rows", "check_results_changed": results})
 
 

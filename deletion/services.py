@@ -260,16 +260,28 @@ def _queued_until() -> ExpressionWrapper:
                              output_field=DateTimeField())
 
 
-def _enqueue(ticket_id: int) -> None:
-    """Queue the ticket's task and mark the ticket queued (lease owner ``queued``, until the grace period
-    ends): the sweeper leaves a ticket waiting in the queue alone until then, and the task may still claim it."""
+def _enqueue(ticket_id: int) -> bool:
+    """Mark the ticket queued (lease owner ``queued``, until the grace period ends) and queue its task: the
+    sweeper leaves a ticket waiting in the queue alone until then, and the task may still claim it. Publishes
+    only if the mark applied (a worker that claimed the ticket in between needs no task). If the publish fails
+    (broker down) the mark is cleared, so the next sweep queues the ticket again instead of a grace period
+    later. True when a task was published."""
     from deletion.tasks import deletion_ticket_run
 
-    DeletionTicket.objects.filter(
+    marked = DeletionTicket.objects.filter(
         Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now()) | Q(lease_owner=QUEUED_OWNER),
         pk=ticket_id, status__in=[TicketStatus.CONFIRMED, TicketStatus.RUNNING],
     ).update(lease_owner=QUEUED_OWNER, lease_expires_at=_queued_until())
-    deletion_ticket_run.delay(ticket_id)
+    if not marked:
+        return False
+    try:
+        deletion_ticket_run.delay(ticket_id)
+    except Exception:
+        DeletionTicket.objects.filter(pk=ticket_id, lease_owner=QUEUED_OWNER).update(lease_owner="",
+                                                                                     lease_expires_at=None)
+        log.exception("deletion: could not queue the task of ticket %s; the next sweep queues it again", ticket_id)
+        return False
+    return True
 
 
 # --- the erasure job ------------------------------------------------------------------------------------
@@ -521,10 +533,8 @@ def deletion_resume_stale() -> list[int]:
 
     A ticket merely waiting in the queue is held by its ``queued`` mark (``_enqueue``) and is left alone until
     DELETION_QUEUED_GRACE_SECONDS pass without a worker taking it (its task was lost, or the queue is that
-    far behind): one more task then, not one per sweep."""
+    far behind): one more task then, not one per sweep. Returns the tickets it queued a task for."""
     stale = list(DeletionTicket.objects.filter(
         Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now()),
         status__in=[TicketStatus.CONFIRMED, TicketStatus.RUNNING]).values_list("pk", flat=True))
-    for ticket_id in stale:
-        _enqueue(ticket_id)
-    return stale
+    return [ticket_id for ticket_id in stale if _enqueue(ticket_id)]

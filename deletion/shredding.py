@@ -17,6 +17,9 @@ conversations of the rows the warehouse steps will delete, so it runs before the
 hashes on the suppression list FIRST (kind ``conversation``, the ticket's reference: that is the step's
 record of them, so a retry after the warehouse rows are gone still finds them), then destroys their
 keys. New identifier-less records in those conversations are suppressed like the identifiers' records.
+A conversation in which somebody else's identified events appear too (a shared thread, a reused session
+id: ``warehouse_erasure.subject_conversations_shared``) is left alone and listed in the step's evidence
+as a shared conversation left: shredding it would take the other people's replies, for good.
 
 The master key (KMS) is never deleted here: it wraps every subject's key. The proof of
 unreadability is that the platform's wrapped data key is gone (moto's KMS would still decrypt with a
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 STORE = "raw archive"
 SHRED_STEP = "archive_shred"
+CONVERSATIONS_STEP = "archive_conversations"
 #: the step row's ``result`` entry listing the key ids destroyed so far (replaced by the result once done)
 JOURNAL = "destroyed_key_ids_so_far"
 
@@ -50,7 +54,7 @@ def archive_steps() -> list[ErasureStep]:
     return [
         ErasureStep(name="archive_suppress", store="suppression list", run=suppression_step_run),
         ErasureStep(name=SHRED_STEP, store=STORE, run=archive_shred_run),
-        ErasureStep(name="archive_conversations", store=STORE + ": conversations", run=archive_conversations_run),
+        ErasureStep(name=CONVERSATIONS_STEP, store=STORE + ": conversations", run=archive_conversations_run),
     ]
 
 
@@ -70,15 +74,15 @@ def subject_keys_shred(id_hashes: list[str], *,
     return [kid for _, kid in rows]
 
 
-def _journal_of(ticket_ref: str) -> tuple[Callable[[list[str]], None], Callable[[], list[str]]]:
-    """(record, recorded): the key ids this ticket's shred step destroyed, kept on its step row (``result``)
-    as they are destroyed. A worker that dies between destroying keys and recording the step's result leaves
-    them there, so the resumed step counts every key the erasure destroyed, not only those it found left.
+def _journal_of(ticket_ref: str, step: str) -> tuple[Callable[[list[str]], None], Callable[[], list[str]]]:
+    """(record, recorded): the key ids this ticket's shredding step ``step`` destroyed, kept on its step row
+    (``result``) as they are destroyed. A worker that dies between destroying keys and recording the step's result
+    leaves them there, so the resumed step counts every key the erasure destroyed, not only those it found left.
     Without a ticket's step row (a subject erased outside a ticket) nothing is kept."""
     from deletion.models import DeletionStep, DeletionTicket
 
     ticket_id = DeletionTicket.pk_of_reference(ticket_ref)
-    rows = (DeletionStep.objects.filter(ticket_id=ticket_id, name=SHRED_STEP) if ticket_id
+    rows = (DeletionStep.objects.filter(ticket_id=ticket_id, name=step) if ticket_id
             else DeletionStep.objects.none())
 
     def recorded() -> list[str]:
@@ -103,7 +107,7 @@ def archive_shred_run(subject: ErasureSubject) -> StoreResult:
     from deletion.models import SubjectKey
 
     hashes = [subject_hash_of(k) for k in subject_id_keys(subject)]
-    record, recorded = _journal_of(subject.ticket_ref)
+    record, recorded = _journal_of(subject.ticket_ref, SHRED_STEP)
     earlier = recorded()
     now = subject_keys_shred(hashes, journal=record)
     destroyed = earlier + [kid for kid in now if kid not in earlier]
@@ -130,20 +134,28 @@ CONVERSATION_KIND = "conversation"
 def archive_conversations_run(subject: ErasureSubject) -> StoreResult:
     """Suppress, then destroy the keys of, the subject's conversation subjects (module docstring). Idempotent
     and resumable: the hashes found are listed before any key goes, and a run lists again what it finds plus
-    what the ticket listed before (the warehouse rows may be gone by a retry)."""
+    what the ticket listed before (the warehouse rows may be gone by a retry); the keys an earlier, interrupted
+    run destroyed are counted from its journal, as in ``archive_shred_run``."""
     from deletion.models import SubjectKey, SuppressedSubject
-    from deletion.warehouse_erasure import subject_conversations
+    from deletion.warehouse_erasure import subject_conversations, subject_conversations_shared
     from ingest_workers.archive_crypto import conversation_subject
 
-    found = {conversation_subject(*row) for row in subject_conversations(subject)}
-    hashes = {subject_hash_of(s) for s in found if s is not None}
+    shared = {conversation_subject(*row) for row in subject_conversations_shared(subject)} - {None}
+    found = {conversation_subject(*row) for row in subject_conversations(subject)} - {None} - shared
+    shared_hashes = sorted(subject_hash_of(s) for s in shared)
+    hashes = {subject_hash_of(s) for s in found}
     added = suppression_hashes_add(hashes, kind=CONVERSATION_KIND, ticket_ref=subject.ticket_ref)
     hashes.update(SuppressedSubject.objects.filter(kind=CONVERSATION_KIND, ticket_ref=subject.ticket_ref[:128])
                   .values_list("id_hash", flat=True))
     ordered = sorted(hashes)
-    destroyed = subject_keys_shred(ordered)
-    log.info("ticket %s: %d conversation key(s) destroyed of %d conversation(s)", subject.ticket_ref,
-             len(destroyed), len(ordered))
+    record, recorded = _journal_of(subject.ticket_ref, CONVERSATIONS_STEP)
+    earlier = recorded()
+    now = subject_keys_shred(ordered, journal=record)
+    destroyed = earlier + [kid for kid in now if kid not in earlier]
+    if earlier and not now:
+        erasure_generation_bump()  # the interrupted run may have died before it moved the generation
+    log.info("ticket %s: %d conversation key(s) destroyed of %d conversation(s) (%d by this run)",
+             subject.ticket_ref, len(destroyed), len(ordered), len(now))
     remaining = SubjectKey.objects.filter(id_hash__in=ordered).count()
     unlisted = len(ordered) - SuppressedSubject.objects.filter(id_hash__in=ordered).count()
     return StoreResult(
@@ -153,7 +165,9 @@ def archive_conversations_run(subject: ErasureSubject) -> StoreResult:
                       f"{len(ordered)}"),
         remaining=remaining + unlisted,
         detail={"conversations": len(ordered), "conversation_keys_destroyed": len(destroyed),
-                "destroyed_key_ids": destroyed, "conversations_newly_suppressed": added})
+                "destroyed_key_ids": destroyed, "conversations_newly_suppressed": added,
+                # somebody else's identified events are in them too: not shredded nor suppressed (docs/privacy.md)
+                "shared_conversations_left": len(shared_hashes), "shared_conversation_hashes": shared_hashes})
 
 
 def archive_unattributed_keys_shred(*, before_day: int, days_back: int = 3660) -> int:

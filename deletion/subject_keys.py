@@ -155,10 +155,56 @@ def local_master_key_load() -> bytes:
     if not os.path.exists(path):
         local_master_key_file_create(path)
     with open(path, "rb") as fh:
-        key = base64.b64decode(fh.read().strip())
+        text = fh.read().strip()
+    if not text:
+        text = _empty_key_file_repair(path)
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
     if len(key) != 32:
-        raise ValueError(f"{path} does not hold a 32-byte base64 key")
+        raise ValueError(f"The archive master key file {path} does not hold a 32-byte base64 key; restore it from "
+                         f"its backup (every archived line's key is wrapped under it)")
     return key
+
+
+def _empty_key_file_repair(path: str) -> bytes:
+    """The key of an empty key file (left by an older release killed between creating and writing it): a new
+    key written into it, if no archive data key was wrapped yet (nothing can have used the missing key);
+    else an error naming the file. Under an exclusive lock on the file, so processes starting together
+    write one key; the others read it."""
+    import fcntl
+
+    from deletion.models import SubjectKey
+
+    with open(path, "r+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            text = fh.read().strip()
+            if text:
+                return text  # another process repaired it while this one waited
+            if SubjectKey.objects.exists():
+                raise ValueError(f"The archive master key file {path} is empty, but archive data keys wrapped "
+                                 f"under a master key exist: restore the file from its backup")
+            text = base64.b64encode(os.urandom(32))
+            fh.seek(0)
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+            log.warning("the empty archive master key file %s held no key in use: a new key was written", path)
+            return text
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _directory_sync(folder: str) -> None:
+    """Make a new directory entry (the key file's link) durable: without it a power loss right after the
+    first start could lose the file while PostgreSQL kept the keys wrapped under it."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def local_master_key_file_create(path: str) -> bool:
@@ -181,6 +227,7 @@ def local_master_key_file_create(path: str) -> bool:
             os.link(temp, path)
         except FileExistsError:
             return False  # made earlier, or by another process just now: its key is the key
+        _directory_sync(folder)
         return True
     finally:
         os.unlink(temp)

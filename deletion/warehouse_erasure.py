@@ -140,11 +140,22 @@ def subject_events_sql(table: str, alias: str) -> str:
     event that carries no identifier at all (an assistant reply, a tool call from the API) in a session or
     conversation where the subject's identified events are. One statement, so a retry after a crash
     still finds those sessions (they are found before the identified events go)."""
-    from warehouse.modeling.sql import session_key, usable
+    from warehouse.modeling.sql import usable
 
     anonymous = " AND ".join(f"{usable(f'{alias}.{col}')} IS NULL" for col in (*ID_COLUMNS.values(), "PERSON_ID"))
-    return (f"({event_match_sql(alias)} OR ({anonymous} AND {session_key(alias)} IN "
-            f"(SELECT {session_key('s')} FROM {table} s WHERE {event_match_sql('s')})))")
+    return (f"({event_match_sql(alias)} OR ({anonymous} AND {erasure_session_key(alias)} IN "
+            f"(SELECT {erasure_session_key('s')} FROM {table} s WHERE {event_match_sql('s')})))")
+
+
+def erasure_session_key(alias: str) -> str:
+    """SQL: the event's session key (``warehouse.modeling.sql.session_key``) with placeholder ids (``null``,
+    ``0``, ``guest``...: ``usable``) counted as none, NULL when nothing usable is left. The same rule as the
+    archive's ``conversation_subject``: an SDK that sends one placeholder session id on every reply must not
+    make one person's erasure take every user's replies."""
+    from warehouse.modeling.sql import usable
+
+    return (f"COALESCE({usable(f'{alias}.SESSION_ID')}, "
+            f"'conversation:' || {usable(f'{alias}.CONVERSATION_ID')})")
 
 
 def payload_match_sql(expr: str, terms: MatchTerms) -> str:
@@ -308,6 +319,41 @@ def subject_conversations(subject: ErasureSubject, *, database: str | None = Non
                    if table in present]
         if not selects:
             return set()
+        _execute(cur, " UNION ".join(selects), terms.binds())
+        return {tuple(row) for row in cur.fetchall()}
+
+
+def subject_conversations_shared(subject: ErasureSubject, *,
+                                 database: str | None = None) -> set[tuple[Any, Any, Any]]:
+    """The rows of ``subject_conversations`` whose session or conversation (``erasure_session_key``) also holds
+    an identified event of somebody else: an event with a usable identifier or person that matches none of
+    the subject's (in ``CANONICAL.EVENTS`` or ``RAW.LANDING_EVENTS``). A shared Slack thread, a reused session
+    id: the archive's conversation step leaves those keys alone and lists them (its evidence), rather than
+    shredding and suppressing other people's replies for good."""
+    from warehouse.modeling.sql import usable
+
+    terms = match_terms(subject)
+    if terms.empty:
+        return set()
+    identified = "(" + " OR ".join(f"{usable(f'o.{col}')} IS NOT NULL"
+                                   for col in (*ID_COLUMNS.values(), "PERSON_ID")) + ")"
+    with _cursor(database) as (cur, db):
+        _execute(cur, f"SELECT TABLE_SCHEMA || '.' || TABLE_NAME FROM {db}.INFORMATION_SCHEMA.TABLES "
+                      f"WHERE TABLE_SCHEMA IN ('CANONICAL', 'RAW') AND TABLE_NAME IN ('EVENTS', 'LANDING_EVENTS')")
+        present = {str(row[0]).upper() for row in cur.fetchall()}
+        tables = [t for t in ("CANONICAL.EVENTS", "RAW.LANDING_EVENTS") if t in present]
+        if not tables:
+            return set()
+
+        def events_only(table: str, alias: str) -> str:
+            return f"{alias}.ROW_KIND = 'event' AND " if table == "RAW.LANDING_EVENTS" else ""
+
+        others = " UNION ".join(
+            f"SELECT {erasure_session_key('o')} FROM {db}.{table} o WHERE {events_only(table, 'o')}{identified} "
+            f"AND NOT COALESCE({event_match_sql('o')}, FALSE)" for table in tables)
+        selects = [f"SELECT DISTINCT t.SOURCE_ID, t.SESSION_ID, t.CONVERSATION_ID FROM {db}.{table} t "
+                   f"WHERE {events_only(table, 't')}{subject_events_sql(f'{db}.{table}', 't')} "
+                   f"AND {erasure_session_key('t')} IN ({others})" for table in tables]
         _execute(cur, " UNION ".join(selects), terms.binds())
         return {tuple(row) for row in cur.fetchall()}
 

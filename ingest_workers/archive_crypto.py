@@ -53,6 +53,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ingest_workers.archive_dictionary import DICTIONARY_VERSION, block_compress, block_decompress
+from warehouse.modeling.identity import BLOCKED_VALUES
 
 __all__ = [
     "SUBJECT_KINDS",
@@ -105,11 +106,15 @@ def unattributed_subject(arrival_micros: int) -> str:
 def conversation_subject(source_id: object, session_id: object, conversation_id: object) -> str | None:
     """The subject of an event without identifiers: its source and its session key as the warehouse
     computes it (``warehouse.modeling.sql.session_key``: the session id, else ``conversation:`` + the
-    conversation id; an empty id counts as none), namespaced by the source (two sources may reuse an
-    id). None when the event names neither: it falls back to the day key."""
-    if session_id.__class__ is str and session_id:
+    conversation id), namespaced by the source (two sources may reuse an id). A placeholder id (the
+    identity side's ``BLOCKED_VALUES``: empty, ``null``, ``undefined``, ``0``, ``guest``... compared stripped
+    of spaces and lower-cased, as the warehouse's ``usable``) counts as none: an SDK that sends
+    ``session_id: "null"`` on every reply would otherwise put every user's replies under one key, and one
+    erasure would shred and suppress them all. None when the event names neither: it falls back to the day
+    key."""
+    if session_id.__class__ is str and session_id.strip(" ").lower() not in BLOCKED_VALUES:
         key = session_id
-    elif conversation_id.__class__ is str and conversation_id:
+    elif conversation_id.__class__ is str and conversation_id.strip(" ").lower() not in BLOCKED_VALUES:
         key = "conversation:" + conversation_id
     else:
         return None
@@ -151,13 +156,13 @@ def records_subjects(events: Iterable[Mapping]) -> dict[str, tuple[str, ...]]:
             before = found.get(seq)
             found[seq] = subjects if before is None or before == subjects else tuple(sorted({*before, *subjects}))
             continue
-        # inline conversation_subject (per event on the hot path: no call)
+        # inline conversation_subject (per event on the hot path: no call; placeholder ids count as none)
         session = event.get("session_id")
-        if session.__class__ is str and session:
+        if session.__class__ is str and session.strip(" ").lower() not in BLOCKED_VALUES:
             key = session
         else:
             conversation = event.get("conversation_id")
-            if conversation.__class__ is not str or not conversation:
+            if conversation.__class__ is not str or conversation.strip(" ").lower() in BLOCKED_VALUES:
                 continue
             key = "conversation:" + conversation
         source = event.get("source_id")

@@ -77,3 +77,25 @@ def test_processes_starting_together_all_get_the_one_key_in_the_file(key_file):
     assert [kind for kind, _ in got] == ["key"] * 8, got
     assert {key for _, key in got} == {base64.b64decode(key_file.read_bytes())}
     assert local_master_key_load() == got[0][1]   # and every later start reads it
+
+
+@pytest.mark.django_db
+def test_an_empty_key_file_left_by_an_older_release_is_replaced_when_no_key_was_wrapped_under_it(key_file):
+    key_file.parent.mkdir(parents=True)
+    key_file.write_bytes(b"")                    # killed between creating the file and writing the key
+    key = local_master_key_load()
+    assert len(key) == 32
+    assert base64.b64decode(key_file.read_bytes()) == key == local_master_key_load()   # kept: the next start too
+
+
+@pytest.mark.django_db
+def test_an_empty_key_file_is_not_replaced_once_keys_are_wrapped_and_the_error_names_it(key_file):
+    from deletion.models import SubjectKey
+
+    key_file.parent.mkdir(parents=True)
+    key_file.write_bytes(b"")
+    SubjectKey.objects.create(id_hash="a" * 64, key_id="b" * 32, wrapped_key=b"wrapped under the lost key",
+                              master_key="local")
+    with pytest.raises(ValueError, match=str(key_file)):
+        local_master_key_load()
+    assert key_file.read_bytes() == b""

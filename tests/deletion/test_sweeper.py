@@ -69,3 +69,23 @@ def test_a_ticket_whose_worker_died_or_whose_task_was_lost_is_queued_again_once(
     assert services.deletion_resume_stale() == [lost.pk]
     assert services.deletion_resume_stale() == []
     assert sorted(deletion_queue()) == sorted([died.pk, lost.pk, died.pk, lost.pk])
+
+
+def test_a_ticket_whose_task_could_not_be_published_is_queued_again_by_the_next_sweep(deletion_queue, privacy_user,
+                                                                                      monkeypatch):
+    from deletion.tasks import deletion_ticket_run
+
+    lost = confirmed_ticket(privacy_user, "R-broker")
+    assert deletion_queue() == [lost.pk]
+    DeletionTicket.objects.filter(pk=lost.pk).update(        # its task vanished; the grace period is over
+        lease_expires_at=timezone.now() - timedelta(seconds=settings.DELETION_QUEUED_GRACE_SECONDS))
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(deletion_ticket_run, "delay", broker_down)
+        assert services.deletion_resume_stale() == []        # nothing was published
+    # the queued mark did not stay behind for a whole grace period: the next sweep publishes it
+    assert services.deletion_resume_stale() == [lost.pk]
+    assert deletion_queue() == [lost.pk, lost.pk]

@@ -497,7 +497,7 @@ def test_a_bots_reply_in_the_erased_persons_thread_is_shredded_even_by_a_retry_a
     subject = ErasureSubject(ticket_ref="DEL-9", identifiers=(Identifier(IdentifierKind.PLATFORM_USER_ID, user_a),))
 
     # the first attempt dies after it found and listed the conversation, before any key went
-    def killed(hashes):
+    def killed(hashes, **journal):
         raise RuntimeError("worker killed")
     monkeypatch.setattr(shredding, "subject_keys_shred", killed)
     with pytest.raises(RuntimeError):
@@ -524,3 +524,91 @@ def test_a_bots_reply_in_the_erased_persons_thread_is_shredded_even_by_a_retry_a
     landed = orjson.dumps(warehouse_rows("SELECT ATTRIBUTES FROM CANONICAL.EVENTS")).decode()
     assert again_a not in landed and again_b in landed
     assert stored.count(b'"suppressed":true') == 1  # her new reply's line keeps no record
+
+
+def llm_call(user: str | None, content: str) -> dict:
+    """One LLM gateway call whose SDK sends the placeholder ``"null"`` as session and conversation id; without
+    ``user`` it names nobody (an assistant reply)."""
+    call = copy.deepcopy(preset_load("llm-gateway")["contracts"][0]["versions"][-1]["samples"][0])
+    call.update(call_id=f"llmc_{uuid.uuid4().hex}")
+    call["origin"] = {**call["origin"], "session_id": "null", "conversation_id": "null", "user_id": user,
+                      "anonymous_id": None, "user_message_id": None}
+    call["response"] = {**call["response"], "id": f"resp_{uuid.uuid4().hex[:12]}",
+                        "message": {**call["response"]["message"], "id": f"m_{uuid.uuid4().hex[:10]}",
+                                    "content": content}}
+    return call
+
+
+def test_a_placeholder_session_id_is_no_conversation_one_erasure_leaves_the_others_replies(ingest_env):
+    """Every call of this source carries session_id "null": that is no conversation, so erasing one user
+    neither shreds nor deletes the other users' identifier-less replies (they stay under their day's key)."""
+    from deletion import shredding
+    from deletion.warehouse_erasure import canonical_erase, landing_erase
+    from ingest_workers.archive_crypto import conversation_subject
+
+    assert conversation_subject("llm-gateway", "null", None) is None  # falls back to the day key
+    assert conversation_subject("llm-gateway", " Undefined", "0") is None
+    assert conversation_subject("llm-gateway", "guest", "c-1") == "conversation:llm-gateway:conversation:c-1"
+
+    mine, reply_a, reply_b = (f"{n}-{uuid.uuid4().hex}" for n in ("mine", "reply-A", "reply-B"))
+    calls = [llm_call("cust_A", mine), llm_call(None, reply_a), llm_call("cust_B", "theirs"),
+             llm_call(None, reply_b)]
+    _direct_write([("one-partition", envelope_encode(source="llm-gateway", payload=c,
+                                                     received_at=time.time_ns() // 1000, channel="direct"))
+                   for c in calls])
+    assert services.pipeline_drain().read == 4
+    rows = warehouse_rows("SELECT PLATFORM_USER_ID, SESSION_ID, LINEAGE, TO_JSON(ATTRIBUTES) AS A "
+                          "FROM CANONICAL.EVENTS")
+    assert len(rows) == 4 and {r["SESSION_ID"] for r in rows} == {"null"}
+    [user_a] = {r["PLATFORM_USER_ID"] for r in rows if (r["PLATFORM_USER_ID"] or "").endswith("cust_A")}
+    [line_b] = [r["LINEAGE"] for r in rows if reply_b in r["A"]]
+    subject = ErasureSubject(ticket_ref="DEL-11", identifiers=(Identifier(IdentifierKind.PLATFORM_USER_ID, user_a),))
+
+    result = shredding.archive_conversations_run(subject)
+    assert result.remaining == 0 and result.detail["conversations"] == 0
+    for erase_step in (landing_erase, canonical_erase):
+        assert erase_step(subject).remaining == 0
+
+    landed = orjson.dumps(warehouse_rows("SELECT TO_JSON(ATTRIBUTES) AS A FROM CANONICAL.EVENTS")).decode()
+    assert mine not in landed and reply_b in landed and reply_a in landed
+    assert reply_b in orjson.dumps(ArchiveReader().read_line(line_b["raw_archive_uri"], line_b["raw_offset"])).decode()
+
+
+def test_a_conversation_another_person_is_in_too_is_left_and_listed_not_shredded(ingest_env):
+    """A session id another user's calls reuse is shared: erasing one of them must not shred and suppress the
+    assistant replies in it for good. Her own conversation's reply is shredded."""
+    from deletion import shredding
+    from ingest_workers.archive_crypto import conversation_subject
+
+    def in_session(call: dict, session: str) -> dict:
+        call["origin"] = {**call["origin"], "session_id": session, "conversation_id": None}
+        return call
+
+    shared, own = f"s-shared-{uuid.uuid4().hex[:8]}", f"s-own-{uuid.uuid4().hex[:8]}"
+    reply_shared, reply_own = f"reply-shared-{uuid.uuid4().hex}", f"reply-own-{uuid.uuid4().hex}"
+    calls = [in_session(llm_call("cust_A", "hers"), shared), in_session(llm_call("cust_B", "his"), shared),
+             in_session(llm_call(None, reply_shared), shared),
+             in_session(llm_call("cust_A", "hers again"), own), in_session(llm_call(None, reply_own), own)]
+    _direct_write([("one-partition", envelope_encode(source="llm-gateway", payload=c,
+                                                     received_at=time.time_ns() // 1000, channel="direct"))
+                   for c in calls])
+    assert services.pipeline_drain().read == 5
+    rows = warehouse_rows("SELECT SOURCE_ID, PLATFORM_USER_ID, LINEAGE, TO_JSON(ATTRIBUTES) AS A "
+                          "FROM CANONICAL.EVENTS")
+    [user_a] = {r["PLATFORM_USER_ID"] for r in rows if (r["PLATFORM_USER_ID"] or "").endswith("cust_A")}
+    [line_shared] = [r["LINEAGE"] for r in rows if reply_shared in r["A"]]
+    [line_own] = [r["LINEAGE"] for r in rows if reply_own in r["A"]]
+    source = rows[0]["SOURCE_ID"]
+    subject = ErasureSubject(ticket_ref="DEL-12", identifiers=(Identifier(IdentifierKind.PLATFORM_USER_ID, user_a),))
+
+    result = shredding.archive_conversations_run(subject)
+    assert result.remaining == 0
+    assert result.detail["conversations"] == 1 and result.detail["conversation_keys_destroyed"] == 1
+    assert result.detail["shared_conversations_left"] == 1
+    assert result.detail["shared_conversation_hashes"] == [
+        shredding.subject_hash_of(conversation_subject(source, shared, None))]
+    reader = ArchiveReader()
+    assert reply_shared in orjson.dumps(reader.read_line(line_shared["raw_archive_uri"],
+                                                         line_shared["raw_offset"])).decode()
+    with pytest.raises(ArchiveRecordShredded):
+        reader.read_line(line_own["raw_archive_uri"], line_own["raw_offset"])

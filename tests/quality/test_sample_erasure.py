@@ -73,14 +73,31 @@ def test_the_sample_lookup_compiles_on_sqlite_the_embedded_defaults_portal_datab
     there with NotSupportedError and every deletion ticket of the embedded default failed at this step."""
     from django.db.backends.sqlite3.base import DatabaseWrapper
 
-    from deletion.platform_stores import _sample_candidates
+    from deletion.platform_stores import _sampled_results
 
     sqlite = DatabaseWrapper({"NAME": ":memory:", "ENGINE": "django.db.backends.sqlite3", "TIME_ZONE": None,
                               "OPTIONS": {}, "CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": False, "AUTOCOMMIT": True,
                               "ATOMIC_REQUESTS": False, "USER": "", "PASSWORD": "", "HOST": "", "PORT": "",
                               "TEST": {}}, alias="sqlite-check")
-    subject = ErasureSubject(ticket_ref="DEL-1", identifiers=(Identifier(IdentifierKind.ANONYMOUS_ID, ERASED),),
-                             person_ids=("p-1",))
-    queryset = _sample_candidates({"ab" * 32}, subject)
-    sql, params = queryset.query.get_compiler(connection=sqlite).as_sql()
-    assert "ab" * 32 in str(params) and ERASED in str(params)
+    sql, _ = _sampled_results().query.get_compiler(connection=sqlite).as_sql()
+    assert "quality_checkresult" in sql
+
+
+def test_an_unmasked_value_the_database_stores_escaped_is_found_removed_and_verified(quality_db, chat_contract):
+    """A text search of the stored sample misses a value stored escaped (a quote on PostgreSQL, any non-ASCII
+    character on SQLite): the step reported removed 0, remaining 0, its verification rerunning the same search."""
+    from deletion.platform_stores import _sample_items_remaining
+
+    source_id = str(chat_contract.source_id)
+    events = clean_events(source_id)
+    load(quality_db, [*events, fax_event("fax-erased", ERASED, source_id, events[0]["received_at"])])
+    quality_run(tables=["CANONICAL.EVENTS"])
+    odd = 'anon-"zoë"-\\7f'
+    result = CheckResult.objects.get(check_key="invalid:PLATFORM:")
+    result.sample = [{"source_id": source_id, "row": {"EVENT_ID": "fax-odd", "NOTE": f"seen as {odd}"}}]
+    result.save(update_fields=["sample"])
+    subject = ErasureSubject(ticket_ref="DEL-000003", identifiers=(Identifier(IdentifierKind.ANONYMOUS_ID, odd),))
+
+    assert _sample_items_remaining(set(), subject) == 1             # the verification sees it
+    erased = quality_samples_erase(subject)
+    assert (erased.removed, erased.remaining) == (1, 0) and platform_sample() == []
