@@ -159,6 +159,10 @@ def _assert_gone(pids: list[int], within_s: float) -> None:
         time.sleep(0.2)
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_make_run_restarts_a_killed_child_and_ctrl_c_stops_everything(tmp_path):
     """Through `make run` as a person starts it: SIGKILL the beat and it comes back, reported in the
     terminal and on the pipeline page; then Ctrl-C (SIGINT to the terminal's process group) stops it all."""
@@ -173,7 +177,11 @@ def test_make_run_restarts_a_killed_child_and_ctrl_c_stops_everything(tmp_path):
     with log.open("w") as out:
         make = subprocess.Popen(["make", "-o", "install", "run", f"PY={sys.executable}",
                                  f"RUN_ARGS=--no-traffic --addrport 127.0.0.1:{port}"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                # as a terminal's shell starts it: Ctrl-C delivered. A suite started in the
+                                # background by a non-interactive shell (`cmd &`) inherits SIGINT ignored,
+                                # and so would make and everything under it
+                                preexec_fn=_sigint_default)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
