@@ -286,8 +286,12 @@ class SubjectKeyring:
         suppression list (one small query when nothing changed)."""
         from deletion.models import ErasureGeneration, SuppressedSubject
 
-        generation = (ErasureGeneration.objects.filter(name=GENERATION).values_list("value", flat=True).first()
-                      or 0)
+        # plain SQL: the ORM's query building cost the consumer more CPU than the query (once per unit)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT value FROM {ErasureGeneration._meta.db_table} WHERE name = %s",  # noqa: S608
+                           [GENERATION])
+            row = cursor.fetchone()
+        generation = (row[0] if row else 0) or 0
         with self._lock:
             if generation == self._generation:
                 return
@@ -405,54 +409,81 @@ class SubjectKeyring:
         return out
 
     def _keys_load(self, subjects: list[str]) -> dict[str, tuple[str, bytes]]:
-        from deletion.models import SubjectKey
-
         assert self.master is not None
         hashes = {self.hash_of(s): s for s in subjects}
-        # (key id, wrapped key) by id_hash: plain tuples, not model instances (new subjects arrive by
-        # the dozen per unit in busy traffic, and each instance cost the consumer CPU)
-        columns = ("id_hash", "key_id", "wrapped_key")
-        stored = {id_hash: (key_id, wrapped) for id_hash, key_id, wrapped
-                  in SubjectKey.objects.filter(id_hash__in=list(hashes)).values_list(*columns)}
+        # plain SQL, one statement per step: new subjects arrive by the dozen per unit in busy traffic
+        # (new anonymous and device ids), and the ORM's per-row work cost the consumer CPU per event
+        stored = self._keys_select(list(hashes))
         out: dict[str, tuple[str, bytes]] = {}
         new: dict[str, tuple[str, bytes, bytes]] = {}  # id_hash → (key id, key, wrapped)
         for id_hash, subject in hashes.items():
             row = stored.get(id_hash)
             if row is not None:
-                out[subject] = (row[0], self._unwrap(bytes(row[1]), row[0]))
+                out[subject] = (row[0], self._unwrap(row[1], row[0]))
             elif id_hash not in self._suppressed:
                 key_id = os.urandom(16).hex()
                 self.master_calls += 1
                 key, wrapped = self.master.generate(key_id)
                 new[id_hash] = (key_id, key, wrapped)
         if new:
-            self._keys_insert(new)
-            won = {id_hash: (key_id, wrapped) for id_hash, key_id, wrapped
-                   in SubjectKey.objects.filter(id_hash__in=list(new)).values_list(*columns)}
+            inserted = self._keys_insert(new)
+            # a key not inserted: another worker created the subject's key first (its key is the
+            # subject's key), or an erasure this process has not seen yet suppressed the subject
+            won = self._keys_select([h for h in new if h not in inserted]) if len(inserted) < len(new) else {}
             for id_hash, (key_id, key, _) in new.items():
-                row = won.get(id_hash)
-                if row is None:  # suppressed by an erasure this process has not seen yet
-                    self._suppressed.add(id_hash)
-                elif row[0] == key_id:
+                if id_hash in inserted:
                     out[hashes[id_hash]] = (key_id, key)
-                else:  # another worker created it first: its key is the subject's key
-                    out[hashes[id_hash]] = (row[0], self._unwrap(bytes(row[1]), row[0]))
+                    continue
+                row = won.get(id_hash)
+                if row is None:
+                    self._suppressed.add(id_hash)
+                else:
+                    out[hashes[id_hash]] = (row[0], self._unwrap(row[1], row[0]))
         return out
 
-    def _keys_insert(self, new: Mapping[str, tuple[str, bytes, bytes]]) -> None:
-        """INSERT each new key unless the subject has a key already or is suppressed (one statement per
-        key, in one transaction)."""
+    #: bound parameters per statement (SQLite's limit is 32,766; PostgreSQL's 65,535)
+    _SQL_PARAMS = 6_000
+
+    def _keys_select(self, id_hashes: list[str]) -> dict[str, tuple[str, bytes]]:
+        """id_hash → (key id, wrapped key) of the stored keys among ``id_hashes``."""
+        from deletion.models import SubjectKey
+
+        table = SubjectKey._meta.db_table
+        found: dict[str, tuple[str, bytes]] = {}
+        with connection.cursor() as cursor:
+            for start in range(0, len(id_hashes), self._SQL_PARAMS):
+                chunk = id_hashes[start:start + self._SQL_PARAMS]
+                cursor.execute(f"SELECT id_hash, key_id, wrapped_key FROM {table} "  # noqa: S608 - table name only
+                               f"WHERE id_hash IN ({', '.join(['%s'] * len(chunk))})", chunk)
+                for id_hash, key_id, wrapped in cursor.fetchall():
+                    found[id_hash] = (key_id, bytes(wrapped))
+        return found
+
+    def _keys_insert(self, new: Mapping[str, tuple[str, bytes, bytes]]) -> set[str]:
+        """INSERT each new key unless the subject has a key already or is suppressed; returns the id
+        hashes inserted. One multi-row statement per chunk, each atomic on its own (a key row stands
+        alone: a crash between chunks leaves keys that the next unit finds and uses)."""
         from deletion.models import SubjectKey, SuppressedSubject
 
         keys, suppressed = SubjectKey._meta.db_table, SuppressedSubject._meta.db_table
-        sql = (f"INSERT INTO {keys} (id_hash, key_id, wrapped_key, master_key, created_at) "  # noqa: S608 - table names only
-               f"SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS "
-               f"(SELECT 1 FROM {suppressed} WHERE id_hash = %s) ON CONFLICT (id_hash) DO NOTHING")
         assert self.master is not None
-        now = timezone.now()
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.executemany(sql, [(id_hash, key_id, wrapped, self.master.name, now, id_hash)
-                                     for id_hash, (key_id, _, wrapped) in new.items()])
+        rows = [(id_hash, key_id, wrapped) for id_hash, (key_id, _, wrapped) in new.items()]
+        inserted: set[str] = set()
+        per_statement = self._SQL_PARAMS // 3
+        with connection.cursor() as cursor:
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start:start + per_statement]
+                # VALUES' columns are column1..column3 in both PostgreSQL and SQLite; the master key's
+                # name and the time are bound once
+                cursor.execute(
+                    f"INSERT INTO {keys} (id_hash, key_id, wrapped_key, master_key, created_at) "  # noqa: S608
+                    f"SELECT v.column1, v.column2, v.column3, %s, %s FROM (VALUES "
+                    f"{', '.join(['(%s, %s, %s)'] * len(chunk))}) AS v "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM {suppressed} s WHERE s.id_hash = v.column1) "
+                    "ON CONFLICT (id_hash) DO NOTHING RETURNING id_hash",
+                    [self.master.name, timezone.now(), *(value for row in chunk for value in row)])
+                inserted.update(id_hash for (id_hash,) in cursor.fetchall())
+        return inserted
 
     def _unwrap(self, wrapped: bytes, key_id: str) -> bytes:
         assert self.master is not None

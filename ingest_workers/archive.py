@@ -65,6 +65,10 @@ from ingest_workers.pipeline import RawRecord
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 ZSTD_LEVEL = 3
+#: an object of sealed lines (the records inside are compressed by block already, then encrypted and
+#: base64'd): zstd only recovers base64's spare bits there, and level 1 does that as well as level 3
+#: in under half the CPU (on 1,000 sealed demo lines: 106.6 KB in 0.36 ms against 108.4 KB in 0.85 ms)
+ZSTD_LEVEL_SEALED = 1
 #: what a line adds to its record's bytes, for the size rule (a constant: the rule must not depend
 #: on whether the pipeline found the record to be JSON)
 LINE_OVERHEAD = 96
@@ -138,9 +142,10 @@ class _Object:
     compressor: object | None = None
     sealed: SealedObject | None = None
 
-    def add(self, lines: list[bytes]) -> None:
-        if self.compressor is None:
-            self.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+    def add(self, lines: list[bytes], *, sealed: bool = False) -> None:
+        if self.compressor is None:  # an object's lines are all sealed or all clear (one setting)
+            level = ZSTD_LEVEL_SEALED if sealed else ZSTD_LEVEL
+            self.compressor = zstandard.ZstdCompressor(level=level).compressobj()
         out = self.compressor.compress(b"\n".join(lines) + b"\n")  # type: ignore[attr-defined]
         if out:
             self.chunks.append(out)
@@ -233,7 +238,7 @@ class ShardArchive:
         if sealer is not None:  # sealed by block: the records of one key set in one unit compress together
             lines = {key: (obj, sealer.lines(records, obj.written)) for key, (obj, records) in lines.items()}
         for obj, object_lines in lines.values():  # one compress call per object and unit
-            obj.add(object_lines)
+            obj.add(object_lines, sealed=sealer is not None and not sealer.clear)
         self._pending.clear()
 
     def roll_due(self, now_micros: int, grace_seconds: float) -> bool:

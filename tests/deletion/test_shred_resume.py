@@ -16,7 +16,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def archive_only(deletion_env, settings):
+def archive_only(deletion_env, settings, warehouse_server):
+    # the archive's steps include archive_conversations, which reads the person's conversations from the
+    # warehouse: without its own server this file passed only after another file had started one
     settings.DELETION_STEP_PROVIDERS = ["deletion.shredding.archive_steps"]
     archive_keyrings_forget()
     yield

@@ -367,6 +367,30 @@ def test_a_key_is_not_recreated_for_a_subject_suppressed_after_the_worker_last_l
     assert keyring.suppressed([f"anonymous_id:{PERSON_A['anon']}"])
 
 
+@pytest.mark.django_db(transaction=True)
+def test_new_subjects_beyond_one_statements_parameters_each_get_one_key_that_a_fresh_worker_reads_back(settings):
+    """A unit with many new subjects inserts them in several multi-row statements: every subject ends
+    with exactly one row, the ones that had a key keep it, and another worker unwraps the same keys."""
+    from deletion.models import SubjectKey
+    from deletion.subject_keys import LocalMasterKey, SubjectKeyring, local_master_key_load
+    from ingest_workers.archive_crypto import subject_hash_key
+
+    def keyring():
+        return SubjectKeyring(master=LocalMasterKey(local_master_key_load()),
+                              hash_key=subject_hash_key(settings.SUBJECT_HASH_SECRET))
+
+    first = keyring()
+    first._SQL_PARAMS = 9  # three rows of three values per statement
+    before = first.subject_keys(["device_id:d-0", "device_id:d-3"])
+    subjects = [f"device_id:d-{i}" for i in range(11)]
+    got = first.subject_keys(subjects)
+    assert sorted(got) == sorted(subjects)
+    assert SubjectKey.objects.count() == 11
+    assert got["device_id:d-0"] == before["device_id:d-0"] and got["device_id:d-3"] == before["device_id:d-3"]
+    assert len({key_id for key_id, _ in got.values()}) == 11
+    assert keyring().subject_keys(subjects) == got  # read back and unwrapped by a worker that made none
+
+
 @pytest.mark.parametrize("master", ["local", "kms"])
 def test_key_material_never_reaches_the_logs(ingest_env, caplog, master, request):
     """Every logger at DEBUG, botocore's included (it logs KMS answers, plaintext keys and all)."""
