@@ -162,6 +162,11 @@ def main() -> int:
         "consumer_hot_path_cpu_us_per_event_before_after": [round(hot_before / len(encoded) * 1e6, 1),
                                                              round(hot_after / len(encoded) * 1e6, 1)],
         "consumer_cpu_vs_hot_path": round(consumer_us / hot_us, 2),
+        # how far the machine's speed moved during the run: the hot path measured before and after the
+        # consumer, apart by this share of their mean. Shared VMs drift by tens of percent within minutes
+        # (docs/decisions.md, "Second round"); over ~0.15 the ratio above says more about the machine than
+        # about the code: compare runs by the ratio to the consumer's own pipeline step below instead
+        "consumer_hot_path_drift": round(abs(hot_after - hot_before) / ((hot_before + hot_after) / 2), 2),
         # the same ratio against the hot path as the consumer itself ran it (its "pipeline" step: decode,
         # validate, normalize, dedup, landing rows), in the same process at the same moments: the reference
         # least moved by other load on the machine
