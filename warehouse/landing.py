@@ -31,6 +31,7 @@ SQL text is assembled only from checked identifiers and generated column lists; 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import threading
@@ -199,12 +200,16 @@ def _landing_insert_sql(db: str) -> str:
 def landing_append(
     conn: Any, *, channel: str, offset_token: str, rows: bytes, batch_id: str | None = None,
     client_sequencer: int | None = None, max_statement_bytes: int = STATEMENT_MAX_BYTES,
+    implicit_transaction: bool = False,
 ) -> AppendResult:
     """Land one unit on ``channel`` in one INSERT-only transaction, with its offset token.
 
     ``rows`` is ONE JSON array from ``landing_rows_json``. With ``client_sequencer`` the append is
     refused (``ChannelInvalidated``) when the channel was reopened by a later writer. Raises
     ``WarehouseUnavailable`` (transient) or ``WarehouseQueryError``; nothing is committed then.
+    ``implicit_transaction``: ``conn`` is a session with ``AUTOCOMMIT = FALSE``, where the first INSERT
+    begins the transaction (Snowflake's rule, which fakesnow follows): no ``BEGIN`` statement, one
+    request less per unit (each costs the consumer ~1.4 ms of connector CPU).
     """
     started = time.perf_counter()
     if not channel or not offset_token or not offset_token.isdigit():
@@ -218,7 +223,8 @@ def landing_append(
         cur = conn.cursor()
     try:
         with warehouse_errors():
-            cur.execute("BEGIN")
+            if not implicit_transaction:
+                cur.execute("BEGIN")
             try:
                 if _array_items(body):
                     for chunk in _json_array_chunks(body, max_statement_bytes):
@@ -323,7 +329,8 @@ class EmbeddedLandingChannel:
         try:
             result = self._client.with_connection(lambda conn: landing_append(
                 conn, channel=self.name, offset_token=offset_token, rows=rows,
-                batch_id=f"{self.name}/{offset_token}", client_sequencer=self._sequencer))
+                batch_id=f"{self.name}/{offset_token}", client_sequencer=self._sequencer,
+                implicit_transaction=self._client.implicit_transactions))
             self._appended = offset_token
             return result
         except WarehouseError as err:
@@ -564,10 +571,13 @@ class EmbeddedLandingClient:
     """The embedded default's ``LandingClient``: one pooled connector connection per client (per
     process), reopened when it breaks. Thread-safe: appends from several threads take turns."""
 
-    def __init__(self, connect: Any = None):
+    def __init__(self, connect: Any = None, *, implicit_transactions: bool = True):
         from warehouse.connection import warehouse_connect
 
         _connector_requests_fast()
+        #: the session is switched to AUTOCOMMIT = FALSE once connected: a write begins a transaction, and
+        #: every write on it here ends with COMMIT or ROLLBACK (so an append needs no BEGIN statement)
+        self.implicit_transactions = implicit_transactions
         self._connect = connect or (lambda: warehouse_connect(workload="ingest"))
         self._conn: Any = None
         self._lock = threading.Lock()
@@ -576,8 +586,17 @@ class EmbeddedLandingClient:
     def with_connection(self, work: Any) -> Any:
         with self._lock:
             if self._conn is None:
-                self._conn = self._connect()
-                _no_environment_proxies(self._conn)
+                conn = self._connect()
+                _no_environment_proxies(conn)
+                if self.implicit_transactions:
+                    try:
+                        with warehouse_errors(during="connect"):
+                            conn.autocommit(False)  # ALTER SESSION SET AUTOCOMMIT = FALSE
+                    except Exception:
+                        with contextlib.suppress(Exception):
+                            conn.close()
+                        raise
+                self._conn = conn
             try:
                 return work(self._conn)
             except WarehouseError as err:
@@ -608,10 +627,18 @@ class EmbeddedLandingClient:
                 try:
                     latest = _latest_sequencer(cur, db, name) or 0
                     sequencer = max(latest, int(time.time_ns())) + 1
-                    cur.execute(
-                        f"INSERT INTO {qualified(db, CHANNEL_OFFSETS)} (CHANNEL, OFFSET_TOKEN, CLIENT_SEQUENCER, "  # noqa: S608
-                        "ROW_COUNT, COMMITTED_AT) VALUES (%(c)s, NULL, %(s)s, 0, CAST(%(t)s AS TIMESTAMP_NTZ(6)))",
-                        {"c": name, "s": sequencer, "t": _ts(_utcnow())})
+                    try:
+                        cur.execute(
+                            f"INSERT INTO {qualified(db, CHANNEL_OFFSETS)} (CHANNEL, OFFSET_TOKEN, "  # noqa: S608
+                            "CLIENT_SEQUENCER, ROW_COUNT, COMMITTED_AT) VALUES (%(c)s, NULL, %(s)s, 0, "
+                            "CAST(%(t)s AS TIMESTAMP_NTZ(6)))",
+                            {"c": name, "s": sequencer, "t": _ts(_utcnow())})
+                        if self.implicit_transactions:  # the INSERT began a transaction: end it
+                            cur.execute("COMMIT")
+                    except Exception:
+                        if self.implicit_transactions:
+                            _rollback(cur)
+                        raise
                     return sequencer
                 finally:
                     cur.close()

@@ -43,6 +43,11 @@ def stored(conn) -> dict[str, dict]:
     return {r["EVENT_ID"]: r for r in rows}
 
 
+def landed_count(conn, event_id: str) -> int:
+    rows = warehouse_query(conn, "SELECT COUNT(*) AS N FROM RAW.LANDING_EVENTS WHERE EVENT_ID = %(e)s", {"e": event_id})
+    return rows[0]["N"]
+
+
 def test_landing_is_append_only_and_records_the_channel_token(warehouse_conn):
     events = [canonical_event(f"e{i}", sequence_number=str(100 + i)) for i in range(5)]
     result = land(warehouse_conn, "raw-events-shard-0", "104", events, [quarantine_row(sequence_number="105")])
@@ -204,8 +209,17 @@ def test_the_embedded_client_fences_a_reopened_channel(warehouse_conn, warehouse
         assert new.latest_committed_offset_token() == "1"
         with pytest.raises(ChannelInvalidated):
             old.append(landing_rows_json(orjson.dumps([canonical_event("b", sequence_number="2")])), offset_token="2")
+        # the refused append's rows went with its token: its session's transaction was rolled back
+        assert landed_count(warehouse_conn, "b") == 0
         new.append(landing_rows_json(orjson.dumps([canonical_event("b", sequence_number="2")])), offset_token="2")
         assert client.latest_committed_offset_tokens(["ch-0", "other"]) == {"ch-0": "2", "other": None}
+        assert landed_count(warehouse_conn, "b") == 1
+        # every write of the client's session was committed (it runs with AUTOCOMMIT = FALSE: a write left
+        # uncommitted would stay invisible here, and the idle session would be expired and rolled back)
+        opens = warehouse_query(warehouse_conn, "SELECT COUNT(*) AS N FROM RAW.CHANNEL_OFFSETS "
+                                "WHERE CHANNEL = 'ch-0' AND OFFSET_TOKEN IS NULL")
+        assert opens[0]["N"] == 2
+        assert channel_committed_tokens(warehouse_conn, ["ch-0"]) == {"ch-0": "2"}
     finally:
         client.close()
 
