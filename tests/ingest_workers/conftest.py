@@ -3,6 +3,7 @@ the real Redis as the cache (with a key prefix per test), and sources with their
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import uuid
@@ -135,3 +136,31 @@ def collector_answers_fresh():
     collector_stats._pending.clear()
     yield
     collector_stats._pending.clear()
+
+
+@pytest.fixture
+def ingest_env(settings, engineer, platform_user, stream, warehouse_server, tmp_path):
+    """Seeded demo contracts (the users made first: the seed reuses them), a fresh stream, this test's
+    own warehouse database and archive folder, and the embedded default's local master key (the erasure
+    tests' environment; test_consumer.py has its own, without the users and the key setting)."""
+    from django.core.management import call_command
+
+    from ingest_workers import services
+
+    settings.SNOWFLAKE = {**settings.SNOWFLAKE, "database": f"T_{uuid.uuid4().hex[:12].upper()}"}
+    settings.RAW_ARCHIVE_URL = f"file://{tmp_path}/archive"
+    settings.ARCHIVE_ENCRYPTION = "local"
+    call_command("seed_demo", quiet_keys=True, force=True, stdout=io.StringIO())
+    services.contract_index_current(force=True)
+    return settings
+
+
+@pytest.fixture
+def keyrings_fresh():
+    """Each test's database starts without keys: no process keyring may remember another test's (used by
+    the modules of the erasure tests through ``pytest.mark.usefixtures``)."""
+    from deletion.subject_keys import archive_keyrings_forget
+
+    archive_keyrings_forget()
+    yield
+    archive_keyrings_forget()

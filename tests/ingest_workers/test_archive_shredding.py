@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import io
 import logging
 import threading
 import time
@@ -16,7 +15,6 @@ import boto3
 import orjson
 import pytest
 import zstandard
-from django.core.management import call_command
 
 from contracts.presets import preset_load
 from deletion.erasure_types import ErasureSubject, Identifier, IdentifierKind
@@ -26,29 +24,16 @@ from ingest_workers.archive_crypto import ArchiveRecordShredded
 from ingest_workers.envelope import envelope_encode
 from tests.ingest_workers.test_consumer import _busiest_lease, _direct_write, _reader, warehouse_rows
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("keyrings_fresh")]
 
 
-@pytest.fixture
-def ingest_env(settings, engineer, platform_user, stream, warehouse_server, tmp_path):
-    """Seeded demo contracts (the users made first: the seed reuses them), a fresh stream, this test's
-    own warehouse database and archive folder, and the embedded default's local master key."""
-    settings.SNOWFLAKE = {**settings.SNOWFLAKE, "database": f"T_{uuid.uuid4().hex[:12].upper()}"}
-    settings.RAW_ARCHIVE_URL = f"file://{tmp_path}/archive"
-    settings.ARCHIVE_ENCRYPTION = "local"
-    call_command("seed_demo", quiet_keys=True, force=True, stdout=io.StringIO())
-    services.contract_index_current(force=True)
-    return settings
+def local_keyring(settings):
+    """A worker's keyring under the embedded default's local master key and the configured hash secret."""
+    from deletion.subject_keys import LocalMasterKey, SubjectKeyring, local_master_key_load
+    from ingest_workers.archive_crypto import subject_hash_key
 
-
-@pytest.fixture(autouse=True)
-def keyrings_fresh():
-    """Each test's database starts without keys: no process keyring may remember another test's."""
-    from deletion.subject_keys import archive_keyrings_forget
-
-    archive_keyrings_forget()
-    yield
-    archive_keyrings_forget()
+    return SubjectKeyring(master=LocalMasterKey(local_master_key_load()),
+                          hash_key=subject_hash_key(settings.SUBJECT_HASH_SECRET))
 
 
 @pytest.fixture
@@ -353,12 +338,9 @@ def test_a_key_is_not_recreated_for_a_subject_suppressed_after_the_worker_last_l
     """A worker whose suppression list is a batch old meets an erased subject: the guarded insert
     refuses the key, and the worker learns the subject is suppressed."""
     from deletion.models import SubjectKey
-    from deletion.subject_keys import LocalMasterKey, SubjectKeyring, local_master_key_load
     from deletion.suppression import suppression_add
-    from ingest_workers.archive_crypto import subject_hash_key
 
-    keyring = SubjectKeyring(master=LocalMasterKey(local_master_key_load()),
-                             hash_key=subject_hash_key(settings.SUBJECT_HASH_SECRET))
+    keyring = local_keyring(settings)
     keyring.refresh()
     suppression_add(subject=person_subject(PERSON_A))  # after this worker's refresh
     got = keyring.subject_keys([f"anonymous_id:{PERSON_A['anon']}", "anonymous_id:someone-else"])
@@ -372,14 +354,8 @@ def test_new_subjects_beyond_one_statements_parameters_each_get_one_key_that_a_f
     """A unit with many new subjects inserts them in several multi-row statements: every subject ends
     with exactly one row, the ones that had a key keep it, and another worker unwraps the same keys."""
     from deletion.models import SubjectKey
-    from deletion.subject_keys import LocalMasterKey, SubjectKeyring, local_master_key_load
-    from ingest_workers.archive_crypto import subject_hash_key
 
-    def keyring():
-        return SubjectKeyring(master=LocalMasterKey(local_master_key_load()),
-                              hash_key=subject_hash_key(settings.SUBJECT_HASH_SECRET))
-
-    first = keyring()
+    first = local_keyring(settings)
     first._SQL_PARAMS = 9  # three rows of three values per statement
     before = first.subject_keys(["device_id:d-0", "device_id:d-3"])
     subjects = [f"device_id:d-{i}" for i in range(11)]
@@ -388,7 +364,7 @@ def test_new_subjects_beyond_one_statements_parameters_each_get_one_key_that_a_f
     assert SubjectKey.objects.count() == 11
     assert got["device_id:d-0"] == before["device_id:d-0"] and got["device_id:d-3"] == before["device_id:d-3"]
     assert len({key_id for key_id, _ in got.values()}) == 11
-    assert keyring().subject_keys(subjects) == got  # read back and unwrapped by a worker that made none
+    assert local_keyring(settings).subject_keys(subjects) == got  # read back and unwrapped by a worker that made none
 
 
 @pytest.mark.parametrize("master", ["local", "kms"])
@@ -419,15 +395,13 @@ def test_key_material_never_reaches_the_logs(ingest_env, caplog, master, request
             assert form not in logged
 
 
-def test_a_shred_reaches_the_cache_of_another_worker_at_its_next_batch(settings):
+def test_a_shred_reaches_the_cache_of_another_worker_at_its_next_batch(settings, warehouse_server):
     """Two keyrings stand for two worker processes: the one that did not shred still holds the key in
-    memory until its next ``refresh`` (once per batch) reads the moved generation."""
-    from deletion.subject_keys import LocalMasterKey, SubjectKeyring, local_master_key_load
-    from ingest_workers.archive_crypto import subject_hash_key
+    memory until its next ``refresh`` (once per batch) reads the moved generation. (``erase`` runs the
+    warehouse's steps too: without its own server this test passed only after another had started one.)"""
 
-    def worker_keyring() -> SubjectKeyring:
-        keyring = SubjectKeyring(master=LocalMasterKey(local_master_key_load()),
-                                 hash_key=subject_hash_key(settings.SUBJECT_HASH_SECRET))
+    def worker_keyring():
+        keyring = local_keyring(settings)
         keyring.refresh()
         return keyring
 

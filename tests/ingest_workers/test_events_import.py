@@ -18,18 +18,16 @@ from django.core.management import CommandError, call_command
 from contracts.presets import preset_load
 from ingest_workers import services
 from ingest_workers.envelope import envelope_encode
-from tests.ingest_workers.test_archive_shredding import (  # noqa: F401 - fixtures
+from tests.ingest_workers.test_archive_shredding import (
     PERSON_A,
     PERSON_B,
     archived_bytes,
     erase,
-    ingest_env,
-    keyrings_fresh,
     lineages,
 )
 from tests.ingest_workers.test_consumer import _direct_write, warehouse_rows
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("keyrings_fresh")]
 
 
 def chat_payload(person: dict, text: str) -> dict:
@@ -42,7 +40,7 @@ def chat_payload(person: dict, text: str) -> dict:
 
 
 def test_a_backfill_is_put_on_the_stream_without_the_erased_subject_and_with_its_bad_lines_listed(
-        ingest_env, tmp_path, settings):  # noqa: F811 - the fixture
+        ingest_env, tmp_path, settings):
     erase(PERSON_A)                                   # erased before the backfill comes in
     erased_marker, kept_marker = f"erased-{uuid.uuid4().hex}", f"kept-{uuid.uuid4().hex}"
     big = chat_payload(PERSON_B, "x" * (settings.COLLECTOR_MAX_EVENT_BYTES + 1))
@@ -74,7 +72,7 @@ def test_a_backfill_is_put_on_the_stream_without_the_erased_subject_and_with_its
     assert erased_marker.encode() not in archived_bytes(ingest_env)
 
 
-def test_the_report_as_json_and_an_unknown_source(ingest_env, tmp_path):  # noqa: F811 - the fixture
+def test_the_report_as_json_and_an_unknown_source(ingest_env, tmp_path):
     backfill = tmp_path / "b.ndjson"
     backfill.write_bytes(orjson.dumps(chat_payload(PERSON_B, "hello")) + b"\nnot json\n")
     out = io.StringIO()
@@ -100,7 +98,7 @@ def quarantined_text() -> str:
     return orjson.dumps(warehouse_rows("SELECT TO_JSON(PAYLOAD) AS P FROM RAW.QUARANTINE")).decode()
 
 
-def test_an_erased_subjects_line_the_contracts_cannot_map_is_not_put(ingest_env, tmp_path):  # noqa: F811
+def test_an_erased_subjects_line_the_contracts_cannot_map_is_not_put(ingest_env, tmp_path):
     # review r5 H1: it used to be put, quarantined by the worker and kept in clear in RAW.QUARANTINE
     erase(PERSON_A)
     erased_marker, kept_marker = f"erased-{uuid.uuid4().hex}", f"kept-{uuid.uuid4().hex}"
@@ -119,7 +117,7 @@ def test_an_erased_subjects_line_the_contracts_cannot_map_is_not_put(ingest_env,
     assert erased_marker.encode() not in archived_bytes(ingest_env)
 
 
-def test_an_erased_subjects_record_the_worker_quarantines_is_dropped_not_kept_in_clear(ingest_env):  # noqa: F811
+def test_an_erased_subjects_record_the_worker_quarantines_is_dropped_not_kept_in_clear(ingest_env):
     # review r5 H1, the live path: a record no event is mapped from carries her identifiers all the same
     erase(PERSON_A)
     erased_marker, kept_marker = f"erased-{uuid.uuid4().hex}", f"kept-{uuid.uuid4().hex}"
@@ -146,7 +144,7 @@ def test_the_leaves_of_a_payload_name_its_subjects_as_every_kind_and_slack_pairs
     assert not any(s.endswith(":3") for s in found)
 
 
-def test_a_line_nested_254_levels_is_refused_and_the_others_are_put(ingest_env, tmp_path):  # noqa: F811
+def test_a_line_nested_254_levels_is_refused_and_the_others_are_put(ingest_env, tmp_path):
     # review r5 M1: the envelope adds a level; orjson refused it in the middle of a chunk (a bare TypeError)
     backfill = tmp_path / "deep.ndjson"
     backfill.write_bytes(orjson.dumps(chat_payload(PERSON_B, "ok")) + b"\n"
@@ -161,7 +159,7 @@ def test_a_line_nested_254_levels_is_refused_and_the_others_are_put(ingest_env, 
     assert services.pipeline_drain().read == 2
 
 
-def test_a_line_far_over_the_limit_is_refused_unread_and_the_next_line_is_put(ingest_env, tmp_path, settings):  # noqa: F811
+def test_a_line_far_over_the_limit_is_refused_unread_and_the_next_line_is_put(ingest_env, tmp_path, settings):
     # review r5 L5: a file without newlines used to be read whole before the size check
     from ingest_workers.events_import import IMPORT_LINE_READ_FACTOR
 

@@ -8,21 +8,19 @@ import pytest
 
 from ingest_workers import pipeline_stats, services
 from ingest_workers.models import PipelineMetricMinute
-from tests.ingest_workers.test_archive_shredding import (  # noqa: F401 - fixtures
+from tests.ingest_workers.test_archive_shredding import (
     PERSON_A,
     PERSON_B,
     erase,
-    ingest_env,
-    keyrings_fresh,
     lineages,
     send,
 )
 from tests.ingest_workers.test_metrics import buffers_empty, scrape, value  # noqa: F401 - buffers_empty: fixture
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("keyrings_fresh")]
 
 
-def test_suppressed_records_are_counted_per_source_per_minute_and_at_metrics(ingest_env, client):  # noqa: F811
+def test_suppressed_records_are_counted_per_source_per_minute_and_at_metrics(ingest_env, client):
     before = scrape(client)
     erase(PERSON_A)
     send([(PERSON_A, "x"), (PERSON_B, "z"), (PERSON_A, "y")])
