@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 
 IDLE_SLEEP_SECONDS = 0.5
 #: units a shard may have appended and not yet seen committed before it waits (bounds what a lost
-#: lease makes the next owner read again)
-MAX_PENDING_UNITS = 20
+#: lease makes the next owner read again: 20,000 records, units of ``services.UNIT_MAX_RECORDS``)
+MAX_PENDING_UNITS = 10
 
 
 #: the collector's youngest-generation threshold once a consumer is in steady state (Python's default: 700)
@@ -95,7 +95,7 @@ class ConsumerStats:
 
 class ShardConsumer:
     def __init__(self, *, stream: str | None = None, worker_id: str | None = None, kinesis: Any = None,
-                 landing: Any = None, max_records: int = services.BATCH_MAX_RECORDS,
+                 landing: Any = None, max_records: int = services.UNIT_MAX_RECORDS,
                  sleep: Callable[[float], None] | None = None, gc_settle: bool = False):
         from ingest_workers.aws import kinesis_client
 

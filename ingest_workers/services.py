@@ -48,7 +48,15 @@ from obstore.exceptions import BaseError as ObstoreError
 
 from ingest_workers import archive
 from ingest_workers.models import ShardLease, WorkerLease
-from ingest_workers.pipeline import NO_SOURCE, BatchResult, ContractIndex, RawRecord, batch_suppress, process_batch
+from ingest_workers.pipeline import (
+    BATCH_RECORDS,
+    NO_SOURCE,
+    BatchResult,
+    ContractIndex,
+    RawRecord,
+    batch_suppress,
+    process_batches,
+)
 from ingest_workers.pipeline_stats import (
     pipeline_lag_record,
     pipeline_merge_record,
@@ -59,7 +67,13 @@ from warehouse.channels import ChannelError, ChannelInvalidated, LandingChannel,
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX_RECORDS = 1000  # process_batch is fastest per record around 1,000 (CPU cache)
+#: records per pipeline batch (``process_batch`` is fastest per record around 1,000: CPU caches)
+BATCH_MAX_RECORDS = BATCH_RECORDS
+#: records per unit: one GetRecords read, one archive append, one landing transaction, one checkpoint.
+#: Each unit costs ~9 ms of consumer CPU whatever its size (round trips to Kinesis, the warehouse and
+#: the database: bench/bench_consumer.py), so a unit is two pipeline batches; a production shard at
+#: peak gathers about this many records per tip interval (docs/capacity.md)
+UNIT_MAX_RECORDS = 2 * BATCH_MAX_RECORDS
 THROTTLE_RETRIES = 6
 THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "LimitExceededException",
                             "ThrottlingException"})
@@ -521,7 +535,7 @@ class ShardReader:
         self._iterator_after = records[-1]["SequenceNumber"] if records else self.position
         return records, behind, ended
 
-    def process_unit(self, *, max_records: int = BATCH_MAX_RECORDS, now_micros: Callable[[], int] | None = None,
+    def process_unit(self, *, max_records: int = UNIT_MAX_RECORDS, now_micros: Callable[[], int] | None = None,
                      after_archive: Callable[[], None] | None = None,
                      before_checkpoint: Callable[[], None] | None = None,
                      defer_commit: bool = False) -> BatchOutcome:
@@ -531,7 +545,7 @@ class ShardReader:
         Streaming), the unit is not waited for: it is remembered as pending, the next unit may be
         read at once, and ``settle`` checkpoints it when the channel's committed token reaches it."""
         from warehouse.channels import offset_after
-        from warehouse.landing import landing_rows_json
+        from warehouse.landing import landing_rows_pieces
 
         if self.channel is None:
             self.open()
@@ -561,13 +575,18 @@ class ShardReader:
         if offset_after(self.landed_through, self.position):
             while fresh < len(records) and not offset_after(records[fresh].sequence_number, self.landed_through):
                 fresh += 1
-        result: BatchResult = process_batch(records[fresh:], contract_index_current(), stream=lease.stream,
-                                            batch_id=unit, archive_locations=locations[fresh:], now_micros=clock())
+        index = contract_index_current()
+        tick("archive")
+        # the hot path itself, as bench/bench_hot_path.py measures it (its own step in the figures)
+        result: BatchResult = process_batches(records[fresh:], index, stream=lease.stream, batch_id=unit,
+                                              archive_locations=locations[fresh:], now_micros=clock(),
+                                              batch_records=BATCH_MAX_RECORDS)
+        tick("pipeline")
         not_json = {q.sequence_number for q in result.quarantine if q.reason_code == "undecodable"}
         result, sealer = _erased_subjects_apply(records, fresh, locations, result, stream=lease.stream,
                                                 batch_id=unit, now_micros=clock())
-        rows = landing_rows_json(result.landing_json(), result.quarantine_json())
-        tick("pipeline")
+        rows = landing_rows_pieces(result.landing_json_pieces(), result.quarantine_json())
+        tick("erasure")
         # records before ``fresh`` did not go through the pipeline: the archive checks them itself
         self.archive.append(not_json if fresh == 0 else _not_json_beyond(records, fresh, not_json), sealer)
         finished = ended or (bool(lease.ending_sequence_number) and last == lease.ending_sequence_number)
@@ -620,7 +639,7 @@ class ShardReader:
             return
         outcome.finished_shard = self._checkpoint(behind=outcome.millis_behind_latest, finished=finished)
 
-    def _land(self, rows: bytes, *, last: str, unit: str, wait: bool) -> int:
+    def _land(self, rows: list[bytes], *, last: str, unit: str, wait: bool) -> int:
         """Append the unit's landing rows under its offset token (and wait for the commit). Returns rows."""
         assert self.channel is not None
         try:
@@ -652,8 +671,9 @@ def _erased_subjects_apply(records: list[RawRecord], fresh: int, locations: list
     keyring.refresh()
     subjects = records_subjects(result.events)
     if fresh and (keyring.encrypting or keyring.suppressing):
-        earlier = process_batch(records[:fresh], contract_index_current(), stream=stream, batch_id=batch_id,
-                                archive_locations=locations[:fresh], now_micros=now_micros)
+        earlier = process_batches(records[:fresh], contract_index_current(), stream=stream, batch_id=batch_id,
+                                  archive_locations=locations[:fresh], now_micros=now_micros,
+                                  batch_records=BATCH_MAX_RECORDS)
         subjects.update(records_subjects(earlier.events))
     suppressed = keyring.suppressed_of(subjects)
     if keyring.suppressing:
@@ -745,7 +765,7 @@ def new_owner_token() -> str:
 
 
 def shard_batch_process(*, kinesis, landing: LandingClient | None = None, lease: ShardLease,
-                        max_records: int = BATCH_MAX_RECORDS, **hooks) -> BatchOutcome:
+                        max_records: int = UNIT_MAX_RECORDS, **hooks) -> BatchOutcome:
     """One unit of one shard with a fresh reader, its archive object written before it returns (tests
     and one-off tools; consumers keep readers)."""
     reader = ShardReader(kinesis=kinesis, landing=landing or landing_client(), lease=lease)
@@ -778,7 +798,7 @@ class DrainReport:
         return dataclasses.asdict(self)
 
 
-def pipeline_drain(*, stream: str | None = None, max_records: int = BATCH_MAX_RECORDS,
+def pipeline_drain(*, stream: str | None = None, max_records: int = UNIT_MAX_RECORDS,
                    max_seconds: float = 600.0, progress: Callable[[str], None] | None = None,
                    sleep: Callable[[float], None] = time.sleep) -> DrainReport:
     """Consume every shard until the stream is empty, then merge everything landed. In-process: no

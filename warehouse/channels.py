@@ -20,6 +20,7 @@ parses it into dicts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -72,9 +73,10 @@ class LandingChannel(Protocol):
     def latest_committed_offset_token(self) -> str | None:
         """The last offset token whose rows are committed (None: nothing landed on this channel yet)."""
 
-    def append(self, rows: bytes, *, offset_token: str) -> AppendResult:
-        """Send one JSON array of landing rows ending at ``offset_token``. The embedded writer commits
-        before returning; the SDK buffers, so durability is ``wait_for_commit``'s promise."""
+    def append(self, rows: bytes | Sequence[bytes], *, offset_token: str) -> AppendResult:
+        """Send one JSON array of landing rows (or several, in order: a unit's batches) ending at
+        ``offset_token``. The embedded writer commits before returning; the SDK buffers, so durability
+        is ``wait_for_commit``'s promise."""
 
     def wait_for_commit(self, offset_token: str, *, timeout_seconds: float) -> None:
         """Return once ``offset_token`` (or a later one) is committed; ``ChannelUnavailable`` after

@@ -37,7 +37,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,7 @@ __all__ = [
     "MergerFenced",
     "landing_append",
     "landing_rows_json",
+    "landing_rows_pieces",
     "channel_committed_tokens",
     "merge_progress",
     "merge_ranges_pending",
@@ -168,6 +169,18 @@ def landing_rows_json(events: bytes | None, quarantine_rows: bytes | list[dict] 
     return b"".join(pieces)
 
 
+def landing_rows_pieces(event_pieces: Sequence[bytes],
+                        quarantine_rows: bytes | list[dict] | None = None) -> list[bytes]:
+    """A unit's landing rows as several JSON arrays, in order: each piece of events as it is (one batch
+    each, ``BatchResult.landing_json_pieces``), the quarantine rows after the last one. An append sends
+    one statement per piece, never joining them to split them again."""
+    pieces = [piece for piece in event_pieces if _array_items(piece)]
+    if not pieces:
+        return [landing_rows_json(None, quarantine_rows)]
+    pieces[-1] = landing_rows_json(pieces[-1], quarantine_rows)
+    return pieces
+
+
 def _json_array_chunks(text: bytes, max_bytes: int) -> list[bytes]:
     """Split a JSON array into arrays of at most ``max_bytes`` each (an oversized element alone)."""
     if len(text) <= max_bytes:
@@ -188,6 +201,14 @@ def _json_array_chunks(text: bytes, max_bytes: int) -> list[bytes]:
     return chunks
 
 
+def _statement_chunks(pieces: Sequence[bytes | None], max_bytes: int) -> Iterator[bytes]:
+    """The JSON arrays one landing statement each: every non-empty piece, split when it is over
+    ``max_bytes`` (a unit's pieces are one batch each, so they rarely are)."""
+    for piece in pieces:
+        if _array_items(piece):
+            yield from _json_array_chunks(bytes(piece), max_bytes)  # type: ignore[arg-type]
+
+
 def _landing_insert_sql(db: str) -> str:
     cols = LANDING_EVENTS.columns
     return (
@@ -198,13 +219,14 @@ def _landing_insert_sql(db: str) -> str:
 
 
 def landing_append(
-    conn: Any, *, channel: str, offset_token: str, rows: bytes, batch_id: str | None = None,
+    conn: Any, *, channel: str, offset_token: str, rows: bytes | Sequence[bytes], batch_id: str | None = None,
     client_sequencer: int | None = None, max_statement_bytes: int = STATEMENT_MAX_BYTES,
     implicit_transaction: bool = False,
 ) -> AppendResult:
     """Land one unit on ``channel`` in one INSERT-only transaction, with its offset token.
 
-    ``rows`` is ONE JSON array from ``landing_rows_json``. With ``client_sequencer`` the append is
+    ``rows`` is ONE JSON array from ``landing_rows_json``, or several (``landing_rows_pieces``: one
+    statement each, in one transaction). With ``client_sequencer`` the append is
     refused (``ChannelInvalidated``) when the channel was reopened by a later writer. Raises
     ``WarehouseUnavailable`` (transient) or ``WarehouseQueryError``; nothing is committed then.
     ``implicit_transaction``: ``conn`` is a session with ``AUTOCOMMIT = FALSE``, where the first INSERT
@@ -217,7 +239,7 @@ def landing_append(
     db = _database(conn)
     params = {"channel": channel, "offset_token": offset_token, "batch_id": batch_id or f"{channel}/{offset_token}",
               "landed_at": _ts(_utcnow())}
-    body = bytes(rows) if rows else b"[]"
+    pieces = [rows] if isinstance(rows, (bytes, bytearray, memoryview)) or rows is None else list(rows)
     count = 0
     with warehouse_errors():
         cur = conn.cursor()
@@ -226,16 +248,15 @@ def landing_append(
             if not implicit_transaction:
                 cur.execute("BEGIN")
             try:
-                if _array_items(body):
-                    for chunk in _json_array_chunks(body, max_statement_bytes):
-                        # base64: ASCII without a character to escape, so the request body (JSON,
-                        # written by orjson in the embedded client: ``_FastJson``) is copied, never
-                        # transcoded; the JSON text itself (non-ASCII, quotes) measured slower. SIMD
-                        # base64 straight to a str: the standard library's cost the consumer 2.7 us
-                        # of CPU per event (a unit's rows are megabytes), pybase64's a tenth of that
-                        execute_bound(cur, _landing_insert_sql(db),
-                                      {**params, "rows": pybase64.b64encode_as_string(chunk)})
-                        count += int(cur.rowcount or 0)
+                for chunk in _statement_chunks(pieces, max_statement_bytes):
+                    # base64: ASCII without a character to escape, so the request body (JSON,
+                    # written by orjson in the embedded client: ``_FastJson``) is copied, never
+                    # transcoded; the JSON text itself (non-ASCII, quotes) measured slower. SIMD
+                    # base64 straight to a str: the standard library's cost the consumer 2.7 us
+                    # of CPU per event (a unit's rows are megabytes), pybase64's a tenth of that
+                    execute_bound(cur, _landing_insert_sql(db),
+                                  {**params, "rows": pybase64.b64encode_as_string(chunk)})
+                    count += int(cur.rowcount or 0)
                 # the token, in the same transaction; refused (nothing commits) when a later writer
                 # has opened the channel: one statement, no extra round trip for the fence
                 cur.execute(
@@ -323,7 +344,7 @@ class EmbeddedLandingChannel:
     def latest_committed_offset_token(self) -> str | None:
         return self._client.latest_committed_offset_tokens([self.name]).get(self.name)
 
-    def append(self, rows: bytes, *, offset_token: str) -> AppendResult:
+    def append(self, rows: bytes | Sequence[bytes], *, offset_token: str) -> AppendResult:
         if self._closed:
             raise ChannelError(f"channel {self.name} is closed")
         try:
@@ -450,10 +471,11 @@ class _StatementDeadline:
         function, args, kwargs = self.function, self.args, self.kwargs
         if self.cancelled or function is None:
             return
-        try:
-            function(*args, **kwargs)
-        finally:
-            self.executed = True
+        # marked before the cancel request, not after it returns (as the connector's timer does): the
+        # server's "canceled" answer to the statement can reach the cursor first, which then words the
+        # error as the server's instead of "cancelled by the client due to a timeout" (seen under load)
+        self.executed = True
+        function(*args, **kwargs)
 
 
 class _StatementWatchdog:

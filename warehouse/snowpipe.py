@@ -32,7 +32,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -512,16 +512,22 @@ class SnowpipeLandingChannel:
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, "read the committed offset token") from None
 
-    def _rows(self, rows: bytes, offset_token: str) -> tuple[list[dict[str, Any]], int]:
-        """The parsed rows, each stamped, and about how many bytes of JSON they make."""
-        items = orjson.loads(rows) if rows and rows.strip() else []
-        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise ValueError("rows must be ONE JSON array of landing rows (objects)")
+    def _rows(self, rows: bytes | Sequence[bytes], offset_token: str) -> tuple[list[dict[str, Any]], int]:
+        """The parsed rows (of one JSON array, or of several in order), each stamped, and about how
+        many bytes of JSON they make."""
+        pieces = [rows] if isinstance(rows, (bytes, bytearray, memoryview, str)) or rows is None else list(rows)
+        items: list[Any] = []
+        for piece in pieces:
+            parsed = orjson.loads(piece) if piece and bytes(piece).strip() else []
+            if not isinstance(parsed, list) or not all(isinstance(i, dict) for i in parsed):
+                raise ValueError("rows must be JSON arrays of landing rows (objects)")
+            items.extend(parsed)
+        rows_bytes = sum(len(piece) for piece in pieces if piece)
         values = {"channel": self.name, "offset_token": offset_token, "batch_id": f"{self.name}/{offset_token}"}
         stamp = {key: values[param] for key, param in self._client.stamps.items()}
         for item in items:
             item.update(stamp)
-        return items, len(rows) + len(items) * len(orjson.dumps(stamp))
+        return items, rows_bytes + len(items) * len(orjson.dumps(stamp))
 
     def _pieces(self, items: list[dict[str, Any]], size_bytes: int) -> list[list[dict[str, Any]]]:
         limit = self._client.max_append_bytes
@@ -538,7 +544,7 @@ class SnowpipeLandingChannel:
             size += item_size
         return pieces
 
-    def append(self, rows: bytes, *, offset_token: str) -> AppendResult:
+    def append(self, rows: bytes | Sequence[bytes], *, offset_token: str) -> AppendResult:
         started = time.perf_counter()
         if not offset_token or not offset_token.isdigit():
             raise ValueError("an append needs a decimal offset token")

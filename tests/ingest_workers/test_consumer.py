@@ -640,6 +640,37 @@ def test_a_consumer_does_not_wait_for_each_commit_of_a_channel_that_commits_late
     assert_exactly_once(expected_outcome(records))
 
 
+def test_a_unit_of_several_pipeline_batches_lands_in_one_transaction_under_its_last_sequence_number(
+        ingest_env, kinesis, monkeypatch):
+    from ingest_workers import pipeline
+
+    records = send_traffic(400, seed=41)
+    monkeypatch.setattr(services, "BATCH_MAX_RECORDS", 40)
+    batch_sizes: list[int] = []
+    real_process_batch = pipeline.process_batch
+
+    def process_batch_spy(batch, *args, **kwargs):
+        batch_sizes.append(len(batch))
+        return real_process_batch(batch, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "process_batch", process_batch_spy)
+    lease = _busiest_lease(kinesis, ingest_env.KINESIS_STREAM_NAME)
+    reader = _reader(kinesis, lease, "unit")
+    outcome = reader.process_unit(max_records=150)
+    reader.flush()
+    reader.close()
+    services.shard_lease_release(reader.lease)
+    assert outcome.read == 150 and batch_sizes == [40, 40, 40, 30]
+    last = _shard_seqs(kinesis, ingest_env.KINESIS_STREAM_NAME, lease)[149]
+    tokens = warehouse_rows("SELECT OFFSET_TOKEN, ROW_COUNT FROM RAW.CHANNEL_OFFSETS WHERE OFFSET_TOKEN IS NOT NULL")
+    assert [(t["OFFSET_TOKEN"], t["ROW_COUNT"]) for t in tokens] == [(last, outcome.landed_rows)]
+    landed = warehouse_rows("SELECT COUNT(*) AS N FROM RAW.LANDING_EVENTS")[0]["N"]
+    assert landed == outcome.landed_rows == outcome.valid + outcome.quarantined
+    monkeypatch.setattr(pipeline, "process_batch", real_process_batch)
+    services.pipeline_drain()
+    assert_exactly_once(expected_outcome(records))
+
+
 # --- rolled archive objects (RAW_ARCHIVE_ROLL_SECONDS > 0) --------------------------------------------
 
 def _busiest_lease(kinesis, stream: str) -> ShardLease:

@@ -27,7 +27,9 @@ from ingest_workers.pipeline import (
     QuarantineRow,
     RawRecord,
     SourceRoute,
+    batch_suppress,
     process_batch,
+    process_batches,
     quarantine_id,
 )
 
@@ -438,6 +440,67 @@ def test_in_batch_duplicates_are_counted_and_every_copy_kept(index):
     assert [e["lineage"]["sequence_number"] for e in result.events] == ["100", "101", "102", "103"]
     assert result.per_source["android-app"].duplicates == 2
     assert_accounted(result)
+
+
+def _mixed_unit(n: int) -> list[bytes]:
+    """``n`` records cycling through every preset sample, a duplicate, a broken record and an unknown source."""
+    samples = [envelope(name, s) for name in DEMO_SOURCES for c in PRESETS[name]["contracts"]
+               for v in c["versions"] for s in v["samples"]]
+    odd = [b"\x00junk", envelope("nobody", {}), samples[0]]
+    pool = samples + odd
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def test_a_unit_of_several_batches_gives_what_one_batch_of_the_same_records_gives(index):
+    datas = _mixed_unit(53)
+    recs = records_of(*datas)
+    locations = [("file:///archive/o.jsonl.zst", i) for i in range(len(recs))]
+    whole = process_batch(recs, index, stream=STREAM, batch_id="u", archive_locations=locations, now_micros=NOW)
+    split = process_batches(recs, index, stream=STREAM, batch_id="u", archive_locations=locations, now_micros=NOW,
+                            batch_records=10)
+    assert split.events == whole.events and split.event_ids == whole.event_ids
+    assert [r.quarantine_id for r in split.quarantine] == [r.quarantine_id for r in whole.quarantine]
+    assert (split.records, split.mapped_records, split.skipped) == (whole.records, whole.mapped_records, whole.skipped)
+    for name, counts in whole.per_source.items():
+        got = split.per_source[name]
+        assert (got.records, got.events, got.quarantined, got.reasons) == (
+            counts.records, counts.events, counts.quarantined, counts.reasons), name
+        # per contract version: the same records and events (duplicates only within each batch)
+        assert {k: v[:2] for k, v in got.versions.items()} == {k: v[:2] for k, v in counts.versions.items()}
+    # the landing rows stay one JSON array per batch, which together are the whole batch's array
+    pieces = split.landing_json_pieces()
+    assert len(pieces) == 6
+    assert [ev for piece in pieces for ev in orjson.loads(piece)] == orjson.loads(whole.landing_json())
+    assert split.landing_json() == whole.landing_json()
+
+
+def test_copies_of_one_event_in_two_batches_of_a_unit_are_events_not_in_batch_duplicates(index):
+    a = envelope("android-app", sample("android-app", "app_event", 1, 1))
+    b = envelope("android-app", sample("android-app", "app_event", 1, 2))
+    recs = records_of(a, b, a, b, a)
+    locations = [("file:///archive/o.jsonl.zst", i) for i in range(len(recs))]
+    split = process_batches(recs, index, stream=STREAM, batch_id="u", archive_locations=locations, now_micros=NOW,
+                            batch_records=2)
+    # batches [a, b] [a, b] [a]: no batch holds two copies; the merge deduplicates them, as across units
+    assert len(split.events) == 5 and split.in_batch_duplicates == 0
+    assert split.per_source["android-app"].duplicates == 0 and split.per_source["android-app"].events == 5
+
+
+def test_suppressing_records_of_a_unit_of_batches_lands_the_rest_in_pieces(index):
+    datas = _mixed_unit(25)
+    recs = records_of(*datas)
+    locations = [("file:///archive/o.jsonl.zst", i) for i in range(len(recs))]
+    split = process_batches(recs, index, stream=STREAM, batch_id="u", archive_locations=locations, now_micros=NOW,
+                            batch_records=10)
+    gone = {ev["lineage"]["sequence_number"] for ev in split.events[:7]}
+    assert len(gone) >= 5
+    kept = batch_suppress(split, {seq: "web-chat" for seq in gone})
+    pieces = kept.landing_json_pieces(max_events=4)
+    assert all(len(orjson.loads(piece)) <= 4 for piece in pieces)
+    landed = [ev for piece in pieces for ev in orjson.loads(piece)]
+    assert landed == [ev for ev in split.events if ev["lineage"]["sequence_number"] not in gone]
+    assert process_batches([], index, stream=STREAM, batch_id="u", archive_locations=[],
+                           now_micros=NOW).landing_json_pieces() == []
 
 
 def test_quarantine_ids_are_stable_across_reprocessing(index):

@@ -18,6 +18,7 @@ from warehouse.landing import (
     channel_committed_tokens,
     landing_append,
     landing_rows_json,
+    landing_rows_pieces,
     merge_channels,
     merge_progress,
     merge_ranges_pending,
@@ -222,6 +223,44 @@ def test_the_embedded_client_fences_a_reopened_channel(warehouse_conn, warehouse
         assert channel_committed_tokens(warehouse_conn, ["ch-0"]) == {"ch-0": "2"}
     finally:
         client.close()
+
+
+def test_a_unit_landed_in_pieces_commits_every_piece_with_its_one_token_or_none(warehouse_conn, warehouse_database):
+    from warehouse.channels import ChannelInvalidated
+    from warehouse.connection import warehouse_connect
+
+    def pieces(first: int) -> list[bytes]:
+        return landing_rows_pieces(
+            [orjson.dumps([canonical_event(f"e{first + i}", sequence_number=str(first + i)) for i in range(k, k + 3)])
+             for k in (0, 3)],
+            [quarantine_row(sequence_number=str(first + 6))])
+
+    client = EmbeddedLandingClient(connect=lambda: warehouse_connect(database=warehouse_database))
+    try:
+        old = client.open_channel("ch-0")
+        new = client.open_channel("ch-0")
+        with pytest.raises(ChannelInvalidated):
+            old.append(pieces(10), offset_token="16")
+        assert sum(landed_count(warehouse_conn, f"e{n}") for n in range(10, 16)) == 0  # no piece of it
+        result = new.append(pieces(10), offset_token="16")
+        assert result.rows == 7
+        assert sum(landed_count(warehouse_conn, f"e{n}") for n in range(10, 16)) == 6
+        tokens = warehouse_query(warehouse_conn, "SELECT OFFSET_TOKEN, ROW_COUNT FROM RAW.CHANNEL_OFFSETS "
+                                 "WHERE CHANNEL = 'ch-0' AND OFFSET_TOKEN IS NOT NULL")
+        assert [(t["OFFSET_TOKEN"], t["ROW_COUNT"]) for t in tokens] == [("16", 7)]
+        assert merge(warehouse_conn).events_inserted == 6
+    finally:
+        client.close()
+
+
+def test_a_units_landing_pieces_keep_each_batch_as_it_is_and_the_quarantine_rows_last():
+    first, second = b'[{"event_id":"a"}]', b'[{"event_id":"b"},{"event_id":"c"}]'
+    out = landing_rows_pieces([first, b"[]", second], [{"reason_code": "x"}])
+    assert out[0] is first  # not copied
+    assert [orjson.loads(p) for p in out] == [
+        [{"event_id": "a"}], [{"event_id": "b"}, {"event_id": "c"}, {"quarantine": {"reason_code": "x"}}]]
+    assert landing_rows_pieces([], b'[{"reason_code": "x"}]') == [b'[{"quarantine":{"reason_code":"x"}}]']
+    assert landing_rows_pieces([b"[]"]) == [b"[]"]
 
 
 def test_text_beyond_ascii_lands_unchanged(warehouse_conn):

@@ -387,6 +387,17 @@ def test_a_large_append_goes_in_pieces_with_the_token_on_the_last(fake_client):
     assert [r["event_id"] for piece, _ in appends for r in piece] == [f"e{i}" for i in range(10)]
 
 
+def test_a_unit_given_as_several_arrays_is_sent_in_order_under_its_one_token(fake_client):
+    channel = fake_client.open_channel("ch")
+    result = channel.append([b'[{"event_id": "a"}, {"event_id": "b"}]', b"[]", b'[{"event_id": "c"}]'],
+                            offset_token="77")
+    assert result.rows == 3
+    ((rows, token),) = fake_client.sdk_made[0].channels["ch"].appends
+    assert token == "77" and [r["event_id"] for r in rows] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="JSON arrays"):
+        channel.append([b'[{"event_id": "d"}]', b'{"event_id": "e"}'], offset_token="78")
+
+
 def test_sdk_errors_become_channel_errors(fake_client):
     channel = fake_client.open_channel("ch")
     sdk = fake_client.sdk_made[0].channels["ch"]
