@@ -93,8 +93,6 @@ MAX_DETAIL_ERRORS = 50
 #: records per ``process_batch`` call: the pipeline is fastest per record around 1,000 (its working set
 #: stays in the CPU caches); a consumer's unit of more records runs in batches of this many
 BATCH_RECORDS = 1000
-#: events per JSON array of a unit's landing rows (one landing statement each, ~2.5 MB at 2.5 KB/event)
-LANDING_PIECE_EVENTS = 1000
 #: raw bytes of an undecodable record kept in the quarantine row (the raw archive has all of it)
 MAX_RAW_KEPT = 64 * 1024
 NO_SOURCE = "(none)"  # per_source key of records whose envelope names no source
@@ -312,8 +310,6 @@ class BatchResult:
     mapped_records: int
     per_source: dict[str, SourceCounts]
     _landing: bytes | None = field(default=None, repr=False)
-    #: the events as several JSON arrays, in order (``process_batches``: one per batch)
-    _landing_pieces: list[bytes] | None = field(default=None, repr=False)
 
     def landing_json(self, *, refresh: bool = False) -> bytes:
         """The events as one JSON array (orjson), for the landing table.
@@ -325,16 +321,6 @@ class BatchResult:
         if refresh or self._landing is None:
             self._landing = _dumps(self.events)
         return self._landing
-
-    def landing_json_pieces(self, max_events: int = LANDING_PIECE_EVENTS) -> list[bytes]:
-        """The events as JSON arrays of at most ``max_events`` events each (one, or none, when there
-        are fewer), in order: a unit of several batches is landed as several statements of a few MB
-        (``warehouse.landing.STATEMENT_MAX_BYTES``) without joining them and splitting them again."""
-        if self._landing_pieces is not None:
-            return self._landing_pieces
-        if len(self.events) <= max_events:
-            return [self.landing_json()] if self.events else []
-        return [_dumps(self.events[start:start + max_events]) for start in range(0, len(self.events), max_events)]
 
     def quarantine_json(self) -> bytes:
         """The quarantine rows as one JSON array of objects keyed by column name."""
@@ -556,35 +542,10 @@ def _process(  # noqa: C901 - the per-record hot loop is one function on purpose
     )
 
 
-def process_batches(
-    records: Sequence[RawRecord],
-    index: ContractIndex,
-    *,
-    stream: str,
-    batch_id: str,
-    archive_locations: Sequence[tuple[str, int]],
-    now_micros: int,
-    batch_records: int = BATCH_RECORDS,
-) -> BatchResult:
-    """``process_batch`` over ``records`` in batches of ``batch_records``, as one result whose landing
-    rows stay in one JSON array per batch (``BatchResult.landing_json_pieces``). Copies of one event
-    in two batches are each counted as events, not as in-batch duplicates (the merge deduplicates
-    them, as it does copies in two units)."""
-    if len(archive_locations) != len(records):
-        raise ValueError(f"{len(records)} records but {len(archive_locations)} archive locations")
-    if len(records) <= batch_records:
-        return process_batch(records, index, stream=stream, batch_id=batch_id,
-                             archive_locations=archive_locations, now_micros=now_micros)
-    return batch_results_concat([
-        process_batch(records[start:start + batch_records], index, stream=stream, batch_id=batch_id,
-                      archive_locations=archive_locations[start:start + batch_records], now_micros=now_micros)
-        for start in range(0, len(records), batch_records)
-    ])
-
-
 def batch_results_concat(results: Sequence[BatchResult]) -> BatchResult:
-    """Several batches' results as one, in order: events, quarantine rows and counts added up, each
-    batch's landing JSON kept as one piece."""
+    """Several batches' results as one, in order: events, quarantine rows and counts added up. Copies of
+    one event in two batches are each counted as events, not as in-batch duplicates (the merge
+    deduplicates them, as it does copies in two units)."""
     if len(results) == 1:
         return results[0]
     per_source: dict[str, SourceCounts] = {}
@@ -618,7 +579,6 @@ def batch_results_concat(results: Sequence[BatchResult]) -> BatchResult:
         records=sum(result.records for result in results),
         mapped_records=sum(result.mapped_records for result in results),
         per_source=per_source,
-        _landing_pieces=[piece for result in results for piece in result.landing_json_pieces()],
     )
 
 

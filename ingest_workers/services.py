@@ -54,8 +54,9 @@ from ingest_workers.pipeline import (
     BatchResult,
     ContractIndex,
     RawRecord,
+    batch_results_concat,
     batch_suppress,
-    process_batches,
+    process_batch,
 )
 from ingest_workers.pipeline_stats import (
     pipeline_lag_record,
@@ -545,8 +546,6 @@ class ShardReader:
         Streaming), the unit is not waited for: it is remembered as pending, the next unit may be
         read at once, and ``settle`` checkpoints it when the channel's committed token reaches it."""
         from warehouse.channels import offset_after
-        from warehouse.landing import landing_rows_pieces
-
         if self.channel is None:
             self.open()
         assert self.channel is not None and self.archive is not None
@@ -577,16 +576,8 @@ class ShardReader:
                 fresh += 1
         index = contract_index_current()
         tick("archive")
-        # the hot path itself, as bench/bench_hot_path.py measures it (its own step in the figures)
-        result: BatchResult = process_batches(records[fresh:], index, stream=lease.stream, batch_id=unit,
-                                              archive_locations=locations[fresh:], now_micros=clock(),
-                                              batch_records=BATCH_MAX_RECORDS)
-        tick("pipeline")
-        not_json = {q.sequence_number for q in result.quarantine if q.reason_code == "undecodable"}
-        result, sealer = _erased_subjects_apply(records, fresh, locations, result, stream=lease.stream,
-                                                batch_id=unit, now_micros=clock())
-        rows = landing_rows_pieces(result.landing_json_pieces(), result.quarantine_json())
-        tick("erasure")
+        result, rows, sealer, not_json = _unit_pipeline(records, fresh, locations, index, stream=lease.stream,
+                                                        batch_id=unit, now_micros=clock(), tick=tick)
         # records before ``fresh`` did not go through the pipeline: the archive checks them itself
         self.archive.append(not_json if fresh == 0 else _not_json_beyond(records, fresh, not_json), sealer)
         finished = ended or (bool(lease.ending_sequence_number) and last == lease.ending_sequence_number)
@@ -613,7 +604,7 @@ class ShardReader:
         # the per-minute metrics and /metrics counters (in memory; written every few seconds)
         pipeline_unit_record(result, shard_id=lease.shard_id, lag_ms=behind)
         outcome.read = len(records)
-        outcome.valid = len(result.events)
+        outcome.valid = sum(counts.events for counts in result.per_source.values())  # its events were freed
         outcome.quarantined = len(result.quarantine)
         outcome.skipped = result.skipped
         outcome.in_batch_duplicates = result.in_batch_duplicates
@@ -654,39 +645,72 @@ class ShardReader:
             raise
         return appended.rows
 
-def _erased_subjects_apply(records: list[RawRecord], fresh: int, locations: list[tuple[str, int]],
-                           result: BatchResult, *, stream: str, batch_id: str, now_micros: int):
-    """(the batch without suppressed records, the unit's line sealer). Once per unit the keyring checks
-    the erasure generation (dropping cached keys after a shred, loading new suppression entries); a
-    record carrying an erased subject's identifier lands nothing and is archived without its record; so
-    does a quarantined record one of whose string leaves is an erased identifier (``payload_leaf_subjects``:
-    not kept in clear in RAW.QUARANTINE nor under the day key).
-    Records before ``fresh`` (re-read to rebuild an object, not landed again) are run through the
-    pipeline only to learn their subjects."""
+def _unit_pipeline(records: list[RawRecord], fresh: int, locations: list[tuple[str, int]], index: ContractIndex, *,
+                   stream: str, batch_id: str, now_micros: int, tick: Callable[[str], None]):
+    """A unit through the pipeline and the erasure rules one batch of ``BATCH_MAX_RECORDS`` at a time:
+    (its counts, its landing rows as one JSON array per batch, its archive line sealer, the sequence
+    numbers that are not JSON). Each batch's events are serialized, then freed while they are still
+    in the CPU's caches: a unit is two batches so that its fixed costs (a read, a landing transaction,
+    a checkpoint) are paid once for both, and a batch at a time keeps the working set of one.
+
+    Erasure, per batch: once per unit the keyring checks the erasure generation (dropping cached keys
+    after a shred, loading new suppression entries); a record carrying an erased subject's identifier
+    lands nothing and is archived without its record; so does a quarantined record one of whose string
+    leaves is an erased identifier (``payload_leaf_subjects``: not kept in clear in RAW.QUARANTINE nor
+    under the day key). Records before ``fresh`` (re-read to rebuild an object, not landed again) go
+    through the pipeline only to learn their subjects."""
     from deletion.subject_keys import archive_keyring
     from deletion.suppression import payload_leaf_subjects
-    from ingest_workers.archive_crypto import records_subjects
+    from ingest_workers.archive_crypto import LineSealer, records_subjects
+    from warehouse.landing import landing_rows_pieces
 
     keyring = archive_keyring()
     keyring.refresh()
-    subjects = records_subjects(result.events)
-    if fresh and (keyring.encrypting or keyring.suppressing):
-        earlier = process_batches(records[:fresh], contract_index_current(), stream=stream, batch_id=batch_id,
-                                  archive_locations=locations[:fresh], now_micros=now_micros,
-                                  batch_records=BATCH_MAX_RECORDS)
-        subjects.update(records_subjects(earlier.events))
-    suppressed = keyring.suppressed_of(subjects)
-    if keyring.suppressing:
-        # a record no event was mapped from names nobody the keyring knows: its string leaves are checked
-        quarantined = result.quarantine if not fresh else [*earlier.quarantine, *result.quarantine]
-        suppressed.update(row.sequence_number for row in quarantined
-                          if keyring.suppressed_uncached(payload_leaf_subjects(row.payload)))
-    sealer = keyring.sealer(records, subjects, suppressed)
-    if suppressed:
-        by_seq = {r.sequence_number: r for r in records}
-        result = batch_suppress(result, {seq: _source_name(by_seq[seq].data) for seq in suppressed})
-        log.info("suppressed %d record(s) of erased subjects in %s", len(suppressed), batch_id)
-    return result, sealer
+    size = BATCH_MAX_RECORDS
+    batches = [(a, min(a + size, fresh), False) for a in range(0, fresh, size)]
+    batches += [(a, min(a + size, len(records)), True) for a in range(fresh, len(records), size)]
+    results: list[BatchResult] = []
+    pieces: list[bytes] = []
+    not_json: set[str] = set()
+    keys_of: dict[str, Any] = {}
+    suppressed_all: set[str] = set()
+    sealers = clear = False
+    for start, end, lands in batches:
+        subjects: dict[str, tuple[str, ...]] = {}
+        suppressed: set[str] = set()
+        result = None
+        if lands or keyring.encrypting or keyring.suppressing:
+            result = process_batch(records[start:end], index, stream=stream, batch_id=batch_id,
+                                   archive_locations=locations[start:end], now_micros=now_micros)
+            tick("pipeline")
+            if lands:
+                not_json.update(q.sequence_number for q in result.quarantine if q.reason_code == "undecodable")
+            subjects = records_subjects(result.events)
+            suppressed = keyring.suppressed_of(subjects)
+            if keyring.suppressing:
+                # a record no event was mapped from names nobody the keyring knows: its string leaves are checked
+                suppressed.update(row.sequence_number for row in result.quarantine
+                                  if keyring.suppressed_uncached(payload_leaf_subjects(row.payload)))
+        sealer = keyring.sealer(records[start:end], subjects, suppressed)  # may add to ``suppressed``
+        if sealer is not None:
+            sealers, clear = True, sealer.clear
+            keys_of.update(sealer.keys_of)
+            suppressed_all.update(sealer.suppressed)
+        if result is not None and lands:
+            if suppressed:
+                by_seq = {r.sequence_number: r for r in records[start:end]}
+                result = batch_suppress(result, {seq: _source_name(by_seq[seq].data) for seq in suppressed})
+                log.info("suppressed %d record(s) of erased subjects in %s", len(suppressed), batch_id)
+            if result.events:
+                pieces.append(result.landing_json())
+            result.events, result.event_ids = [], []  # in ``pieces`` now: freed here, still in the caches
+            results.append(result)
+        tick("erasure")
+    unit = batch_results_concat(results) if results else BatchResult(
+        events=[], quarantine=[], event_ids=[], in_batch_duplicates=0, skipped=0, records=0, mapped_records=0,
+        per_source={})
+    rows = landing_rows_pieces(pieces, unit.quarantine_json())
+    return unit, rows, LineSealer(keys_of, suppressed_all, clear=clear) if sealers else None, not_json
 
 
 def _source_name(data: bytes) -> str:

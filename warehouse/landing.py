@@ -172,7 +172,7 @@ def landing_rows_json(events: bytes | None, quarantine_rows: bytes | list[dict] 
 def landing_rows_pieces(event_pieces: Sequence[bytes],
                         quarantine_rows: bytes | list[dict] | None = None) -> list[bytes]:
     """A unit's landing rows as several JSON arrays, in order: each piece of events as it is (one batch
-    each, ``BatchResult.landing_json_pieces``), the quarantine rows after the last one. An append sends
+    each: its ``BatchResult.landing_json``), the quarantine rows after the last one. An append sends
     one statement per piece, never joining them to split them again."""
     pieces = [piece for piece in event_pieces if _array_items(piece)]
     if not pieces:

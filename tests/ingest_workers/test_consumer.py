@@ -642,18 +642,16 @@ def test_a_consumer_does_not_wait_for_each_commit_of_a_channel_that_commits_late
 
 def test_a_unit_of_several_pipeline_batches_lands_in_one_transaction_under_its_last_sequence_number(
         ingest_env, kinesis, monkeypatch):
-    from ingest_workers import pipeline
-
     records = send_traffic(400, seed=41)
     monkeypatch.setattr(services, "BATCH_MAX_RECORDS", 40)
     batch_sizes: list[int] = []
-    real_process_batch = pipeline.process_batch
+    real_process_batch = services.process_batch
 
     def process_batch_spy(batch, *args, **kwargs):
         batch_sizes.append(len(batch))
         return real_process_batch(batch, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "process_batch", process_batch_spy)
+    monkeypatch.setattr(services, "process_batch", process_batch_spy)
     lease = _busiest_lease(kinesis, ingest_env.KINESIS_STREAM_NAME)
     reader = _reader(kinesis, lease, "unit")
     outcome = reader.process_unit(max_records=150)
@@ -666,7 +664,7 @@ def test_a_unit_of_several_pipeline_batches_lands_in_one_transaction_under_its_l
     assert [(t["OFFSET_TOKEN"], t["ROW_COUNT"]) for t in tokens] == [(last, outcome.landed_rows)]
     landed = warehouse_rows("SELECT COUNT(*) AS N FROM RAW.LANDING_EVENTS")[0]["N"]
     assert landed == outcome.landed_rows == outcome.valid + outcome.quarantined
-    monkeypatch.setattr(pipeline, "process_batch", real_process_batch)
+    monkeypatch.setattr(services, "process_batch", real_process_batch)
     services.pipeline_drain()
     assert_exactly_once(expected_outcome(records))
 

@@ -27,9 +27,9 @@ from ingest_workers.pipeline import (
     QuarantineRow,
     RawRecord,
     SourceRoute,
+    batch_results_concat,
     batch_suppress,
     process_batch,
-    process_batches,
     quarantine_id,
 )
 
@@ -451,13 +451,18 @@ def _mixed_unit(n: int) -> list[bytes]:
     return [pool[i % len(pool)] for i in range(n)]
 
 
-def test_a_unit_of_several_batches_gives_what_one_batch_of_the_same_records_gives(index):
-    datas = _mixed_unit(53)
-    recs = records_of(*datas)
+def _in_batches(index, recs, size: int):
     locations = [("file:///archive/o.jsonl.zst", i) for i in range(len(recs))]
-    whole = process_batch(recs, index, stream=STREAM, batch_id="u", archive_locations=locations, now_micros=NOW)
-    split = process_batches(recs, index, stream=STREAM, batch_id="u", archive_locations=locations, now_micros=NOW,
-                            batch_records=10)
+    return [process_batch(recs[a:a + size], index, stream=STREAM, batch_id="u", archive_locations=locations[a:a + size],
+                          now_micros=NOW) for a in range(0, len(recs), size)]
+
+
+def test_a_unit_of_several_batches_counts_what_one_batch_of_the_same_records_counts(index):
+    recs = records_of(*_mixed_unit(53))
+    (whole,) = _in_batches(index, recs, 53)
+    parts = _in_batches(index, recs, 10)
+    split = batch_results_concat(parts)
+    assert len(parts) == 6
     assert split.events == whole.events and split.event_ids == whole.event_ids
     assert [r.quarantine_id for r in split.quarantine] == [r.quarantine_id for r in whole.quarantine]
     assert (split.records, split.mapped_records, split.skipped) == (whole.records, whole.mapped_records, whole.skipped)
@@ -467,40 +472,33 @@ def test_a_unit_of_several_batches_gives_what_one_batch_of_the_same_records_give
             counts.records, counts.events, counts.quarantined, counts.reasons), name
         # per contract version: the same records and events (duplicates only within each batch)
         assert {k: v[:2] for k, v in got.versions.items()} == {k: v[:2] for k, v in counts.versions.items()}
-    # the landing rows stay one JSON array per batch, which together are the whole batch's array
-    pieces = split.landing_json_pieces()
-    assert len(pieces) == 6
-    assert [ev for piece in pieces for ev in orjson.loads(piece)] == orjson.loads(whole.landing_json())
+    # the batches' own landing arrays together are the whole batch's array
+    assert [ev for part in parts for ev in orjson.loads(part.landing_json())] == orjson.loads(whole.landing_json())
     assert split.landing_json() == whole.landing_json()
+    assert_accounted(split)
 
 
 def test_copies_of_one_event_in_two_batches_of_a_unit_are_events_not_in_batch_duplicates(index):
     a = envelope("android-app", sample("android-app", "app_event", 1, 1))
     b = envelope("android-app", sample("android-app", "app_event", 1, 2))
-    recs = records_of(a, b, a, b, a)
-    locations = [("file:///archive/o.jsonl.zst", i) for i in range(len(recs))]
-    split = process_batches(recs, index, stream=STREAM, batch_id="u", archive_locations=locations, now_micros=NOW,
-                            batch_records=2)
+    split = batch_results_concat(_in_batches(index, records_of(a, b, a, b, a), 2))
     # batches [a, b] [a, b] [a]: no batch holds two copies; the merge deduplicates them, as across units
     assert len(split.events) == 5 and split.in_batch_duplicates == 0
     assert split.per_source["android-app"].duplicates == 0 and split.per_source["android-app"].events == 5
 
 
-def test_suppressing_records_of_a_unit_of_batches_lands_the_rest_in_pieces(index):
-    datas = _mixed_unit(25)
-    recs = records_of(*datas)
-    locations = [("file:///archive/o.jsonl.zst", i) for i in range(len(recs))]
-    split = process_batches(recs, index, stream=STREAM, batch_id="u", archive_locations=locations, now_micros=NOW,
-                            batch_records=10)
-    gone = {ev["lineage"]["sequence_number"] for ev in split.events[:7]}
-    assert len(gone) >= 5
-    kept = batch_suppress(split, {seq: "web-chat" for seq in gone})
-    pieces = kept.landing_json_pieces(max_events=4)
-    assert all(len(orjson.loads(piece)) <= 4 for piece in pieces)
-    landed = [ev for piece in pieces for ev in orjson.loads(piece)]
-    assert landed == [ev for ev in split.events if ev["lineage"]["sequence_number"] not in gone]
-    assert process_batches([], index, stream=STREAM, batch_id="u", archive_locations=[],
-                           now_micros=NOW).landing_json_pieces() == []
+def test_suppressing_records_of_one_batch_of_a_unit_leaves_the_other_batches_counts_alone(index):
+    recs = records_of(*_mixed_unit(25))
+    parts = _in_batches(index, recs, 10)
+    gone = {ev["lineage"]["sequence_number"] for ev in parts[1].events[:4]}
+    assert len(gone) >= 3
+    source = parts[1].events[0]["source_id"].removeprefix("src-")
+    kept = batch_suppress(parts[1], {seq: source for seq in gone})
+    unit = batch_results_concat([parts[0], kept, parts[2]])
+    assert unit.events == [ev for ev in batch_results_concat(parts).events
+                           if ev["lineage"]["sequence_number"] not in gone]
+    assert unit.per_source[source].suppressed == len(gone)
+    assert unit.records == 25 == unit.mapped_records + len(gone) + unit.skipped + len(unit.quarantine)
 
 
 def test_quarantine_ids_are_stable_across_reprocessing(index):
