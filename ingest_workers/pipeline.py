@@ -90,9 +90,6 @@ REASON_CODES = (
 QUARANTINE_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://chatorbit.io/ns/quarantine-id")
 #: schema errors written into reason_detail at most (the rest are counted)
 MAX_DETAIL_ERRORS = 50
-#: records per ``process_batch`` call: the pipeline is fastest per record around 1,000 (its working set
-#: stays in the CPU caches); a consumer's unit of more records runs in batches of this many
-BATCH_RECORDS = 1000
 #: raw bytes of an undecodable record kept in the quarantine row (the raw archive has all of it)
 MAX_RAW_KEPT = 64 * 1024
 NO_SOURCE = "(none)"  # per_source key of records whose envelope names no source
@@ -547,7 +544,7 @@ def batch_results_concat(results: Sequence[BatchResult]) -> BatchResult:
     one event in two batches are each counted as events, not as in-batch duplicates (the merge
     deduplicates them, as it does copies in two units)."""
     if len(results) == 1:
-        return results[0]
+        return results[0]  # no copy of a lone batch (no results: an empty one, below)
     per_source: dict[str, SourceCounts] = {}
     for result in results:
         for name, counts in result.per_source.items():

@@ -49,7 +49,6 @@ from obstore.exceptions import BaseError as ObstoreError
 from ingest_workers import archive
 from ingest_workers.models import ShardLease, WorkerLease
 from ingest_workers.pipeline import (
-    BATCH_RECORDS,
     NO_SOURCE,
     BatchResult,
     ContractIndex,
@@ -68,8 +67,9 @@ from warehouse.channels import ChannelError, ChannelInvalidated, LandingChannel,
 
 log = logging.getLogger(__name__)
 
-#: records per pipeline batch (``process_batch`` is fastest per record around 1,000: CPU caches)
-BATCH_MAX_RECORDS = BATCH_RECORDS
+#: records per ``process_batch`` call: the pipeline is fastest per record around 1,000 (its working set
+#: stays in the CPU caches)
+BATCH_MAX_RECORDS = 1000
 #: records per unit: one GetRecords read, one archive append, one landing transaction, one checkpoint.
 #: Each unit costs ~9 ms of consumer CPU whatever its size (round trips to Kinesis, the warehouse and
 #: the database: bench/bench_consumer.py), so a unit is two pipeline batches; a production shard at
@@ -676,11 +676,12 @@ def _unit_pipeline(records: list[RawRecord], fresh: int, locations: list[tuple[s
     suppressed_all: set[str] = set()
     sealers = clear = False
     for start, end, lands in batches:
+        batch = records[start:end]
         subjects: dict[str, tuple[str, ...]] = {}
         suppressed: set[str] = set()
         result = None
         if lands or keyring.encrypting or keyring.suppressing:
-            result = process_batch(records[start:end], index, stream=stream, batch_id=batch_id,
+            result = process_batch(batch, index, stream=stream, batch_id=batch_id,
                                    archive_locations=locations[start:end], now_micros=now_micros)
             tick("pipeline")
             if lands:
@@ -691,14 +692,14 @@ def _unit_pipeline(records: list[RawRecord], fresh: int, locations: list[tuple[s
                 # a record no event was mapped from names nobody the keyring knows: its string leaves are checked
                 suppressed.update(row.sequence_number for row in result.quarantine
                                   if keyring.suppressed_uncached(payload_leaf_subjects(row.payload)))
-        sealer = keyring.sealer(records[start:end], subjects, suppressed)  # may add to ``suppressed``
+        sealer = keyring.sealer(batch, subjects, suppressed)  # may add to ``suppressed``
         if sealer is not None:
             sealers, clear = True, sealer.clear
             keys_of.update(sealer.keys_of)
             suppressed_all.update(sealer.suppressed)
         if result is not None and lands:
             if suppressed:
-                by_seq = {r.sequence_number: r for r in records[start:end]}
+                by_seq = {r.sequence_number: r for r in batch}
                 result = batch_suppress(result, {seq: _source_name(by_seq[seq].data) for seq in suppressed})
                 log.info("suppressed %d record(s) of erased subjects in %s", len(suppressed), batch_id)
             if result.events:
@@ -706,9 +707,7 @@ def _unit_pipeline(records: list[RawRecord], fresh: int, locations: list[tuple[s
             result.events, result.event_ids = [], []  # in ``pieces`` now: freed here, still in the caches
             results.append(result)
         tick("erasure")
-    unit = batch_results_concat(results) if results else BatchResult(
-        events=[], quarantine=[], event_ids=[], in_batch_duplicates=0, skipped=0, records=0, mapped_records=0,
-        per_source={})
+    unit = batch_results_concat(results)
     rows = landing_rows_pieces(pieces, unit.quarantine_json())
     return unit, rows, LineSealer(keys_of, suppressed_all, clear=clear) if sealers else None, not_json
 
