@@ -49,7 +49,6 @@ def env(settings, people, warehouse_server, tmp_path):
     """The demo contracts, this test's own warehouse database and archive folder."""
     settings.SNOWFLAKE = {**settings.SNOWFLAKE, "database": f"T_{uuid.uuid4().hex[:12].upper()}"}
     settings.RAW_ARCHIVE_URL = f"file://{tmp_path}/archive"
-    settings.REDIS_URL = "redis://127.0.0.1:6379/7"
     call_command("seed_demo", quiet_keys=True, force=True, stdout=io.StringIO())
     services.contract_index_current(force=True)
     return settings
