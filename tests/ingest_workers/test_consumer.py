@@ -643,7 +643,7 @@ def test_a_consumer_does_not_wait_for_each_commit_of_a_channel_that_commits_late
 def test_a_unit_of_several_pipeline_batches_lands_in_one_transaction_under_its_last_sequence_number(
         ingest_env, kinesis, monkeypatch):
     records = send_traffic(400, seed=41)
-    monkeypatch.setattr(services, "BATCH_MAX_RECORDS", 40)
+    monkeypatch.setattr(services, "BATCH_MAX_RECORDS", 30)
     batch_sizes: list[int] = []
     real_process_batch = services.process_batch
 
@@ -652,14 +652,15 @@ def test_a_unit_of_several_pipeline_batches_lands_in_one_transaction_under_its_l
         return real_process_batch(batch, *args, **kwargs)
 
     monkeypatch.setattr(services, "process_batch", process_batch_spy)
+    # the busiest of 4 shards holds at least 400 / 4 = 100 records whatever the partition keys hash to
     lease = _busiest_lease(kinesis, ingest_env.KINESIS_STREAM_NAME)
     reader = _reader(kinesis, lease, "unit")
-    outcome = reader.process_unit(max_records=150)
+    outcome = reader.process_unit(max_records=100)
     reader.flush()
     reader.close()
     services.shard_lease_release(reader.lease)
-    assert outcome.read == 150 and batch_sizes == [40, 40, 40, 30]
-    last = _shard_seqs(kinesis, ingest_env.KINESIS_STREAM_NAME, lease)[149]
+    assert outcome.read == 100 and batch_sizes == [30, 30, 30, 10]
+    last = _shard_seqs(kinesis, ingest_env.KINESIS_STREAM_NAME, lease)[99]
     tokens = warehouse_rows("SELECT OFFSET_TOKEN, ROW_COUNT FROM RAW.CHANNEL_OFFSETS WHERE OFFSET_TOKEN IS NOT NULL")
     assert [(t["OFFSET_TOKEN"], t["ROW_COUNT"]) for t in tokens] == [(last, outcome.landed_rows)]
     landed = warehouse_rows("SELECT COUNT(*) AS N FROM RAW.LANDING_EVENTS")[0]["N"]
