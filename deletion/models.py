@@ -32,6 +32,30 @@ class SubjectKey(models.Model):
         return f"subject key {self.key_id}"
 
 
+class ArchiveWrappingKey(models.Model):
+    """A key that wraps subject data keys under ``ARCHIVE_ENCRYPTION=kms``: one per UTC day and KMS key,
+    itself wrapped by KMS (``GenerateDataKey``, the encryption context naming it). A new subject costs an
+    AES-GCM wrap under the day's key, not a KMS request; a process asks KMS once per wrapping key it
+    meets (``Decrypt``). Never deleted, like the KMS key: shredding deletes the subject's ``SubjectKey``
+    row, the only place its data key is kept (docs/decisions.md, "Subject keys wrapped under a key of
+    the day")."""
+
+    wrapping_key_id = models.CharField(max_length=32, unique=True)
+    #: the UTC day whose new subject keys it wraps
+    day = models.DateField()
+    #: the KMS CiphertextBlob of the key
+    wrapped_key = models.BinaryField()
+    #: the KMS key that wrapped it
+    master_key = models.CharField(max_length=256)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "master_key"], name="one_wrapping_key_per_day")]
+
+    def __str__(self) -> str:
+        return f"archive wrapping key {self.wrapping_key_id} ({self.day})"
+
+
 class SuppressedSubject(models.Model):
     """A keyed hash of an erased subject's identifier: events carrying it are dropped at the worker,
     and re-drives, replays and imports skip them."""

@@ -1,17 +1,20 @@
 """The raw archive's per-subject data keys: wrapped by a master key, stored in PostgreSQL, cached per process.
 
 Master keys (``settings.ARCHIVE_ENCRYPTION``):
-* ``kms``: ``GenerateDataKey`` / ``Decrypt`` on ``ARCHIVE_KMS_KEY_ID`` through boto3 (the moto server in
-  the tests), the encryption context naming the key id, so a wrapped key only opens as itself;
+* ``kms``: data keys wrapped under a wrapping key of the UTC day (``ArchiveWrappingKey``), which is itself
+  wrapped by ``GenerateDataKey`` / opened by ``Decrypt`` on ``ARCHIVE_KMS_KEY_ID`` through boto3 (the moto
+  server in the tests): one KMS request a day for the fleet and one per wrapping key per process, not one
+  per subject. The AAD and the encryption context name the key ids, so a wrapped key only opens as itself;
 * ``local``: AES-256-GCM under a local 32-byte key (``ARCHIVE_LOCAL_MASTER_KEY``, else a key file
   made on first use): the embedded default;
 * ``off``: no encryption (benchmarks); suppression still applies.
 
 ``SubjectKeyring`` is one process's view: data keys by subject and by key id in bounded LRU caches,
 the suppression list as a set of keyed hashes, both dropped when ``ErasureGeneration`` moved (checked
-once per batch by ``refresh``). A new subject costs one round trip to the master key and one guarded
-INSERT; two workers creating the same subject's key at once both insert with ``ON CONFLICT DO
-NOTHING`` and both read back the one row that won (the loser unwraps the winner's key). The INSERT is
+once per batch by ``refresh``). A new subject costs one wrap under the master key (a local AES-GCM
+operation with either master key) and one guarded INSERT; two workers creating the same subject's key at
+once both insert with ``ON CONFLICT DO NOTHING`` and both read back the one row that won (the loser
+unwraps the winner's key). The INSERT is
 also guarded by the suppression list, so a worker whose view is a batch old cannot recreate a key
 that an erasure has just shredded.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import logging
 import os
 import threading
@@ -78,37 +82,117 @@ class LocalMasterKey:
         return f"LocalMasterKey({self.name})"
 
 
-class KmsMasterKey:
-    """KMS envelope encryption: one ``GenerateDataKey`` per new subject, one ``Decrypt`` per key a
-    process has not cached. moto's KMS still answers for keys scheduled for deletion, so nothing here
-    relies on the master key's state: shredding deletes the wrapped data key."""
+#: a subject key wrapped under a wrapping key of the day (``KmsMasterKey``): this prefix, the wrapping key's
+#: id (32 hex characters), a 12-byte nonce, then AES-256-GCM of the data key. A KMS CiphertextBlob (the
+#: keys wrapped before the wrapping tier) never starts with a zero byte: AWS's start with a version byte
+#: of 1, moto's with the KMS key's id in ASCII.
+_WRAPPED_PREFIX = b"\x00wk1"
+_WRAPPING_CONTEXT_PURPOSE = "chatorbit-raw-archive-wrapping-key"
 
-    def __init__(self, client: Any, key_id: str):
+
+class WrappingKeyMissing(Exception):
+    """A subject key names a wrapping key that has no row: it cannot be unwrapped (never expected: wrapping
+    keys are never deleted)."""
+
+
+def _utc_day() -> dt.date:
+    return timezone.now().astimezone(dt.UTC).date()
+
+
+class KmsMasterKey:
+    """KMS envelope encryption with a wrapping tier: a subject's data key is wrapped (AES-256-GCM, the
+    AAD naming its key id) under the wrapping key of the UTC day (``ArchiveWrappingKey``), and only the
+    wrapping key goes through KMS: one ``GenerateDataKey`` a day for the whole fleet (two workers making
+    the day's key at once keep the row that won), one ``Decrypt`` per wrapping key per process. One KMS
+    request per new subject cost the consumer ~0.66 ms of CPU and ~2 ms of waiting each on the loopback
+    (bench: ~9 new subjects per 100 records of demo traffic, 60 us of CPU per event), and at 35K events/s
+    thousands of billed, throttled requests a second. Keys wrapped directly by KMS before this (their
+    bytes are a KMS CiphertextBlob) are still opened with ``Decrypt``. moto's KMS still answers for keys
+    scheduled for deletion, so nothing here relies on the master key's state: shredding deletes the
+    subject's wrapped data key, the only copy."""
+
+    def __init__(self, client: Any, key_id: str, *, day: Any = _utc_day):
         self.client = client
         self.key_id = key_id
         self.name = key_id
+        self._day = day
+        self._lock = threading.RLock()
+        self._current: tuple[dt.date, str, AESGCM] | None = None  # the day's wrapping key, known committed
+        self._wrapping: _Lru = _Lru(4096)  # wrapping key id → AESGCM
 
     def _context(self, key_id: str) -> dict[str, str]:
         return {"purpose": _KMS_CONTEXT_PURPOSE, "subject_key_id": key_id}
 
     def generate(self, key_id: str) -> tuple[bytes, bytes]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            answer = self.client.generate_data_key(KeyId=self.key_id, KeySpec="AES_256",
-                                                   EncryptionContext=self._context(key_id))
-        except (BotoCoreError, ClientError) as err:
-            raise KeyServiceUnavailable(f"KMS GenerateDataKey failed: {type(err).__name__}") from None
-        return answer["Plaintext"], answer["CiphertextBlob"]
+        wrapping_id, aead = self._wrapping_key_of_today()
+        key = os.urandom(32)
+        nonce = os.urandom(12)
+        return key, _WRAPPED_PREFIX + wrapping_id.encode() + nonce + aead.encrypt(nonce, key, key_id.encode())
 
     def unwrap(self, wrapped: bytes, key_id: str) -> bytes:
+        if wrapped[:len(_WRAPPED_PREFIX)] != _WRAPPED_PREFIX:
+            return self._kms_decrypt(wrapped, self._context(key_id))  # wrapped by KMS itself, before the tier
+        at = len(_WRAPPED_PREFIX)
+        wrapping_id = wrapped[at:at + 32].decode("ascii")
+        nonce, sealed = wrapped[at + 32:at + 44], wrapped[at + 44:]
+        return self._wrapping_key(wrapping_id).decrypt(nonce, sealed, key_id.encode())
+
+    def _kms_decrypt(self, blob: bytes, context: dict[str, str]) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.decrypt(CiphertextBlob=wrapped, KeyId=self.key_id,
-                                       EncryptionContext=self._context(key_id))["Plaintext"]
+            return self.client.decrypt(CiphertextBlob=blob, KeyId=self.key_id, EncryptionContext=context)["Plaintext"]
         except (BotoCoreError, ClientError) as err:
             raise KeyServiceUnavailable(f"KMS Decrypt failed: {type(err).__name__}") from None
+
+    def _wrapping_key(self, wrapping_id: str) -> AESGCM:
+        from deletion.models import ArchiveWrappingKey
+
+        with self._lock:
+            found = self._wrapping.get(wrapping_id)
+            if found is None:
+                row = ArchiveWrappingKey.objects.filter(wrapping_key_id=wrapping_id).first()
+                if row is None:
+                    raise WrappingKeyMissing(f"archive wrapping key {wrapping_id} has no row")
+                found = AESGCM(self._kms_decrypt(bytes(row.wrapped_key), self._wrapping_context(wrapping_id)))
+                self._wrapping.put(wrapping_id, found)
+            return found
+
+    @staticmethod
+    def _wrapping_context(wrapping_id: str) -> dict[str, str]:
+        return {"purpose": _WRAPPING_CONTEXT_PURPOSE, "wrapping_key_id": wrapping_id}
+
+    def _wrapping_key_of_today(self) -> tuple[str, AESGCM]:
+        """The day's wrapping key: cached, else the stored row, else made (one KMS request) and stored."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from deletion.models import ArchiveWrappingKey
+
+        day = self._day()
+        with self._lock:
+            if self._current is not None and self._current[0] == day:
+                return self._current[1], self._current[2]
+            row = ArchiveWrappingKey.objects.filter(day=day, master_key=self.name).first()
+            if row is None:
+                wrapping_id = os.urandom(16).hex()
+                try:
+                    answer = self.client.generate_data_key(KeyId=self.key_id, KeySpec="AES_256",
+                                                           EncryptionContext=self._wrapping_context(wrapping_id))
+                except (BotoCoreError, ClientError) as err:
+                    raise KeyServiceUnavailable(f"KMS GenerateDataKey failed: {type(err).__name__}") from None
+                # two workers making the day's key at once: the row that won is the day's key
+                ArchiveWrappingKey.objects.bulk_create(
+                    [ArchiveWrappingKey(wrapping_key_id=wrapping_id, day=day, wrapped_key=answer["CiphertextBlob"],
+                                        master_key=self.name)], ignore_conflicts=True)
+                row = ArchiveWrappingKey.objects.get(day=day, master_key=self.name)
+                if row.wrapping_key_id == wrapping_id:
+                    self._wrapping.put(wrapping_id, AESGCM(answer["Plaintext"]))
+            aead = self._wrapping_key(row.wrapping_key_id)
+            # made inside a caller's transaction, the row may yet be rolled back (with the subject keys
+            # wrapped under it): it becomes the day's key for this process only once it is seen committed
+            if not connection.in_atomic_block:
+                self._current = (day, row.wrapping_key_id, aead)
+            return row.wrapping_key_id, aead
 
 
 class KeyMaterialLogFilter(logging.Filter):
