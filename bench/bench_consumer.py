@@ -13,8 +13,8 @@ capacity plan needs: ``consumer_cpu_vs_hot_path`` (goal ≤ 2).
 
 ``archive_bytes_per_record`` is the archive objects' bytes per record read (and
 ``archive_compression_ratio`` the records' bytes over them). ``ARCHIVE_ENCRYPTION`` (``local``, the
-embedded default, or ``off``) passes through to the consumer: run both, one after the other, to compare
-the encrypted archive's size and CPU with the clear one's.
+embedded default, ``kms``: production's master key, a key made on the emulator, or ``off``) passes
+through to the consumer: run them one after the other to compare the archive's size and CPU.
 """
 
 from __future__ import annotations
@@ -71,15 +71,26 @@ def main() -> int:
                RAW_ARCHIVE_URL=f"file://{var / 'archive'}", DEBUG="1", LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
     os.environ.update(env)
     manage = [sys.executable, "manage.py"]
+    # the emulators need no archive key (with ``kms`` the key is made on the emulator once it is up)
+    servers_env = {k: v for k, v in env.items() if k != "ARCHIVE_ENCRYPTION"}
     children = [
-        subprocess.Popen([*manage, "local_aws"], cwd=ROOT, env=env,
+        subprocess.Popen([*manage, "local_aws"], cwd=ROOT, env=servers_env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         subprocess.Popen([sys.executable, "-m", "warehouse.embedded", "--path", str(var / "warehouse"), "--port",
-                          str(wh_port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                          str(wh_port)], cwd=ROOT, env=servers_env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL),
     ]
     try:
         wait_port(aws_port, children[0])
         wait_port(wh_port, children[1])
+        if env.get("ARCHIVE_ENCRYPTION") == "kms" and not env.get("ARCHIVE_KMS_KEY_ID"):
+            # production's master key: a KMS key on the emulator (its requests are the consumer's CPU too)
+            import boto3
+
+            kms = boto3.client("kms", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                               aws_access_key_id="bench", aws_secret_access_key="bench")
+            env["ARCHIVE_KMS_KEY_ID"] = kms.create_key(Description="bench_consumer")["KeyMetadata"]["KeyId"]
+            os.environ.update(env)
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
         import django
 
@@ -145,6 +156,9 @@ def main() -> int:
         consumer = json.loads(next(line for line in reversed(out.stdout.strip().splitlines())
                                    if line.startswith("{")))
         hot_after, _ = hot_path_cpu_seconds()
+        from deletion.models import SubjectKey
+
+        subject_keys = SubjectKey.objects.count()
     finally:
         for child in children:
             child.terminate()
@@ -182,6 +196,8 @@ def main() -> int:
         # heartbeat thread, the connector's threads, the interpreter)
         "consumer_cpu_us_per_event_by_step": {step: round(us, 1) for step, us in by_step.items()},
         "archive_encryption": os.environ.get("ARCHIVE_ENCRYPTION", "local"),
+        # subjects met for the first time (each a new data key, wrapped and INSERTed) per 1,000 records
+        "archive_new_subject_keys_per_1000_records": round(subject_keys / max(1, read) * 1000, 1),
         "archive_bytes_per_record": round(archive_bytes / max(1, read), 1),
         "archive_record_bytes_per_record": round(record_bytes / max(1, len(encoded)), 1),
         "archive_compression_ratio": round(record_bytes / max(1, archive_bytes), 2),
