@@ -137,11 +137,12 @@ class KmsMasterKey:
         nonce, sealed = wrapped[at + 32:at + 44], wrapped[at + 44:]
         return self._wrapping_key(wrapping_id).decrypt(nonce, sealed, key_id.encode())
 
-    def _kms_decrypt(self, blob: bytes, context: dict[str, str]) -> bytes:
+    def _kms_decrypt(self, blob: bytes, context: dict[str, str], kms_key: str | None = None) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.decrypt(CiphertextBlob=blob, KeyId=self.key_id, EncryptionContext=context)["Plaintext"]
+            return self.client.decrypt(CiphertextBlob=blob, KeyId=kms_key or self.key_id,
+                                       EncryptionContext=context)["Plaintext"]
         except (BotoCoreError, ClientError) as err:
             raise KeyServiceUnavailable(f"KMS Decrypt failed: {type(err).__name__}") from None
 
@@ -154,7 +155,10 @@ class KmsMasterKey:
                 row = ArchiveWrappingKey.objects.filter(wrapping_key_id=wrapping_id).first()
                 if row is None:
                     raise WrappingKeyMissing(f"archive wrapping key {wrapping_id} has no row")
-                found = AESGCM(self._kms_decrypt(bytes(row.wrapped_key), self._wrapping_context(wrapping_id)))
+                # under the KMS key that wrapped it (its row names it): a new ARCHIVE_KMS_KEY_ID wraps the
+                # next days' keys, and the earlier days' still open while their KMS key is enabled
+                found = AESGCM(self._kms_decrypt(bytes(row.wrapped_key), self._wrapping_context(wrapping_id),
+                                                 row.master_key))
                 self._wrapping.put(wrapping_id, found)
             return found
 

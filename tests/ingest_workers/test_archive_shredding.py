@@ -347,6 +347,21 @@ def test_with_kms_keys_of_earlier_days_and_keys_kms_wrapped_itself_still_open_ea
 
 
 @pytest.mark.django_db(transaction=True)
+def test_with_kms_a_new_kms_key_wraps_the_next_key_of_the_day_and_the_earlier_days_still_open(
+        settings, aws_settings, kms_key):
+    from deletion.models import ArchiveWrappingKey
+
+    client, _ = _kms_client_counting(aws_settings)
+    ((old_kid, old_key),) = _kms_keyring(settings, client, kms_key).subject_keys(["device_id:before"]).values()
+    new_kms_key = client.create_key(Description="the next archive key")["KeyMetadata"]["KeyId"]
+    after = _kms_keyring(settings, client, new_kms_key)
+    ((new_kid, new_key),) = after.subject_keys(["device_id:after"]).values()
+    assert sorted(ArchiveWrappingKey.objects.values_list("master_key", flat=True)) == sorted([kms_key, new_kms_key])
+    fresh = _kms_keyring(settings, client, new_kms_key)     # a process started with the new setting
+    assert fresh.keys_by_id([old_kid, new_kid]) == {old_kid: old_key, new_kid: new_key}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_with_kms_a_key_of_the_day_made_in_a_transaction_that_rolled_back_wraps_nothing_afterwards(
         settings, aws_settings, kms_key):
     from django.db import transaction
