@@ -183,6 +183,12 @@ class KmsMasterKey:
                     answer = self.client.generate_data_key(KeyId=self.key_id, KeySpec="AES_256",
                                                            EncryptionContext=self._wrapping_context(wrapping_id))
                 except (BotoCoreError, ClientError) as err:
+                    if self._current is not None:
+                        # the day changed while KMS is unreachable: the last day's key (committed, in
+                        # memory) keeps wrapping new subjects rather than stopping every unit at midnight
+                        log.warning("KMS GenerateDataKey failed (%s): new subject keys stay under the wrapping "
+                                    "key of %s until it answers", type(err).__name__, self._current[0])
+                        return self._current[1], self._current[2]
                     raise KeyServiceUnavailable(f"KMS GenerateDataKey failed: {type(err).__name__}") from None
                 # two workers making the day's key at once: the row that won is the day's key
                 ArchiveWrappingKey.objects.bulk_create(

@@ -300,7 +300,7 @@ def test_with_kms_new_subjects_cost_no_kms_request_each_one_key_of_the_day_wraps
     from deletion.models import ArchiveWrappingKey, SubjectKey
 
     client, sent = _kms_client_counting(aws_settings)
-    first = _kms_keyring(settings, client, kms_key)
+    first = _kms_keyring(settings, client, kms_key, day=lambda: dt.date(2026, 12, 4))  # a run may cross midnight
     made = first.subject_keys([f"device_id:kms-{i}" for i in range(40)])
     made.update(first.subject_keys(["device_id:kms-later"]))
     assert len(made) == 41 and SubjectKey.objects.count() == 41
@@ -308,7 +308,7 @@ def test_with_kms_new_subjects_cost_no_kms_request_each_one_key_of_the_day_wraps
     assert ArchiveWrappingKey.objects.count() == 1
     assert set(SubjectKey.objects.values_list("master_key", flat=True)) == {kms_key}
     sent.clear()
-    second = _kms_keyring(settings, client, kms_key)         # another process: nothing cached
+    second = _kms_keyring(settings, client, kms_key, day=lambda: dt.date(2026, 12, 4))  # another process
     assert second.keys_by_id([kid for kid, _ in made.values()]) == dict(made.values())
     assert sent == ["Decrypt"]                             # the wrapping key, once for 41 subject keys
     second.subject_keys(["device_id:kms-second-worker"])     # its new subjects: under the same key of the day
@@ -347,6 +347,23 @@ def test_with_kms_keys_of_earlier_days_and_keys_kms_wrapped_itself_still_open_ea
 
 
 @pytest.mark.django_db(transaction=True)
+def test_with_kms_unreachable_at_midnight_new_subjects_stay_under_the_last_days_key(settings, aws_settings, kms_key):
+    from deletion.models import ArchiveWrappingKey
+
+    client, sent = _kms_client_counting(aws_settings)
+    today = {"day": dt.date(2026, 12, 4)}
+    worker = _kms_keyring(settings, client, kms_key, day=lambda: today["day"])
+    worker.subject_keys(["device_id:before-midnight"])
+    # the day turns while KMS refuses every GenerateDataKey (here: the key it is asked for does not exist)
+    worker.master.key_id = "00000000-0000-0000-0000-000000000000"
+    today["day"] = dt.date(2026, 12, 5)
+    ((kid, key),) = worker.subject_keys(["device_id:after-midnight"]).values()
+    assert sent.count("GenerateDataKey") == 2                       # asked, refused, carried on
+    assert list(ArchiveWrappingKey.objects.values_list("day", flat=True)) == [dt.date(2026, 12, 4)]
+    assert _kms_keyring(settings, client, kms_key).keys_by_id([kid]) == {kid: key}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_with_kms_a_new_kms_key_wraps_the_next_key_of_the_day_and_the_earlier_days_still_open(
         settings, aws_settings, kms_key):
     from deletion.models import ArchiveWrappingKey
@@ -369,7 +386,7 @@ def test_with_kms_a_key_of_the_day_made_in_a_transaction_that_rolled_back_wraps_
     from deletion.models import ArchiveWrappingKey, SubjectKey
 
     client, _ = _kms_client_counting(aws_settings)
-    worker = _kms_keyring(settings, client, kms_key)
+    worker = _kms_keyring(settings, client, kms_key, day=lambda: dt.date(2026, 12, 4))
     with pytest.raises(RuntimeError), transaction.atomic():
         worker.subject_keys(["device_id:rolled-back"])
         assert ArchiveWrappingKey.objects.count() == 1
@@ -498,10 +515,13 @@ def test_key_material_never_reaches_the_logs(ingest_env, caplog, master, request
         from deletion.models import ArchiveWrappingKey
         from ingest_workers.aws import kms_client
 
-        (row,) = ArchiveWrappingKey.objects.all()
-        secrets += [bytes(row.wrapped_key), kms_client().decrypt(
-            CiphertextBlob=bytes(row.wrapped_key), EncryptionContext={
-                "purpose": "chatorbit-raw-archive-wrapping-key", "wrapping_key_id": row.wrapping_key_id})["Plaintext"]]
+        rows = list(ArchiveWrappingKey.objects.all())   # two if the run crossed midnight UTC
+        assert rows
+        for row in rows:
+            secrets += [bytes(row.wrapped_key), kms_client().decrypt(
+                CiphertextBlob=bytes(row.wrapped_key), EncryptionContext={
+                    "purpose": "chatorbit-raw-archive-wrapping-key",
+                    "wrapping_key_id": row.wrapping_key_id})["Plaintext"]]
     assert len(plain) == 2 and len(wrapped) == 4
     for secret in secrets:
         for form in (secret.hex(), base64.b64encode(secret).decode(), repr(secret)):
