@@ -29,6 +29,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
@@ -49,7 +50,33 @@ _KMS_CONTEXT_PURPOSE = "chatorbit-raw-archive-subject-key"
 
 
 class KeyServiceUnavailable(Exception):
-    """The master key could not be reached (KMS down, throttled): the unit is retried."""
+    """The master key could not be reached (KMS down, throttled) or refused: the unit is retried."""
+
+
+#: KMS answers that no retry will change: the key, its policy or the setting is wrong
+KMS_REFUSALS = frozenset({
+    "AccessDeniedException", "DisabledException", "NotFoundException", "KMSInvalidStateException",
+    "InvalidKeyUsageException", "IncorrectKeyException", "InvalidCiphertextException", "ValidationException",
+    "UnrecognizedClientException", "InvalidSignatureException"})
+#: after a failed GenerateDataKey with the last day's key still in memory, KMS is not asked again for
+#: this long: every new subject asking an unreachable KMS would wait out its timeouts in the unit
+KMS_RETRY_SECONDS = 60.0
+
+
+def kms_error_text(err: Exception, request: str, key_id: str) -> str:
+    """What an operator needs from a failed KMS request: its error code and message (never key
+    material: KMS does not echo plaintext), and whether it is an outage or a refusal to fix."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(err, ClientError):
+        error = err.response.get("Error", {})
+        code = str(error.get("Code") or "ClientError")
+        text = f"KMS {request} on ARCHIVE_KMS_KEY_ID={key_id} failed: {code}: {error.get('Message', '')}"[:600]
+        if code in KMS_REFUSALS:
+            return text + (" (a refusal, not an outage: the key, its key policy or the setting must be fixed;"
+                           " shards retry and then park until it is)")
+        return text
+    return f"KMS {request} on ARCHIVE_KMS_KEY_ID={key_id} failed: {type(err).__name__}: {err}"[:600]
 
 
 class MasterKey(Protocol):
@@ -111,11 +138,13 @@ class KmsMasterKey:
     scheduled for deletion, so nothing here relies on the master key's state: shredding deletes the
     subject's wrapped data key, the only copy."""
 
-    def __init__(self, client: Any, key_id: str, *, day: Any = _utc_day):
+    def __init__(self, client: Any, key_id: str, *, day: Any = _utc_day, clock: Any = time.monotonic):
         self.client = client
         self.key_id = key_id
         self.name = key_id
         self._day = day
+        self._clock = clock
+        self._generate_failed_at: float | None = None  # the last refused GenerateDataKey (``clock``)
         self._lock = threading.RLock()
         self._current: tuple[dt.date, str, AESGCM] | None = None  # the day's wrapping key, known committed
         self._wrapping: _Lru = _Lru(4096)  # wrapping key id → AESGCM
@@ -144,7 +173,7 @@ class KmsMasterKey:
             return self.client.decrypt(CiphertextBlob=blob, KeyId=kms_key or self.key_id,
                                        EncryptionContext=context)["Plaintext"]
         except (BotoCoreError, ClientError) as err:
-            raise KeyServiceUnavailable(f"KMS Decrypt failed: {type(err).__name__}") from None
+            raise KeyServiceUnavailable(kms_error_text(err, "Decrypt", kms_key or self.key_id)) from None
 
     def _wrapping_key(self, wrapping_id: str) -> AESGCM:
         from deletion.models import ArchiveWrappingKey
@@ -176,6 +205,10 @@ class KmsMasterKey:
         with self._lock:
             if self._current is not None and self._current[0] == day:
                 return self._current[1], self._current[2]
+            failed_at = self._generate_failed_at
+            if (self._current is not None and failed_at is not None
+                    and self._clock() - failed_at < KMS_RETRY_SECONDS):
+                return self._current[1], self._current[2]  # KMS failed moments ago: not asked per new subject
             row = ArchiveWrappingKey.objects.filter(day=day, master_key=self.name).first()
             if row is None:
                 wrapping_id = os.urandom(16).hex()
@@ -183,13 +216,17 @@ class KmsMasterKey:
                     answer = self.client.generate_data_key(KeyId=self.key_id, KeySpec="AES_256",
                                                            EncryptionContext=self._wrapping_context(wrapping_id))
                 except (BotoCoreError, ClientError) as err:
+                    text = kms_error_text(err, "GenerateDataKey", self.key_id)
                     if self._current is not None:
                         # the day changed while KMS is unreachable: the last day's key (committed, in
-                        # memory) keeps wrapping new subjects rather than stopping every unit at midnight
-                        log.warning("KMS GenerateDataKey failed (%s): new subject keys stay under the wrapping "
-                                    "key of %s until it answers", type(err).__name__, self._current[0])
+                        # memory) keeps wrapping new subjects rather than stopping every unit at midnight,
+                        # and KMS is asked again once a minute, not once per new subject
+                        self._generate_failed_at = self._clock()
+                        log.warning("%s; new subject keys stay under the wrapping key of %s, KMS is asked again "
+                                    "in %.0f s", text, self._current[0], KMS_RETRY_SECONDS)
                         return self._current[1], self._current[2]
-                    raise KeyServiceUnavailable(f"KMS GenerateDataKey failed: {type(err).__name__}") from None
+                    raise KeyServiceUnavailable(text) from None
+                self._generate_failed_at = None
                 # two workers making the day's key at once: the row that won is the day's key
                 ArchiveWrappingKey.objects.bulk_create(
                     [ArchiveWrappingKey(wrapping_key_id=wrapping_id, day=day, wrapped_key=answer["CiphertextBlob"],
@@ -478,13 +515,18 @@ class SubjectKeyring:
                     if found is None:
                         pairs = [keys[s] for s in subjects]
                         found = (tuple(sorted(kid for kid, _ in pairs)), AESGCM(combined_key(pairs)))
-                        by_subjects.put(subjects, found)
+                        if not connection.in_atomic_block:  # see ``subject_keys``
+                            by_subjects.put(subjects, found)
                     keys_of[seq] = found
         return LineSealer(keys_of, suppressed)
 
     def subject_keys(self, subjects: Iterable[str]) -> dict[str, tuple[str, bytes]]:
         """id_key → (key id, data key) for each subject, created on first sight. A subject missing from
-        the answer is suppressed (its key may not be created)."""
+        the answer is suppressed (its key may not be created).
+
+        Inside a caller's transaction the keys are returned but not cached: a key created there has no
+        row once the transaction rolls back, and a cached one would go on sealing the subject's later
+        lines under a key id nothing can open (they would read as shredded)."""
         out: dict[str, tuple[str, bytes]] = {}
         missing = []
         with self._lock:
@@ -496,9 +538,10 @@ class SubjectKeyring:
                     out[subject] = found
             if missing:
                 loaded = self._keys_load(missing)
-                for subject, found in loaded.items():
-                    self._by_subject.put(subject, found)
-                    self._by_kid.put(found[0], found[1])
+                if not connection.in_atomic_block:
+                    for subject, found in loaded.items():
+                        self._by_subject.put(subject, found)
+                        self._by_kid.put(found[0], found[1])
                 out.update(loaded)
         return out
 

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import boto3
+import botocore.config
 import orjson
 import pytest
 import zstandard
@@ -22,6 +23,7 @@ from ingest_workers import services
 from ingest_workers.archive import ArchiveReader, archive_read_line
 from ingest_workers.archive_crypto import ArchiveRecordShredded
 from ingest_workers.envelope import envelope_encode
+from tests.ingest_workers.conftest import _free_port
 from tests.ingest_workers.test_consumer import _busiest_lease, _direct_write, _reader, warehouse_rows
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("keyrings_fresh")]
@@ -352,7 +354,8 @@ def test_with_kms_unreachable_at_midnight_new_subjects_stay_under_the_last_days_
 
     client, sent = _kms_client_counting(aws_settings)
     today = {"day": dt.date(2026, 12, 4)}
-    worker = _kms_keyring(settings, client, kms_key, day=lambda: today["day"])
+    clock = {"now": 1000.0}
+    worker = _kms_keyring(settings, client, kms_key, day=lambda: today["day"], clock=lambda: clock["now"])
     worker.subject_keys(["device_id:before-midnight"])
     # the day turns while KMS refuses every GenerateDataKey (here: the key it is asked for does not exist)
     worker.master.key_id = "00000000-0000-0000-0000-000000000000"
@@ -361,6 +364,54 @@ def test_with_kms_unreachable_at_midnight_new_subjects_stay_under_the_last_days_
     assert sent.count("GenerateDataKey") == 2                       # asked, refused, carried on
     assert list(ArchiveWrappingKey.objects.values_list("day", flat=True)) == [dt.date(2026, 12, 4)]
     assert _kms_keyring(settings, client, kms_key).keys_by_id([kid]) == {kid: key}
+    # an unreachable KMS costs its timeouts per request: the next new subjects do not ask it again...
+    clock["now"] += 59
+    more = worker.subject_keys([f"device_id:in-the-outage-{i}" for i in range(5)])
+    assert len(more) == 5 and sent.count("GenerateDataKey") == 2
+    # ...until a minute has passed; once KMS answers, the new day has its own key
+    worker.master.key_id = kms_key
+    clock["now"] += 2
+    worker.subject_keys(["device_id:kms-is-back"])
+    assert sent.count("GenerateDataKey") == 3
+    assert sorted(ArchiveWrappingKey.objects.values_list("day", flat=True)) == [dt.date(2026, 12, 4),
+                                                                                dt.date(2026, 12, 5)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_kms_refusing_the_key_the_error_names_the_setting_the_code_and_that_retrying_will_not_fix_it(
+        settings, aws_settings):
+    from deletion.subject_keys import KeyServiceUnavailable
+
+    client, _ = _kms_client_counting(aws_settings)
+    # moto still serves a disabled key; a key id that does not exist is refused as by KMS
+    missing = "11111111-2222-3333-4444-555555555555"
+    worker = _kms_keyring(settings, client, missing, day=lambda: dt.date(2026, 12, 4))
+    with pytest.raises(KeyServiceUnavailable) as refused:
+        worker.subject_keys(["device_id:key-missing"])
+    text = str(refused.value)
+    assert f"ARCHIVE_KMS_KEY_ID={missing}" in text and "GenerateDataKey" in text
+    assert "NotFoundException" in text and "not an outage" in text
+    # an outage is told apart from a refusal: nothing listens on this port
+    offline = boto3.client("kms", endpoint_url=f"http://127.0.0.1:{_free_port()}", region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test",
+                           config=botocore.config.Config(connect_timeout=0.5, retries={"max_attempts": 0}))
+    with pytest.raises(KeyServiceUnavailable) as unreachable:
+        _kms_keyring(settings, offline, missing).subject_keys(["device_id:kms-down"])
+    assert "EndpointConnectionError" in str(unreachable.value) and "not an outage" not in str(unreachable.value)
+
+
+def test_a_subject_key_made_in_a_transaction_that_rolled_back_is_not_used_afterwards(settings):
+    # a key cached from a rolled-back transaction has no row: the subject's later lines, sealed under it,
+    # would open for nobody, as if the subject had been erased
+    from django.db import transaction
+
+    worker = local_keyring(settings)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        ((lost_kid, _),) = worker.subject_keys(["device_id:rolled-back-subject"]).values()
+        raise RuntimeError("the caller's transaction fails")
+    ((kid, key),) = worker.subject_keys(["device_id:rolled-back-subject"]).values()
+    assert kid != lost_kid
+    assert local_keyring(settings).keys_by_id([kid, lost_kid]) == {kid: key, lost_kid: None}
 
 
 @pytest.mark.django_db(transaction=True)
