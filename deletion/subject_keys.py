@@ -515,7 +515,7 @@ class SubjectKeyring:
                     if found is None:
                         pairs = [keys[s] for s in subjects]
                         found = (tuple(sorted(kid for kid, _ in pairs)), AESGCM(combined_key(pairs)))
-                        if not connection.in_atomic_block:  # see ``subject_keys``
+                        if all(s in self._by_subject for s in subjects):  # not made in a transaction: ``subject_keys``
                             by_subjects.put(subjects, found)
                     keys_of[seq] = found
         return LineSealer(keys_of, suppressed)

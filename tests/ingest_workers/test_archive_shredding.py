@@ -405,12 +405,18 @@ def test_a_subject_key_made_in_a_transaction_that_rolled_back_is_not_used_afterw
     # would open for nobody, as if the subject had been erased
     from django.db import transaction
 
+    from ingest_workers.pipeline import RawRecord
+
     worker = local_keyring(settings)
+    subjects = {"1": ("device_id:rolled-back-subject",)}
+    record = RawRecord("shardId-000000000000", "1", b"{}", 1_772_400_000_000_000)
     with pytest.raises(RuntimeError), transaction.atomic():
         ((lost_kid, _),) = worker.subject_keys(["device_id:rolled-back-subject"]).values()
+        assert worker.sealer([record], subjects, set()).keys_of["1"][0] == (lost_kid,)
         raise RuntimeError("the caller's transaction fails")
     ((kid, key),) = worker.subject_keys(["device_id:rolled-back-subject"]).values()
     assert kid != lost_kid
+    assert worker.sealer([record], subjects, set()).keys_of["1"][0] == (kid,)   # its lines, under the new key
     assert local_keyring(settings).keys_by_id([kid, lost_kid]) == {kid: key, lost_kid: None}
 
 
