@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_hot_path.py            # table
     .venv/bin/python bench/bench_hot_path.py --json     # also a JSON line last (bench/run.py reads it)
+    .venv/bin/python bench/bench_hot_path.py --records 2000 --passes 1   # a quick run (the tests' smoke run)
 
 Records are raw envelopes (ingest_workers/envelope.py) around realistic payloads from all six demo
 sources (contracts/presets/*.json), 1-4 KB each: message text, feedback comments and tool results
@@ -330,8 +331,15 @@ def run(n_records: int = 20_000, passes: int = 7) -> dict:
 
 
 def main() -> int:
-    as_json = "--json" in sys.argv
-    r = run()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="also print the figures as a JSON line last")
+    parser.add_argument("--records", type=int, default=20_000, help="raw records per pass (default 20,000)")
+    parser.add_argument("--passes", type=int, default=7, help="timed passes, the median reported (default 7)")
+    args = parser.parse_args()
+    as_json = args.json
+    r = run(n_records=args.records, passes=args.passes)
     print(f"records: {r['hot_path_events']:,} raw envelopes, {r['avg_event_bytes']:,} B on average "
           f"({r['canonical_events_out']:,} canonical events, {r['quarantined']} quarantined), {r['cpu']}")
     print(f"hot path : {r['hot_path_events_per_s']:>10,} events/s  ({r['hot_path_us_per_event']} µs/event, "
