@@ -45,8 +45,11 @@ class ArchiveWrappingKey(models.Model):
     day = models.DateField()
     #: the KMS CiphertextBlob of the key
     wrapped_key = models.BinaryField()
-    #: the KMS key that wrapped it
+    #: the KMS key that wrapped it, as configured (``ARCHIVE_KMS_KEY_ID``: an id, an ARN or an alias)
     master_key = models.CharField(max_length=256)
+    #: the ARN of the key KMS actually used (``GenerateDataKey``'s ``KeyId``): ``Decrypt`` names it, so a
+    #: key behind an alias that was later pointed at another key still opens (empty: made before this field)
+    kms_key_arn = models.CharField(max_length=2048, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

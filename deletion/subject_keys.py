@@ -63,7 +63,7 @@ KMS_REFUSALS = frozenset({
 KMS_RETRY_SECONDS = 60.0
 
 
-def kms_error_text(err: Exception, request: str, key_id: str) -> str:
+def kms_error_text(err: Exception, request: str, key_id: str, *, label: str = "ARCHIVE_KMS_KEY_ID=") -> str:
     """What an operator needs from a failed KMS request: its error code and message (never key
     material: KMS does not echo plaintext), and whether it is an outage or a refusal to fix."""
     from botocore.exceptions import ClientError
@@ -71,12 +71,12 @@ def kms_error_text(err: Exception, request: str, key_id: str) -> str:
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
         code = str(error.get("Code") or "ClientError")
-        text = f"KMS {request} on ARCHIVE_KMS_KEY_ID={key_id} failed: {code}: {error.get('Message', '')}"[:600]
+        text = f"KMS {request} on {label}{key_id} failed: {code}: {error.get('Message', '')}"[:600]
         if code in KMS_REFUSALS:
             return text + (" (a refusal, not an outage: the key, its key policy or the setting must be fixed;"
                            " shards retry and then park until it is)")
         return text
-    return f"KMS {request} on ARCHIVE_KMS_KEY_ID={key_id} failed: {type(err).__name__}: {err}"[:600]
+    return f"KMS {request} on {label}{key_id} failed: {type(err).__name__}: {err}"[:600]
 
 
 class MasterKey(Protocol):
@@ -173,7 +173,9 @@ class KmsMasterKey:
             return self.client.decrypt(CiphertextBlob=blob, KeyId=kms_key or self.key_id,
                                        EncryptionContext=context)["Plaintext"]
         except (BotoCoreError, ClientError) as err:
-            raise KeyServiceUnavailable(kms_error_text(err, "Decrypt", kms_key or self.key_id)) from None
+            # a wrapping key names the key that made it, which may no longer be the setting
+            label = "ARCHIVE_KMS_KEY_ID=" if kms_key is None else "the key that wrapped it, "
+            raise KeyServiceUnavailable(kms_error_text(err, "Decrypt", kms_key or self.key_id, label=label)) from None
 
     def _wrapping_key(self, wrapping_id: str) -> AESGCM:
         from deletion.models import ArchiveWrappingKey
@@ -185,9 +187,11 @@ class KmsMasterKey:
                 if row is None:
                     raise WrappingKeyMissing(f"archive wrapping key {wrapping_id} has no row")
                 # under the KMS key that wrapped it (its row names it): a new ARCHIVE_KMS_KEY_ID wraps the
-                # next days' keys, and the earlier days' still open while their KMS key is enabled
+                # next days' keys, and the earlier days' still open while their KMS key is enabled. By its
+                # ARN, not the setting: an alias moved to a new key (AWS's manual rotation) would name the
+                # new key, and KMS refuses a Decrypt whose KeyId is not the key that encrypted
                 found = AESGCM(self._kms_decrypt(bytes(row.wrapped_key), self._wrapping_context(wrapping_id),
-                                                 row.master_key))
+                                                 row.kms_key_arn or row.master_key))
                 self._wrapping.put(wrapping_id, found)
             return found
 
@@ -230,7 +234,8 @@ class KmsMasterKey:
                 # two workers making the day's key at once: the row that won is the day's key
                 ArchiveWrappingKey.objects.bulk_create(
                     [ArchiveWrappingKey(wrapping_key_id=wrapping_id, day=day, wrapped_key=answer["CiphertextBlob"],
-                                        master_key=self.name)], ignore_conflicts=True)
+                                        master_key=self.name, kms_key_arn=str(answer.get("KeyId") or ""))],
+                    ignore_conflicts=True)
                 row = ArchiveWrappingKey.objects.get(day=day, master_key=self.name)
                 if row.wrapping_key_id == wrapping_id:
                     self._wrapping.put(wrapping_id, AESGCM(answer["Plaintext"]))

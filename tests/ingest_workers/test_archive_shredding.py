@@ -436,6 +436,29 @@ def test_with_kms_a_new_kms_key_wraps_the_next_key_of_the_day_and_the_earlier_da
 
 
 @pytest.mark.django_db(transaction=True)
+def test_with_kms_behind_an_alias_moved_to_a_new_key_the_earlier_days_still_open(settings, aws_settings, kms_key):
+    # AWS's manual key rotation: ARCHIVE_KMS_KEY_ID is an alias, later pointed at a new key. KMS (and
+    # moto) refuse a Decrypt naming a key other than the one that encrypted: naming the alias would lock
+    # every earlier day's archive lines until the alias was moved back
+    from deletion.models import ArchiveWrappingKey
+
+    client, _ = _kms_client_counting(aws_settings)
+    alias = f"alias/archive-{uuid.uuid4().hex[:8]}"
+    client.create_alias(AliasName=alias, TargetKeyId=kms_key)
+    today = {"day": dt.date(2026, 12, 4)}
+    worker = _kms_keyring(settings, client, alias, day=lambda: today["day"])
+    ((old_kid, old_key),) = worker.subject_keys(["device_id:before-rotation"]).values()
+    new_kms_key = client.create_key(Description="the rotated archive key")["KeyMetadata"]
+    client.update_alias(AliasName=alias, TargetKeyId=new_kms_key["KeyId"])
+    today["day"] = dt.date(2026, 12, 5)
+    ((new_kid, new_key),) = worker.subject_keys(["device_id:after-rotation"]).values()
+    arns = dict(ArchiveWrappingKey.objects.values_list("day", "kms_key_arn"))
+    assert arns[dt.date(2026, 12, 4)].endswith(kms_key) and arns[dt.date(2026, 12, 5)] == new_kms_key["Arn"]
+    fresh = _kms_keyring(settings, client, alias)              # a process started after the rotation
+    assert fresh.keys_by_id([old_kid, new_kid]) == {old_kid: old_key, new_kid: new_key}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_with_kms_a_key_of_the_day_made_in_a_transaction_that_rolled_back_wraps_nothing_afterwards(
         settings, aws_settings, kms_key):
     from django.db import transaction
