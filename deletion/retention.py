@@ -9,7 +9,7 @@
 * ``quarantine`` keeps ``RETENTION_QUARANTINE_PAYLOAD_DAYS`` (30): PAYLOAD and REASON_DETAIL of older
   RAW.QUARANTINE rows are cleared (the row, its reason code and raw pointer stay for the counts);
 * ``curated`` keeps ``RETENTION_CURATED_DAYS`` (3 years): older rows of CANONICAL.EVENTS, the curated tables,
-  RAW.QUARANTINE and RAW.LATE_COPIES are deleted, by each table's time column.
+  RAW.QUARANTINE, RAW.LATE_COPIES and RAW.EVENT_COPIES are deleted, by each table's time column.
 
 Every purge is idempotent (run again: removes nothing more) and records a ``RetentionRun`` per store. The
 cut-offs are pure (``cutoff_for``, ``archive_partitions_expired``); the purges take a connection or a store.
@@ -31,6 +31,7 @@ _PARTITION = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})(?:/|$)")
 CURATED_TIME_COLUMNS: tuple[tuple[str, str], ...] = (
     ("CANONICAL.EVENTS", "EVENT_DATE"),
     ("RAW.LATE_COPIES", "EVENT_DATE"),
+    ("RAW.EVENT_COPIES", "EVENT_DATE"),
     ("RAW.QUARANTINE", "QUARANTINED_AT"),
     ("ANALYTICS.EVENT_FACTS", "EVENT_TIME"),
     ("ANALYTICS.CONVERSATION_SESSIONS", "STARTED_AT"),

@@ -15,7 +15,7 @@ Order, and why:
    PLATFORM_ENGAGEMENT_DAILY days and their retention cohorts) are recomputed with the model runner's
    own SQL, in ONE transaction, holding the model runner's lease (the work tables are shared). It runs
    before step 5 because it finds the subject's events through ``CANONICAL.EVENTS``.
-5. ``CANONICAL.EVENTS`` (and ``RAW.LATE_COPIES`` of those events).
+5. ``CANONICAL.EVENTS`` (and ``RAW.LATE_COPIES`` and ``RAW.EVENT_COPIES`` of those events).
 
 Matching: an event row matches when one of its identifier columns (EMAIL_SHA256, PLATFORM_USER_ID,
 DEVICE_ID, ANONYMOUS_ID) holds one of the subject's values of that kind, or PERSON_ID one of its persons.
@@ -291,9 +291,10 @@ def quarantine_erase(subject: ErasureSubject, *, database: str | None = None) ->
 def canonical_erase(subject: ErasureSubject, *, database: str | None = None) -> StoreResult:
     def plan(db: str, terms: MatchTerms) -> list[tuple[str, str]]:
         return [
-            # late copies first: they are found through the events
-            (f"{db}.RAW.LATE_COPIES", f"t.EVENT_ID IN (SELECT e.EVENT_ID FROM {db}.CANONICAL.EVENTS e "
-                                      f"WHERE {subject_events_sql(f'{db}.CANONICAL.EVENTS', 'e')})"),
+            # the copies' side tables first: they are found through the events
+            *((f"{db}.RAW.{side}", f"t.EVENT_ID IN (SELECT e.EVENT_ID FROM {db}.CANONICAL.EVENTS e "
+                                   f"WHERE {subject_events_sql(f'{db}.CANONICAL.EVENTS', 'e')})")
+              for side in ("LATE_COPIES", "EVENT_COPIES")),
             (f"{db}.CANONICAL.EVENTS", subject_events_sql(f"{db}.CANONICAL.EVENTS", "t")),
         ]
     return _delete_and_verify("warehouse: CANONICAL.EVENTS", database, subject, plan)

@@ -36,6 +36,7 @@ __all__ = [
     "MERGE_LOG",
     "MERGER_FENCE",
     "LATE_COPIES",
+    "EVENT_COPIES",
     "COPY_KEY_SQL",
     "DEDUP_WINDOW_DAYS_DEFAULT",
     "PERSONAL_DATA_RETENTION_DAYS",
@@ -354,6 +355,23 @@ LATE_COPIES = Table(
     cluster_by="EVENT_DATE",
 )
 
+EVENT_COPIES = Table(
+    "RAW", "EVENT_COPIES",
+    (
+        Column("EVENT_DATE", "DATE", not_null=True, comment="Event date of the event (CANONICAL.EVENTS)."),
+        Column("EVENT_ID", "VARCHAR", not_null=True, comment="The event."),
+        Column("COPY_KEY", "VARCHAR", not_null=True, comment="Stream record of one copy (stream/shard/sequence)."),
+        Column("RECEIVED_AT", _TS, comment="Collector receive time of the copy (UTC)."),
+        Column("LANDED_AT", _TS, comment="When the copy landed (UTC)."),
+        Column("MERGE_ID", "VARCHAR", comment="The merge that counted it."),
+    ),
+    comment="Every copy counted in CANONICAL.EVENTS.DUPLICATE_COUNT, the kept one included, for events seen "
+            "more than once (DUPLICATE_COUNT + 1 rows each; none for an event seen once). What makes a repeated "
+            "merge count nothing twice, without the event row growing with its copies.",
+    primary_key=("EVENT_DATE", "EVENT_ID", "COPY_KEY"),
+    cluster_by="EVENT_DATE, SUBSTR(EVENT_ID, 1, 2)",
+)
+
 QUARANTINE = Table(
     "RAW", "QUARANTINE",
     (
@@ -396,10 +414,8 @@ CANONICAL_EVENTS = Table(
         Column("BATCH_ID", "VARCHAR", comment="Landing unit of the kept copy."),
         Column("KEPT_LANDED_AT", _TS, comment="When the kept copy landed (UTC)."),
         Column("DUPLICATE_COUNT", "NUMBER(38,0)", not_null=True,
-               comment="Extra copies seen within the dedup window (0 for an event seen once)."),
-        Column("COPY_KEYS", "VARCHAR",
-               comment="|stream/shard/sequence|… of every copy counted, when there is more than one "
-                       "(NULL: only the kept copy). What makes a repeated merge count nothing twice."),
+               comment="Extra copies seen within the dedup window (0 for an event seen once); the copies "
+                       "counted are listed in RAW.EVENT_COPIES."),
         Column("FIRST_SEEN_AT", _TS, comment="Earliest RECEIVED_AT over all copies (UTC)."),
         Column("LAST_SEEN_AT", _TS, comment="Latest RECEIVED_AT over all copies (UTC)."),
         Column("FIRST_LANDED_AT", _TS, comment="When the first copy landed in the warehouse (UTC)."),
@@ -415,7 +431,7 @@ CANONICAL_EVENTS = Table(
 )
 
 TABLES: tuple[Table, ...] = (
-    LANDING_EVENTS, CHANNEL_OFFSETS, MERGE_PROGRESS, MERGE_LOG, MERGER_FENCE, LATE_COPIES, QUARANTINE,
+    LANDING_EVENTS, CHANNEL_OFFSETS, MERGE_PROGRESS, MERGE_LOG, MERGER_FENCE, LATE_COPIES, EVENT_COPIES, QUARANTINE,
     CANONICAL_EVENTS,
 )
 SCHEMAS: tuple[str, ...] = ("RAW", "CANONICAL")
@@ -475,6 +491,9 @@ def warehouse_ensure(conn: Any, *, database: str | None = None) -> EnsureResult:
                 f"WHERE TABLE_SCHEMA IN ({', '.join(repr(s) for s in SCHEMAS)})"
             )
             existing = {(s.upper(), t.upper(), c.upper()) for s, t, c in cur.fetchall()}
+            if ("CANONICAL", "EVENTS", "COPY_KEYS") in existing:
+                _copy_keys_move(cur, db)
+                added.append("RAW.EVENT_COPIES (moved from CANONICAL.EVENTS.COPY_KEYS)")
             for table in TABLES:
                 for col in table.columns:
                     if (table.schema, table.name, col.name) not in existing:
@@ -485,6 +504,24 @@ def warehouse_ensure(conn: Any, *, database: str | None = None) -> EnsureResult:
         finally:
             cur.close()
     return EnsureResult(database=db, statements=len(statements), columns_added=tuple(added))
+
+
+def _copy_keys_move(cur: Any, db: str) -> None:
+    """Move the copy keys that event rows listed in ``COPY_KEYS`` (``|key|key|``, before RAW.EVENT_COPIES)
+    into that table, then drop the column. A row with many copies could pass Snowflake's 16 MB row limit and
+    stop every merge; the merge reads only RAW.EVENT_COPIES now, so without this a warehouse made before
+    would count its earlier copies again on a re-merge. Snowflake commits before any DDL, so the two steps
+    cannot share a transaction: the move inserts only keys not there yet, and a start that failed between
+    them repeats it harmlessly."""
+    events, copies = qualified(db, CANONICAL_EVENTS), qualified(db, EVENT_COPIES)
+    cur.execute(
+        f"MERGE INTO {copies} tgt USING (SELECT DISTINCT e.EVENT_DATE, e.EVENT_ID, f.value::VARCHAR AS COPY_KEY "  # noqa: S608
+        f"FROM {events} e, LATERAL FLATTEN(input => SPLIT(e.COPY_KEYS, '|')) f "
+        "WHERE e.COPY_KEYS IS NOT NULL AND f.value::VARCHAR <> '') src "
+        "ON tgt.EVENT_DATE = src.EVENT_DATE AND tgt.EVENT_ID = src.EVENT_ID AND tgt.COPY_KEY = src.COPY_KEY "
+        "WHEN NOT MATCHED THEN INSERT (EVENT_DATE, EVENT_ID, COPY_KEY, MERGE_ID) "
+        "VALUES (src.EVENT_DATE, src.EVENT_ID, src.COPY_KEY, 'moved-from-copy-keys')")
+    cur.execute(f"ALTER TABLE {events} DROP COLUMN COPY_KEYS")
 
 
 def _settings_database() -> str:

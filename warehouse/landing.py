@@ -13,10 +13,10 @@ other's locks. So nothing here relies on a key or a conflict (DESIGN decision 7)
   ``RAW.MERGE_PROGRESS`` and the channel's committed token, and in ONE transaction MERGEs them into
   ``CANONICAL.EVENTS``, MERGEs quarantine rows into ``RAW.QUARANTINE`` (on QUARANTINE_ID), moves the
   progress (never backwards) and appends a ``RAW.MERGE_LOG`` row the curated models read.
-* **The merge is idempotent.** Each event row remembers which copies it counted (its kept copy, and
-  ``COPY_KEYS`` when there are more), so merging the same landing rows again counts nothing twice and
-  changes nothing; a copy landed again only replaces the stored row when it landed later (a replay
-  after a mapping fix).
+* **The merge is idempotent.** The copies an event counted are known (its kept copy, and for an event
+  seen more than once every copy in ``RAW.EVENT_COPIES``, a row each, so the event row does not grow
+  with them), so merging the same landing rows again counts nothing twice and changes nothing; a copy
+  landed again only replaces the stored row when it landed later (a replay after a mapping fix).
 * **The MERGE is bounded by an event-date window**: ``ON tgt.EVENT_DATE >= :lo AND tgt.EVENT_DATE =
   src.EVENT_DATE AND tgt.EVENT_ID = src.EVENT_ID``, ``lo`` = the merge's date minus
   ``window_days``. Rows whose event date is older (late events, late copies) never rewrite old
@@ -58,6 +58,7 @@ from warehouse.ddl import (
     COPY_KEY_SQL,
     DEDUP_WINDOW_DAYS_DEFAULT,
     EVENT_COLUMNS,
+    EVENT_COPIES,
     LANDING_EVENTS,
     LATE_COPIES,
     MERGE_LOG,
@@ -775,10 +776,17 @@ def _copy_key(alias: str) -> str:
     return COPY_KEY_SQL.format(a=alias)
 
 
+def _counted_join(db: str, copy: str) -> str:
+    """SQL: LEFT JOIN ``k``, the row of RAW.EVENT_COPIES that counted the copy in alias ``copy`` (its
+    EVENT_DATE, EVENT_ID, COPY_KEY)."""
+    return (f"LEFT JOIN {qualified(db, EVENT_COPIES)} k ON k.EVENT_DATE = {copy}.EVENT_DATE "
+            f"AND k.EVENT_ID = {copy}.EVENT_ID AND k.COPY_KEY = {copy}.COPY_KEY")
+
+
 def _known(copy_key: str, tgt: str) -> str:
-    """SQL: the copy is one the stored row counted already (its kept copy or one in COPY_KEYS)."""
-    return (f"({copy_key} = {_copy_key(tgt)} OR "
-            f"CONTAINS(COALESCE({tgt}.COPY_KEYS, ''), '|' || {copy_key} || '|'))")
+    """SQL: the copy is one the stored row counted already: its kept copy, or one in RAW.EVENT_COPIES
+    (``_counted_join`` as ``k``)."""
+    return f"({copy_key} = {_copy_key(tgt)} OR k.COPY_KEY IS NOT NULL)"
 
 
 _CONTENT = [c.name for c in EVENT_COLUMNS] + ["EVENT_DATE", "BATCH_ID"]
@@ -825,32 +833,39 @@ def _claim_counts_sql(db: str, ranges: int) -> str:
 
 
 def _source_sql(db: str, ranges: int, *, late: bool) -> str:
-    """Per event of the claim: its kept copy, how many of its copies are new to the stored row
-    (NEW_COPIES, and their keys NEW_KEYS as 'k|k|'), and the span of the copies' times."""
-    events = qualified(db, CANONICAL_EVENTS)
+    """Per event of the claim: its kept copy, its distinct copies in the claim (COPIES), the rows this
+    merge added to RAW.EVENT_COPIES for it (NEW_SIDE, by its merge id; ``_event_copies_merge_sql`` ran
+    first) and the span of the copies' times. No lookup of CANONICAL.EVENTS: the side-table statement
+    made the one for the window, and the MERGE's ON clause reads the stored row."""
+    copies = qualified(db, EVENT_COPIES)
     claim = _claim_sql(db, ranges, kind="event", late=late)
     order = ", ".join(_order_key("c")) + ", c.LANDED_AT DESC, c.BATCH_ID DESC"
-    window = "t.EVENT_DATE < CAST(%(lo)s AS DATE)" if late else "t.EVENT_DATE >= CAST(%(lo)s AS DATE)"
+    # late events are only inserted (a stored one's late copies go to RAW.LATE_COPIES): no NEW_SIDE, and no
+    # read of the side table's years of partitions before the window
+    new_side = f"""
+LEFT JOIN (
+  SELECT s.EVENT_DATE, s.EVENT_ID, COUNT(*) AS NEW_SIDE FROM {copies} s
+  WHERE s.MERGE_ID = %(merge_id)s AND s.EVENT_DATE >= CAST(%(lo)s AS DATE)
+  GROUP BY s.EVENT_DATE, s.EVENT_ID
+) n ON n.EVENT_DATE = k.EVENT_DATE AND n.EVENT_ID = k.EVENT_ID""" if not late else ""  # noqa: S608
     return f"""SELECT {', '.join('k.' + c for c in _CONTENT)}, k.LANDED_AT AS KEPT_LANDED_AT,
-       a.NEW_COPIES, a.NEW_KEYS, a.COPIES_FIRST_SEEN_AT, a.COPIES_LAST_SEEN_AT, a.COPIES_FIRST_LANDED_AT
+       a.COPIES, {'0' if late else 'COALESCE(n.NEW_SIDE, 0)'} AS NEW_SIDE,
+       a.COPIES_FIRST_SEEN_AT, a.COPIES_LAST_SEEN_AT, a.COPIES_FIRST_LANDED_AT
 FROM (
   SELECT c.* FROM ({claim}) c
   QUALIFY ROW_NUMBER() OVER (PARTITION BY c.EVENT_DATE, c.EVENT_ID ORDER BY {order}) = 1
 ) k
 JOIN (
-  SELECT EVENT_DATE, EVENT_ID, SUM(1 - KNOWN) AS NEW_COPIES,
-         LISTAGG(CASE WHEN KNOWN = 0 THEN COPY_KEY || '|' END, '') AS NEW_KEYS,
+  SELECT EVENT_DATE, EVENT_ID, COUNT(*) AS COPIES,
          MIN(RECEIVED_AT) AS COPIES_FIRST_SEEN_AT, MAX(RECEIVED_AT) AS COPIES_LAST_SEEN_AT,
          MIN(LANDED_AT) AS COPIES_FIRST_LANDED_AT
   FROM (
-    SELECT c.EVENT_DATE, c.EVENT_ID, c.COPY_KEY, MIN(c.RECEIVED_AT) AS RECEIVED_AT, MIN(c.LANDED_AT) AS LANDED_AT,
-           MAX(CASE WHEN t.EVENT_ID IS NOT NULL AND {_known('c.COPY_KEY', 't')} THEN 1 ELSE 0 END) AS KNOWN
+    SELECT c.EVENT_DATE, c.EVENT_ID, c.COPY_KEY, MIN(c.RECEIVED_AT) AS RECEIVED_AT, MIN(c.LANDED_AT) AS LANDED_AT
     FROM ({claim}) c
-    LEFT JOIN {events} t ON {window} AND t.EVENT_DATE = c.EVENT_DATE AND t.EVENT_ID = c.EVENT_ID
     GROUP BY c.EVENT_DATE, c.EVENT_ID, c.COPY_KEY
   ) g
   GROUP BY EVENT_DATE, EVENT_ID
-) a ON a.EVENT_DATE = k.EVENT_DATE AND a.EVENT_ID = k.EVENT_ID"""  # noqa: S608
+) a ON a.EVENT_DATE = k.EVENT_DATE AND a.EVENT_ID = k.EVENT_ID{new_side}"""  # noqa: S608
 
 
 def _replace(column: str) -> str:
@@ -860,10 +875,14 @@ def _replace(column: str) -> str:
     return f"{column} = src.{column}"
 
 
+#: SQL: copies of a stored event this merge counts for the first time. ``_event_copies_merge_sql`` added
+#: them to RAW.EVENT_COPIES (NEW_SIDE rows), and also the stored kept copy when the event had none there
+#: yet, i.e. when it had been seen once (DUPLICATE_COUNT = 0): that row is not a new copy.
+_NEW_COPIES = ("(CASE WHEN src.NEW_SIDE = 0 THEN 0 WHEN tgt.DUPLICATE_COUNT = 0 THEN src.NEW_SIDE - 1 "
+               "ELSE src.NEW_SIDE END)")
+
 _SEEN = (
-    "DUPLICATE_COUNT = tgt.DUPLICATE_COUNT + src.NEW_COPIES,\n"
-    "    COPY_KEYS = CASE WHEN src.NEW_COPIES = 0 THEN tgt.COPY_KEYS\n"
-    "        ELSE COALESCE(tgt.COPY_KEYS, '|' || " + COPY_KEY_SQL.format(a="tgt") + " || '|') || src.NEW_KEYS END,\n"
+    "DUPLICATE_COUNT = tgt.DUPLICATE_COUNT + " + _NEW_COPIES + ",\n"
     "    FIRST_SEEN_AT = LEAST(COALESCE(tgt.FIRST_SEEN_AT, src.COPIES_FIRST_SEEN_AT),"
     " COALESCE(src.COPIES_FIRST_SEEN_AT, tgt.FIRST_SEEN_AT)),\n"
     "    LAST_SEEN_AT = GREATEST(COALESCE(tgt.LAST_SEEN_AT, src.COPIES_LAST_SEEN_AT),"
@@ -875,10 +894,9 @@ _SEEN = (
 
 
 def _insert_clause() -> str:
-    inserted = [*_CONTENT, "KEPT_LANDED_AT", "DUPLICATE_COUNT", "COPY_KEYS", "FIRST_SEEN_AT", "LAST_SEEN_AT",
+    inserted = [*_CONTENT, "KEPT_LANDED_AT", "DUPLICATE_COUNT", "FIRST_SEEN_AT", "LAST_SEEN_AT",
                 "FIRST_LANDED_AT", "MERGED_AT"]
-    values = [*(f"src.{c}" for c in _CONTENT), "src.KEPT_LANDED_AT", "src.NEW_COPIES - 1",
-              "CASE WHEN src.NEW_COPIES > 1 THEN '|' || src.NEW_KEYS END", "src.COPIES_FIRST_SEEN_AT",
+    values = [*(f"src.{c}" for c in _CONTENT), "src.KEPT_LANDED_AT", "src.COPIES - 1", "src.COPIES_FIRST_SEEN_AT",
               "src.COPIES_LAST_SEEN_AT", "src.COPIES_FIRST_LANDED_AT", "CAST(%(now)s AS TIMESTAMP_NTZ(6))"]
     return f"WHEN NOT MATCHED THEN INSERT ({', '.join(inserted)})\nVALUES ({', '.join(values)})"
 
@@ -898,7 +916,7 @@ WHEN MATCHED AND ({replace_when}) THEN UPDATE SET
     {', '.join(_replace(c) for c in _CONTENT if c not in ('EVENT_ID', 'EVENT_DATE'))},
     KEPT_LANDED_AT = src.KEPT_LANDED_AT,
     {_SEEN}
-WHEN MATCHED AND src.NEW_COPIES > 0 THEN UPDATE SET
+WHEN MATCHED AND {_NEW_COPIES} > 0 THEN UPDATE SET
     {_SEEN}
 {_insert_clause()}"""  # noqa: S608
 
@@ -911,6 +929,38 @@ def _late_events_merge_sql(db: str, ranges: int) -> str:
 {_insert_clause()}"""  # noqa: S608
 
 
+def _event_copies_merge_sql(db: str, ranges: int) -> str:
+    """Record in RAW.EVENT_COPIES every copy the claim adds to an event's DUPLICATE_COUNT, and the stored
+    kept copy of such an event (so it stays known as counted when an earlier copy displaces it): copies of
+    events with more than one copy in all, under this merge's id. Late copies of stored events are not
+    among them (counted in RAW.LATE_COPIES). Runs before the events' MERGEs; this is the merge's one lookup
+    of the window's stored events for the claim (each claimed copy twice: as itself, and as the row's kept
+    copy, ``p.K``), so the side table costs no extra scan of CANONICAL.EVENTS."""
+    events, copies = qualified(db, CANONICAL_EVENTS), qualified(db, EVENT_COPIES)
+    lo = "CAST(%(lo)s AS DATE)"
+    return f"""MERGE INTO {copies} tgt USING (
+  SELECT x.EVENT_DATE, x.EVENT_ID, x.COPY_KEY, MIN(x.RECEIVED_AT) AS RECEIVED_AT, MIN(x.LANDED_AT) AS LANDED_AT
+  FROM (
+    SELECT c.EVENT_DATE, c.EVENT_ID,
+           CASE WHEN p.K = 0 THEN c.COPY_KEY ELSE {_copy_key('t')} END AS COPY_KEY,
+           CASE WHEN p.K = 0 THEN c.RECEIVED_AT ELSE t.RECEIVED_AT END AS RECEIVED_AT,
+           CASE WHEN p.K = 0 THEN c.LANDED_AT ELSE t.KEPT_LANDED_AT END AS LANDED_AT
+    FROM ({_claim_sql(db, ranges, kind='event', late=False)}) c
+    LEFT JOIN {events} t ON t.EVENT_DATE >= {lo} AND t.EVENT_DATE = c.EVENT_DATE AND t.EVENT_ID = c.EVENT_ID
+    JOIN (SELECT 0 AS K UNION ALL SELECT 1 AS K) p ON p.K = 0 OR t.EVENT_ID IS NOT NULL
+    UNION ALL
+    SELECT c.EVENT_DATE, c.EVENT_ID, c.COPY_KEY, c.RECEIVED_AT, c.LANDED_AT
+    FROM ({_claim_sql(db, ranges, kind='event', late=True)}) c
+    LEFT JOIN {events} t ON t.EVENT_DATE < {lo} AND t.EVENT_DATE = c.EVENT_DATE AND t.EVENT_ID = c.EVENT_ID
+    WHERE t.EVENT_ID IS NULL
+  ) x
+  GROUP BY x.EVENT_DATE, x.EVENT_ID, x.COPY_KEY
+  QUALIFY COUNT(*) OVER (PARTITION BY x.EVENT_DATE, x.EVENT_ID) > 1
+) src ON tgt.EVENT_DATE = src.EVENT_DATE AND tgt.EVENT_ID = src.EVENT_ID AND tgt.COPY_KEY = src.COPY_KEY
+WHEN NOT MATCHED THEN INSERT (EVENT_DATE, EVENT_ID, COPY_KEY, RECEIVED_AT, LANDED_AT, MERGE_ID)
+VALUES (src.EVENT_DATE, src.EVENT_ID, src.COPY_KEY, src.RECEIVED_AT, src.LANDED_AT, %(merge_id)s)"""  # noqa: S608
+
+
 def _late_copies_merge_sql(db: str, ranges: int) -> str:
     events, late = qualified(db, CANONICAL_EVENTS), qualified(db, LATE_COPIES)
     return f"""MERGE INTO {late} tgt USING (
@@ -918,6 +968,7 @@ def _late_copies_merge_sql(db: str, ranges: int) -> str:
          MIN(c.RECEIVED_AT) AS RECEIVED_AT, MIN(c.LANDED_AT) AS LANDED_AT
   FROM ({_claim_sql(db, ranges, kind='event', late=True)}) c
   JOIN {events} t ON t.EVENT_DATE < CAST(%(lo)s AS DATE) AND t.EVENT_DATE = c.EVENT_DATE AND t.EVENT_ID = c.EVENT_ID
+  {_counted_join(db, 'c')}
   WHERE NOT {_known('c.COPY_KEY', 't')}
   GROUP BY c.EVENT_DATE, c.EVENT_ID, c.COPY_KEY
 ) src ON tgt.EVENT_DATE = src.EVENT_DATE AND tgt.EVENT_ID = src.EVENT_ID AND tgt.COPY_KEY = src.COPY_KEY
@@ -1068,6 +1119,8 @@ def merge_channels(
         in_window, late_in, q_in = (int(n) for n in cur.fetchone())
         late_counts = {"number of rows inserted": 0}
         late_inserted = 0
+        if in_window or late_in:
+            cur.execute(_event_copies_merge_sql(db, len(ranges)), params)
         if late_in:
             cur.execute(_late_copies_merge_sql(db, len(ranges)), params)
             late_counts = _counts(cur)

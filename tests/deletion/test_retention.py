@@ -129,10 +129,12 @@ def test_landing_quarantine_and_curated_rows_past_retention_go_and_younger_or_un
         warehouse_conn, warehouse_settings):  # noqa: F811
     conn = warehouse_conn
     ids = {"anonymous_id": "anon-r1"}
-    # events 4 years old and 2 days old, merged; old quarantine rows and a recent one
+    # events 4 years old and 2 days old, merged (old2 sent twice: its copies are in RAW.EVENT_COPIES); old
+    # quarantine rows and a recent one
+    old2 = event("old2", "message.sent", micros(4 * 365) + SECOND, "s-old", ids, {"role": "user"}, message_id="m-o")
+    old2_again = {**old2, "lineage": {**old2["lineage"], "sequence_number": "300"}}
     land_and_merge(conn, [
-        event("old1", "session.started", micros(4 * 365), "s-old", ids, {}),
-        event("old2", "message.sent", micros(4 * 365) + SECOND, "s-old", ids, {"role": "user"}, message_id="m-o"),
+        event("old1", "session.started", micros(4 * 365), "s-old", ids, {}), old2, old2_again,
         event("new1", "session.started", micros(2), "s-new", ids, {}),
     ], "merged", quarantine=[quarantine_row(quarantine_id="q-old", sequence_number="7"),
                              quarantine_row(quarantine_id="q-new", sequence_number="8")])
@@ -155,7 +157,7 @@ def test_landing_quarantine_and_curated_rows_past_retention_go_and_younger_or_un
     records = retention_run(stores=["landing", "quarantine", "curated"], now=NOW, policy=POLICY)
     by_store = {r.store: r for r in records}
     assert all(r.status == "succeeded" for r in records), [r.error for r in records]
-    assert by_store["landing"].removed == 5       # 3 events + 2 quarantine rows of the old merged unit
+    assert by_store["landing"].removed == 6       # 4 event copies + 2 quarantine rows of the old merged unit
     assert [r["EVENT_ID"] for r in rows(conn, "SELECT EVENT_ID FROM DB.RAW.LANDING_EVENTS ORDER BY 1")] == \
         ["late1", "new2"]
     assert by_store["quarantine"].removed == 1
@@ -164,6 +166,7 @@ def test_landing_quarantine_and_curated_rows_past_retention_go_and_younger_or_un
     assert quarantine["q-new"]["PAYLOAD"] is not None
     curated = by_store["curated"].detail
     assert curated["CANONICAL.EVENTS"] == 2 and curated["ANALYTICS.CONVERSATION_SESSIONS"] == 1
+    assert curated["RAW.EVENT_COPIES"] == 2 and rows(conn, "SELECT * FROM DB.RAW.EVENT_COPIES") == []
     assert [r["EVENT_ID"] for r in rows(conn, "SELECT EVENT_ID FROM DB.CANONICAL.EVENTS ORDER BY 1")] == \
         ["new1", "new2"]
     assert [r["SESSION_KEY"] for r in rows(conn, "SELECT SESSION_KEY FROM DB.ANALYTICS.CONVERSATION_SESSIONS")] == \

@@ -125,6 +125,15 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_table_and_aggregates
     assert found["device_id:D-alice-iphone"].platforms == ("ios",) and not found["device_id:D-alice-iphone"].given
     assert found["platform_user_id:T1:UALICE"].how.startswith("identified (user.identified event as1")
 
+    # a client retry sent one message of each again: the copies are counted in RAW.EVENT_COPIES
+    retried = [copy.deepcopy(e) for e in alice_and_bob() if e["event_id"] in ("aw2", "bw2")]
+    for e in retried:
+        e["lineage"]["sequence_number"] = "200"
+    land_and_merge(conn, retried, "b2")
+    assert {r["EVENT_ID"] for r in rows(conn, "RAW.EVENT_COPIES")} == {"aw2", "bw2"}
+    bob_copies = [r for r in rows(conn, "RAW.EVENT_COPIES", "COPY_KEY") if r["EVENT_ID"] == "bw2"]
+    assert len(bob_copies) == 2
+
     bob_events = [r for r in rows(conn, "CANONICAL.EVENTS", "EVENT_ID") if r["EVENT_ID"].startswith("b")]
     bob_sessions = [r for r in rows(conn, "ANALYTICS.CONVERSATION_SESSIONS", "SESSION_KEY")
                     if r["SESSION_KEY"] == "web-b"]
@@ -138,8 +147,8 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_table_and_aggregates
     results = [step.run(subject) for step in steps]
     assert [r.remaining for r in results] == [0] * len(steps)
     by_store = {r.store: r for r in results}
-    assert by_store["warehouse: CANONICAL.EVENTS"].removed == 10
-    assert by_store["warehouse: RAW.LANDING_EVENTS"].removed == 13     # 10 events + 3 quarantine copies
+    assert by_store["warehouse: CANONICAL.EVENTS"].removed == 12   # 10 events + the 2 counted copies of aw2
+    assert by_store["warehouse: RAW.LANDING_EVENTS"].removed == 14     # 11 event copies + 3 quarantine rows
     assert by_store["warehouse: RAW.QUARANTINE"].removed == 3
     for r in results:   # the evidence names no personal value
         assert not mentions(r.verification, (*ALICE_VALUES, alice, ALICE_EMAIL)), r.verification
@@ -150,6 +159,7 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_table_and_aggregates
         assert left == [], table
     # Bob is untouched; the aggregates went down by exactly Alice's share
     assert [r for r in rows(conn, "CANONICAL.EVENTS", "EVENT_ID")] == bob_events
+    assert rows(conn, "RAW.EVENT_COPIES", "COPY_KEY") == bob_copies  # Alice's event ids are gone from it too
     assert [r for r in rows(conn, "ANALYTICS.CONVERSATION_SESSIONS", "SESSION_KEY")] == bob_sessions
     assert [q["QUARANTINE_ID"] for q in rows(conn, "RAW.QUARANTINE")] == ["q-bob"]
     [web_day] = [r for r in rows(conn, "ANALYTICS.PLATFORM_ENGAGEMENT_DAILY") if r["PLATFORM"] == "web"]

@@ -278,7 +278,8 @@ def test_ensure_is_idempotent_and_adds_missing_columns(warehouse_conn):
              "WHERE TABLE_SCHEMA IN ('RAW', 'CANONICAL') GROUP BY 1, 2 ORDER BY 1, 2"
     before = warehouse_query(warehouse_conn, tables)
     assert [(r["TABLE_SCHEMA"], r["TABLE_NAME"]) for r in before] == [
-        ("CANONICAL", "EVENTS"), ("RAW", "CHANNEL_OFFSETS"), ("RAW", "LANDING_EVENTS"), ("RAW", "LATE_COPIES"),
+        ("CANONICAL", "EVENTS"), ("RAW", "CHANNEL_OFFSETS"), ("RAW", "EVENT_COPIES"), ("RAW", "LANDING_EVENTS"),
+        ("RAW", "LATE_COPIES"),
         ("RAW", "MERGER_FENCE"), ("RAW", "MERGE_LOG"), ("RAW", "MERGE_PROGRESS"), ("RAW", "QUARANTINE")]
     land(warehouse_conn, "b-1", [canonical_event("e1")])
     again = warehouse_ensure(warehouse_conn)
