@@ -78,6 +78,9 @@ class ErasureGeneration(models.Model):
 
     name = models.CharField(max_length=32, unique=True)
     value = models.BigIntegerField(default=0)
+    # new at every bump: a worker that read a value inside a transaction that then rolled back would see the
+    # same value again at the next real bump; with the token it cannot mistake that one for what it holds
+    token = models.CharField(max_length=32, default="", blank=True)
 
     def __str__(self) -> str:
         return f"{self.name}={self.value}"

@@ -28,6 +28,7 @@ import binascii
 import datetime as dt
 import logging
 import os
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -405,7 +406,7 @@ class SubjectKeyring:
         self._sealing: _Lru = _Lru(max_keys)      # a record's subjects → (key ids, AESGCM)
         self._hashes: _Lru = _Lru(max_keys)       # id_key → keyed hash
         self._suppressed: set[str] = set()
-        self._generation: int | None = None
+        self._generation: tuple[int, str] | None = None  # (value, token) of ErasureGeneration
         #: round trips to the master key (for tests and the benchmark)
         self.master_calls = 0
 
@@ -424,10 +425,10 @@ class SubjectKeyring:
 
         # plain SQL: the ORM's query building cost the consumer more CPU than the query (once per unit)
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT value FROM {ErasureGeneration._meta.db_table} WHERE name = %s",  # noqa: S608
+            cursor.execute(f"SELECT value, token FROM {ErasureGeneration._meta.db_table} WHERE name = %s",  # noqa: S608
                            [GENERATION])
             row = cursor.fetchone()
-        generation = (row[0] if row else 0) or 0
+        generation = (row[0] or 0, row[1] or "") if row else (0, "")
         with self._lock:
             if generation == self._generation:
                 return
@@ -687,7 +688,8 @@ def erasure_generation_bump() -> int:
 
     with transaction.atomic():
         row, _ = ErasureGeneration.objects.select_for_update().get_or_create(name=GENERATION)
-        ErasureGeneration.objects.filter(pk=row.pk).update(value=F("value") + 1)
+        # the value only counts up (a rolled-back bump gives its number again); the token is never repeated
+        ErasureGeneration.objects.filter(pk=row.pk).update(value=F("value") + 1, token=secrets.token_hex(16))
         row.refresh_from_db()
     return row.value
 

@@ -663,6 +663,33 @@ def test_suppression_entries_committed_out_of_id_order_all_reach_a_worker(keyrin
 
 
 
+@pytest.mark.django_db
+def test_a_generation_seen_inside_a_rolled_back_transaction_does_not_hide_the_next_suppression(keyrings_fresh):
+    # a worker that refreshed inside a transaction which bumped the generation and then rolled back saw the
+    # number the next real bump gives again: it took its stale list for current, and would seal and land
+    # the next suppressed person's records
+    from django.db import transaction
+
+    from deletion.models import SuppressedSubject
+    from deletion.subject_keys import archive_keyring, erasure_generation_bump
+
+    keyring = archive_keyring()
+    keyring.refresh()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        SuppressedSubject.objects.create(id_hash=keyring.hash_of("anonymous_id:anon-rolled-back"),
+                                         kind="anonymous_id", ticket_ref="DEL-X")
+        erasure_generation_bump()
+        keyring.refresh()
+        assert keyring.suppressed(["anonymous_id:anon-rolled-back"])
+        raise RuntimeError("the ticket's transaction fails")
+    SuppressedSubject.objects.create(id_hash=keyring.hash_of("anonymous_id:anon-real"), kind="anonymous_id",
+                                     ticket_ref="DEL-Y")
+    erasure_generation_bump()
+    keyring.refresh()
+    assert keyring.suppressed(["anonymous_id:anon-real"])
+    assert not keyring.suppressed(["anonymous_id:anon-rolled-back"])
+
+
 def slack_thread(user: str, channel: str, reply: str) -> tuple[dict, dict]:
     """A Slack DM message of ``user`` and the help bot's reply in its thread (the reply names nobody)."""
     sample = preset_load("slack-bot")["contracts"][0]["versions"][0]["samples"]
