@@ -27,11 +27,14 @@ from typing import Any
 STORES: tuple[str, ...] = ("archive", "landing", "quarantine", "curated")
 _PARTITION = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})(?:/|$)")
 
-#: (table, time column) purged by the ``curated`` store; the column's type decides the comparison
+#: (table, time column) purged by the ``curated`` store; the column's type decides the comparison. The
+#: ingest tables come in the order the merge's transaction writes them (EVENT_COPIES, LATE_COPIES, EVENTS,
+#: QUARANTINE): Snowflake's DML holds table locks to the end of a transaction, and the other order could
+#: make this one and a merge wait on each other until one is aborted
 CURATED_TIME_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("CANONICAL.EVENTS", "EVENT_DATE"),
-    ("RAW.LATE_COPIES", "EVENT_DATE"),
     ("RAW.EVENT_COPIES", "EVENT_DATE"),
+    ("RAW.LATE_COPIES", "EVENT_DATE"),
+    ("CANONICAL.EVENTS", "EVENT_DATE"),
     ("RAW.QUARANTINE", "QUARANTINED_AT"),
     ("ANALYTICS.EVENT_FACTS", "EVENT_TIME"),
     ("ANALYTICS.CONVERSATION_SESSIONS", "STARTED_AT"),

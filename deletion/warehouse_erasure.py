@@ -291,10 +291,13 @@ def quarantine_erase(subject: ErasureSubject, *, database: str | None = None) ->
 def canonical_erase(subject: ErasureSubject, *, database: str | None = None) -> StoreResult:
     def plan(db: str, terms: MatchTerms) -> list[tuple[str, str]]:
         return [
-            # the copies' side tables first: they are found through the events
-            *((f"{db}.RAW.{side}", f"t.EVENT_ID IN (SELECT e.EVENT_ID FROM {db}.CANONICAL.EVENTS e "
-                                   f"WHERE {subject_events_sql(f'{db}.CANONICAL.EVENTS', 'e')})")
-              for side in ("LATE_COPIES", "EVENT_COPIES")),
+            # the copies' side tables first: they are found through the events, by the events' key (an id reused
+            # on another day is another event, maybe somebody else's); in the merge's order of tables
+            # (EVENT_COPIES, LATE_COPIES, EVENTS), so the two transactions cannot wait on each other in a cycle
+            *((f"{db}.RAW.{side}", f"EXISTS (SELECT 1 FROM {db}.CANONICAL.EVENTS e WHERE e.EVENT_DATE = t.EVENT_DATE "
+                                   f"AND e.EVENT_ID = t.EVENT_ID AND "
+                                   f"{subject_events_sql(f'{db}.CANONICAL.EVENTS', 'e')})")
+              for side in ("EVENT_COPIES", "LATE_COPIES")),
             (f"{db}.CANONICAL.EVENTS", subject_events_sql(f"{db}.CANONICAL.EVENTS", "t")),
         ]
     return _delete_and_verify("warehouse: CANONICAL.EVENTS", database, subject, plan)

@@ -364,6 +364,9 @@ EVENT_COPIES = Table(
         Column("RECEIVED_AT", _TS, comment="Collector receive time of the copy (UTC)."),
         Column("LANDED_AT", _TS, comment="When the copy landed (UTC)."),
         Column("MERGE_ID", "VARCHAR", comment="The merge that counted it."),
+        Column("WAS_KEPT", "BOOLEAN",
+               comment="TRUE: the stored kept copy, counted before and recorded here by the merge that found "
+                       "another copy (not a new copy of that merge)."),
     ),
     comment="Every copy counted in CANONICAL.EVENTS.DUPLICATE_COUNT, the kept one included, for events seen "
             "more than once (DUPLICATE_COUNT + 1 rows each; none for an event seen once). What makes a repeated "
@@ -492,8 +495,15 @@ def warehouse_ensure(conn: Any, *, database: str | None = None) -> EnsureResult:
             )
             existing = {(s.upper(), t.upper(), c.upper()) for s, t, c in cur.fetchall()}
             if ("CANONICAL", "EVENTS", "COPY_KEYS") in existing:
-                _copy_keys_move(cur, db)
-                added.append("RAW.EVENT_COPIES (moved from CANONICAL.EVENTS.COPY_KEYS)")
+                try:
+                    _copy_keys_move(cur, db)
+                    added.append("RAW.EVENT_COPIES (moved from CANONICAL.EVENTS.COPY_KEYS)")
+                except Exception:
+                    # another process starting at the same time moved them and dropped the column first
+                    cur.execute(f"SELECT COUNT(*) FROM {db}.INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = "  # noqa: S608
+                                "'CANONICAL' AND TABLE_NAME = 'EVENTS' AND COLUMN_NAME = 'COPY_KEYS'")
+                    if cur.fetchone()[0]:
+                        raise
             for table in TABLES:
                 for col in table.columns:
                     if (table.schema, table.name, col.name) not in existing:
@@ -512,7 +522,8 @@ def _copy_keys_move(cur: Any, db: str) -> None:
     stop every merge; the merge reads only RAW.EVENT_COPIES now, so without this a warehouse made before
     would count its earlier copies again on a re-merge. Snowflake commits before any DDL, so the two steps
     cannot share a transaction: the move inserts only keys not there yet, and a start that failed between
-    them repeats it harmlessly."""
+    them repeats it harmlessly. Upgrade with the old merger stopped (a merge between the two steps would
+    append keys the drop then loses; there is one merger, leased, so a deploy replaces it anyway)."""
     events, copies = qualified(db, CANONICAL_EVENTS), qualified(db, EVENT_COPIES)
     cur.execute(
         f"MERGE INTO {copies} tgt USING (SELECT DISTINCT e.EVENT_DATE, e.EVENT_ID, f.value::VARCHAR AS COPY_KEY "  # noqa: S608
@@ -521,7 +532,7 @@ def _copy_keys_move(cur: Any, db: str) -> None:
         "ON tgt.EVENT_DATE = src.EVENT_DATE AND tgt.EVENT_ID = src.EVENT_ID AND tgt.COPY_KEY = src.COPY_KEY "
         "WHEN NOT MATCHED THEN INSERT (EVENT_DATE, EVENT_ID, COPY_KEY, MERGE_ID) "
         "VALUES (src.EVENT_DATE, src.EVENT_ID, src.COPY_KEY, 'moved-from-copy-keys')")
-    cur.execute(f"ALTER TABLE {events} DROP COLUMN COPY_KEYS")
+    cur.execute(f"ALTER TABLE {events} DROP COLUMN IF EXISTS COPY_KEYS")
 
 
 def _settings_database() -> str:

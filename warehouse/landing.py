@@ -845,7 +845,7 @@ def _source_sql(db: str, ranges: int, *, late: bool) -> str:
     new_side = f"""
 LEFT JOIN (
   SELECT s.EVENT_DATE, s.EVENT_ID, COUNT(*) AS NEW_SIDE FROM {copies} s
-  WHERE s.MERGE_ID = %(merge_id)s AND s.EVENT_DATE >= CAST(%(lo)s AS DATE)
+  WHERE s.MERGE_ID = %(merge_id)s AND s.EVENT_DATE >= CAST(%(lo)s AS DATE) AND NOT COALESCE(s.WAS_KEPT, FALSE)
   GROUP BY s.EVENT_DATE, s.EVENT_ID
 ) n ON n.EVENT_DATE = k.EVENT_DATE AND n.EVENT_ID = k.EVENT_ID""" if not late else ""  # noqa: S608
     return f"""SELECT {', '.join('k.' + c for c in _CONTENT)}, k.LANDED_AT AS KEPT_LANDED_AT,
@@ -875,11 +875,11 @@ def _replace(column: str) -> str:
     return f"{column} = src.{column}"
 
 
-#: SQL: copies of a stored event this merge counts for the first time. ``_event_copies_merge_sql`` added
-#: them to RAW.EVENT_COPIES (NEW_SIDE rows), and also the stored kept copy when the event had none there
-#: yet, i.e. when it had been seen once (DUPLICATE_COUNT = 0): that row is not a new copy.
-_NEW_COPIES = ("(CASE WHEN src.NEW_SIDE = 0 THEN 0 WHEN tgt.DUPLICATE_COUNT = 0 THEN src.NEW_SIDE - 1 "
-               "ELSE src.NEW_SIDE END)")
+#: SQL: copies of a stored event this merge counts for the first time: the rows ``_event_copies_merge_sql``
+#: added to RAW.EVENT_COPIES under this merge's id, less the stored kept copy's row (WAS_KEPT), which it
+#: adds when the event had none there yet. Read from the rows themselves, not from the stored count, so a
+#: side table that lost rows cannot make a later merge count the kept copy again.
+_NEW_COPIES = "src.NEW_SIDE"
 
 _SEEN = (
     "DUPLICATE_COUNT = tgt.DUPLICATE_COUNT + " + _NEW_COPIES + ",\n"
@@ -939,9 +939,10 @@ def _event_copies_merge_sql(db: str, ranges: int) -> str:
     events, copies = qualified(db, CANONICAL_EVENTS), qualified(db, EVENT_COPIES)
     lo = "CAST(%(lo)s AS DATE)"
     return f"""MERGE INTO {copies} tgt USING (
-  SELECT x.EVENT_DATE, x.EVENT_ID, x.COPY_KEY, MIN(x.RECEIVED_AT) AS RECEIVED_AT, MIN(x.LANDED_AT) AS LANDED_AT
+  SELECT x.EVENT_DATE, x.EVENT_ID, x.COPY_KEY, MIN(x.RECEIVED_AT) AS RECEIVED_AT, MIN(x.LANDED_AT) AS LANDED_AT,
+         MAX(x.K) = 1 AS WAS_KEPT
   FROM (
-    SELECT c.EVENT_DATE, c.EVENT_ID,
+    SELECT c.EVENT_DATE, c.EVENT_ID, p.K,
            CASE WHEN p.K = 0 THEN c.COPY_KEY ELSE {_copy_key('t')} END AS COPY_KEY,
            CASE WHEN p.K = 0 THEN c.RECEIVED_AT ELSE t.RECEIVED_AT END AS RECEIVED_AT,
            CASE WHEN p.K = 0 THEN c.LANDED_AT ELSE t.KEPT_LANDED_AT END AS LANDED_AT
@@ -949,7 +950,7 @@ def _event_copies_merge_sql(db: str, ranges: int) -> str:
     LEFT JOIN {events} t ON t.EVENT_DATE >= {lo} AND t.EVENT_DATE = c.EVENT_DATE AND t.EVENT_ID = c.EVENT_ID
     JOIN (SELECT 0 AS K UNION ALL SELECT 1 AS K) p ON p.K = 0 OR t.EVENT_ID IS NOT NULL
     UNION ALL
-    SELECT c.EVENT_DATE, c.EVENT_ID, c.COPY_KEY, c.RECEIVED_AT, c.LANDED_AT
+    SELECT c.EVENT_DATE, c.EVENT_ID, 0 AS K, c.COPY_KEY, c.RECEIVED_AT, c.LANDED_AT
     FROM ({_claim_sql(db, ranges, kind='event', late=True)}) c
     LEFT JOIN {events} t ON t.EVENT_DATE < {lo} AND t.EVENT_DATE = c.EVENT_DATE AND t.EVENT_ID = c.EVENT_ID
     WHERE t.EVENT_ID IS NULL
@@ -957,8 +958,8 @@ def _event_copies_merge_sql(db: str, ranges: int) -> str:
   GROUP BY x.EVENT_DATE, x.EVENT_ID, x.COPY_KEY
   QUALIFY COUNT(*) OVER (PARTITION BY x.EVENT_DATE, x.EVENT_ID) > 1
 ) src ON tgt.EVENT_DATE = src.EVENT_DATE AND tgt.EVENT_ID = src.EVENT_ID AND tgt.COPY_KEY = src.COPY_KEY
-WHEN NOT MATCHED THEN INSERT (EVENT_DATE, EVENT_ID, COPY_KEY, RECEIVED_AT, LANDED_AT, MERGE_ID)
-VALUES (src.EVENT_DATE, src.EVENT_ID, src.COPY_KEY, src.RECEIVED_AT, src.LANDED_AT, %(merge_id)s)"""  # noqa: S608
+WHEN NOT MATCHED THEN INSERT (EVENT_DATE, EVENT_ID, COPY_KEY, RECEIVED_AT, LANDED_AT, MERGE_ID, WAS_KEPT)
+VALUES (src.EVENT_DATE, src.EVENT_ID, src.COPY_KEY, src.RECEIVED_AT, src.LANDED_AT, %(merge_id)s, src.WAS_KEPT)"""  # noqa: S608
 
 
 def _late_copies_merge_sql(db: str, ranges: int) -> str:
@@ -1092,7 +1093,6 @@ def merge_latency(conn: Any, *, ranges: list[ChannelRange], now: dt.datetime, bo
 def merge_channels(
     conn: Any, *, ranges: list[ChannelRange] | None = None, committed: Mapping[str, str | None] | None = None,
     window_days: int = DEDUP_WINDOW_DAYS_DEFAULT, now: dt.datetime | None = None, fence: int | None = None,
-    merge_id: str | None = None,
 ) -> MergeResult:
     """Merge the landed rows of ``ranges`` (default: every channel's unmerged rows) in ONE
     transaction. Idempotent: merging the same ranges again counts and changes nothing.
@@ -1106,7 +1106,9 @@ def merge_channels(
         raise ValueError("the dedup window is at least one day")
     if ranges is None:
         ranges = merge_ranges_pending(conn, committed)
-    merge_id = merge_id or uuid.uuid4().hex
+    # new for every call, never taken from a caller: RAW.EVENT_COPIES tells this merge's rows apart by it, so
+    # an id used twice would count the first merge's copies again
+    merge_id = uuid.uuid4().hex
     if not ranges:
         return MergeResult(0, 0, 0, 0, merge_id=merge_id, seconds=time.perf_counter() - started)
     now = now or _utcnow()

@@ -291,3 +291,28 @@ def test_an_identifier_the_officer_removed_as_wrongly_linked_keeps_its_events_un
                                           "ANALYTICS.PLATFORM_ENGAGEMENT_DAILY", "IDENTITY.IDENTIFIERS")}
     assert models_run(conn, prices=PRICES, full_refresh=True).ok
     assert {t: rows(conn, t) for t in curated} == curated
+
+
+@pytest.mark.django_db
+def test_erasure_leaves_the_counted_copies_of_another_persons_event_with_the_same_id_on_another_day(
+        warehouse_conn, erasure_settings):  # noqa: F811
+    # review of dd0f80b: the side tables were matched on EVENT_ID alone, but (EVENT_DATE, EVENT_ID) is the key:
+    # erasing Alice's "x" of one day removed the counted copies of Bob's "x" of the day before, and Bob's next
+    # copy was then counted as two
+    from deletion.warehouse_erasure import canonical_erase
+
+    bob = [event("x", "session.started", T0, "web-b", BOB, {}) for _ in range(3)]
+    for n, e in enumerate(bob):
+        e["lineage"]["sequence_number"] = str(n + 1)
+        e["received_at"] += n * SECOND
+    alice = event("x", "session.started", T0 + 24 * HOUR, "web-a", {"anonymous_id": "anon-alice-0001"}, {})
+    alice["lineage"]["sequence_number"] = "9"
+    land_and_merge(warehouse_conn, [bob[0], bob[1], alice], "b1")
+    bob_copies = rows(warehouse_conn, "RAW.EVENT_COPIES", "COPY_KEY")
+    assert len(bob_copies) == 2
+    result = canonical_erase(ErasureSubject("DEL-1", (Identifier(IdentifierKind.ANONYMOUS_ID, "anon-alice-0001"),)),
+                             database=warehouse_conn.database)
+    assert (result.removed, result.remaining) == (1, 0)
+    assert rows(warehouse_conn, "RAW.EVENT_COPIES", "COPY_KEY") == bob_copies
+    land_and_merge(warehouse_conn, [bob[2]], "b2")
+    assert [r["DUPLICATE_COUNT"] for r in rows(warehouse_conn, "CANONICAL.EVENTS")] == [2]

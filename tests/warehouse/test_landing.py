@@ -524,3 +524,61 @@ def test_random_copies_landings_and_re_merges_count_each_stream_record_exactly_o
         merge(warehouse_conn, ranges=[ChannelRange(channel, None, str(next_seq[channel]))],
               now=NOW + dt.timedelta(hours=1))
     assert stored(warehouse_conn) == before
+
+
+def test_an_event_whose_side_rows_were_lost_counts_only_its_new_copy(warehouse_conn):
+    # review of dd0f80b: the count took "DUPLICATE_COUNT = 0" for "the kept copy has no side row yet", so an
+    # event with a count but without its rows (lost in an upgrade, or an erasure gone astray) counted the kept
+    # copy again with its next copy. The count now reads which row is the kept copy from the row itself.
+    land(warehouse_conn, "ch-0", "2", [canonical_event("a", sequence_number="1", event_time=T0),
+                                       canonical_event("a", sequence_number="2", event_time=T0,
+                                                       received_at=T0 + SECOND)])
+    merge(warehouse_conn)
+    warehouse_query(warehouse_conn, "DELETE FROM RAW.EVENT_COPIES")
+    land(warehouse_conn, "ch-0", "3", [canonical_event("a", sequence_number="3", event_time=T0,
+                                                       received_at=T0 + 2 * SECOND)])
+    merge(warehouse_conn, now=NOW + dt.timedelta(minutes=1))
+    assert stored(warehouse_conn)["a"]["DUPLICATE_COUNT"] == 2
+    kept = warehouse_query(warehouse_conn, "SELECT COPY_KEY FROM RAW.EVENT_COPIES WHERE WAS_KEPT")
+    assert kept == [{"COPY_KEY": "raw-events/shardId-000000000000/1"}]
+
+
+def test_a_merge_takes_no_id_from_its_caller(warehouse_conn):
+    # review of dd0f80b: a merge tells its own side-table rows apart by its id, so a caller's id used twice
+    # counted the first merge's copies again (1 became 3)
+    land(warehouse_conn, "ch-0", "2", [canonical_event("a", sequence_number="1", event_time=T0),
+                                       canonical_event("a", sequence_number="2", event_time=T0,
+                                                       received_at=T0 + SECOND)])
+    first = merge(warehouse_conn)
+    with pytest.raises(TypeError):
+        merge(warehouse_conn, merge_id=first.merge_id)
+    again = merge(warehouse_conn, ranges=[ChannelRange("ch-0", None, "2")], now=NOW + dt.timedelta(minutes=1))
+    assert again.merge_id != first.merge_id and stored(warehouse_conn)["a"]["DUPLICATE_COUNT"] == 1
+
+
+def test_two_processes_moving_the_old_copy_keys_at_once_both_start(warehouse_conn):
+    # review of dd0f80b: both saw COPY_KEYS at start-up; the second's move failed once the first dropped it
+    from warehouse.ddl import _copy_keys_move, warehouse_ensure
+
+    warehouse_query(warehouse_conn, "ALTER TABLE CANONICAL.EVENTS ADD COLUMN COPY_KEYS VARCHAR")
+    cur = warehouse_conn.cursor()
+    try:
+        _copy_keys_move(cur, warehouse_conn.database)  # the other process, between this one's look and move
+    finally:
+        cur.close()
+    warehouse_query(warehouse_conn, "ALTER TABLE CANONICAL.EVENTS ADD COLUMN COPY_KEYS VARCHAR")
+    import warehouse.ddl as ddl
+
+    real = ddl._copy_keys_move
+
+    def moved_by_the_other_process_first(cur, db):
+        cur.execute(f"ALTER TABLE {db}.CANONICAL.EVENTS DROP COLUMN COPY_KEYS")  # noqa: S608 - test-made name
+        real(cur, db)
+
+    ddl._copy_keys_move = moved_by_the_other_process_first
+    try:
+        warehouse_ensure(warehouse_conn)  # starts; the column is gone either way
+    finally:
+        ddl._copy_keys_move = real
+    assert "COPY_KEYS" not in {r["COLUMN_NAME"] for r in warehouse_query(
+        warehouse_conn, "SELECT COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_NAME = 'EVENTS'")}
