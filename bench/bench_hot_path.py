@@ -13,8 +13,9 @@ session, conversation, feedback, identify and tool-call events, 1% redelivered d
 
 Measured in ONE process on ONE core (the process is pinned to one CPU where the OS allows):
 * ``hot_path_events_per_s``: raw records per second through ``process_batch`` (decode → route →
-  validate → normalize → lineage → dedup count → serialize) on batches of 1,000, plus
-  ``landing_json()`` of each batch;
+  validate → normalize → lineage → dedup count → serialize) on batches of ``BATCH_RECORDS`` (200,
+  the consumer's), plus ``landing_json()`` of each batch, each batch's result dropped before the next
+  (as the consumer drops each batch's events once serialized);
 * ``parse_only_events_per_s``: raw records per second through a bare ``orjson.loads``;
 * ``hot_path_vs_parse``: their ratio.
 Both take the median of several timed passes after a warm-up pass. Goals: >= 50,000 events/s and
@@ -49,11 +50,11 @@ import orjson  # noqa: E402
 
 from contracts.presets import preset_load  # noqa: E402
 from ingest_workers.envelope import envelope_encode  # noqa: E402
-from ingest_workers.pipeline import ContractIndex, RawRecord, process_batch  # noqa: E402
+from ingest_workers.pipeline import BATCH_RECORDS, ContractIndex, RawRecord, process_batch  # noqa: E402
 
 GOAL_EVENTS_PER_S = 50_000
 GOAL_RATIO = 0.20
-BATCH = 1000
+BATCH = BATCH_RECORDS  # the consumer's batch (services.BATCH_MAX_RECORDS)
 RECEIVED_AT = 1_772_400_000_000_000
 
 # (source, contract event, version index, sample index, weight, text paths to pad, key paths)

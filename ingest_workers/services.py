@@ -49,6 +49,7 @@ from obstore.exceptions import BaseError as ObstoreError
 from ingest_workers import archive
 from ingest_workers.models import ShardLease, WorkerLease
 from ingest_workers.pipeline import (
+    BATCH_RECORDS,
     NO_SOURCE,
     BatchResult,
     ContractIndex,
@@ -67,14 +68,14 @@ from warehouse.channels import ChannelError, ChannelInvalidated, LandingChannel,
 
 log = logging.getLogger(__name__)
 
-#: records per ``process_batch`` call: the pipeline is fastest per record around 1,000 (its working set
-#: stays in the CPU caches)
-BATCH_MAX_RECORDS = 1000
+#: records per ``process_batch`` call (``pipeline.BATCH_RECORDS``: a batch's events are freed while
+#: they are still in the CPU caches)
+BATCH_MAX_RECORDS = BATCH_RECORDS
 #: records per unit: one GetRecords read, one archive append, one landing transaction, one checkpoint.
 #: Each unit costs ~9 ms of consumer CPU whatever its size (round trips to Kinesis, the warehouse and
-#: the database: bench/bench_consumer.py), so a unit is two pipeline batches; a production shard at
+#: the database: bench/bench_consumer.py), so a unit is ten pipeline batches; a production shard at
 #: peak gathers about this many records per tip interval (docs/capacity.md)
-UNIT_MAX_RECORDS = 2 * BATCH_MAX_RECORDS
+UNIT_MAX_RECORDS = 2000
 THROTTLE_RETRIES = 6
 THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "LimitExceededException",
                             "ThrottlingException"})
@@ -648,68 +649,94 @@ class ShardReader:
 def _unit_pipeline(records: list[RawRecord], fresh: int, locations: list[tuple[str, int]], index: ContractIndex, *,
                    stream: str, batch_id: str, now_micros: int, tick: Callable[[str], None]):
     """A unit through the pipeline and the erasure rules one batch of ``BATCH_MAX_RECORDS`` at a time:
-    (its counts, its landing rows as one JSON array per batch, its archive line sealer, the sequence
-    numbers that are not JSON). Each batch's events are serialized, then freed while they are still
-    in the CPU's caches: a unit is two batches so that its fixed costs (a read, a landing transaction,
-    a checkpoint) are paid once for both, and a batch at a time keeps the working set of one.
+    (its counts, its landing rows, its archive line sealer, the sequence numbers that are not JSON).
+    Each batch's events are checked for erased subjects, serialized, then freed while they are still in
+    the CPU's caches (a batch of 200 records keeps its working set there; batches of 1,000 cost ~20%
+    more CPU per record, bench/bench_hot_path.py): a unit is ten batches so that its fixed costs (a
+    read, a key look-up, a landing transaction, a checkpoint) are paid once for all of them.
 
-    Erasure, per batch: once per unit the keyring checks the erasure generation (dropping cached keys
-    after a shred, loading new suppression entries); a record carrying an erased subject's identifier
-    lands nothing and is archived without its record; so does a quarantined record one of whose string
+    Erasure: once per unit the keyring checks the erasure generation (dropping cached keys after a
+    shred, loading new suppression entries); per batch, a record carrying an erased subject's identifier
+    lands nothing and is archived without its record; so is a quarantined record one of whose string
     leaves is an erased identifier (``payload_leaf_subjects``: not kept in clear in RAW.QUARANTINE nor
-    under the day key). Records before ``fresh`` (re-read to rebuild an object, not landed again) go
-    through the pipeline only to learn their subjects."""
+    under the day key). The unit's archive keys come from one ``sealer`` call after its batches (one
+    look-up of new subjects per unit); a subject it finds suppressed meanwhile (an erasure this process
+    had not seen) takes its records out of their batches, which are run again for that. Records before
+    ``fresh`` (re-read to rebuild an object, not landed again) go through the pipeline only to learn
+    their subjects."""
     from deletion.subject_keys import archive_keyring
-    from deletion.suppression import payload_leaf_subjects
-    from ingest_workers.archive_crypto import LineSealer, records_subjects
     from warehouse.landing import landing_rows_pieces
 
     keyring = archive_keyring()
     keyring.refresh()
     size = BATCH_MAX_RECORDS
-    batches = [(a, min(a + size, fresh), False) for a in range(0, fresh, size)]
-    batches += [(a, min(a + size, len(records)), True) for a in range(fresh, len(records), size)]
-    results: list[BatchResult] = []
-    pieces: list[bytes] = []
+    spans = [(a, min(a + size, fresh), False) for a in range(0, fresh, size)]
+    spans += [(a, min(a + size, len(records)), True) for a in range(fresh, len(records), size)]
+    needs_subjects = keyring.encrypting or keyring.suppressing
+    landing: list[tuple[int, int, BatchResult, bytes]] = []  # (start, end, counts, events' JSON) per batch
     not_json: set[str] = set()
-    keys_of: dict[str, Any] = {}
-    suppressed_all: set[str] = set()
-    sealers = clear = False
-    for start, end, lands in batches:
-        batch = records[start:end]
-        subjects: dict[str, tuple[str, ...]] = {}
-        suppressed: set[str] = set()
-        result = None
-        if lands or keyring.encrypting or keyring.suppressing:
-            result = process_batch(batch, index, stream=stream, batch_id=batch_id,
-                                   archive_locations=locations[start:end], now_micros=now_micros)
-            tick("pipeline")
-            if lands:
-                not_json.update(q.sequence_number for q in result.quarantine if q.reason_code == "undecodable")
-            subjects = records_subjects(result.events)
-            suppressed = keyring.suppressed_of(subjects)
-            if keyring.suppressing:
-                # a record no event was mapped from names nobody the keyring knows: its string leaves are checked
-                suppressed.update(row.sequence_number for row in result.quarantine
-                                  if keyring.suppressed_uncached(payload_leaf_subjects(row.payload)))
-        sealer = keyring.sealer(batch, subjects, suppressed)  # may add to ``suppressed``
-        if sealer is not None:
-            sealers, clear = True, sealer.clear
-            keys_of.update(sealer.keys_of)
-            suppressed_all.update(sealer.suppressed)
-        if result is not None and lands:
-            if suppressed:
-                by_seq = {r.sequence_number: r for r in batch}
-                result = batch_suppress(result, {seq: _source_name(by_seq[seq].data) for seq in suppressed})
-                log.info("suppressed %d record(s) of erased subjects in %s", len(suppressed), batch_id)
-            if result.events:
-                pieces.append(result.landing_json())
-            result.events, result.event_ids = [], []  # in ``pieces`` now: freed here, still in the caches
-            results.append(result)
+    subjects: dict[str, tuple[str, ...]] = {}
+    suppressed: set[str] = set()
+    for start, end, lands in spans:
+        if not (lands or needs_subjects):
+            continue
+        result, batch_suppressed = _batch_erasure_checked(records[start:end], locations[start:end], index, keyring,
+                                                          stream=stream, batch_id=batch_id, now_micros=now_micros,
+                                                          tick=tick, subjects=subjects)
+        suppressed |= batch_suppressed
+        if lands:
+            not_json.update(q.sequence_number for q in result.quarantine if q.reason_code == "undecodable")
+            landing.append((start, end, *_batch_landed(result, records[start:end], batch_suppressed, batch_id)))
         tick("erasure")
-    unit = batch_results_concat(results)
-    rows = landing_rows_pieces(pieces, unit.quarantine_json())
-    return unit, rows, LineSealer(keys_of, suppressed_all, clear=clear) if sealers else None, not_json
+    known = len(suppressed)
+    sealer = keyring.sealer(records, subjects, suppressed)  # may add to ``suppressed``
+    if len(suppressed) > known:  # suppressed after this worker's last refresh: out of their batches too
+        for k, (start, end, _, _) in enumerate(landing):
+            batch = records[start:end]
+            if any(r.sequence_number in suppressed for r in batch):
+                result = process_batch(batch, index, stream=stream, batch_id=batch_id,
+                                       archive_locations=locations[start:end], now_micros=now_micros)
+                mine = {r.sequence_number for r in batch} & suppressed
+                landing[k] = (start, end, *_batch_landed(result, batch, mine, batch_id))
+    tick("erasure")
+    unit = batch_results_concat([counts for _, _, counts, _ in landing])
+    rows = landing_rows_pieces([piece for _, _, _, piece in landing], unit.quarantine_json())
+    return unit, rows, sealer, not_json
+
+
+def _batch_erasure_checked(batch: list[RawRecord], locations: list[tuple[str, int]], index: ContractIndex,
+                           keyring: Any, *, stream: str, batch_id: str, now_micros: int,
+                           tick: Callable[[str], None], subjects: dict[str, tuple[str, ...]],
+                           ) -> tuple[BatchResult, set[str]]:
+    """One batch through the pipeline: its result and its records of erased subjects (its records'
+    subjects are added to ``subjects``)."""
+    from deletion.suppression import payload_leaf_subjects
+    from ingest_workers.archive_crypto import records_subjects
+
+    result = process_batch(batch, index, stream=stream, batch_id=batch_id, archive_locations=locations,
+                           now_micros=now_micros)
+    tick("pipeline")
+    found = records_subjects(result.events)
+    subjects.update(found)
+    suppressed = keyring.suppressed_of(found)
+    if keyring.suppressing:
+        # a record no event was mapped from names nobody the keyring knows: its string leaves are checked
+        suppressed.update(row.sequence_number for row in result.quarantine
+                          if keyring.suppressed_uncached(payload_leaf_subjects(row.payload)))
+    return result, suppressed
+
+
+def _batch_landed(result: BatchResult, batch: list[RawRecord], suppressed: set[str],
+                  batch_id: str) -> tuple[BatchResult, bytes]:
+    """(the batch's counts, its events' landing JSON) without its suppressed records; its events are
+    freed here, still in the caches (the JSON and the counts are all that the unit keeps)."""
+    if suppressed:
+        by_seq = {r.sequence_number: r for r in batch}
+        result = batch_suppress(result, {seq: _source_name(by_seq[seq].data) for seq in suppressed})
+        log.info("suppressed %d record(s) of erased subjects in %s", len(suppressed), batch_id)
+    piece = result.landing_json() if result.events else b""
+    result.events, result.event_ids = [], []
+    return result, piece
 
 
 def _source_name(data: bytes) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import os
 import threading
 import time
@@ -170,16 +171,49 @@ def landing_rows_json(events: bytes | None, quarantine_rows: bytes | list[dict] 
     return b"".join(pieces)
 
 
-def landing_rows_pieces(event_pieces: Sequence[bytes],
-                        quarantine_rows: bytes | list[dict] | None = None) -> list[bytes]:
-    """A unit's landing rows as several JSON arrays, in order: each piece of events as it is (one batch
-    each: its ``BatchResult.landing_json``), the quarantine rows after the last one. An append sends
-    one statement per piece, never joining them to split them again."""
-    pieces = [piece for piece in event_pieces if _array_items(piece)]
-    if not pieces:
+def landing_rows_pieces(event_pieces: Sequence[bytes], quarantine_rows: bytes | list[dict] | None = None, *,
+                        max_bytes: int = STATEMENT_MAX_BYTES) -> list[bytes]:
+    """A unit's landing rows as several JSON arrays, in order: its batches' pieces of events
+    (``BatchResult.landing_json``), neighbours joined into as few arrays of at most ``max_bytes`` as
+    they fit in, of about equal size (an append sends one statement per array, and each statement costs
+    the writer ~1.4 ms of CPU; arrays of equal size, not one full and one small, keep each statement's
+    megabytes of base64 and request body as small as the count allows), the quarantine rows after the
+    last one. A piece is never split here."""
+    inside = [(piece, items) for piece in event_pieces if (items := _array_items(piece))]
+    total = sum(len(items) + 1 for _, items in inside)
+    target = total / max(1, math.ceil(total / max_bytes))
+    joined: list[bytes] = []
+    group: list[tuple[bytes, memoryview]] = []
+    size = 0
+    for piece, items in inside:
+        if group and size + len(items) + 1 > max_bytes:
+            joined.append(_arrays_joined(group))
+            group, size = [], 0
+        group.append((piece, items))
+        size += len(items) + 1
+        if size >= target:
+            joined.append(_arrays_joined(group))
+            group, size = [], 0
+    if group:
+        joined.append(_arrays_joined(group))
+    if not joined:
         return [landing_rows_json(None, quarantine_rows)]
-    pieces[-1] = landing_rows_json(pieces[-1], quarantine_rows)
-    return pieces
+    if quarantine_rows:
+        joined[-1] = landing_rows_json(joined[-1], quarantine_rows)
+    return joined
+
+
+def _arrays_joined(group: list[tuple[bytes, memoryview]]) -> bytes:
+    """One JSON array of the elements of several (a lone array as it is: no copy)."""
+    if len(group) == 1:
+        return group[0][0]
+    parts: list[Any] = [b"["]
+    for i, (_, items) in enumerate(group):
+        if i:
+            parts.append(b",")
+        parts.append(items)
+    parts.append(b"]")
+    return b"".join(parts)
 
 
 def _json_array_chunks(text: bytes, max_bytes: int) -> list[bytes]:

@@ -193,6 +193,37 @@ def test_a_new_event_of_an_erased_subject_is_dropped_at_the_worker(ingest_env):
                             for r in rows)
 
 
+def test_a_subject_erased_between_a_units_refresh_and_its_keys_lands_nothing_of_its_records(
+        ingest_env, kinesis, monkeypatch):
+    """The erasure commits after the worker refreshed for the unit: the unit's key look-up refuses the
+    person's new key, and the person's record leaves its batch (the unit's other batches land whole)."""
+    from deletion.subject_keys import archive_keyring
+    from deletion.suppression import suppression_add
+
+    monkeypatch.setattr(services, "BATCH_MAX_RECORDS", 2)
+    person = {"anon": f"anon-C-{uuid.uuid4().hex[:6]}", "user": f"cust_C_{uuid.uuid4().hex[:6]}"}
+    keyring = archive_keyring()
+    refresh = keyring.refresh
+
+    def refresh_then_erase() -> None:
+        refresh()
+        monkeypatch.setattr(keyring, "refresh", refresh)
+        suppression_add(subject=person_subject(person))
+
+    monkeypatch.setattr(keyring, "refresh", refresh_then_erase)
+    marker = f"late-{uuid.uuid4().hex}"
+    send([(PERSON_B, "b1"), (PERSON_B, "b2"), (person, marker), (PERSON_B, "b3")])
+    reader = _reader(kinesis, _busiest_lease(kinesis, ingest_env.KINESIS_STREAM_NAME), "w1")
+    outcome = reader.process_unit()
+    reader.flush()
+    assert (outcome.read, outcome.valid, outcome.suppressed) == (4, 3, 1)
+    assert outcome.suppressed_per_source == {"web-chat": 1}
+    services.pipeline_drain()
+    assert not lineages(person["anon"]) and len(lineages(PERSON_B["anon"])) == 3
+    stored = archived_bytes(ingest_env)
+    assert marker.encode() not in stored and stored.count(b'"suppressed":true') == 1
+
+
 def test_a_worker_counts_suppressed_records_per_source(ingest_env, kinesis):
     erase(PERSON_A)
     send([(PERSON_A, "x"), (PERSON_B, "z"), (PERSON_A, "y")])

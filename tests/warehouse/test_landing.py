@@ -329,12 +329,26 @@ def test_a_unit_landed_in_pieces_commits_every_piece_with_its_one_token_or_none(
         client.close()
 
 
-def test_a_units_landing_pieces_keep_each_batch_as_it_is_and_the_quarantine_rows_last():
+def test_a_units_landing_pieces_are_joined_up_to_a_statement_and_the_quarantine_rows_come_last():
+    # a unit is ten batches: one statement each would cost the writer ten round trips instead of two
     first, second = b'[{"event_id":"a"}]', b'[{"event_id":"b"},{"event_id":"c"}]'
     out = landing_rows_pieces([first, b"[]", second], [{"reason_code": "x"}])
-    assert out[0] is first  # not copied
     assert [orjson.loads(p) for p in out] == [
-        [{"event_id": "a"}], [{"event_id": "b"}, {"event_id": "c"}, {"quarantine": {"reason_code": "x"}}]]
+        [{"event_id": "a"}, {"event_id": "b"}, {"event_id": "c"}, {"quarantine": {"reason_code": "x"}}]]
+    # joined while the array stays within the statement's bytes; a piece is never split
+    third = b'[{"event_id":"d"}]'
+    out = landing_rows_pieces([first, second, third], max_bytes=len(first) + len(second) - 2)
+    assert [orjson.loads(p) for p in out] == [[{"event_id": "a"}, {"event_id": "b"}, {"event_id": "c"}],
+                                               [{"event_id": "d"}]]
+    assert out[1] is third  # a lone piece is not copied
+    # ten batches that need two statements make two of five, not one of eight and one of two
+    ten = [orjson.dumps([{"event_id": f"e{i}"}]) for i in range(10)]
+    out = landing_rows_pieces(ten, max_bytes=8 * len(ten[0]))
+    assert [len(orjson.loads(p)) for p in out] == [5, 5]
+    assert [e["event_id"] for p in out for e in orjson.loads(p)] == [f"e{i}" for i in range(10)]
+    big = b'[{"event_id":"' + b"e" * 100 + b'"}]'
+    out = landing_rows_pieces([first, big, third], max_bytes=50)
+    assert [len(orjson.loads(p)) for p in out] == [1, 1, 1] and out[1] is big
     assert landing_rows_pieces([], b'[{"reason_code": "x"}]') == [b'[{"quarantine":{"reason_code":"x"}}]']
     assert landing_rows_pieces([b"[]"]) == [b"[]"]
 
