@@ -25,7 +25,8 @@ Per-subject encryption of the raw archive (deletion.subject_keys, ingest_workers
 the same interleaved passes: ``archive_clear`` is the hot path plus each record's archive line in
 clear (what the consumer does with ARCHIVE_ENCRYPTION=off), ``archive_encrypted`` the hot path plus
 each record's subjects, the suppression check (against a non-empty list, so every identifier is
-hashed) and its encrypted line, in the steady state of a worker whose subject keys are cached.
+hashed) and its encrypted line, in the steady state of a worker whose subject keys are cached; as in
+the consumer, the pipeline runs a batch at a time and the lines a unit of ten batches at a time.
 ``encryption_cost`` = encrypted / clear CPU time - 1, paired per round (goal: <= 0.20; the
 wall-clock figure beside it); ``hot_path_vs_parse_encrypted`` is
 the headline ratio with encryption on. ``archive_bytes_per_record_*``: zstd-compressed line bytes.
@@ -55,6 +56,7 @@ from ingest_workers.pipeline import BATCH_RECORDS, ContractIndex, RawRecord, pro
 GOAL_EVENTS_PER_S = 50_000
 GOAL_RATIO = 0.20
 BATCH = BATCH_RECORDS  # the consumer's batch (services.BATCH_MAX_RECORDS)
+UNIT_BATCHES = 10  # batches per consumer unit (services.UNIT_MAX_RECORDS, 2,000 records)
 RECEIVED_AT = 1_772_400_000_000_000
 
 # (source, contract event, version index, sample index, weight, text paths to pad, key paths)
@@ -205,14 +207,22 @@ def _archive_steps(index: ContractIndex, batches, locations):
     keyring._suppressed.update(hashlib.sha256(str(i).encode()).hexdigest() for i in range(1000))
     sizes = {"clear": 0, "encrypted": 0}
 
+    # as the consumer does: the pipeline a batch at a time, the archive lines a unit (UNIT_BATCHES
+    # batches) at a time, in one ``sealer.lines`` call and one compressed block per unit
+    units = [range(u, min(u + UNIT_BATCHES, len(batches))) for u in range(0, len(batches), UNIT_BATCHES)]
+
     def clear(measure_size: bool = False) -> int:
         lines_total = 0
-        for b, batch in enumerate(batches):
-            res = process_batch(batch, index, stream="raw-events", batch_id=f"b{b}", archive_locations=locations[b],
-                                now_micros=RECEIVED_AT + 10_000_000)
-            res.landing_json()
-            not_json = {q.sequence_number for q in res.quarantine if q.reason_code == "undecodable"}
-            lines = [archive_line(r, is_json=r.sequence_number not in not_json) for r in batch]
+        for unit in units:
+            lines = []
+            for b in unit:
+                batch = batches[b]
+                res = process_batch(batch, index, stream="raw-events", batch_id=f"b{b}",
+                                    archive_locations=locations[b], now_micros=RECEIVED_AT + 10_000_000)
+                res.landing_json()
+                not_json = {q.sequence_number for q in res.quarantine if q.reason_code == "undecodable"}
+                del res
+                lines += [archive_line(r, is_json=r.sequence_number not in not_json) for r in batch]
             lines_total += len(lines)
             if measure_size:
                 sizes["clear"] += len(zstandard.ZstdCompressor(level=3).compress(b"\n".join(lines)))
@@ -220,18 +230,24 @@ def _archive_steps(index: ContractIndex, batches, locations):
 
     def encrypted(measure_size: bool = False) -> int:
         lines_total = 0
-        for b, batch in enumerate(batches):
-            res = process_batch(batch, index, stream="raw-events", batch_id=f"b{b}", archive_locations=locations[b],
-                                now_micros=RECEIVED_AT + 10_000_000)
-            subjects = records_subjects(res.events)
-            suppressed = keyring.suppressed_of(subjects)
-            sealer = keyring.sealer(batch, subjects, suppressed)
-            res.landing_json()
-            not_json = {q.sequence_number for q in res.quarantine if q.reason_code == "undecodable"}
+        for unit in units:
+            records, subjects, suppressed, not_json = [], {}, set(), set()
+            for b in unit:
+                batch = batches[b]
+                res = process_batch(batch, index, stream="raw-events", batch_id=f"b{b}",
+                                    archive_locations=locations[b], now_micros=RECEIVED_AT + 10_000_000)
+                found = records_subjects(res.events)
+                subjects.update(found)
+                suppressed |= keyring.suppressed_of(found)
+                res.landing_json()
+                not_json.update(q.sequence_number for q in res.quarantine if q.reason_code == "undecodable")
+                del res
+                records += batch
+            sealer = keyring.sealer(records, subjects, suppressed)
             # what ShardArchive.append does: the unit's lines in one call (version 2: the records that
             # share a key set compressed together with the shared dictionary, then sealed, one block each)
             lines = sealer.lines([(r.sequence_number, r.shard_id, r.arrival_micros, r.data,
-                                   r.sequence_number not in not_json) for r in batch], 0)
+                                   r.sequence_number not in not_json) for r in records], 0)
             lines_total += len(lines)
             if measure_size:
                 sizes["encrypted"] += len(zstandard.ZstdCompressor(level=3).compress(b"\n".join(lines)))
