@@ -50,6 +50,7 @@ from ingest_workers.json_numbers import may_hold_big_integer
 __all__ = [
     "BATCH_RECORDS",
     "RawRecord",
+    "raw_record",
     "CompiledVersion",
     "SourceRoute",
     "ContractIndex",
@@ -118,6 +119,23 @@ class RawRecord:
     sequence_number: str
     data: bytes
     arrival_micros: int  # the stream's arrival time (Kinesis ApproximateArrivalTimestamp), UTC micros
+
+
+_new_object = object.__new__
+_set_shard_id, _set_sequence_number, _set_data, _set_arrival_micros = (
+    RawRecord.__dict__[name].__set__ for name in ("shard_id", "sequence_number", "data", "arrival_micros"))
+
+
+def raw_record(shard_id: str, sequence_number: str, data: bytes, arrival_micros: int) -> RawRecord:
+    """``RawRecord(...)`` without the frozen dataclass's ``__init__``, whose four ``object.__setattr__``
+    calls cost about 0.6 us a record more (a consumer builds 2,000 per unit): the slots are set
+    through their descriptors. The same object, as frozen afterwards as any other."""
+    record = _new_object(RawRecord)
+    _set_shard_id(record, shard_id)
+    _set_sequence_number(record, sequence_number)
+    _set_data(record, data)
+    _set_arrival_micros(record, arrival_micros)
+    return record
 
 
 @dataclass(frozen=True)

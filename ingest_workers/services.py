@@ -57,6 +57,7 @@ from ingest_workers.pipeline import (
     batch_results_concat,
     batch_suppress,
     process_batch,
+    raw_record,
 )
 from ingest_workers.pipeline_stats import (
     pipeline_lag_record,
@@ -560,11 +561,10 @@ class ShardReader:
             tick("archive")
             pipeline_lag_record(shard_id=lease.shard_id, lag_ms=behind)
             return outcome
-        records = [
-            RawRecord(shard_id=lease.shard_id, sequence_number=r["SequenceNumber"], data=r["Data"],
-                      arrival_micros=int(r["ApproximateArrivalTimestamp"].timestamp() * 1_000_000))
-            for r in raw
-        ]
+        shard_id = lease.shard_id
+        records = [raw_record(shard_id, r["SequenceNumber"], r["Data"],
+                              int(r["ApproximateArrivalTimestamp"].timestamp() * 1_000_000))
+                   for r in raw]
         first, last = records[0].sequence_number, records[-1].sequence_number
         unit = f"{shard_channel_name(lease.stream, lease.shard_id)}/{first}-{last}"
         tick("read")

@@ -31,6 +31,7 @@ from ingest_workers.pipeline import (
     batch_suppress,
     process_batch,
     quarantine_id,
+    raw_record,
 )
 
 NOW = 1_772_400_060_000_000
@@ -113,6 +114,17 @@ def assert_accounted(result) -> None:
 # ---------------------------------------------------------------------------------------------
 # The happy path
 # ---------------------------------------------------------------------------------------------
+
+
+def test_a_raw_record_built_the_consumers_fast_way_is_the_same_frozen_record():
+    import dataclasses
+
+    fast = raw_record(SHARD, "49650000000000000001", b'{"a":1}', ARRIVAL)
+    usual = RawRecord(SHARD, "49650000000000000001", b'{"a":1}', ARRIVAL)
+    assert fast == usual and hash(fast) == hash(usual) and repr(fast) == repr(usual)
+    assert fast != raw_record(SHARD, "49650000000000000002", b'{"a":1}', ARRIVAL)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.data = b"{}"  # type: ignore[misc]
 
 
 def test_every_preset_sample_becomes_canonical_events(index):
