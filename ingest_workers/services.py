@@ -53,6 +53,7 @@ from ingest_workers.pipeline import (
     NO_SOURCE,
     BatchResult,
     ContractIndex,
+    QuarantineRow,
     RawRecord,
     batch_results_concat,
     batch_suppress,
@@ -661,7 +662,8 @@ def _unit_pipeline(records: list[RawRecord], fresh: int, locations: list[tuple[s
     leaves is an erased identifier (``payload_leaf_subjects``: not kept in clear in RAW.QUARANTINE nor
     under the day key). The unit's archive keys come from one ``sealer`` call after its batches (one
     look-up of new subjects per unit); a subject it finds suppressed meanwhile (an erasure this process
-    had not seen) takes its records out of their batches, which are run again for that. Records before
+    had not seen) takes its records, and the quarantined records naming it, out of their batches, which
+    are run again for that (``_late_erasure_applied``). Records before
     ``fresh`` (re-read to rebuild an object, not landed again) go through the pipeline only to learn
     their subjects."""
     from deletion.subject_keys import archive_keyring
@@ -674,6 +676,7 @@ def _unit_pipeline(records: list[RawRecord], fresh: int, locations: list[tuple[s
     spans += [(a, min(a + size, len(records)), True) for a in range(fresh, len(records), size)]
     needs_subjects = keyring.encrypting or keyring.suppressing
     landing: list[tuple[int, int, BatchResult, bytes]] = []  # (start, end, counts, events' JSON) per batch
+    quarantined: list[list[QuarantineRow]] = []  # every batch's quarantine rows (a late erasure checks them)
     not_json: set[str] = set()
     subjects: dict[str, tuple[str, ...]] = {}
     suppressed: set[str] = set()
@@ -684,24 +687,48 @@ def _unit_pipeline(records: list[RawRecord], fresh: int, locations: list[tuple[s
                                                           stream=stream, batch_id=batch_id, now_micros=now_micros,
                                                           tick=tick, subjects=subjects)
         suppressed |= batch_suppressed
+        quarantined.append(result.quarantine)
         if lands:
             not_json.update(q.sequence_number for q in result.quarantine if q.reason_code == "undecodable")
             landing.append((start, end, *_batch_landed(result, records[start:end], batch_suppressed, batch_id)))
         tick("erasure")
-    known = len(suppressed)
+    known = set(suppressed)
     sealer = keyring.sealer(records, subjects, suppressed)  # may add to ``suppressed``
-    if len(suppressed) > known:  # suppressed after this worker's last refresh: out of their batches too
-        for k, (start, end, _, _) in enumerate(landing):
-            batch = records[start:end]
-            if any(r.sequence_number in suppressed for r in batch):
-                result = process_batch(batch, index, stream=stream, batch_id=batch_id,
-                                       archive_locations=locations[start:end], now_micros=now_micros)
-                mine = {r.sequence_number for r in batch} & suppressed
-                landing[k] = (start, end, *_batch_landed(result, batch, mine, batch_id))
+    if len(suppressed) > len(known):
+        sealer = _late_erasure_applied(sealer, records, locations, index, keyring, landing, quarantined, known,
+                                       suppressed, stream=stream, batch_id=batch_id, now_micros=now_micros,
+                                       tick=tick)
     tick("erasure")
     unit = batch_results_concat([counts for _, _, counts, _ in landing])
     rows = landing_rows_pieces([piece for _, _, _, piece in landing], unit.quarantine_json())
     return unit, rows, sealer, not_json
+
+
+def _late_erasure_applied(sealer: Any, records: list[RawRecord], locations: list[tuple[str, int]],
+                          index: ContractIndex, keyring: Any, landing: list[tuple[int, int, BatchResult, bytes]],
+                          quarantined: list[list[QuarantineRow]], known: set[str], suppressed: set[str], *,
+                          stream: str, batch_id: str, now_micros: int, tick: Callable[[str], None]) -> Any:
+    """The unit's key look-up met a subject erased after this worker's refresh (its key was refused;
+    the keyring holds its hash now). As a refreshed worker would have: the quarantined records naming
+    it by a string leaf are suppressed too (in every batch: the unit's batches were checked before the
+    keyring knew), the landing batches holding newly suppressed records run again without them, and
+    the archive's sealer leaves no record in their lines. Returns that sealer."""
+    from deletion.suppression import payload_leaf_subjects
+    from ingest_workers.archive_crypto import LineSealer
+
+    for rows in quarantined:
+        suppressed.update(row.sequence_number for row in rows if row.sequence_number not in suppressed
+                          and keyring.suppressed_uncached(payload_leaf_subjects(row.payload)))
+    added = suppressed - known
+    for k, (start, end, _, _) in enumerate(landing):
+        batch = records[start:end]
+        if any(r.sequence_number in added for r in batch):
+            result = process_batch(batch, index, stream=stream, batch_id=batch_id,
+                                   archive_locations=locations[start:end], now_micros=now_micros)
+            tick("pipeline")
+            mine = {r.sequence_number for r in batch} & suppressed
+            landing[k] = (start, end, *_batch_landed(result, batch, mine, batch_id, logged=len(mine - added)))
+    return LineSealer(sealer.keys_of, suppressed, clear=sealer.clear)
 
 
 def _batch_erasure_checked(batch: list[RawRecord], locations: list[tuple[str, int]], index: ContractIndex,
@@ -727,13 +754,15 @@ def _batch_erasure_checked(batch: list[RawRecord], locations: list[tuple[str, in
 
 
 def _batch_landed(result: BatchResult, batch: list[RawRecord], suppressed: set[str],
-                  batch_id: str) -> tuple[BatchResult, bytes]:
+                  batch_id: str, *, logged: int = 0) -> tuple[BatchResult, bytes]:
     """(the batch's counts, its events' landing JSON) without its suppressed records; its events are
-    freed here, still in the caches (the JSON and the counts are all that the unit keeps)."""
+    freed here, still in the caches (the JSON and the counts are all that the unit keeps). ``logged``:
+    how many of ``suppressed`` an earlier pass over the batch already logged."""
     if suppressed:
         by_seq = {r.sequence_number: r for r in batch}
         result = batch_suppress(result, {seq: _source_name(by_seq[seq].data) for seq in suppressed})
-        log.info("suppressed %d record(s) of erased subjects in %s", len(suppressed), batch_id)
+        if len(suppressed) > logged:
+            log.info("suppressed %d record(s) of erased subjects in %s", len(suppressed) - logged, batch_id)
     piece = result.landing_json() if result.events else b""
     result.events, result.event_ids = [], []
     return result, piece

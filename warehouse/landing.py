@@ -174,32 +174,39 @@ def landing_rows_json(events: bytes | None, quarantine_rows: bytes | list[dict] 
 def landing_rows_pieces(event_pieces: Sequence[bytes], quarantine_rows: bytes | list[dict] | None = None, *,
                         max_bytes: int = STATEMENT_MAX_BYTES) -> list[bytes]:
     """A unit's landing rows as several JSON arrays, in order: its batches' pieces of events
-    (``BatchResult.landing_json``), neighbours joined into as few arrays of at most ``max_bytes`` as
-    they fit in, of about equal size (an append sends one statement per array, and each statement costs
-    the writer ~1.4 ms of CPU; arrays of equal size, not one full and one small, keep each statement's
-    megabytes of base64 and request body as small as the count allows), the quarantine rows after the
-    last one. A piece is never split here."""
+    (``BatchResult.landing_json``), neighbours joined into arrays of at most ``max_bytes``, about equal in
+    size (an append sends one statement per array, and each statement costs the writer ~1.4 ms of CPU;
+    arrays of equal size, not one full and one small, keep each statement's megabytes of base64 and
+    request body as small as the count allows), then the quarantine rows: after the last array's
+    events, or as an array of their own when they would take it over ``max_bytes``. A piece is never
+    split here (one over ``max_bytes`` is left whole, for the append to split)."""
     inside = [(piece, items) for piece in event_pieces if (items := _array_items(piece))]
-    total = sum(len(items) + 1 for _, items in inside)
+    # an array of n pieces' insides is 2 brackets + n - 1 commas + their bytes: 1 + the sum of (len + 1)
+    total = 1 + sum(len(items) + 1 for _, items in inside)
     target = total / max(1, math.ceil(total / max_bytes))
     joined: list[bytes] = []
     group: list[tuple[bytes, memoryview]] = []
-    size = 0
+    size = 1
     for piece, items in inside:
         if group and size + len(items) + 1 > max_bytes:
             joined.append(_arrays_joined(group))
-            group, size = [], 0
+            group, size = [], 1
         group.append((piece, items))
         size += len(items) + 1
         if size >= target:
             joined.append(_arrays_joined(group))
-            group, size = [], 0
+            group, size = [], 1
     if group:
         joined.append(_arrays_joined(group))
+    quarantine = landing_rows_json(None, quarantine_rows) if quarantine_rows else b"[]"
+    if not _array_items(quarantine):
+        return joined or [b"[]"]
     if not joined:
-        return [landing_rows_json(None, quarantine_rows)]
-    if quarantine_rows:
-        joined[-1] = landing_rows_json(joined[-1], quarantine_rows)
+        return [quarantine]
+    if len(joined[-1]) + len(quarantine) - 1 <= max_bytes:
+        joined[-1] = _arrays_joined([(joined[-1], _array_items(joined[-1])), (quarantine, _array_items(quarantine))])
+    else:
+        joined.append(quarantine)
     return joined
 
 

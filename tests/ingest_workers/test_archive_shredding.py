@@ -224,6 +224,42 @@ def test_a_subject_erased_between_a_units_refresh_and_its_keys_lands_nothing_of_
     assert marker.encode() not in stored and stored.count(b'"suppressed":true') == 1
 
 
+def test_a_subject_erased_during_a_unit_takes_the_quarantined_records_naming_it_out_too(
+        ingest_env, kinesis, monkeypatch):
+    """Review of the unit-wide key look-up: the erasure is learnt only when the person's new key is
+    refused, after every batch was checked; a record of an unknown source naming the person (quarantined,
+    in another batch) must still keep nothing of them, in RAW.QUARANTINE or in the archive."""
+    from deletion.subject_keys import archive_keyring
+    from deletion.suppression import suppression_add
+
+    monkeypatch.setattr(services, "BATCH_MAX_RECORDS", 1)
+    person = {"anon": f"anon-Q-{uuid.uuid4().hex[:6]}", "user": f"cust_Q_{uuid.uuid4().hex[:6]}"}
+    keyring = archive_keyring()
+    refresh = keyring.refresh
+
+    def refresh_then_erase() -> None:
+        refresh()
+        monkeypatch.setattr(keyring, "refresh", refresh)
+        suppression_add(subject=person_subject(person))
+
+    monkeypatch.setattr(keyring, "refresh", refresh_then_erase)
+    unmapped = envelope_encode(source=f"no-such-source-{uuid.uuid4().hex[:6]}",
+                               payload={"anonymousId": person["anon"], "text": "q"},
+                               received_at=time.time_ns() // 1000, channel="direct")
+    _direct_write([("one-partition", unmapped), ("one-partition", chat_message(person, "mapped")),
+                   ("one-partition", chat_message(PERSON_B, "kept"))])
+    reader = _reader(kinesis, _busiest_lease(kinesis, ingest_env.KINESIS_STREAM_NAME), "w1")
+    outcome = reader.process_unit()
+    reader.flush()
+    assert (outcome.read, outcome.valid, outcome.quarantined, outcome.suppressed) == (3, 1, 0, 2)
+    services.pipeline_drain()
+    rows = warehouse_rows("SELECT PAYLOAD FROM RAW.QUARANTINE")
+    assert not any(person["anon"] in orjson.dumps(r["PAYLOAD"]).decode() for r in rows)
+    assert len(lineages(PERSON_B["anon"])) == 1 and not lineages(person["anon"])
+    stored = archived_bytes(ingest_env)
+    assert person["anon"].encode() not in stored and stored.count(b'"suppressed":true') == 2
+
+
 def test_a_worker_counts_suppressed_records_per_source(ingest_env, kinesis):
     erase(PERSON_A)
     send([(PERSON_A, "x"), (PERSON_B, "z"), (PERSON_A, "y")])

@@ -335,12 +335,23 @@ def test_a_units_landing_pieces_are_joined_up_to_a_statement_and_the_quarantine_
     out = landing_rows_pieces([first, b"[]", second], [{"reason_code": "x"}])
     assert [orjson.loads(p) for p in out] == [
         [{"event_id": "a"}, {"event_id": "b"}, {"event_id": "c"}, {"quarantine": {"reason_code": "x"}}]]
-    # joined while the array stays within the statement's bytes; a piece is never split
+    # joined while the array stays within the statement's bytes (an exact fit included); never split
+    from warehouse.landing import _statement_chunks
+
     third = b'[{"event_id":"d"}]'
-    out = landing_rows_pieces([first, second, third], max_bytes=len(first) + len(second) - 2)
+    fit = len(first) + len(second) - 1  # "[" + a's inside + "," + b's and c's + "]"
+    out = landing_rows_pieces([first, second, third], max_bytes=fit)
     assert [orjson.loads(p) for p in out] == [[{"event_id": "a"}, {"event_id": "b"}, {"event_id": "c"}],
                                                [{"event_id": "d"}]]
+    assert len(out[0]) == fit and len(list(_statement_chunks(out, fit))) == 2  # no re-parse, no 3rd statement
     assert out[1] is third  # a lone piece is not copied
+    out = landing_rows_pieces([first, second], max_bytes=fit - 1)
+    assert [len(orjson.loads(p)) for p in out] == [1, 2]
+    # quarantine rows that would take the last array over the limit get an array of their own
+    out = landing_rows_pieces([first, second], [{"reason_code": "x" * 40}], max_bytes=fit)
+    assert [orjson.loads(p) for p in out] == [[{"event_id": "a"}, {"event_id": "b"}, {"event_id": "c"}],
+                                               [{"quarantine": {"reason_code": "x" * 40}}]]
+    assert landing_rows_pieces([first], b"[]") == [first]  # no quarantine rows: nothing copied
     # ten batches that need two statements make two of five, not one of eight and one of two
     ten = [orjson.dumps([{"event_id": f"e{i}"}]) for i in range(10)]
     out = landing_rows_pieces(ten, max_bytes=8 * len(ten[0]))
