@@ -193,15 +193,12 @@ def test_a_new_event_of_an_erased_subject_is_dropped_at_the_worker(ingest_env):
                             for r in rows)
 
 
-def test_a_subject_erased_between_a_units_refresh_and_its_keys_lands_nothing_of_its_records(
-        ingest_env, kinesis, monkeypatch):
-    """The erasure commits after the worker refreshed for the unit: the unit's key look-up refuses the
-    person's new key, and the person's record leaves its batch (the unit's other batches land whole)."""
+def erased_after_the_units_refresh(person: dict, monkeypatch) -> None:
+    """The person's erasure commits just after the worker's next refresh (the keyring's suppression list
+    is then one erasure old for the rest of that unit)."""
     from deletion.subject_keys import archive_keyring
     from deletion.suppression import suppression_add
 
-    monkeypatch.setattr(services, "BATCH_MAX_RECORDS", 2)
-    person = {"anon": f"anon-C-{uuid.uuid4().hex[:6]}", "user": f"cust_C_{uuid.uuid4().hex[:6]}"}
     keyring = archive_keyring()
     refresh = keyring.refresh
 
@@ -211,6 +208,15 @@ def test_a_subject_erased_between_a_units_refresh_and_its_keys_lands_nothing_of_
         suppression_add(subject=person_subject(person))
 
     monkeypatch.setattr(keyring, "refresh", refresh_then_erase)
+
+
+def test_a_subject_erased_between_a_units_refresh_and_its_keys_lands_nothing_of_its_records(
+        ingest_env, kinesis, monkeypatch):
+    """The erasure commits after the worker refreshed for the unit: the unit's key look-up refuses the
+    person's new key, and the person's record leaves its batch (the unit's other batches land whole)."""
+    monkeypatch.setattr(services, "BATCH_MAX_RECORDS", 2)
+    person = {"anon": f"anon-C-{uuid.uuid4().hex[:6]}", "user": f"cust_C_{uuid.uuid4().hex[:6]}"}
+    erased_after_the_units_refresh(person, monkeypatch)
     marker = f"late-{uuid.uuid4().hex}"
     send([(PERSON_B, "b1"), (PERSON_B, "b2"), (person, marker), (PERSON_B, "b3")])
     reader = _reader(kinesis, _busiest_lease(kinesis, ingest_env.KINESIS_STREAM_NAME), "w1")
@@ -229,20 +235,9 @@ def test_a_subject_erased_during_a_unit_takes_the_quarantined_records_naming_it_
     """Review of the unit-wide key look-up: the erasure is learnt only when the person's new key is
     refused, after every batch was checked; a record of an unknown source naming the person (quarantined,
     in another batch) must still keep nothing of them, in RAW.QUARANTINE or in the archive."""
-    from deletion.subject_keys import archive_keyring
-    from deletion.suppression import suppression_add
-
     monkeypatch.setattr(services, "BATCH_MAX_RECORDS", 1)
     person = {"anon": f"anon-Q-{uuid.uuid4().hex[:6]}", "user": f"cust_Q_{uuid.uuid4().hex[:6]}"}
-    keyring = archive_keyring()
-    refresh = keyring.refresh
-
-    def refresh_then_erase() -> None:
-        refresh()
-        monkeypatch.setattr(keyring, "refresh", refresh)
-        suppression_add(subject=person_subject(person))
-
-    monkeypatch.setattr(keyring, "refresh", refresh_then_erase)
+    erased_after_the_units_refresh(person, monkeypatch)
     unmapped = envelope_encode(source=f"no-such-source-{uuid.uuid4().hex[:6]}",
                                payload={"anonymousId": person["anon"], "text": "q"},
                                received_at=time.time_ns() // 1000, channel="direct")
