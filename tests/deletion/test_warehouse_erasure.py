@@ -95,7 +95,7 @@ def erasure_settings(settings, warehouse_conn):  # noqa: F811 - the fixture impo
 
 
 @pytest.fixture
-def stitched(warehouse_conn, erasure_settings):  # noqa: F811
+def stitched(warehouse_conn, erasure_settings):  # noqa: F811 - the fixture imported above
     land_and_merge(warehouse_conn, alice_and_bob(), "b1", quarantine=quarantined())
     report = models_run(warehouse_conn, prices=PRICES)
     assert report.ok, [(m.name, m.error) for m in report.models if m.error]
@@ -193,7 +193,7 @@ def test_a_person_on_web_ios_and_slack_is_erased_from_every_table_and_aggregates
 
 @pytest.mark.django_db
 def test_a_shared_device_id_does_not_drag_other_people_into_the_ticket_without_the_second_review(
-        warehouse_conn, erasure_settings):  # noqa: F811
+        warehouse_conn, erasure_settings):  # noqa: F811 - the fixture imported above
     # a family tablet: Carol and Dan each sign in on it with their own account
     tablet = {"device_id": "tablet-kitchen-01"}
     land_and_merge(warehouse_conn, [
@@ -253,7 +253,7 @@ def test_an_unreachable_warehouse_is_a_transient_failure_the_job_retries(warehou
 
 @pytest.mark.django_db
 def test_an_identifier_the_officer_removed_as_wrongly_linked_keeps_its_events_under_a_person_of_its_own(
-        warehouse_conn, erasure_settings):  # noqa: F811
+        warehouse_conn, erasure_settings):  # noqa: F811 - the fixture imported above
     conn = warehouse_conn
     pat = {"anonymous_id": "anon-pat-0003", "platform_user_id": "cust-pat"}
     land_and_merge(conn, [
@@ -295,7 +295,7 @@ def test_an_identifier_the_officer_removed_as_wrongly_linked_keeps_its_events_un
 
 @pytest.mark.django_db
 def test_erasure_leaves_the_counted_copies_of_another_persons_event_with_the_same_id_on_another_day(
-        warehouse_conn, erasure_settings):  # noqa: F811
+        warehouse_conn, erasure_settings):  # noqa: F811 - the fixture imported above
     # review of dd0f80b: the side tables were matched on EVENT_ID alone, but (EVENT_DATE, EVENT_ID) is the key:
     # erasing Alice's "x" of one day removed the counted copies of Bob's "x" of the day before, and Bob's next
     # copy was then counted as two
