@@ -24,8 +24,10 @@ a ratio >= 0.20.
 Per-subject encryption of the raw archive (deletion.subject_keys, ingest_workers.archive_crypto), in
 the same interleaved passes: ``archive_clear`` is the hot path plus each record's archive line in
 clear (what the consumer does with ARCHIVE_ENCRYPTION=off), ``archive_encrypted`` the hot path plus
-each record's subjects, the suppression check (against a non-empty list, so every identifier is
-hashed) and its encrypted line, in the steady state of a worker whose subject keys are cached; as in
+each record's subjects, the suppression check (against a non-empty list; in the steady state a
+combination of subjects already sealed with since the last erasure is a cache hit, not hashed again:
+``SubjectKeyring.suppressed_of``) and its encrypted line, in the steady state of a worker whose subject
+keys are cached; as in
 the consumer, the pipeline runs a batch at a time and the lines a unit of ten batches at a time.
 ``encryption_cost`` = encrypted / clear CPU time - 1, paired per round (goal: <= 0.20; the
 wall-clock figure beside it); ``hot_path_vs_parse_encrypted`` is

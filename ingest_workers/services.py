@@ -415,6 +415,13 @@ class ShardReader:
                      self.replay_until)
 
     @property
+    def next_unit(self) -> str:
+        """The unit this reader reads next, for logs and park reasons: the one after its position."""
+        if self.position:
+            return f"the unit after sequence number {self.position}"
+        return "the unit at the shard's start (nothing checkpointed yet)"
+
+    @property
     def replaying(self) -> bool:
         """Re-reading records the previous owner landed (their lineage names objects it had open)."""
         from warehouse.channels import offset_after
@@ -943,7 +950,7 @@ class _Drain:
                 except Exception as err:  # noqa: BLE001 - counted, backed off, parked after the budget
                     self.errors[held.shard_id], failing = err, True
                     self.report.retries += 1
-                    delay = shard_failure_record(held, error=err, unit=f"{held} after {reader.position}")
+                    delay = shard_failure_record(held, error=err, unit=reader.next_unit)
                     if delay is None:
                         self.report.parked += 1
                         reader.close()
@@ -966,7 +973,8 @@ class _Drain:
                     except TransientError as err:  # the object stays with the reader; the next pass retries
                         self.errors[held.shard_id], failing = err, True
                         self.report.retries += 1
-                        shard_failure_record(held, error=err, unit=f"{held} archive object before {reader.position}")
+                        shard_failure_record(held, error=err, unit=f"the write of the archive object ending at "
+                                                                   f"sequence number {reader.position}")
                     break
         except LeaseLost:
             pass

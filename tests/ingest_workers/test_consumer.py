@@ -410,7 +410,11 @@ def test_E3_redis_down_while_records_flow_stops_nothing(ingest_env):
     assert_exactly_once(expected_outcome(records))
 
 
-def test_a_unit_that_keeps_failing_is_backed_off_then_parked_not_spun_on(ingest_env, monkeypatch):
+def test_a_unit_that_keeps_failing_is_backed_off_then_parked_not_spun_on(ingest_env, monkeypatch, caplog):
+    # review M2: a stuck shard was retried every second, without backoff, a log line or an alert
+    import logging
+    import re
+
     from ingest_workers import archive
 
     send_traffic(50, seed=21, duplicate_fraction=0, malformed_fraction=0)
@@ -423,13 +427,25 @@ def test_a_unit_that_keeps_failing_is_backed_off_then_parked_not_spun_on(ingest_
     monkeypatch.setattr(archive, "archive_put_new", full_disk)
     ingest_env.INGEST_RETRY_BUDGET = 4
     waits: list[float] = []
-    with pytest.raises(services.TransientError, match="No space left"):
+    with caplog.at_level(logging.WARNING, logger="ingest_workers.services"), \
+            pytest.raises(services.TransientError, match="No space left"):
         services.pipeline_drain(sleep=waits.append)
     shards_with_data = ShardLease.objects.filter(parked_at__isnull=False).count()
     assert shards_with_data >= 1 and attempts["n"] == 4 * shards_with_data
     lease = ShardLease.objects.filter(parked_at__isnull=False).first()
     assert "4 failed attempts" in lease.park_reason and "No space left" in lease.park_reason
     assert lease.owner == "" and lease.checkpoint == ""
+    # each failed attempt is logged with its shard and the unit (where in the shard it starts), and backed
+    # off exponentially with jitter: attempt k waits between half and all of 2^(k-1) s
+    retried = [re.fullmatch(rf"shard {re.escape(str(lease))}: attempt (\d) at the unit at the shard's start "
+                            r"\(nothing checkpointed yet\) failed, retrying in ([\d.]+)s: TransientError: could not "
+                            r"write the raw archive object .*No space left on device", r.getMessage())
+               for r in caplog.records if r.levelno == logging.WARNING]
+    retried = [(int(m[1]), float(m[2])) for m in retried if m]
+    assert [k for k, _ in retried] == [1, 2, 3]
+    assert all(2 ** (k - 1) / 2 - 0.05 <= delay <= 2 ** (k - 1) + 0.05 for k, delay in retried)
+    assert any(r.levelno == logging.ERROR and r.getMessage().startswith(f"shard {lease} parked after 4 failed attempts")
+               for r in caplog.records)
 
 
 def test_a_drain_reports_a_parked_shard_even_when_a_later_shard_reads_cleanly(ingest_env, monkeypatch):
