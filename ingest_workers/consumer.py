@@ -279,7 +279,9 @@ class ShardConsumer:
             return 0  # the channel is behind committing this shard's units: let it catch up first
         try:
             outcome = entry.reader.process_unit(max_records=self.max_records, defer_commit=True)
-        except services.LeaseLost:
+        except services.LeaseLost as err:
+            # its unit is dropped unlanded: the shard's new owner reads it again from the checkpoint
+            log.warning("shard %s is no longer this consumer's; its unit was not landed: %s", shard_id, err)
             self.stats.lost += 1
             self._drop(shard_id, release=False)
             return 0

@@ -180,3 +180,69 @@ def merged_counts() -> tuple[int, int, int, int]:
 
 def expected_counts(expected: dict) -> tuple[int, int, int, int]:
     return expected["events"], expected["events"], expected["duplicates"], expected["quarantined"]
+
+
+_FROZEN_BEFORE_LANDING = """
+import os, signal, sys
+sys.path.insert(0, os.getcwd())
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+import django
+django.setup()
+from django.core.management import call_command
+from ingest_workers import services
+
+real_land = services.ShardReader._land
+frozen = []
+
+def land_after_a_freeze(self, rows, **kwargs):
+    if not frozen:  # its first unit is read and archived: the process stops here, as under a long GC pause
+        frozen.append(1)
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return real_land(self, rows, **kwargs)
+
+services.ShardReader._land = land_after_a_freeze
+call_command("ingest_consume", "--until-idle", "--json")
+"""
+
+
+def _consume(env: dict, log: Path, script: str | None = None) -> subprocess.Popen:
+    command = ["-c", script] if script else ["manage.py", "ingest_consume", "--until-idle", "--json"]
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=out, text=True, start_new_session=True)
+
+
+def _stopped(proc: subprocess.Popen) -> bool:
+    return Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_consumer_frozen_past_its_lease_is_refused_by_the_channel_when_it_wakes(worker_env, tmp_path):
+    # the pipeline review's "two consumers on one shard": one process stops between reading a unit and
+    # landing it, its lease expires, a second process takes the shard and lands everything; when the
+    # first wakes up it lands its stale unit, and the channel (reopened by its heir) must refuse it
+    records = send_traffic(160, seed=61)
+    expected = expected_outcome(records)
+    logs = {name: tmp_path / f"{name}.log" for name in ("frozen", "heir")}
+    frozen = _consume(worker_env, logs["frozen"], _FROZEN_BEFORE_LANDING)
+    heir = None
+    try:
+        wait_for(lambda: frozen.poll() is None and _stopped(frozen), timeout=90,
+                 what="the first consumer to stop before landing its first unit", logs=logs.values())
+        wait_for(lambda: not owners(), timeout=60, what="the frozen consumer's leases to expire", logs=logs.values())
+        heir = _consume(worker_env, logs["heir"])
+        heir_out, _ = heir.communicate(timeout=180)
+        assert heir.returncode == 0, logs["heir"].read_text()[-3000:]
+        heir_stats = orjson.loads(heir_out.strip().splitlines()[-1])
+        assert heir_stats["read"] == len(records)
+        os.killpg(frozen.pid, signal.SIGCONT)                  # it wakes up holding a unit it read long ago
+        frozen_out, _ = frozen.communicate(timeout=180)
+        assert frozen.returncode == 0, logs["frozen"].read_text()[-3000:]
+    finally:
+        stop(frozen)
+        stop(heir)
+    frozen_stats = orjson.loads(frozen_out.strip().splitlines()[-1])
+    assert frozen_stats["lost"] >= 1          # its append was refused: the shard was no longer its own
+    assert "its unit was not landed" in logs["frozen"].read_text()
+    assert "was reopened by another writer" in logs["frozen"].read_text()   # by the channel's fence
+    assert merged_counts() == expected_counts(expected)        # every event once, none from the stale unit
+    assert records_read() == len(records)     # and it checkpointed nothing the heir had counted
