@@ -287,7 +287,7 @@ class ShardConsumer:
             return 0
         except Exception as err:  # noqa: BLE001 - counted, backed off, parked after the budget
             self.stats.failures += 1
-            delay = services.shard_failure_record(entry.reader.lease, error=err, unit=entry.reader.next_unit)
+            delay = services.shard_failure_record(entry.reader.lease, error=err, unit=entry.reader.unit_label)
             if delay is None:
                 self._drop(shard_id, release=False)  # parked: the failure record released it
             else:

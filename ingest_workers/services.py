@@ -396,6 +396,8 @@ class ShardReader:
         #: The lease's ``records_read`` counts an object's records when the checkpoint passes it, so a
         #: record re-read by the next owner after a crash is counted once.
         self._written: list[tuple[str, int]] = []
+        self._unit_started = False  # process_unit has begun a unit (``_unit_after``: where it starts)
+        self._unit_after: str | None = None
 
     def open(self) -> None:
         """Open the channel (fencing its previous writer) and find the resume points."""
@@ -415,10 +417,12 @@ class ShardReader:
                      self.replay_until)
 
     @property
-    def next_unit(self) -> str:
-        """The unit this reader reads next, for logs and park reasons: the one after its position."""
-        if self.position:
-            return f"the unit after sequence number {self.position}"
+    def unit_label(self) -> str:
+        """The unit this reader is working on, or reads next, for logs and park reasons: named by where
+        it starts (``position`` when the unit began; a unit that fails after landing has moved it on)."""
+        start = self._unit_after if self._unit_started else self.position
+        if start:
+            return f"the unit after sequence number {start}"
         return "the unit at the shard's start (nothing checkpointed yet)"
 
     @property
@@ -561,6 +565,7 @@ class ShardReader:
         assert self.channel is not None and self.archive is not None
         clock = now_micros or (lambda: time.time_ns() // 1000)
         lease = self.lease
+        self._unit_started, self._unit_after = True, self.position
         tick = _CpuTicks()
         raw, behind, ended = self.read(max_records)
         outcome = BatchOutcome(millis_behind_latest=behind, cpu=tick.cpu)
@@ -950,7 +955,7 @@ class _Drain:
                 except Exception as err:  # noqa: BLE001 - counted, backed off, parked after the budget
                     self.errors[held.shard_id], failing = err, True
                     self.report.retries += 1
-                    delay = shard_failure_record(held, error=err, unit=reader.next_unit)
+                    delay = shard_failure_record(held, error=err, unit=reader.unit_label)
                     if delay is None:
                         self.report.parked += 1
                         reader.close()

@@ -195,7 +195,8 @@ real_land = services.ShardReader._land
 frozen = []
 
 def land_after_a_freeze(self, rows, **kwargs):
-    if not frozen:  # its first unit is read and archived: the process stops here, as under a long GC pause
+    # its first unit is read and placed in its archive object: the process stops here (a long pause)
+    if not frozen:
         frozen.append(1)
         os.kill(os.getpid(), signal.SIGSTOP)
     return real_land(self, rows, **kwargs)
@@ -213,7 +214,10 @@ def _consume(env: dict, log: Path, script: str | None = None) -> subprocess.Pope
 
 
 def _stopped(proc: subprocess.Popen) -> bool:
-    return Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    try:
+        return Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except FileNotFoundError:  # it has exited
+        return False
 
 
 def test_a_consumer_frozen_past_its_lease_is_refused_by_the_channel_when_it_wakes(worker_env, tmp_path):

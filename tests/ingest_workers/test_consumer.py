@@ -448,6 +448,28 @@ def test_a_unit_that_keeps_failing_is_backed_off_then_parked_not_spun_on(ingest_
                for r in caplog.records)
 
 
+def test_a_failing_unit_after_a_checkpoint_is_named_by_where_it_starts(ingest_env, monkeypatch):
+    # the park reason and the log name the unit an operator would look for: the records after the
+    # shard's checkpoint (not "after None", not the position a unit that failed after landing had reached)
+    send_traffic(60, seed=25, duplicate_fraction=0, malformed_fraction=0)
+    services.pipeline_drain()
+    checkpoints = dict(ShardLease.objects.values_list("shard_id", "checkpoint"))
+    assert all(checkpoints.values())
+    send_traffic(60, seed=26, duplicate_fraction=0, malformed_fraction=0)
+
+    def database_away(*args, **kwargs):   # the unit is read, archived and landed; its checkpoint fails
+        raise services.TransientError("could not write the checkpoint: the database is away")
+
+    monkeypatch.setattr(services, "_checkpoint", database_away)
+    ingest_env.INGEST_RETRY_BUDGET = 1
+    with pytest.raises(services.TransientError):
+        services.pipeline_drain(sleep=lambda _s: None)
+    parked = ShardLease.objects.filter(parked_at__isnull=False)
+    assert parked.exists()
+    for lease in parked:
+        assert f"at the unit after sequence number {checkpoints[lease.shard_id]};" in lease.park_reason
+
+
 def test_a_drain_reports_a_parked_shard_even_when_a_later_shard_reads_cleanly(ingest_env, monkeypatch):
     # a healthy shard read after a parked one reset the drain's only error slot, so whether the drain
     # raised depended on shard order (the test above failed about one run in three)

@@ -6,6 +6,7 @@ merger's rounds each go through one warehouse session, not a login per batch (re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -87,6 +88,14 @@ def _hold_the_merge_progress_lock():
     return blocker
 
 
+def _end(conn) -> None:
+    """Roll back and close a test session, quietly: a failure here must not hide the test's own."""
+    with contextlib.suppress(Exception):
+        _run(conn, "ROLLBACK")
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
 def test_records_land_while_a_merge_holds_its_locks(ingest_env, kinesis):
     # review C1: every landing and every merge took the same table lock, so landing waited for merges
     import threading
@@ -116,16 +125,16 @@ def test_records_land_while_a_merge_holds_its_locks(ingest_env, kinesis):
         assert landed == len(second)
         assert merger.is_alive() and _locks(watcher, "RAW.MERGE_PROGRESS", "WAITING")  # still mid-merge
         assert counts()["events"] == 0   # nothing merged yet: the landing did not wait for the merge to end
+        _run(blocker, "ROLLBACK")        # the merge goes on
+        merger.join(DEADLINE)
+        assert not merger.is_alive()
     finally:
-        _run(blocker, "ROLLBACK")
-        blocker.close()
-    merger.join(DEADLINE)
-    assert not merger.is_alive()
+        _end(blocker)
+        _end(watcher)
     # the merge took the ranges committed when it began; the next round takes the rest
     assert merged["result"].events_inserted == expected_outcome(first)["events"]
     services.warehouse_merge_run()
     assert_exactly_once(expected_outcome(first + second))
-    watcher.close()
 
 
 def test_a_merge_that_waits_out_its_lock_timeout_is_retried_and_the_drain_merges_everything(
@@ -150,36 +159,42 @@ def test_a_merge_that_waits_out_its_lock_timeout_is_retried_and_the_drain_merges
         with caplog.at_level(logging.WARNING, logger="ingest_workers.services"):
             report = services.pipeline_drain(sleep=backoff)
     finally:
-        blocker.close()
+        _end(blocker)
     assert report.read == len(records)
     assert report.merged == expected["events"] and report.duplicates == expected["duplicates"]
     assert_exactly_once(expected)
     # two attempts failed with the lock conflict, each logged and backed off (about 1 s, then 2 s, with jitter)
     failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("merge attempt")]
-    assert len(failed) == 2 and all("625" in message or "LOCK_TIMEOUT" in message for message in failed)
+    assert len(failed) == 2 and all("LOCK_TIMEOUT (1 seconds)" in message for message in failed)
     assert len(waits) == 2 and 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 2.0
 
 
+@pytest.mark.django_db(transaction=True)   # the consumer's heartbeat thread uses its own connection
 def test_units_and_merge_rounds_each_go_through_one_warehouse_session(ingest_env, kinesis, monkeypatch):
-    # review H3 and M9: a warehouse login per consumer task, merge and re-drive
-    from warehouse import connection
+    # review H3 and M9: a warehouse login per consumer task, merge and re-drive. Logins are counted where
+    # every one of them happens, at the connector, by the workload each session tags its queries with
+    import snowflake.connector
 
-    logins: list[str | None] = []
-    real_connect = connection.warehouse_connect
+    from ingest_workers.consumer import ShardConsumer
+
+    logins: list[str] = []
+    real_connect = snowflake.connector.connect
 
     def connect_counted(**kwargs):
-        logins.append(kwargs.get("workload"))
+        logins.append((kwargs.get("session_parameters") or {}).get("QUERY_TAG", ""))
         return real_connect(**kwargs)
 
-    monkeypatch.setattr(connection, "warehouse_connect", connect_counted)
+    monkeypatch.setattr(snowflake.connector, "connect", connect_counted)
     services._merge_connection_drop()
     records = send_traffic(240, seed=44)
-    first = services.pipeline_drain(max_records=20)        # units of 20 records: a dozen units or more
-    more = send_traffic(60, seed=45)
-    second = services.pipeline_drain(max_records=20)
-    assert first.read + second.read == len(records) + len(more)
-    assert first.batches + second.batches >= 15
-    assert logins.count("ingest") == 1 and logins.count("merge") == 1
+    drained = services.pipeline_drain(max_records=20)        # units of 20 records: a dozen units or more
+    more = send_traffic(120, seed=45)
+    consumer = ShardConsumer(max_records=20)                 # the ingest pool's long-lived consumer
+    consumed = consumer.run(max_seconds=120, until_idle=True)
+    services.warehouse_merge_run()
+    assert drained.read == len(records) and consumed.read == len(more)
+    assert drained.batches >= 12 and consumed.units >= 6
+    assert logins.count("chatorbit:ingest") == 1 and logins.count("chatorbit:merge") == 1
     assert_exactly_once(expected_outcome(records + more))
 
 
@@ -187,7 +202,7 @@ def test_units_and_merge_rounds_each_go_through_one_warehouse_session(ingest_env
 def expiring_warehouse(ingest_env, tmp_path):
     """This test's own warehouse server, whose sessions expire after 2 s idle inside a transaction (the
     shared one waits 60 s, as the embedded default does)."""
-    from warehouse.embedded import embedded_server_start, free_port
+    from warehouse.embedded import embedded_server_start, embedded_server_stop, free_port
 
     port = free_port()
     proc = embedded_server_start(tmp_path / "wh", port, log_path=tmp_path / "wh.log", session_idle_seconds=2)
@@ -199,8 +214,7 @@ def expiring_warehouse(ingest_env, tmp_path):
         services.landing_clients_close()
         services.merge_connections_close()
         ingest_env.SNOWFLAKE = saved
-        proc.terminate()
-        proc.wait(timeout=20)
+        embedded_server_stop(proc)
 
 
 _KILLED_MERGER = """
@@ -231,21 +245,26 @@ def test_a_merger_killed_inside_its_merge_does_not_wedge_the_next_one(expiring_w
     merger = subprocess.Popen([sys.executable, "-c", _KILLED_MERGER], cwd=ROOT, stdout=subprocess.PIPE,
                               env={**os.environ, "ROOT": str(ROOT), "MERGER_PARAMS": json.dumps(params)})
     try:
-        _poll(lambda: _locks(watcher, "RAW.MERGE_PROGRESS", "WAITING"), "the merger waits for RAW.MERGE_PROGRESS")
+        # the blocker runs a statement on every look, or this server would expire it after 2 s idle and
+        # let the merger through before it is in place
+        _poll(lambda: _run(blocker, "SELECT 1") and _locks(watcher, "RAW.MERGE_PROGRESS", "WAITING"),
+              "the merger waits for RAW.MERGE_PROGRESS")
         assert _locks(watcher, "CANONICAL.EVENTS", "HOLDING")   # inside its transaction, holding the table
         merger.send_signal(signal.SIGKILL)
         merger.wait(timeout=20)
+        _run(blocker, "ROLLBACK")
+        assert merger.returncode == -signal.SIGKILL and b"merged" not in merger.stdout.read()
+        # a wedge would make every lock wait end in 625 after LOCK_TIMEOUT and the run give up at its deadline
+        monkeypatch.setattr(connection, "LOCK_TIMEOUT", 10)
+        services._merge_connection_drop()
+        merged = services.warehouse_merge_run(max_seconds=45)
+        assert merged["events_inserted"] == expected_outcome(records)["events"]
+        assert_exactly_once(expected_outcome(records))
+        assert not _locks(watcher, "CANONICAL.EVENTS", "HOLDING")   # the dead session's locks are gone
     finally:
         if merger.poll() is None:
             merger.kill()
-        _run(blocker, "ROLLBACK")
-        blocker.close()
-    assert merger.returncode == -signal.SIGKILL and b"merged" not in merger.stdout.read()
-    # a wedge would make every lock wait end in 625 after LOCK_TIMEOUT and the run give up at its deadline
-    monkeypatch.setattr(connection, "LOCK_TIMEOUT", 10)
-    services._merge_connection_drop()
-    merged = services.warehouse_merge_run(max_seconds=45)
-    assert merged["events_inserted"] == expected_outcome(records)["events"]
-    assert_exactly_once(expected_outcome(records))
-    assert not _locks(watcher, "CANONICAL.EVENTS", "HOLDING")   # the dead session's locks are gone
-    watcher.close()
+            merger.wait(timeout=20)
+        merger.stdout.close()
+        _end(blocker)
+        _end(watcher)
