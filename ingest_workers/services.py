@@ -396,8 +396,7 @@ class ShardReader:
         #: The lease's ``records_read`` counts an object's records when the checkpoint passes it, so a
         #: record re-read by the next owner after a crash is counted once.
         self._written: list[tuple[str, int]] = []
-        self._unit_started = False  # process_unit has begun a unit (``_unit_after``: where it starts)
-        self._unit_after: str | None = None
+        self._unit_after: str | None = None  # where the unit process_unit is on (or last was on) starts
 
     def open(self) -> None:
         """Open the channel (fencing its previous writer) and find the resume points."""
@@ -418,11 +417,10 @@ class ShardReader:
 
     @property
     def unit_label(self) -> str:
-        """The unit this reader is working on, or reads next, for logs and park reasons: named by where
-        it starts (``position`` when the unit began; a unit that fails after landing has moved it on)."""
-        start = self._unit_after if self._unit_started else self.position
-        if start:
-            return f"the unit after sequence number {start}"
+        """The unit ``process_unit`` is working on, for logs and park reasons: named by where it starts
+        (``position`` when the unit began; a unit that fails after landing has moved it on)."""
+        if self._unit_after:
+            return f"the unit after sequence number {self._unit_after}"
         return "the unit at the shard's start (nothing checkpointed yet)"
 
     @property
@@ -565,7 +563,7 @@ class ShardReader:
         assert self.channel is not None and self.archive is not None
         clock = now_micros or (lambda: time.time_ns() // 1000)
         lease = self.lease
-        self._unit_started, self._unit_after = True, self.position
+        self._unit_after = self.position
         tick = _CpuTicks()
         raw, behind, ended = self.read(max_records)
         outcome = BatchOutcome(millis_behind_latest=behind, cpu=tick.cpu)

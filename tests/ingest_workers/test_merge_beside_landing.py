@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tests.ingest_workers.test_consumer import (
     expected_outcome,
     send_traffic,
 )
+from tests.warehouse.test_embedded_semantics import poll
 
 pytestmark = pytest.mark.django_db
 
@@ -51,17 +51,6 @@ def _run(conn, sql: str) -> list[tuple]:
 def _locks(conn, table: str, status: str) -> list[tuple]:
     """SHOW LOCKS rows of one table (``RAW.MERGE_PROGRESS``) with one status (HOLDING / WAITING)."""
     return [row for row in _run(conn, "SHOW LOCKS") if row[0] == _qualified(table) and row[4] == status]
-
-
-def _poll(condition, what: str, deadline: float = DEADLINE):
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"not within {deadline} s: {what}")
-        time.sleep(0.05)
 
 
 def _land_everything(kinesis, stream: str) -> int:
@@ -117,7 +106,7 @@ def test_records_land_while_a_merge_holds_its_locks(ingest_env, kinesis):
     merger.start()
     try:
         # the merge is inside its transaction: it holds the event table and waits for the progress table
-        _poll(lambda: _locks(watcher, "RAW.MERGE_PROGRESS", "WAITING"), "the merge waits for RAW.MERGE_PROGRESS")
+        poll(lambda: _locks(watcher, "RAW.MERGE_PROGRESS", "WAITING"), "the merge waits for RAW.MERGE_PROGRESS")
         assert _locks(watcher, "CANONICAL.EVENTS", "HOLDING")
         # meanwhile new records arrive and land: the consumer's INSERTs take no lock the merge holds
         second = send_traffic(80, seed=42)
@@ -247,7 +236,7 @@ def test_a_merger_killed_inside_its_merge_does_not_wedge_the_next_one(expiring_w
     try:
         # the blocker runs a statement on every look, or this server would expire it after 2 s idle and
         # let the merger through before it is in place
-        _poll(lambda: _run(blocker, "SELECT 1") and _locks(watcher, "RAW.MERGE_PROGRESS", "WAITING"),
+        poll(lambda: _run(blocker, "SELECT 1") and _locks(watcher, "RAW.MERGE_PROGRESS", "WAITING"),
               "the merger waits for RAW.MERGE_PROGRESS")
         assert _locks(watcher, "CANONICAL.EVENTS", "HOLDING")   # inside its transaction, holding the table
         merger.send_signal(signal.SIGKILL)
